@@ -1,0 +1,12 @@
+// The single extension module of SAGE: sage_core._native.
+// Each binding file registers its own part; the module only calls them in order.
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+void register_hash(nb::module_& m);
+
+NB_MODULE(_native, m) {
+  m.doc() = "SAGE native core: stable hashing, bounded queues and vector indexes.";
+  register_hash(m);
+}

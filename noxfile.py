@@ -1,0 +1,77 @@
+# /// script
+# dependencies = ["nox>=2024.10"]
+# ///
+"""Development sessions: tests, lint, benchmarks and stubs.
+
+``nox`` runs the defaults (tests, lint); ``nox -t bench`` runs every benchmark.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2024.10"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+def _install_project(session: nox.Session, *groups: str) -> None:
+    deps = [
+        dep
+        for group in groups
+        for dep in nox.project.dependency_groups(PYPROJECT, group)
+    ]
+    if deps:
+        session.install(*deps)
+    session.install(".")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the default test suite against the installed package (no slow tests)."""
+    _install_project(session, "test")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session(name="tests-slow", python=PYTHON, default=False)
+def tests_slow(session: nox.Session) -> None:
+    """Run the slow tests: real scheduler/worker processes, pip-installed plugins."""
+    _install_project(session, "test")
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, import-linter contracts and mypy on sage_core."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.install(*PYPROJECT["project"]["dependencies"])
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON, default=False)
+def stubs(session: nox.Session) -> None:
+    """Regenerate sage_core/_native.pyi from the compiled extension."""
+    _install_project(session)
+    session.install("nanobind")
+    session.run(
+        "python",
+        "-m",
+        "nanobind.stubgen",
+        "-m",
+        "sage_core._native",
+        "-o",
+        "sage_core/_native.pyi",
+    )
+    session.run(
+        "ruff",
+        "format",
+        "sage_core/_native.pyi",
+        external=True,
+        success_codes=[0, 1, 127],
+    )

@@ -1,0 +1,203 @@
+"""Function base classes: what an operator implements.
+
+The runtime builds one instance per replica, on the worker that hosts it, from the
+operator's class (or plugin name) and its config. It calls ``open(context)`` once, then the
+batch methods, then ``close()``. The batch methods (``map_batch`` ...) are what the runtime
+calls; their defaults loop over the per-item method, so a subclass implements whichever is
+natural — per item for simple logic, per batch for embedding/generation.
+
+Stateful operators declare ``contract = Contract(state="stateful")`` and implement
+``get_state()``/``restore_state()`` so checkpoints and recovery can move their state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sage_core.contract import Contract
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorContext:
+    """What a replica knows about where it runs.
+
+    Attributes:
+        operator: the operator's name in the logical graph.
+        replica_index: 0-based index of this replica among the operator's replicas.
+        parallelism: number of replicas of the operator.
+        job_id: the job this replica belongs to.
+        worker: address/name of the process hosting the replica ("local" in-process).
+        config: the operator's config as given in the DSL or spec.
+    """
+
+    operator: str
+    replica_index: int = 0
+    parallelism: int = 1
+    job_id: str = ""
+    worker: str = "local"
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def logger(self) -> logging.Logger:
+        return logging.getLogger(f"sage.operator.{self.operator}")
+
+
+class Function:
+    """Base of every operator function.
+
+    Subclasses accept their config as keyword arguments in ``__init__``; the default
+    keeps it in ``self.config``.
+    """
+
+    #: the kind of operator ("source", "map", ...), set by the role base classes
+    role: ClassVar[str] = ""
+    #: default contract of this operator; DSL/spec ``contract=`` overrides fields
+    contract: ClassVar[Contract] = Contract()
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def open(self, context: OperatorContext) -> None:
+        """Called once on the replica before any item (connect, load models)."""
+
+    def close(self) -> None:
+        """Called once after the last item, on cancel and on failure."""
+
+    def get_state(self) -> Any:
+        """Snapshot of keyed/operator state (stateful operators override)."""
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        """Install a snapshot taken by ``get_state`` (stateful operators override)."""
+
+
+class SourceFunction(Function):
+    """Produces the items of a pipeline. Each replica reads its share of the input."""
+
+    role = "source"
+
+    def run(self, context: OperatorContext) -> Iterable[Any]:
+        """Yield this replica's items in order (replica ``context.replica_index`` of
+        ``context.parallelism``). The runtime stops iterating on cancel."""
+        raise TypeError(f"{type(self).__name__} must implement run(context)")
+
+
+class MapFunction(Function):
+    """One output per input item."""
+
+    role = "map"
+
+    def map(self, item: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must implement map() or map_batch()")
+
+    def map_batch(self, items: list[Any]) -> list[Any]:
+        """Outputs for a batch, same length and order as ``items``."""
+        return [self.map(item) for item in items]
+
+
+class FilterFunction(Function):
+    """Keeps the items for which ``filter`` is true."""
+
+    role = "filter"
+
+    def filter(self, item: Any) -> bool:
+        raise TypeError(f"{type(self).__name__} must implement filter()")
+
+    def filter_batch(self, items: list[Any]) -> list[Any]:
+        """The kept items, in order."""
+        return [item for item in items if self.filter(item)]
+
+
+class FlatMapFunction(Function):
+    """Zero or more outputs per input item."""
+
+    role = "flat_map"
+
+    def flat_map(self, item: Any) -> Iterable[Any]:
+        raise TypeError(f"{type(self).__name__} must implement flat_map()")
+
+    def flat_map_batch(self, items: list[Any]) -> list[Any]:
+        """All outputs of the batch, flattened, in input order."""
+        out: list[Any] = []
+        for item in items:
+            out.extend(self.flat_map(item))
+        return out
+
+
+class CoMapFunction(Function):
+    """Two inputs (``a.connect(b).co_map(...)``): ``map1`` for items of ``a``,
+    ``map2`` for items of ``b``; one output each."""
+
+    role = "co_map"
+
+    def map1(self, item: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must implement map1()")
+
+    def map2(self, item: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must implement map2()")
+
+    def co_map_batch(self, items: list[Any], input_index: int) -> list[Any]:
+        """Outputs for a batch that arrived on input ``input_index`` (0 or 1)."""
+        fn = self.map1 if input_index == 0 else self.map2
+        return [fn(item) for item in items]
+
+
+class JoinFunction(Function):
+    """Keyed join of two inputs: ``join(left, right)`` for each matching pair.
+
+    The runtime keeps, per key, the items seen on each side (within the join's window
+    or in its keyed store) and calls ``join`` once per new match.
+    """
+
+    role = "join"
+    contract = Contract(state="stateful")
+
+    def join(self, left: Any, right: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must implement join()")
+
+
+class SinkFunction(Function):
+    """Consumes the items at the end of a pipeline."""
+
+    role = "sink"
+
+    def sink(self, item: Any) -> None:
+        raise TypeError(f"{type(self).__name__} must implement sink() or sink_batch()")
+
+    def sink_batch(self, items: list[Any]) -> None:
+        for item in items:
+            self.sink(item)
+
+    def result(self) -> Any:
+        """What this replica hands back to the caller when the job ends (e.g. the
+        collected items of the ``collect`` sink); ``None`` for most sinks."""
+        return None
+
+
+ROLES: dict[str, type[Function]] = {
+    cls.role: cls
+    for cls in (
+        SourceFunction,
+        MapFunction,
+        FilterFunction,
+        FlatMapFunction,
+        CoMapFunction,
+        JoinFunction,
+        SinkFunction,
+    )
+}
+
+
+def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Split an iterable into lists of at most ``size`` items."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""Metrics, traces, Prometheus export and the dashboard page."""

@@ -1,0 +1,1 @@
+"""Runtimes executing plans: local threads, Dask actors, and the SAGE process hooks."""
