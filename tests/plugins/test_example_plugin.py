@@ -33,23 +33,27 @@ def _run(args: list[str], cwd: Path, **kwargs: object) -> str:
 
 def test_installed_plugin_is_listed_and_resolvable(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=False, system_site_packages=False)
+    venv.create(env_dir, with_pip=True, system_site_packages=False)
     python = env_dir / "bin" / "python"
-    # Reuse this interpreter's installed packages (dask, numpy, ...) through a .pth
-    # file, then install the project and the plugin the way a user would.
+    # The fresh environment sees the project under test (and its dependencies)
+    # through a .pth file; the plugin is pip-installed into it as a user would.
     site = _run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         tmp_path,
     ).strip()
     parent_site = [p for p in sys.path if p.endswith("site-packages")]
-    Path(site, "parent.pth").write_text("\n".join(parent_site) + "\n")
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-    env = {**os.environ, "PIP_NO_INDEX": "0"}
-    _run([*pip, "--no-deps", "--no-build-isolation", str(ROOT)], tmp_path, env=env)
-    _run([*pip, "--no-deps", str(EXAMPLE)], tmp_path, env=env)
+    # addsitedir (not a bare path) so .pth files there, e.g. editable installs, apply
+    Path(site, "parent.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parent_site)
+    )
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(EXAMPLE)],
+        tmp_path,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
 
-    sage = env_dir / "bin" / "sage"
-    rows = json.loads(_run([str(sage), "plugins"], tmp_path))
+    sage = [str(python), "-c", "from sage_core.cli import main; main()"]
+    rows = json.loads(_run([*sage, "plugins"], tmp_path))
     ours = {(r["kind"], r["name"]): r for r in rows if r["plugin"] == "example"}
     assert set(ours) == {("operator", "text-stats"), ("router", "primary-backup")}
     assert {r["distribution"] for r in ours.values()} == {"sage-example-plugin"}
