@@ -5,6 +5,13 @@ Slow on purpose: clarity over speed. Never used on a hot path.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
 _MASK = (1 << 64) - 1
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -28,3 +35,131 @@ def hash64(data: bytes, seed: int = 0) -> int:
         h ^= byte
         h = (h * _FNV_PRIME) & _MASK
     return mix64(h ^ len(data))
+
+
+# --------------------------------------------------------------------------- queues
+
+
+class QueueClosed(Exception):
+    """Reference twin of ``sage_core.channels.QueueClosed`` (same name, same rules)."""
+
+    def __init__(self, message: str = "the queue is closed", pushed: int = 0) -> None:
+        super().__init__(message)
+        self.pushed = pushed
+
+
+class QueueTimeout(Exception):
+    """Reference twin of ``sage_core.channels.QueueTimeout``."""
+
+
+class ReferenceQueue:
+    """``collections.deque`` + ``threading.Condition`` model of the native BoundedQueue.
+
+    Same operations, timeout and close rules, and counters (pushed, popped,
+    high-watermark); used by the differential tests and as a benchmark peer.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self.closed = False
+        self.pushed = 0
+        self.popped = 0
+        self.high_watermark = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._items)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        if not timeout >= 0 or math.isinf(timeout):
+            raise ValueError("timeout must be a finite number of seconds >= 0, or None")
+        return time.monotonic() + timeout
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for a notification; False once the deadline has passed."""
+        if deadline is None:
+            self._cond.wait()
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._cond.wait(remaining)
+        return True
+
+    def _put(self, item: Any) -> None:
+        self._items.append(item)
+        self.pushed += 1
+        self.high_watermark = max(self.high_watermark, len(self._items))
+
+    def try_push(self, obj: Any) -> bool:
+        with self._cond:
+            if self.closed:
+                raise QueueClosed("try_push: the queue is closed")
+            if len(self._items) >= self.capacity:
+                return False
+            self._put(obj)
+            self._cond.notify_all()
+            return True
+
+    def try_pop(self) -> tuple[bool, Any]:
+        with self._cond:
+            if self._items:
+                self.popped += 1
+                self._cond.notify_all()
+                return True, self._items.popleft()
+            if self.closed:
+                raise QueueClosed("try_pop: the queue is closed")
+            return False, None
+
+    def push(self, obj: Any, timeout: float | None = None) -> None:
+        if self.push_many([obj], timeout) != 1:
+            raise QueueTimeout(f"push timed out after {timeout} s")
+
+    def pop(self, timeout: float | None = None) -> Any:
+        items = self.pop_many(1, timeout)
+        if not items:
+            raise QueueTimeout(f"pop timed out after {timeout} s")
+        return items[0]
+
+    def push_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
+        pending = list(items)
+        deadline = self._deadline(timeout)
+        done = 0
+        with self._cond:
+            while True:
+                if self.closed:
+                    raise QueueClosed("push_many: the queue is closed", done)
+                while done < len(pending) and len(self._items) < self.capacity:
+                    self._put(pending[done])
+                    done += 1
+                self._cond.notify_all()
+                if done == len(pending) or not self._wait(deadline):
+                    return done
+
+    def pop_many(self, max_n: int, timeout: float | None = None) -> list[Any]:
+        if max_n < 1:
+            raise ValueError("max_n must be at least 1")
+        deadline = self._deadline(timeout)
+        with self._cond:
+            while True:
+                if self._items:
+                    n = min(max_n, len(self._items))
+                    out = [self._items.popleft() for _ in range(n)]
+                    self.popped += n
+                    self._cond.notify_all()
+                    return out
+                if self.closed:
+                    raise QueueClosed("pop_many: the queue is closed")
+                if not self._wait(deadline):
+                    return []
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()

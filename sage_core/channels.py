@@ -1,4 +1,15 @@
-"""Moving items between replicas: stable key hashing (and the native bounded queues).
+"""Moving items between replicas: the native bounded queues and stable key hashing.
+
+``BoundedQueue`` is the multi-producer multi-consumer FIFO every operator replica
+reads from. Its timeout rules, in one place:
+
+* ``timeout=None`` waits as long as needed, ``timeout=0`` never waits, a positive
+  number waits at most that many seconds (the GIL is released while waiting);
+* ``push``/``pop`` raise ``QueueTimeout`` when the time is up;
+* ``push_many`` returns how many items went in (fewer than given only on timeout;
+  the rest were not queued), ``pop_many`` returns ``[]`` on timeout;
+* after ``close()``, pushes raise ``QueueClosed`` and pops return what is left, then
+  raise ``QueueClosed``; ``try_push``/``try_pop`` never wait and raise the same way.
 
 This module and ``sage_core.vector_index`` are the only importers of ``_native``.
 """
@@ -6,7 +17,10 @@ This module and ``sage_core.vector_index`` are the only importers of ``_native``
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
+
+from sage_core.common.errors import SageError
 
 try:
     import sage_core._native as _native  # noqa: PLR0402 (mypy resolves the stub this way)
@@ -17,7 +31,88 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "tree (needs nanobind and scikit-build-core), or reinstall the package."
     ) from exc
 
-__all__ = ["build_info", "key_bytes", "stable_hash"]
+__all__ = [
+    "BoundedQueue",
+    "QueueClosed",
+    "QueueStats",
+    "QueueTimeout",
+    "build_info",
+    "key_bytes",
+    "stable_hash",
+]
+
+
+class QueueClosed(SageError):
+    """The queue is closed: no more pushes, and pops found it drained.
+
+    Attributes:
+        pushed: for ``push_many``, how many of the items went in before the close.
+    """
+
+    def __init__(self, message: str = "the queue is closed", pushed: int = 0) -> None:
+        super().__init__(message)
+        self.pushed = pushed
+
+
+class QueueTimeout(SageError, TimeoutError):
+    """``push``/``pop`` waited ``timeout`` seconds and the queue stayed full/empty."""
+
+    def __init__(self, message: str = "queue operation timed out", *_: Any) -> None:
+        super().__init__(message)
+
+
+_native.install_errors({"QueueClosed": QueueClosed, "QueueTimeout": QueueTimeout})
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counters of one queue since it was created (cheap; always on)."""
+
+    pushed: int
+    popped: int
+    size: int
+    capacity: int
+    high_watermark: int
+    producer_blocks: int
+    """How many times a producer found the queue full and waited."""
+    consumer_waits: int
+    """How many times a consumer found the queue empty and waited."""
+    producer_blocked_s: float
+    """Seconds producers spent blocked on a full queue (the "blocked" metric)."""
+    consumer_wait_s: float
+    """Seconds consumers spent waiting on an empty queue (the "queue wait" metric)."""
+    closed: bool
+
+
+class BoundedQueue(_native.BoundedQueue):
+    """Bounded multi-producer multi-consumer FIFO of Python objects (native ring).
+
+    Every method is the native one (no Python frame on the hot path); see the module
+    docstring for the timeout and close rules. Objects stay in the process: a queue
+    is built where it is used and never pickled.
+
+    Example:
+        >>> q = BoundedQueue(2)
+        >>> q.push_many(["a", "b", "c"], timeout=0)
+        2
+        >>> q.pop_many(8)
+        ['a', 'b']
+    """
+
+    def stats(self) -> QueueStats:
+        """Counters since creation: totals, high-watermark, blocked and wait time."""
+        return QueueStats(**self.counters())
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<BoundedQueue {self.size}/{self.capacity} {state}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "BoundedQueue lives in one process and cannot be pickled; create it "
+            "inside the actor or thread that uses it"
+        )
+
 
 _SUPPORTED = "str, int, float, bytes, bool, None, or tuples of these"
 
