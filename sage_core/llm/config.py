@@ -1,0 +1,133 @@
+"""Gateway configuration: engines, policy, router, limits, keys — from YAML or a dict.
+
+Example (``sage gateway --config gateway.yaml``)::
+
+    engines:
+      - {id: llm-a, url: "http://127.0.0.1:8001", kind: llm, model: tiny}
+      - {id: emb, url: "http://127.0.0.1:8003", kind: embedding, max_inflight: 4}
+    managed:                      # vLLM subprocesses the gateway starts and stops
+      - {id: llm-c, model_dir: /path/to/model, served_model_name: tiny, port: 8005}
+    policy: hybrid
+    policy_config: {max_batch: 32, max_wait_ms: 5}
+    router: least-load
+    embedding_router: least-load
+    queue_limits: {chat: 256, completion: 256, embedding: 1024}
+    rate_limit: {requests_per_s: 50, burst: 100}
+    api_keys: [secret-1]
+    max_body_bytes: 4194304
+    health: {interval_s: 2, timeout_s: 2, failures: 2, cooldown_s: 5}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sage_core.llm.admission import DEFAULT_QUEUE_LIMITS, RateLimit
+from sage_core.llm.errors import ConfigError
+from sage_core.llm.registry import EngineSpec, HealthConfig, specs_from
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything the control plane and gateway need (see the module docstring)."""
+
+    engines: tuple[EngineSpec, ...] = ()
+    managed: tuple[Mapping[str, Any], ...] = ()
+    policy: str = "hybrid"
+    policy_config: Mapping[str, Any] = field(default_factory=dict)
+    router: str = "least-load"
+    router_config: Mapping[str, Any] = field(default_factory=dict)
+    embedding_router: str | None = None
+    queue_limits: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_QUEUE_LIMITS)
+    )
+    rate_limit: RateLimit | None = None
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    health: HealthConfig = field(default_factory=HealthConfig)
+    max_attempts: int = 3
+    request_timeout_s: float = 300.0
+    queue_timeout_s: float = 120.0
+    drain_timeout_s: float = 30.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GatewayConfig:
+        """Build and validate.
+
+        Raises:
+            ConfigError: an unknown key or a malformed value (named in the message).
+        """
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown gateway config key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        kwargs: dict[str, Any] = {}
+        try:
+            for name, value in data.items():
+                if name == "engines":
+                    kwargs[name] = tuple(specs_from(value or ()))
+                elif name == "managed":
+                    kwargs[name] = tuple(dict(v) for v in value or ())
+                elif name == "health":
+                    kwargs[name] = HealthConfig(**(value or {}))
+                elif name == "rate_limit":
+                    kwargs[name] = RateLimit(**value) if value else None
+                elif name == "api_keys":
+                    keys = value or ()
+                    if isinstance(keys, str) or not all(
+                        isinstance(k, str) and k for k in keys
+                    ):
+                        raise ConfigError(
+                            "api_keys must be a list of non-empty strings"
+                        )
+                    kwargs[name] = tuple(keys)
+                elif name in ("policy_config", "router_config", "queue_limits"):
+                    if not isinstance(value or {}, Mapping):
+                        raise ConfigError(f"{name} must be a mapping")
+                    kwargs[name] = dict(value or {})
+                elif name in ("max_body_bytes", "max_attempts"):
+                    kwargs[name] = int(value)
+                elif name.endswith("_s"):
+                    kwargs[name] = float(value)
+                else:
+                    kwargs[name] = value
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid gateway config: {exc}") from None
+        config = cls(**kwargs)
+        if config.max_body_bytes < 1024 or config.max_attempts < 1:
+            raise ConfigError("max_body_bytes must be >= 1024 and max_attempts >= 1")
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> GatewayConfig:
+        """Read a YAML (or JSON) config file.
+
+        Raises:
+            ConfigError: the file is missing, not YAML, or invalid.
+        """
+        import yaml
+
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"gateway config {file} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"gateway config {file} is not valid YAML: {exc}"
+            ) from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"gateway config {file} must be a mapping at top level")
+        return cls.from_dict(data)
+
+    def with_overrides(self, **changes: Any) -> GatewayConfig:
+        """A copy with some fields replaced (CLI options); None values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,250 @@
+"""Calls to engines: one JSON request, or a stream passed through byte for byte.
+
+Errors are sorted by what the control plane can do about them: ``Retryable`` (the
+engine failed before the first byte: connection refused, timeout, 5xx) lets it fail
+over to another engine; :class:`EngineRejectedError` (a 4xx) goes back to the caller
+unchanged. Once a stream has sent its first byte it is never retried: a failure after
+that ends the stream with an OpenAI-shaped ``error`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from sage_core.llm.errors import EngineRejectedError
+
+if TYPE_CHECKING:
+    from sage_core.llm.registry import Engine
+
+ROUTES = {
+    "chat": "/v1/chat/completions",
+    "completion": "/v1/completions",
+    "embedding": "/v1/embeddings",
+}
+
+
+class Retryable(Exception):
+    """The engine failed before answering; ``trip`` means it is certainly down
+    (connection refused) and the breaker should open at once."""
+
+    def __init__(self, message: str, *, trip: bool = False) -> None:
+        super().__init__(message)
+        self.trip = trip
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _headers(engine: Engine) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if engine.spec.api_key:
+        headers["Authorization"] = f"Bearer {engine.spec.api_key}"
+    return headers
+
+
+def _error_message(payload: bytes, status: int) -> tuple[str, str | None]:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")[
+            :500
+        ] or f"engine answered {status}", None
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error), error.get(
+            "param"
+        )
+    return str(error), None
+
+
+def _raise_for(status: int, payload: bytes) -> None:
+    if status < 400:
+        return
+    message, param = _error_message(payload, status)
+    if 400 <= status < 500 and status not in (408, 429):
+        raise EngineRejectedError(status, message, param=param)
+    raise Retryable(f"engine answered {status}: {message}")
+
+
+def _translate(exc: httpx.HTTPError) -> Retryable:
+    trip = isinstance(exc, httpx.ConnectError)
+    return Retryable(f"{type(exc).__name__}: {exc}".rstrip(": "), trip=trip)
+
+
+def usage_of(data: Any) -> Usage:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(
+        int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    )
+
+
+class Dispatcher:
+    """Sends requests to engines over one pooled ``httpx.AsyncClient``.
+
+    Args:
+        http: the client (owned by the caller).
+        timeout_s: longest a non-streamed request may take; for streams, the longest
+            gap between two chunks.
+        connect_timeout_s: connection set-up bound (a dead engine fails fast).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        self.http = http
+        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+
+    async def call(
+        self, engine: Engine, kind: str, body: dict[str, Any]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """POST one request; returns the raw JSON body and its decoded form.
+
+        Raises:
+            Retryable: failure before an answer (fail over).
+            EngineRejectedError: the engine answered a 4xx.
+        """
+        try:
+            resp = await self.http.post(
+                engine.spec.url + ROUTES[kind],
+                content=json.dumps(body).encode(),
+                headers=_headers(engine),
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        payload = resp.content
+        _raise_for(resp.status_code, payload)
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            raise Retryable(f"engine answered invalid JSON: {exc}") from exc
+        return payload, data
+
+    async def open_stream(
+        self, engine: Engine, kind: str, body: dict[str, Any]
+    ) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
+        """Start a streamed request and read up to its first chunk.
+
+        Returns the response (close it with ``aclose``), the iterator of the remaining
+        chunks, and the first chunk. Raises like :meth:`call` until the first chunk.
+        """
+        request = self.http.build_request(
+            "POST",
+            engine.spec.url + ROUTES[kind],
+            content=json.dumps(body).encode(),
+            headers=_headers(engine),
+            timeout=self.timeout,
+        )
+        try:
+            resp = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        try:
+            if resp.status_code >= 400:
+                payload = await resp.aread()
+                _raise_for(resp.status_code, payload)
+            chunks = resp.aiter_raw()
+            first = b""
+            while not first:
+                first = await chunks.__anext__()
+        except StopAsyncIteration:
+            await resp.aclose()
+            raise Retryable("engine closed the stream before the first byte") from None
+        except httpx.HTTPError as exc:
+            await resp.aclose()
+            raise _translate(exc) from exc
+        except BaseException:
+            await resp.aclose()
+            raise
+        return resp, chunks, first
+
+
+class StreamMeter:
+    """Watches passing SSE bytes: token events (TTFT, inter-token gaps), usage.
+
+    Args:
+        on_first: called with the time of the first token event.
+        on_gap: called with each inter-token gap in seconds.
+    """
+
+    def __init__(
+        self, on_first: Callable[[float], None], on_gap: Callable[[float], None]
+    ) -> None:
+        self.on_first = on_first
+        self.on_gap = on_gap
+        self.buffer = b""
+        self.last: float | None = None
+        self.tokens = 0
+        self.usage = Usage()
+        self.error: str | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        while True:
+            cut = self.buffer.find(b"\n\n")
+            if cut < 0:
+                return
+            event, self.buffer = self.buffer[:cut], self.buffer[cut + 2 :]
+            for line in event.splitlines():
+                if line.startswith(b"data:"):
+                    self._data(line[5:].strip())
+
+    def _data(self, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        if "error" in event:
+            self.error = str(event["error"])
+        if event.get("usage"):
+            self.usage = usage_of(event)
+        for choice in event.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = (
+                choice.get("text")
+                or delta.get("content")
+                or delta.get("reasoning_content")
+            )
+            if text:
+                now = time.monotonic()
+                if self.last is None:
+                    self.on_first(now)
+                else:
+                    self.on_gap(now - self.last)
+                self.last = now
+                self.tokens += 1
+                break
+
+
+def error_event(message: str, code: str = "upstream_error") -> bytes:
+    """An SSE event carrying an OpenAI-shaped error (ends a broken stream)."""
+    body = {
+        "error": {
+            "message": message,
+            "type": "server_error",
+            "param": None,
+            "code": code,
+        }
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,585 @@
+"""The control plane: admission, queueing by policy, routing, dispatch with failover.
+
+Life of a request: :meth:`ControlPlane.submit` checks the model and admits the request
+into its class queue (or raises 404/503/429); the active policy orders the queue;
+whenever an engine slot may be free the plane asks the policy for the next request (or
+embedding batch), asks the router for an engine among the healthy ones with a free slot,
+and hands the engine to the waiting caller (:meth:`run` / :meth:`open_stream`), which
+makes the call. A failure before the first byte puts the request back in the queue
+with that engine excluded (up to ``max_attempts`` engines); after the first byte a
+stream is passed through as it comes. A caller that goes away (cancellation) leaves
+the queue, or closes its engine connection so the engine stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from sage_core import plugins
+from sage_core.common.errors import SageError
+from sage_core.llm import batching
+from sage_core.llm.admission import Admission
+from sage_core.llm.dispatch import (
+    Dispatcher,
+    Retryable,
+    StreamMeter,
+    Usage,
+    error_event,
+    usage_of,
+)
+from sage_core.llm.errors import (
+    ConfigError,
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoHealthyEngineError,
+    QueueTimeoutError,
+    UpstreamError,
+)
+from sage_core.llm.metrics import GatewayMetrics
+from sage_core.llm.registry import HEALTHY, STARTING, Engine, EngineRegistry
+from sage_core.routing import Candidate, Router, RouteRequest
+
+if TYPE_CHECKING:
+    from sage_core.llm.classify import LLMRequest
+    from sage_core.llm.config import GatewayConfig
+    from sage_core.llm.scheduling import RequestPolicy
+
+logger = logging.getLogger(__name__)
+
+
+def make_policy(name: str, config: dict[str, Any] | None = None) -> RequestPolicy:
+    """Instantiate a request policy plugin by name.
+
+    Raises:
+        UnknownPluginError: no scheduler of that name.
+        ConfigError: it is not a request policy, or rejects its config.
+    """
+    entry = plugins.resolve("scheduler", name)
+    if entry.meta.get("scope") != "requests":
+        raise ConfigError(
+            f"scheduler {name!r} is a {entry.meta.get('scope', 'placement')} policy, "
+            f"not a request policy; see `sage plugins --kind scheduler`"
+        )
+    try:
+        return entry.obj(**(config or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"policy {name!r} rejected its config: {exc}") from None
+
+
+def make_router(name: str, config: dict[str, Any] | None = None) -> Router:
+    """Instantiate a router plugin usable for requests (scope requests or any)."""
+    entry = plugins.resolve("router", name)
+    if entry.meta.get("scope") not in ("requests", "any"):
+        raise ConfigError(
+            f"router {name!r} routes dataflow items only; see `sage plugins --kind "
+            f"router` for request routers"
+        )
+    try:
+        return entry.obj(**(config or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"router {name!r} rejected its config: {exc}") from None
+
+
+@dataclass(slots=True)
+class _Grant:
+    """What a waiting caller receives: an engine to call, a finished (batched)
+    answer, or word that it was queued again after a failure."""
+
+    engine: Engine | None = None
+    payload: bytes | None = None
+    prompt_tokens: int = 0
+    requeued: bool = False
+
+
+class _View:
+    """The DispatchView a policy reads (see ``sage_core.llm.scheduling``)."""
+
+    __slots__ = ("now", "plane")
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.now = time.monotonic()
+
+    def ready(self, pool: str) -> bool:
+        kind, _, model = pool.partition(":")
+        return any(
+            e.healthy and e.free > 0 for e in self.plane.registry.serving(kind, model)
+        )
+
+    def inflight(self, pool: str) -> int:
+        kind, _, model = pool.partition(":")
+        return sum(e.inflight for e in self.plane.registry.serving(kind, model))
+
+    def inflight_kind(self, engine_kind: str) -> int:
+        return sum(
+            e.inflight
+            for e in self.plane.registry.engines.values()
+            if e.kind == engine_kind
+        )
+
+
+class StreamHandle:
+    """An open stream: iterate it for the raw SSE bytes (first chunk included)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], engine: str) -> None:
+        self.chunks = chunks
+        self.engine = engine
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks
+
+
+class ControlPlane:
+    """Engines, queues, policy, routers and metrics of one gateway.
+
+    Call ``await start()`` and ``await stop()`` on the event loop that serves
+    requests.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.registry = EngineRegistry(health=config.health, on_change=self.wake)
+        self.admission = Admission(
+            queue_limits=config.queue_limits, rate_limit=config.rate_limit
+        )
+        self.policy = make_policy(config.policy, dict(config.policy_config))
+        self.router_names = {
+            "llm": config.router,
+            "embedding": config.embedding_router or config.router,
+        }
+        self.routers = {
+            kind: make_router(name, dict(config.router_config))
+            for kind, name in self.router_names.items()
+        }
+        for spec in config.engines:
+            self.registry.add(spec)
+        self._seq = itertools.count(1)
+        self._futures: dict[int, asyncio.Future[_Grant]] = {}
+        self._tried: dict[int, set[str]] = {}
+        self._parked: list[list[LLMRequest]] = []
+        self._pumping = False
+        self._again = False
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the engine connection pool, check engines, start the timers."""
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=4096, max_keepalive_connections=512),
+            timeout=httpx.Timeout(self.config.request_timeout_s, connect=2.0),
+        )
+        self.dispatcher = Dispatcher(
+            self._http, timeout_s=self.config.request_timeout_s
+        )
+        await self.registry.start(self._http)
+        self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+
+    async def stop(self) -> None:
+        """Refuse new work, fail queued requests (503), drain in-flight ones within
+        ``drain_timeout_s``, stop managed engines, close connections."""
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for request in self.policy.requests():
+            self._fail_queued(
+                request, NoHealthyEngineError("the gateway is shutting down")
+            )
+        await self.registry.stop(drain_timeout_s=self.config.drain_timeout_s)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.aclose()
+
+    # -- admission -----------------------------------------------------------------------
+    def models(self) -> dict[str, str]:
+        """model -> engine kind (``llm``/``embedding``)."""
+        return self.registry.models()
+
+    def submit(self, request: LLMRequest) -> None:
+        """Admit a request into its class queue.
+
+        Raises:
+            ModelNotFoundError: no engine serves the model (404).
+            InvalidRequestError: the model is of the other kind (400).
+            NoHealthyEngineError: every engine of the model is down (503).
+            OverloadedError: the class queue is full or a rate limit hit (429).
+        """
+        try:
+            if self._closing:
+                raise NoHealthyEngineError("the gateway is shutting down")
+            models = self.registry.models()
+            kind = models.get(request.model)
+            if kind is None:
+                raise ModelNotFoundError(request.model, list(models))
+            if kind != request.engine_kind:
+                route = "/v1/embeddings" if kind == "embedding" else "/v1/completions"
+                raise InvalidRequestError(
+                    f"{request.model!r} is an {kind} model; send it to {route}",
+                    param="model",
+                )
+            engines = self.registry.serving(kind, request.model)
+            if not any(e.state in (HEALTHY, STARTING) for e in engines):
+                raise NoHealthyEngineError(
+                    f"no healthy engine serves {request.model!r} right now "
+                    f"({', '.join(f'{e.id}: {e.state}' for e in engines)})"
+                )
+            self.admission.admit(request.kind, request.api_key)
+        except GatewayError as exc:
+            self.metrics.rejected_request(request.kind, exc.code or exc.type)
+            raise
+        request.seq = next(self._seq)
+        self._futures[request.seq] = asyncio.get_running_loop().create_future()
+        self.metrics.active += 1
+        self.policy.push(request)
+        self.wake()
+
+    def set_policy(self, name: str, config: dict[str, Any] | None = None) -> None:
+        """Switch the request policy; queued requests move over in arrival order."""
+        new = make_policy(name, config)
+        for request in self.policy.requests():
+            new.push(request)
+        self.policy = new
+        logger.info("request policy is now %s %s", name, config or {})
+        self.wake()
+
+    # -- scheduling ------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Capacity or the queue changed: release whatever can run now."""
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._pump()
+        finally:
+            self._pumping = False
+        if self.policy.wake_after(time.monotonic()) is not None:
+            self._wake.set()  # a batch wait bound is running: re-arm the timer
+
+    def _pump(self) -> None:
+        view = _View(self)
+        while True:
+            batch = self.policy.pop(view)
+            if not batch:
+                break
+            self._assign(batch)
+        parked, self._parked = self._parked, []
+        for batch in parked:
+            for request in batch:
+                self.policy.push(request)
+
+    def _assign(self, batch: list[LLMRequest]) -> None:
+        first = batch[0]
+        kind = first.engine_kind
+        tried = set().union(*(self._tried.get(r.seq, set()) for r in batch))
+        serving = self.registry.serving(kind, first.model)
+        free = [e for e in serving if e.healthy and e.free > 0 and e.id not in tried]
+        if not free:
+            if any(e.healthy and e.id not in tried for e in serving):
+                self._parked.append(batch)  # wait for an untried engine's slot
+                return
+            for request in batch:
+                error: GatewayError = (
+                    UpstreamError(f"every engine of {first.model!r} failed: {tried}")
+                    if tried
+                    else NoHealthyEngineError(
+                        f"no healthy engine serves {first.model!r}"
+                    )
+                )
+                self._fail_queued(request, error, popped=True)
+            return
+        router = self.routers[kind]
+        candidates = [
+            Candidate(
+                i, e.id, load=e.inflight, capacity=e.free, tokens=e.inflight_tokens
+            )
+            for i, e in enumerate(free)
+        ]
+        route = RouteRequest(
+            key=first.headers.get("x-session-id"),
+            item=first.body,
+            prefix=first.prefix,
+            tokens=first.tokens,
+            headers=first.headers,
+        )
+        engine = free[router.route(route, candidates)[0]]
+        tokens = sum(r.tokens for r in batch)
+        self.registry.acquire(engine, tokens)
+        now = time.monotonic()
+        for request in batch:
+            self.admission.left_queue(request.kind, dispatched=True)
+            self.metrics.dispatched(request, engine.id, self.router_names[kind], now)
+        if len(batch) == 1:
+            future = self._futures.get(first.seq)
+            if future is None or future.done():
+                self.registry.release(engine, tokens)
+            else:
+                future.set_result(_Grant(engine=engine))
+            return
+        self.metrics.batch(len(batch))
+        task = asyncio.get_running_loop().create_task(
+            self._run_batch(batch, engine, tokens)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fail_queued(
+        self, request: LLMRequest, error: GatewayError, *, popped: bool = False
+    ) -> None:
+        if not popped and not self.policy.remove(request):
+            return
+        self.admission.left_queue(request.kind, dispatched=False)
+        future = self._futures.get(request.seq)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    async def _timer_loop(self) -> None:
+        """Wakes the pump when a policy's wait bound runs out; once a second fails
+        requests that waited too long or whose engines all went away."""
+        last_expiry = time.monotonic()
+        while True:
+            now = time.monotonic()
+            delay = self.policy.wake_after(now)
+            delay = 1.0 if delay is None else min(delay, 1.0)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(delay, 0.0005))
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - last_expiry >= 1.0:
+                last_expiry = now
+                self._expire(now)
+            self.wake()
+
+    def _expire(self, now: float) -> None:
+        limit = self.config.queue_timeout_s
+        for request in self.policy.requests():
+            engines = self.registry.serving(request.engine_kind, request.model)
+            if not any(e.state in (HEALTHY, STARTING) for e in engines):
+                self._fail_queued(
+                    request,
+                    NoHealthyEngineError(f"no healthy engine serves {request.model!r}"),
+                )
+            elif now - request.arrival > limit:
+                self._fail_queued(
+                    request,
+                    QueueTimeoutError(f"waited more than {limit:g}s for an engine"),
+                )
+
+    # -- waiting for an engine ------------------------------------------------------------
+    async def _grant(self, request: LLMRequest) -> _Grant:
+        future = self._futures[request.seq]
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                if self.policy.remove(request):
+                    self.admission.left_queue(request.kind, dispatched=False)
+                future.cancel()
+            elif not future.cancelled() and future.exception() is None:
+                grant = future.result()
+                if grant.engine is not None:
+                    self.registry.release(grant.engine, request.tokens)
+            raise
+
+    def _retry_or_raise(
+        self, request: LLMRequest, engine: Engine, exc: Retryable
+    ) -> None:
+        """Record an engine failure; queue the request again or raise UpstreamError."""
+        self.registry.record_failure(engine, str(exc), trip=exc.trip)
+        tried = self._tried.setdefault(request.seq, set())
+        tried.add(engine.id)
+        if len(tried) >= self.config.max_attempts or self._closing:
+            raise UpstreamError(
+                f"{request.model!r} failed on {len(tried)} engine(s), last "
+                f"{engine.id}: {exc}"
+            )
+        self.metrics.retry(engine.id)
+        self.admission.waiting[request.kind] += 1
+        self._futures[request.seq] = asyncio.get_running_loop().create_future()
+        self.policy.push(request)
+        self.wake()
+
+    def _done(self, request: LLMRequest, status: str, usage: Usage) -> None:
+        self._futures.pop(request.seq, None)
+        self._tried.pop(request.seq, None)
+        self.metrics.active -= 1
+        self.metrics.finished(
+            request,
+            status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+
+    # -- non-streamed requests ---------------------------------------------------------------
+    async def run(self, request: LLMRequest) -> bytes:
+        """Serve a submitted request; returns the engine's JSON answer.
+
+        Raises:
+            GatewayError: 4xx passed on from the engine, 502 after failed attempts,
+                503 when engines vanished while it waited.
+        """
+        assert self.dispatcher is not None, "start() the control plane first"
+        status, usage = "error", Usage()
+        try:
+            while True:
+                grant = await self._grant(request)
+                if grant.requeued:
+                    continue
+                if grant.payload is not None:
+                    status, usage = "ok", Usage(grant.prompt_tokens, 0)
+                    return grant.payload
+                engine = grant.engine
+                assert engine is not None
+                try:
+                    payload, data = await self.dispatcher.call(
+                        engine, request.kind, request.body
+                    )
+                except Retryable as exc:
+                    self.registry.release(engine, request.tokens)
+                    self._retry_or_raise(request, engine, exc)
+                    continue
+                except BaseException:
+                    self.registry.release(engine, request.tokens)
+                    raise
+                self.registry.record_success(engine)
+                self.registry.release(engine, request.tokens)
+                status, usage = "ok", usage_of(data)
+                return payload
+        except GatewayError as exc:
+            status = exc.code or "error"
+            raise
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            self._done(request, status, usage)
+
+    async def _run_batch(
+        self, batch: list[LLMRequest], engine: Engine, tokens: int
+    ) -> None:
+        assert self.dispatcher is not None
+        body, spans = batching.merge(batch)
+        try:
+            _, data = await self.dispatcher.call(engine, "embedding", body)
+            answers = batching.split(data, batch, spans)
+        except Retryable as exc:
+            self.registry.release(engine, tokens)
+            for request in batch:
+                future = self._futures.get(request.seq)
+                if future is None or future.done():
+                    continue
+                try:
+                    self._retry_or_raise(request, engine, exc)
+                    future.set_result(_Grant(requeued=True))
+                except GatewayError as final:
+                    future.set_exception(final)
+            return
+        except (GatewayError, SageError, asyncio.CancelledError) as exc:
+            self.registry.release(engine, tokens)
+            failure = exc if isinstance(exc, GatewayError) else UpstreamError(str(exc))
+            for request in batch:
+                future = self._futures.get(request.seq)
+                if future is not None and not future.done():
+                    future.set_exception(failure)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.registry.record_success(engine)
+        self.registry.release(engine, tokens)
+        for request, (payload, prompt_tokens) in zip(batch, answers, strict=True):
+            future = self._futures.get(request.seq)
+            if future is not None and not future.done():
+                future.set_result(_Grant(payload=payload, prompt_tokens=prompt_tokens))
+
+    # -- streamed requests ---------------------------------------------------------------------
+    async def open_stream(self, request: LLMRequest) -> StreamHandle:
+        """Serve a submitted streamed request up to its first byte (failing over
+        before it); returns a handle yielding the SSE bytes.
+
+        Raises:
+            GatewayError: as :meth:`run`, before any byte was produced.
+        """
+        assert self.dispatcher is not None, "start() the control plane first"
+        try:
+            while True:
+                grant = await self._grant(request)
+                if grant.requeued:
+                    continue
+                engine = grant.engine
+                assert engine is not None
+                try:
+                    resp, chunks, first = await self.dispatcher.open_stream(
+                        engine, request.kind, request.body
+                    )
+                except Retryable as exc:
+                    self.registry.release(engine, request.tokens)
+                    self._retry_or_raise(request, engine, exc)
+                    continue
+                except BaseException:
+                    self.registry.release(engine, request.tokens)
+                    raise
+                return StreamHandle(
+                    self._relay(request, engine, resp, chunks, first), engine.id
+                )
+        except GatewayError as exc:
+            self._done(request, exc.code or "error", Usage())
+            raise
+        except asyncio.CancelledError:
+            self._done(request, "cancelled", Usage())
+            raise
+
+    async def _relay(
+        self,
+        request: LLMRequest,
+        engine: Engine,
+        resp: httpx.Response,
+        chunks: AsyncIterator[bytes],
+        first: bytes,
+    ) -> AsyncIterator[bytes]:
+        meter = StreamMeter(
+            lambda at: self.metrics.first_token(request, at),
+            lambda gap: self.metrics.inter_token(request.kind, gap),
+        )
+        status = "error"
+        try:
+            meter.feed(first)
+            yield first
+            async for chunk in chunks:
+                meter.feed(chunk)
+                yield chunk
+            status = "error" if meter.error else "ok"
+            self.registry.record_success(engine)
+        except httpx.HTTPError as exc:
+            self.registry.record_failure(engine, f"stream broke: {exc}")
+            yield error_event(f"engine {engine.id} failed mid-stream: {exc}")
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        finally:
+            await resp.aclose()
+            self.registry.release(engine, request.tokens)
+            usage = Usage(
+                meter.usage.prompt_tokens,
+                meter.usage.completion_tokens or meter.tokens,
+            )
+            self._done(request, status, usage)

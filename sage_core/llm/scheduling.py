@@ -1,0 +1,184 @@
+"""The request-policy interface: how queued requests are ordered and released.
+
+A policy holds the requests admitted but not yet dispatched. The control plane calls
+``pop(view)`` whenever an engine slot may be free; the policy returns the request(s) to
+dispatch next — one request, or a batch of embedding requests that the dispatcher merges
+into one engine call — or None. ``view`` says which pools (``"llm:<model>"``,
+``"embedding:<model>"``) have a free engine slot right now and how many requests are in
+flight, so a policy can hold work back (batching, reserving capacity).
+
+Policies are plugins (``register_schedulers`` with ``scope="requests"``); the built-in
+ones live in ``schedulers/requests.py``. :class:`KeyedPolicy` is the machinery they
+share: one heap per pool, ordered by a key, with O(log n) removal by tombstone.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from sage_core.llm.classify import LLMRequest
+
+
+class DispatchView(Protocol):
+    """What a policy may read about the engines when it chooses."""
+
+    now: float
+
+    def ready(self, pool: str) -> bool:
+        """True when a healthy engine of ``pool`` has a free slot."""
+        ...
+
+    def inflight(self, pool: str) -> int:
+        """Requests (or batches) of ``pool`` being served now."""
+        ...
+
+    def inflight_kind(self, engine_kind: str) -> int:
+        """Requests being served by all engines of one kind (``llm``/``embedding``)."""
+        ...
+
+
+class RequestPolicy:
+    """Base class of request policies. Subclasses set ``name`` and implement the
+    five methods below; config arrives as keyword arguments."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def push(self, request: LLMRequest) -> None:
+        """Queue one admitted request."""
+        raise TypeError(f"{type(self).__name__} must implement push()")
+
+    def pop(self, view: DispatchView) -> list[LLMRequest] | None:
+        """The request(s) to dispatch now, or None to wait for the next event."""
+        raise TypeError(f"{type(self).__name__} must implement pop()")
+
+    def remove(self, request: LLMRequest) -> bool:
+        """Forget a queued request (client gone, timed out); False if not queued."""
+        raise TypeError(f"{type(self).__name__} must implement remove()")
+
+    def requests(self) -> list[LLMRequest]:
+        """Every queued request, in arrival order (used to switch policies)."""
+        raise TypeError(f"{type(self).__name__} must implement requests()")
+
+    def __len__(self) -> int:
+        raise TypeError(f"{type(self).__name__} must implement __len__()")
+
+    def wake_after(self, now: float) -> float | None:
+        """Seconds after which ``pop`` should be called even with no new event (a
+        batch wait bound running out), or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly name and config (``GET /admin/policy``)."""
+        return {"name": self.name, "config": dict(self.config)}
+
+
+class _PoolHeap:
+    """A heap of (key, seq, request) with tombstones for O(log n) removal."""
+
+    __slots__ = ("dead", "heap", "live")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[Any, int, LLMRequest]] = []
+        self.dead: set[int] = set()
+        self.live = 0
+
+    def push(self, key: Any, request: LLMRequest) -> None:
+        heapq.heappush(self.heap, (key, request.seq, request))
+        self.live += 1
+
+    def _settle(self) -> None:
+        while self.heap and self.heap[0][1] in self.dead:
+            self.dead.discard(heapq.heappop(self.heap)[1])
+
+    def peek(self) -> tuple[Any, LLMRequest] | None:
+        self._settle()
+        if not self.heap:
+            return None
+        key, _, request = self.heap[0]
+        return key, request
+
+    def pop(self) -> LLMRequest:
+        self._settle()
+        _, _, request = heapq.heappop(self.heap)
+        self.live -= 1
+        return request
+
+    def kill(self, request: LLMRequest) -> None:
+        self.dead.add(request.seq)
+        self.live -= 1
+        if len(self.dead) > 64 and len(self.dead) > self.live:
+            self.heap = [e for e in self.heap if e[1] not in self.dead]
+            heapq.heapify(self.heap)
+            self.dead.clear()
+
+    def items(self) -> Iterator[LLMRequest]:
+        return (e[2] for e in self.heap if e[1] not in self.dead)
+
+
+class KeyedPolicy(RequestPolicy):
+    """Serve, among pools with a free engine slot, the request with the smallest
+    ``key(request, now)``. Subclasses define ``key``; keys must not change while a
+    request waits (they are computed once at push)."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._pools: dict[str, _PoolHeap] = {}
+        self._where: dict[int, str] = {}
+
+    def key(self, request: LLMRequest) -> Any:
+        raise TypeError(f"{type(self).__name__} must implement key()")
+
+    def push(self, request: LLMRequest) -> None:
+        pool = request.pool
+        heap = self._pools.get(pool)
+        if heap is None:
+            heap = self._pools[pool] = _PoolHeap()
+        heap.push(self.key(request), request)
+        self._where[request.seq] = pool
+
+    def best(
+        self, view: DispatchView, pools: Iterable[str] | None = None
+    ) -> str | None:
+        """The ready pool whose head has the smallest key, or None."""
+        chosen: str | None = None
+        chosen_key: Any = None
+        for pool in self._pools if pools is None else pools:
+            heap = self._pools.get(pool)
+            if heap is None or not heap.live or not view.ready(pool):
+                continue
+            head = heap.peek()
+            if head is not None and (chosen is None or head[0] < chosen_key):
+                chosen, chosen_key = pool, head[0]
+        return chosen
+
+    def take(self, pool: str) -> LLMRequest:
+        request = self._pools[pool].pop()
+        del self._where[request.seq]
+        return request
+
+    def pop(self, view: DispatchView) -> list[LLMRequest] | None:
+        pool = self.best(view)
+        return None if pool is None else [self.take(pool)]
+
+    def remove(self, request: LLMRequest) -> bool:
+        pool = self._where.pop(request.seq, None)
+        if pool is None:
+            return False
+        self._pools[pool].kill(request)
+        return True
+
+    def requests(self) -> list[LLMRequest]:
+        found = [r for heap in self._pools.values() for r in heap.items()]
+        return sorted(found, key=lambda r: r.seq)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def pool_sizes(self) -> dict[str, int]:
+        return {pool: heap.live for pool, heap in self._pools.items() if heap.live}

@@ -1,0 +1,164 @@
+"""Routers choosing an engine for a control-plane request.
+
+``least-load``, ``power-of-two``, ``session-affinity`` and ``prefix-hash``. Load is the
+engine's in-flight request count, counted at dispatch (``Candidate.load``); in-flight
+tokens (``Candidate.tokens``) break ties. Every router skips unhealthy candidates and
+raises :class:`~sage_core.routing.NoCandidateError` when none is left. Round-robin is
+the shared ``round-robin`` router (scope ``any``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sage_core import hookimpl
+from sage_core.routing import Candidate, Router, RouteRequest, healthy_indices
+
+
+def _least(candidates: Sequence[Candidate], indices: Sequence[int], turn: int) -> int:
+    """Index with the least (load, tokens); ties rotate with ``turn``."""
+    by_index = {c.index: c for c in candidates}
+    best = min((by_index[i].load, by_index[i].tokens) for i in indices)
+    tied = [i for i in indices if (by_index[i].load, by_index[i].tokens) == best]
+    return tied[turn % len(tied)]
+
+
+def _score(key: str, name: str) -> int:
+    """Rendezvous (highest-random-weight) score of ``key`` on candidate ``name``."""
+    digest = hashlib.blake2b(f"{key}\x00{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class LeastLoad(Router):
+    """The healthy engine with the fewest in-flight requests (then tokens)."""
+
+    name = "least-load"
+    load_aware = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._turn = 0
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        indices = healthy_indices(candidates)
+        self._turn += 1
+        return [_least(candidates, indices, self._turn)]
+
+
+class PowerOfTwo(Router):
+    """Two healthy engines sampled at random; the less loaded one wins.
+
+    Config: ``seed`` (None) for a reproducible sampler.
+    """
+
+    name = "power-of-two"
+    load_aware = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._rng = random.Random(config.get("seed"))
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        indices = healthy_indices(candidates)
+        if len(indices) == 1:
+            return indices
+        pair = self._rng.sample(indices, 2)
+        return [_least(candidates, pair, 0)]
+
+
+class SessionAffinity(Router):
+    """The same session key always goes to the same healthy engine.
+
+    The key is the header named by ``header`` (default ``x-session-id``), else
+    ``RouteRequest.key``, else the ``user`` field of the body. Rendezvous hashing keeps
+    keys in place when another engine joins or leaves: only keys of the engine that
+    left move. Requests without a key go to the least-loaded engine.
+    """
+
+    name = "session-affinity"
+    keyed = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.header = str(config.get("header", "x-session-id")).lower()
+
+    def session_key(self, request: RouteRequest) -> str | None:
+        value = request.headers.get(self.header)
+        if value:
+            return value
+        if request.key is not None:
+            return str(request.key)
+        item = request.item
+        if isinstance(item, dict) and isinstance(item.get("user"), str):
+            return str(item["user"])
+        return None
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        indices = healthy_indices(candidates)
+        key = self.session_key(request)
+        if key is None:
+            return [_least(candidates, indices, 0)]
+        by_index = {c.index: c for c in candidates}
+        return [max(indices, key=lambda i: _score(key, by_index[i].name))]
+
+
+class PrefixHash(Router):
+    """Prompt-prefix locality blended with load (bounded-load consistent hashing).
+
+    The first ``prefix_chars`` characters of the prompt pick a preferred engine by
+    rendezvous hashing, so requests sharing a prefix reuse that engine's prefix
+    cache. If the preferred engine carries more than ``bound`` requests above the
+    least-loaded healthy engine, the next engine in the key's rendezvous order within
+    the bound is taken instead: a hot prefix spills over instead of piling onto one
+    engine. Invariant: the chosen engine's load is at most least load + ``bound``.
+
+    Config: ``prefix_chars`` (256), ``bound`` (2).
+    """
+
+    name = "prefix-hash"
+    load_aware = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.prefix_chars = int(config.get("prefix_chars", 256))
+        self.bound = float(config.get("bound", 2))
+        if self.prefix_chars < 1 or self.bound < 0:
+            raise ValueError("prefix-hash: prefix_chars must be >= 1 and bound >= 0")
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        indices = healthy_indices(candidates)
+        by_index = {c.index: c for c in candidates}
+        if not request.prefix:
+            return [_least(candidates, indices, 0)]
+        key = request.prefix[: self.prefix_chars]
+        least = min(by_index[i].load for i in indices)
+        ranked = sorted(
+            indices, key=lambda i: _score(key, by_index[i].name), reverse=True
+        )
+        # the least-loaded engine is always within the bound, so next() finds one
+        return [next(i for i in ranked if by_index[i].load <= least + self.bound)]
+
+
+ROUTERS = (LeastLoad, PowerOfTwo, SessionAffinity, PrefixHash)
+
+
+@hookimpl
+def register_routers(register: Any) -> None:
+    for router in ROUTERS:
+        register(
+            router.name,
+            router,
+            scope="requests",
+            description=(router.__doc__ or "").strip().splitlines()[0],
+        )
