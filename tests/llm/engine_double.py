@@ -63,6 +63,14 @@ def _bad(message: str, param: str | None = None) -> Response:
     return JSONResponse(body, status_code=400)
 
 
+def _tag(body: dict[str, Any]) -> str:
+    """What ``order`` records: the last message, the prompt or the first input."""
+    if isinstance(body.get("messages"), list) and body["messages"]:
+        return str(body["messages"][-1].get("content"))
+    value = body.get("prompt", body.get("input"))
+    return str(value[0] if isinstance(value, list) and value else value)
+
+
 def make_app(state: DoubleState) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(status_code=200 if state.healthy else 503)
@@ -95,21 +103,30 @@ def make_app(state: DoubleState) -> Starlette:
         if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
             return _bad("temperature must be in [0, 2]", "temperature")
         state.bodies.append(body)
-        tag = request.headers.get("x-tag", "")
-        state.order.append(tag)
+        state.order.append(_tag(body))
         n = min(max_tokens, 64)
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
         usage = {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}
         if not body.get("stream"):
+            # like vLLM, stop working when the caller disconnects
             state.active += 1
+            work = asyncio.ensure_future(asyncio.sleep(state.token_delay_s * n))
+
+            async def watch() -> None:
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+
+            watcher = asyncio.ensure_future(watch())
             try:
-                await asyncio.sleep(state.token_delay_s * n)
-            except asyncio.CancelledError:
-                state.cancelled += 1
-                raise
+                await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                watcher.cancel()
                 state.active -= 1
+            if not work.done():
+                work.cancel()
+                state.cancelled += 1
+                return Response(status_code=499)
             state.completed += 1
             text = " ".join(f"t{i}" for i in range(n))
             choice: dict[str, Any] = (
@@ -192,7 +209,7 @@ def make_app(state: DoubleState) -> Starlette:
         if not isinstance(inputs, list) or not inputs:
             return _bad("input must be a string or a list", "input")
         state.batch_sizes.append(len(inputs))
-        state.order.append(request.headers.get("x-tag", ""))
+        state.order.append(_tag(body))
         if state.token_delay_s:
             await asyncio.sleep(state.token_delay_s)
         data = [

@@ -1,0 +1,229 @@
+"""Request policies: ordering invariants under random arrivals (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sage_core.llm.classify import LLMRequest
+from sage_core.llm.plane import make_policy
+from sage_core.llm.scheduling import RequestPolicy
+
+
+@dataclass
+class FixedView:
+    """A DispatchView where the listed pools always have a free slot."""
+
+    ready_pools: set[str] = field(default_factory=lambda: {"llm:m", "embedding:e"})
+    inflight_by_pool: dict[str, int] = field(default_factory=dict)
+    now: float = 1000.0
+
+    def ready(self, pool: str) -> bool:
+        return pool in self.ready_pools
+
+    def inflight(self, pool: str) -> int:
+        return self.inflight_by_pool.get(pool, 0)
+
+    def inflight_kind(self, engine_kind: str) -> int:
+        return sum(
+            n for p, n in self.inflight_by_pool.items() if p.startswith(engine_kind)
+        )
+
+
+requests_st = st.lists(
+    st.tuples(
+        st.sampled_from(["chat", "completion", "embedding"]),
+        st.integers(0, 9),  # priority
+        st.one_of(st.none(), st.floats(1, 10_000)),  # slo ms
+        st.integers(1, 5),  # inputs
+    ),
+    max_size=40,
+)
+
+
+def build(specs: list[tuple[str, int, float | None, int]]) -> list[LLMRequest]:
+    out = []
+    for seq, (kind, priority, slo, size) in enumerate(specs, start=1):
+        model = "e" if kind == "embedding" else "m"
+        body = {"model": model, "input": ["x"] * size} if kind == "embedding" else {}
+        arrival = 100.0 + seq * 0.001
+        out.append(
+            LLMRequest(
+                kind=kind,
+                model=model,
+                body=body,
+                priority=priority,
+                slo_ms=slo,
+                arrival=arrival,
+                deadline=arrival + slo / 1000 if slo else math.inf,
+                size=size if kind == "embedding" else 1,
+                seq=seq,
+            )
+        )
+    return out
+
+
+def drain(policy: RequestPolicy, view: FixedView) -> list[list[LLMRequest]]:
+    batches = []
+    while (batch := policy.pop(view)) is not None:
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("name", ["fifo", "priority", "slo-aware", "hybrid"])
+@given(specs=requests_st)
+@settings(max_examples=60, deadline=None)
+def test_every_request_leaves_exactly_once(name: str, specs: list) -> None:
+    policy = make_policy(name)
+    requests = build(specs)
+    for r in requests:
+        policy.push(r)
+    assert len(policy) == len(requests)
+    assert policy.requests() == requests
+    out = [r for batch in drain(policy, FixedView()) for r in batch]
+    assert sorted(r.seq for r in out) == [r.seq for r in requests]
+    assert len(policy) == 0
+
+
+@pytest.mark.parametrize("name", ["fifo", "priority", "slo-aware", "hybrid"])
+@given(specs=requests_st, data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_removed_requests_never_come_out(name: str, specs: list, data) -> None:
+    policy = make_policy(name)
+    requests = build(specs)
+    for r in requests:
+        policy.push(r)
+    gone = data.draw(st.sets(st.sampled_from(requests))) if requests else set()
+    for r in gone:
+        assert policy.remove(r)
+        assert not policy.remove(r)
+    assert len(policy) == len(requests) - len(gone)
+    out = {r.seq for batch in drain(policy, FixedView()) for r in batch}
+    assert out == {r.seq for r in requests} - {r.seq for r in gone}
+
+
+@given(specs=requests_st)
+@settings(max_examples=60, deadline=None)
+def test_fifo_serves_in_arrival_order(specs: list) -> None:
+    policy = make_policy("fifo")
+    for r in build(specs):
+        policy.push(r)
+    seqs = [b[0].seq for b in drain(policy, FixedView())]
+    assert seqs == sorted(seqs)
+
+
+@given(specs=requests_st)
+@settings(max_examples=60, deadline=None)
+def test_priority_serves_higher_first_then_arrival(specs: list) -> None:
+    policy = make_policy("priority")
+    for r in build(specs):
+        policy.push(r)
+    keys = [(-b[0].priority, b[0].seq) for b in drain(policy, FixedView())]
+    assert keys == sorted(keys)
+
+
+@given(specs=requests_st)
+@settings(max_examples=60, deadline=None)
+def test_slo_aware_is_earliest_deadline_first(specs: list) -> None:
+    policy = make_policy("slo-aware", {"default_slo_ms": 5000})
+    for r in build(specs):
+        policy.push(r)
+    # now is before every deadline: nothing is late, pure EDF
+    view = FixedView(now=0.0)
+    keys = [policy.key(b[0]) for b in drain(policy, view)]
+    assert keys == sorted(keys)
+
+
+def test_slo_aware_serves_late_requests_after_on_time_ones() -> None:
+    policy = make_policy("slo-aware")
+    late, on_time = build([("chat", 1, 10.0, 1), ("chat", 1, 5000.0, 1)])
+    policy.push(late)
+    policy.push(on_time)
+    view = FixedView(now=late.deadline + 0.5)
+    assert [b[0] for b in drain(policy, view)] == [on_time, late]
+
+
+def test_priority_waits_for_a_ready_pool() -> None:
+    policy = make_policy("priority")
+    emb, chat = build([("embedding", 9, None, 1), ("chat", 0, None, 1)])
+    policy.push(emb)
+    policy.push(chat)
+    view = FixedView(ready_pools={"llm:m"})
+    assert policy.pop(view) == [chat]
+    assert policy.pop(view) is None
+
+
+@given(specs=requests_st, max_batch=st.integers(1, 8))
+@settings(max_examples=60, deadline=None)
+def test_hybrid_batches_respect_the_size_bound(specs: list, max_batch: int) -> None:
+    policy = make_policy("hybrid", {"max_batch": max_batch, "max_wait_ms": 0})
+    for r in build(specs):
+        policy.push(r)
+    for batch in drain(policy, FixedView()):
+        if batch[0].kind == "embedding":
+            assert all(r.kind == "embedding" for r in batch)
+            assert len(batch) == 1 or sum(r.size for r in batch) <= max_batch
+            assert [r.seq for r in batch] == sorted(r.seq for r in batch)
+        else:
+            assert len(batch) == 1
+
+
+def test_hybrid_holds_embeddings_until_batch_full_or_wait_over() -> None:
+    policy = make_policy("hybrid", {"max_batch": 4, "max_wait_ms": 50})
+    reqs = build([("embedding", 1, None, 1)] * 3)
+    for r in reqs:
+        policy.push(r)
+    busy = FixedView(inflight_by_pool={"embedding:e": 1}, now=reqs[0].arrival)
+    assert policy.pop(busy) is None  # engine busy, batch not full, wait not over
+    assert policy.wake_after(busy.now) == pytest.approx(0.05)
+    busy.now = reqs[0].arrival + 0.06
+    assert policy.pop(busy) == reqs  # wait bound reached: one batch of three
+    more = build([("embedding", 1, None, 1)] * 2)
+    for r in more:
+        policy.push(r)
+    idle = FixedView(now=more[0].arrival)
+    assert policy.pop(idle) == more  # idle engine: no waiting
+
+
+def test_hybrid_serves_embedding_batches_before_llm_requests() -> None:
+    policy = make_policy("hybrid", {"max_wait_ms": 0})
+    chat, emb = build([("chat", 9, 100.0, 1), ("embedding", 0, None, 1)])
+    policy.push(chat)
+    policy.push(emb)
+    view = FixedView(now=0.0)
+    assert [b[0] for b in drain(policy, view)] == [emb, chat]
+
+
+def test_hybrid_caps_llm_in_flight_while_embeddings_wait() -> None:
+    policy = make_policy("hybrid", {"llm_cap_when_mixed": 1, "max_wait_ms": 1000})
+    chat, emb = build([("chat", 1, None, 1), ("embedding", 1, None, 1)])
+    policy.push(chat)
+    policy.push(emb)
+    view = FixedView(
+        ready_pools={"llm:m"}, inflight_by_pool={"llm:m": 1, "embedding:e": 1}
+    )
+    assert policy.pop(view) is None  # embedding work pending: no second LLM request
+    view.inflight_by_pool = {"llm:m": 0, "embedding:e": 1}
+    assert policy.pop(view) == [chat]
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [("hybrid", {"max_batch": 0}), ("slo-aware", {"default_slo_ms": "soon"})],
+)
+def test_bad_policy_config_is_a_named_error(name: str, config: dict) -> None:
+    from sage_core.llm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=name):
+        make_policy(name, config)
+
+
+def test_unknown_policy_suggests_names() -> None:
+    from sage_core.common.errors import UnknownPluginError
+
+    with pytest.raises(UnknownPluginError, match="slo-aware"):
+        make_policy("slo_aware")
