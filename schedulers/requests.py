@@ -143,8 +143,12 @@ class HybridPolicy(SloAwarePolicy):
         self.max_wait_s = float(config.get("max_wait_ms", 5)) / 1000.0
         cap = config.get("llm_cap_when_mixed")
         self.llm_cap = None if cap is None else int(cap)
-        if self.max_batch < 1 or self.max_wait_s < 0:
-            raise ValueError("hybrid: max_batch must be >= 1 and max_wait_ms >= 0")
+        if self.max_batch < 1 or not 0 <= self.max_wait_s <= 60:
+            raise ValueError(
+                "hybrid: max_batch must be >= 1 and max_wait_ms within 0..60000"
+            )
+        if self.llm_cap is not None and self.llm_cap < 1:
+            raise ValueError("hybrid: llm_cap_when_mixed must be >= 1 (or null)")
         self._emb: dict[tuple[str, str], deque[LLMRequest]] = {}
         self._emb_count = 0
 

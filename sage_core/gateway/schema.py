@@ -91,7 +91,7 @@ _COMMON_GEN = {
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     "stream": {"type": "boolean"},
     "priority": _PRIORITY,
-    "slo_deadline_ms": {"type": "number", "exclusiveMinimum": 0},
+    "slo_deadline_ms": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -161,7 +161,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "encoding_format": {"type": "string", "enum": ["float"]},
             "priority": _PRIORITY,
-            "slo_deadline_ms": {"type": "number", "exclusiveMinimum": 0},
+            "slo_deadline_ms": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
         },
     },
     "PolicyChange": {

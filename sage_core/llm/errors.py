@@ -76,10 +76,17 @@ class ModelNotFoundError(NotFoundError):
 
     code = "model_not_found"
 
-    def __init__(self, model: str, available: list[str]) -> None:
-        listing = ", ".join(sorted(available)) or "none registered"
+    def __init__(
+        self,
+        model: str | None = None,
+        available: list[str] | None = None,
+        *,
+        message: str | None = None,
+    ) -> None:
+        listing = ", ".join(sorted(available or [])) or "none registered"
         super().__init__(
-            f"the model {model!r} does not exist on this gateway; available: "
+            message
+            or f"the model {model!r} does not exist on this gateway; available: "
             f"{listing} (see GET /v1/models)",
             param="model",
         )

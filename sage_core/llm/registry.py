@@ -94,7 +94,7 @@ class EngineSpec:
                 f"engine {data.get('id')}: models must be a list of names"
             )
         engine_id = data.get("id") or re.sub(
-            r"[^A-Za-z0-9._-]", "-", url.split("//")[1]
+            r"[^A-Za-z0-9._-]", "-", url.split("//")[-1]
         )
         try:
             max_inflight = int(data.get("max_inflight", 8))
