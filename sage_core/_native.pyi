@@ -1,7 +1,10 @@
 """SAGE native core: stable hashing, bounded queues and vector indexes."""
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
+
+import numpy
+from numpy.typing import NDArray
 
 def hash64(data: bytes, seed: int = 0) -> int:
     """
@@ -118,4 +121,263 @@ class BoundedQueue:
         """
         Counters since creation: pushed, popped, high_watermark, producer_blocks,
         consumer_waits, producer_blocked_s, consumer_wait_s, size, capacity, closed.
+        """
+
+def kernels() -> str:
+    """Name of the scan kernels in use (``"avx2+fma"`` or ``"generic"``)."""
+
+def set_kernels(name: str) -> None:
+    """
+    Choose the scan kernels: ``"auto"`` (cpuid), ``"avx2"`` or ``"generic"``.
+
+    For tests and benchmarks; the environment variable SAGE_KERNELS sets the
+    initial choice.
+    """
+
+def hardware_threads() -> int:
+    """Number of hardware threads the index searches use by default."""
+
+class FlatIndex:
+    """Exact (brute-force) vector index."""
+
+    def __init__(self, dim: int, metric: str = "cos") -> None:
+        """
+        Create an empty index of ``dim``-dimensional vectors; metric is 'ip', 'l2' or 'cos'.
+        """
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+
+    @property
+    def metric(self) -> str:
+        """Similarity metric: 'ip', 'l2' or 'cos'."""
+
+    def __len__(self) -> int:
+        """Number of vectors in the index."""
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index."""
+
+    def contains(self, id: int) -> bool:
+        """Whether ``id`` is in the index."""
+
+    def add(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+        vectors: Annotated[
+            NDArray[numpy.float32],
+            dict(shape=(None, None), order="C", device="cpu", writable=False),
+        ],
+    ) -> None:
+        """
+        Add vectors under new uint64 ids (cos vectors are stored normalised).
+
+        Raises:
+            DuplicateIdError: an id is present or repeated (nothing added).
+        """
+
+    def remove(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+    ) -> int:
+        """
+        Remove ids; returns how many. Raises UnknownIdError (removing nothing) if
+        any is absent.
+        """
+
+    def search(
+        self,
+        queries: Annotated[
+            NDArray[numpy.float32],
+            dict(shape=(None, None), order="C", device="cpu", writable=False),
+        ],
+        k: int,
+        allowed_ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ]
+        | None = None,
+        threads: int = 0,
+    ) -> tuple:
+        """
+        Top-``k`` most similar rows for each query (rows of a float32 matrix).
+
+        Args:
+            allowed_ids: if given, only these ids can be returned (filter applied
+                during the scan, so up to k allowed results come back).
+            threads: worker threads; 0 uses every hardware thread.
+
+        Returns:
+            ``(ids, scores)``, both of shape (len(queries), k), best first; higher
+            scores are more similar (ip: dot product, cos: cosine, l2: minus the
+            squared distance). Missing results have id 2**64-1 and score -inf.
+        """
+
+    def get(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+    ) -> Annotated[NDArray[numpy.float32], dict(shape=(None, None))]:
+        """Stored vectors of ``ids`` (normalised for cos), shape (len(ids), dim)."""
+
+    def to_bytes(self) -> bytes:
+        """Serialise to bytes (versioned format with a checksum)."""
+
+    @staticmethod
+    def from_bytes(data: bytes) -> FlatIndex:
+        """
+        Rebuild an index from to_bytes() output.
+
+        Raises:
+            IndexFormatError: corrupt, truncated or foreign data.
+        """
+
+class IVFIndex:
+    """Inverted-file index over k-means centroids."""
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cos",
+        nlist: int = 0,
+        nprobe: int = 8,
+        train_iters: int = 10,
+        max_train: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Create an untrained index. nlist=0 picks round(sqrt(n)) of the training set;
+        max_train=0 trains on at most 256*nlist sampled vectors.
+        """
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+
+    @property
+    def metric(self) -> str:
+        """Similarity metric: 'ip', 'l2' or 'cos'."""
+
+    @property
+    def trained(self) -> bool:
+        """Whether centroids exist."""
+
+    @property
+    def nlist(self) -> int:
+        """Number of inverted lists."""
+
+    @property
+    def nprobe(self) -> int:
+        """Lists scanned per query by default."""
+
+    @nprobe.setter
+    def nprobe(self, arg: int, /) -> None: ...
+    def __len__(self) -> int:
+        """Number of vectors in the index."""
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index."""
+
+    def contains(self, id: int) -> bool:
+        """Whether ``id`` is in the index."""
+
+    def list_sizes(self) -> list[int]:
+        """Live vectors per inverted list."""
+
+    def train(
+        self,
+        vectors: Annotated[
+            NDArray[numpy.float32],
+            dict(shape=(None, None), order="C", device="cpu", writable=False),
+        ],
+        threads: int = 0,
+    ) -> None:
+        """Train the centroids by k-means on (a sample of) ``vectors``."""
+
+    def add(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+        vectors: Annotated[
+            NDArray[numpy.float32],
+            dict(shape=(None, None), order="C", device="cpu", writable=False),
+        ],
+        threads: int = 0,
+    ) -> None:
+        """
+        Add vectors under new ids; the first add trains an untrained index.
+
+        Raises:
+            DuplicateIdError: an id is present or repeated (nothing added).
+            IndexNotTrainedError: untrained and the batch is smaller than nlist.
+        """
+
+    def remove(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+    ) -> int:
+        """Remove ids; returns how many (UnknownIdError if any is absent)."""
+
+    def search(
+        self,
+        queries: Annotated[
+            NDArray[numpy.float32],
+            dict(shape=(None, None), order="C", device="cpu", writable=False),
+        ],
+        k: int,
+        allowed_ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ]
+        | None = None,
+        threads: int = 0,
+        nprobe: int = 0,
+    ) -> tuple:
+        """
+        Top-``k`` most similar rows for each query (rows of a float32 matrix).
+
+        Args:
+            allowed_ids: if given, only these ids can be returned (filter applied
+                during the scan, so up to k allowed results come back).
+            threads: worker threads; 0 uses every hardware thread.
+
+        Returns:
+            ``(ids, scores)``, both of shape (len(queries), k), best first; higher
+            scores are more similar (ip: dot product, cos: cosine, l2: minus the
+            squared distance). Missing results have id 2**64-1 and score -inf.
+        """
+
+    def get(
+        self,
+        ids: Annotated[
+            NDArray[numpy.uint64],
+            dict(shape=(None,), order="C", device="cpu", writable=False),
+        ],
+    ) -> Annotated[NDArray[numpy.float32], dict(shape=(None, None))]:
+        """Stored vectors of ``ids`` (normalised for cos), shape (len(ids), dim)."""
+
+    def to_bytes(self) -> bytes:
+        """Serialise to bytes (versioned format with a checksum)."""
+
+    @staticmethod
+    def from_bytes(data: bytes) -> IVFIndex:
+        """
+        Rebuild an index from to_bytes() output.
+
+        Raises:
+            IndexFormatError: corrupt, truncated or foreign data.
         """

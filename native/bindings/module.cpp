@@ -7,10 +7,12 @@ namespace nb = nanobind;
 void register_hash(nb::module_& m);
 void register_errors(nb::module_& m);
 void register_queue(nb::module_& m);
+void register_index(nb::module_& m);
 
 NB_MODULE(_native, m) {
   m.doc() = "SAGE native core: stable hashing, bounded queues and vector indexes.";
   register_hash(m);
   register_errors(m);
   register_queue(m);
+  register_index(m);
 }

@@ -3,6 +3,8 @@
 #include <nanobind/stl/string.h>
 
 #include "sage/hash.hpp"
+#include "sage/kernels.hpp"
+#include "sage/thread_pool.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -31,6 +33,9 @@ nb::dict build_info() {
 #else
   info["simd"] = "baseline";
 #endif
+  // What the vector-index scans dispatch to at run time (cpuid), on how many threads.
+  info["kernels"] = sage::kernels().name;
+  info["hardware_threads"] = std::to_string(sage::hardware_threads());
   info["nanobind"] = std::to_string(NB_VERSION_MAJOR) + "." + std::to_string(NB_VERSION_MINOR) + "." + std::to_string(NB_VERSION_PATCH);
   return info;
 }

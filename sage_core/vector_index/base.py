@@ -1,0 +1,256 @@
+"""The vector-index interface, its errors, file format, and the by-name factory."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from sage_core import plugins
+from sage_core.common.errors import SageError
+
+MISSING_ID = 2**64 - 1
+METRICS = ("ip", "l2", "cos")
+FILE_MAGIC = b"SAGEVIF\n"
+FILE_VERSION = 1
+
+Ids = npt.NDArray[np.uint64]
+Scores = npt.NDArray[np.float32]
+
+
+class VectorIndexError(SageError):
+    """Base class of the vector-index errors."""
+
+
+class IndexFormatError(VectorIndexError):
+    """A saved index is corrupt, truncated, of another backend or a newer format."""
+
+
+class DuplicateIdError(VectorIndexError, ValueError):
+    """``add`` got an id that is already in the index or repeated in the batch."""
+
+
+class UnknownIdError(VectorIndexError, KeyError):
+    """``remove``/``get`` got an id that is not in the index."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DimensionMismatchError(VectorIndexError, ValueError):
+    """Vectors or queries whose width is not the index's ``dim``."""
+
+
+class IndexNotTrainedError(VectorIndexError):
+    """An IVF index needs centroids first (a larger first batch or ``train()``)."""
+
+
+class UnsupportedByBackendError(VectorIndexError):
+    """The chosen backend cannot do what was asked; the message says which can."""
+
+
+def check_metric(metric: str) -> str:
+    """Return ``metric`` if it is one of ``METRICS``; raise ValueError otherwise."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    return metric
+
+
+def as_ids(ids: Any) -> Ids:
+    """Ids as a C-contiguous 1-D uint64 array (integers in [0, 2**64-1))."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be one-dimensional, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.uint64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and (arr < 0).any():
+        raise ValueError("ids must be non-negative (they are uint64)")
+    return np.ascontiguousarray(arr, dtype=np.uint64)
+
+
+def as_matrix(vectors: Any, dim: int, what: str = "vectors") -> npt.NDArray[np.float32]:
+    """Vectors as a C-contiguous float32 matrix with ``dim`` columns (1-D: one row)."""
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"{what} must have shape (n, {dim}) for this index, got {arr.shape}"
+        )
+    return arr
+
+
+class VectorIndex(abc.ABC):
+    """What every vector-index backend implements (see the module docstring).
+
+    Subclasses set ``backend`` (their registry name) and implement the abstract
+    methods; ``save``/``load``/pickling come from ``_to_bytes``/``_from_bytes``.
+    Constructors take ``dim`` and ``metric`` first, then keyword-only options.
+    """
+
+    backend: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Vector dimension."""
+
+    @property
+    @abc.abstractmethod
+    def metric(self) -> str:
+        """``"ip"``, ``"l2"`` or ``"cos"``."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of vectors in the index."""
+
+    @abc.abstractmethod
+    def add(self, ids: Any, vectors: Any) -> None:
+        """Add ``vectors`` (n, dim) under new uint64 ``ids``."""
+
+    @abc.abstractmethod
+    def remove(self, ids: Any) -> int:
+        """Remove ``ids``; return how many were removed."""
+
+    @abc.abstractmethod
+    def search(
+        self, queries: Any, k: int, *, allowed_ids: Any = None
+    ) -> tuple[Ids, Scores]:
+        """Top-``k`` ``(ids, scores)`` per query, best first (higher = more similar)."""
+
+    @abc.abstractmethod
+    def options(self) -> dict[str, Any]:
+        """Constructor options (JSON-friendly) to store alongside a saved index."""
+
+    @abc.abstractmethod
+    def _to_bytes(self) -> bytes:
+        """The backend's own serialisation of the index."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> VectorIndex:
+        """Rebuild an index from ``_to_bytes`` output and the saved header."""
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to one file atomically (header + checksummed payload)."""
+        payload = self._to_bytes()
+        header = {
+            "backend": self.backend,
+            "dim": self.dim,
+            "metric": self.metric,
+            "count": len(self),
+            "options": self.options(),
+            "payload_bytes": len(payload),
+            "payload_blake2b": hashlib.blake2b(payload, digest_size=16).hexdigest(),
+        }
+        head = json.dumps(header, sort_keys=True).encode()
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(FILE_MAGIC + struct.pack("<II", FILE_VERSION, len(head)) + head)
+            f.write(payload)
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VectorIndex:
+        """Open an index this class saved.
+
+        Raises:
+            IndexFormatError: corrupt or foreign file, or saved by another backend.
+        """
+        header, payload = _read_file(Path(path))
+        if header["backend"] != cls.backend:
+            raise IndexFormatError(
+                f"{path} holds a {header['backend']!r} index, not {cls.backend!r}; "
+                f"open it with load_index()"
+            )
+        return cls._from_bytes(payload, header)
+
+    def __reduce__(self) -> Any:
+        return (_unpickle, (type(self), self._to_bytes(), self._header()))
+
+    def _header(self) -> dict[str, Any]:
+        return {"dim": self.dim, "metric": self.metric, "options": self.options()}
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} backend={self.backend!r} dim={self.dim} "
+            f"metric={self.metric!r} n={len(self)}>"
+        )
+
+
+def _unpickle(
+    cls: type[VectorIndex], payload: bytes, header: dict[str, Any]
+) -> VectorIndex:
+    return cls._from_bytes(payload, header)
+
+
+def read_index_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The header of a saved index (backend, dim, metric, count, options)."""
+    with open(path, "rb") as f:
+        return _parse_head(f.read(len(FILE_MAGIC) + 8), f, Path(path))
+
+
+def _parse_head(start: bytes, f: Any, path: Path) -> dict[str, Any]:
+    if len(start) < len(FILE_MAGIC) + 8 or not start.startswith(FILE_MAGIC):
+        raise IndexFormatError(f"{path} is not a SAGE vector index file")
+    version, head_len = struct.unpack("<II", start[len(FILE_MAGIC) :])
+    if version > FILE_VERSION:
+        raise IndexFormatError(
+            f"{path} uses index file version {version}; this SAGE reads up to "
+            f"{FILE_VERSION} (upgrade sage-dask)"
+        )
+    try:
+        header = json.loads(f.read(head_len))
+        if not isinstance(header, dict) or not isinstance(header.get("backend"), str):
+            raise TypeError("the header names no backend")
+    except (ValueError, TypeError) as exc:
+        raise IndexFormatError(f"{path} has a damaged header: {exc}") from None
+    return header
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    with open(path, "rb") as f:
+        header = _parse_head(f.read(len(FILE_MAGIC) + 8), f, path)
+        payload = f.read()
+    if len(payload) != header.get("payload_bytes"):
+        raise IndexFormatError(
+            f"{path} is truncated or padded: payload has {len(payload)} bytes, "
+            f"header says {header.get('payload_bytes')}"
+        )
+    digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    if digest != header.get("payload_blake2b"):
+        raise IndexFormatError(f"{path} is corrupt (payload checksum mismatch)")
+    return header, payload
+
+
+def create_index(
+    name: str, *, dim: int, metric: str = "cos", **options: Any
+) -> VectorIndex:
+    """A new, empty index of the backend registered as ``name``.
+
+    Raises:
+        UnknownPluginError: no backend of that name (the message lists them).
+    """
+    cls = plugins.get("vector-index", name)
+    index: VectorIndex = cls(dim, check_metric(metric), **options)
+    return index
+
+
+def load_index(path: str | os.PathLike[str]) -> VectorIndex:
+    """Reopen an index saved by any registered backend (named in the file)."""
+    header = read_index_header(path)
+    cls = plugins.get("vector-index", header["backend"])
+    index: VectorIndex = cls.load(path)
+    return index
