@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 _MASK = (1 << 64) - 1
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -163,3 +165,68 @@ class ReferenceQueue:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+
+# --------------------------------------------------------------------------- indexes
+
+MISSING_ID = 2**64 - 1
+
+
+class ReferenceIndex:
+    """Brute-force numpy (float64) model of the vector-index conventions.
+
+    Scores: ip = dot product, cos = cosine, l2 = minus the squared distance (higher
+    is more similar); results best first, padded with ``MISSING_ID`` / ``-inf``.
+    Duplicate ids raise ValueError, unknown ids KeyError (nothing changed).
+    """
+
+    def __init__(self, dim: int, metric: str = "cos") -> None:
+        self.dim = dim
+        self.metric = metric
+        self.vectors: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def add(self, ids: Iterable[int], vectors: np.ndarray) -> None:
+        ids = [int(i) for i in ids]
+        if len(set(ids)) != len(ids) or any(i in self.vectors for i in ids):
+            raise ValueError("duplicate id")
+        for i, v in zip(ids, np.asarray(vectors, dtype=np.float64), strict=True):
+            self.vectors[i] = v
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = {int(i) for i in ids}
+        if not ids <= self.vectors.keys():
+            raise KeyError("unknown id")
+        for i in ids:
+            del self.vectors[i]
+        return len(ids)
+
+    def scores(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, full score matrix) over every stored vector."""
+        ids = np.array(sorted(self.vectors), dtype=np.uint64)
+        x = np.array([self.vectors[int(i)] for i in ids]).reshape(len(ids), self.dim)
+        q = np.asarray(queries, dtype=np.float64).reshape(-1, self.dim)
+        if self.metric == "cos":
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-300)
+        if self.metric == "l2":
+            return ids, -((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        return ids, q @ x.T
+
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed_ids: Iterable[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, s = self.scores(queries)
+        if allowed_ids is not None:
+            keep = np.isin(ids, np.asarray(list(allowed_ids), dtype=np.uint64))
+            ids, s = ids[keep], s[:, keep]
+        m = s.shape[0]
+        out_ids = np.full((m, k), MISSING_ID, dtype=np.uint64)
+        out_scores = np.full((m, k), -np.inf)
+        n = min(k, len(ids))
+        order = np.argsort(-s, axis=1, kind="stable")[:, :n]
+        out_ids[:, :n] = ids[order]
+        out_scores[:, :n] = np.take_along_axis(s, order, axis=1)
+        return out_ids, out_scores

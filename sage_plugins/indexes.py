@@ -386,9 +386,12 @@ class UsearchIndex(VectorIndex):
         if len(self) == 0 or len(q) == 0:
             return out_ids, out_scores
         found = self._impl.search(q, k, threads=self.threads)
+        if hasattr(found, "counts"):  # BatchMatches
+            counts = np.asarray(found.counts).reshape(len(q))
+        else:  # a single query gives Matches, trimmed to what was found
+            counts = np.array([len(found.keys)])
         keys = np.asarray(found.keys).reshape(len(q), -1)
         dist = np.asarray(found.distances, dtype=np.float32).reshape(len(q), -1)
-        counts = np.asarray(found.counts).reshape(len(q))
         scores = -dist if self.metric == "l2" else 1.0 - dist
         for i, c in enumerate(counts):
             out_ids[i, :c] = keys[i, :c]
