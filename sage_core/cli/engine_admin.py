@@ -97,8 +97,13 @@ def _save(path: Path, data: dict[str, Any]) -> None:
 )
 @click.option("--model", "models", multiple=True, help="Served model (repeatable).")
 @click.option("--id", "engine_id", default=None, help="Engine id (default from URL).")
-@click.option("--max-inflight", type=int, default=8, show_default=True,
-              help="Requests sent to it at once.")  # fmt: skip
+@click.option(
+    "--max-inflight",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Requests sent to it at once.",
+)
 @gateway_option
 @key_option
 @config_option
@@ -157,8 +162,12 @@ def list_engines(
 
 @click.command("remove")
 @click.argument("engine_id")
-@click.option("--drain/--no-drain", default=True, show_default=True,
-              help="Wait for the engine's in-flight requests first.")  # fmt: skip
+@click.option(
+    "--drain/--no-drain",
+    default=True,
+    show_default=True,
+    help="Wait for the engine's in-flight requests first.",
+)
 @gateway_option
 @key_option
 @config_option

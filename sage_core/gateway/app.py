@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -107,25 +108,29 @@ class SSEResponse(StreamingResponse):
 
 
 async def _until_disconnect(request: Request, work: Awaitable[bytes]) -> bytes | None:
-    """Run ``work``; if the client disconnects first, cancel it and return None."""
-    task = asyncio.ensure_future(work)
+    """Await ``work``; if the client disconnects first, cancel it and return None."""
+    me = asyncio.current_task()
+    assert me is not None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        gone = True
+        me.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        if sys.version_info >= (3, 11):
+            me.uncancel()
+        return None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return None
-    return task.result()
 
 
 class Gateway:

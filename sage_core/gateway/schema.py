@@ -161,7 +161,11 @@ SCHEMAS: dict[str, Any] = {
             },
             "encoding_format": {"type": "string", "enum": ["float"]},
             "priority": _PRIORITY,
-            "slo_deadline_ms": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+            "slo_deadline_ms": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+            },
         },
     },
     "PolicyChange": {

@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from sage_core.llm.errors import EngineRejectedError
+from sage_core.llm.http1 import HTTPError, Pool, Response
 
 if TYPE_CHECKING:
     from sage_core.llm.registry import Engine
@@ -75,9 +74,8 @@ def _raise_for(status: int, payload: bytes) -> None:
     raise Retryable(f"engine answered {status}: {message}")
 
 
-def _translate(exc: httpx.HTTPError) -> Retryable:
-    trip = isinstance(exc, httpx.ConnectError)
-    return Retryable(f"{type(exc).__name__}: {exc}".rstrip(": "), trip=trip)
+def _translate(exc: HTTPError) -> Retryable:
+    return Retryable(str(exc), trip=exc.connect)
 
 
 def usage_of(data: Any) -> Usage:
@@ -90,24 +88,50 @@ def usage_of(data: Any) -> Usage:
 
 
 class Dispatcher:
-    """Sends requests to engines over one pooled ``httpx.AsyncClient``.
+    """Sends requests to engines over keep-alive connection pools (one per engine).
 
     Args:
-        http: the client (owned by the caller).
-        timeout_s: longest a non-streamed request may take; for streams, the longest
-            gap between two chunks.
+        timeout_s: longest wait for an answer head (non-streamed requests answer only
+            when done) and, for streams, the longest gap between two chunks.
         connect_timeout_s: connection set-up bound (a dead engine fails fast).
     """
 
     def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        timeout_s: float = 300.0,
-        connect_timeout_s: float = 2.0,
+        self, *, timeout_s: float = 300.0, connect_timeout_s: float = 2.0
     ) -> None:
-        self.http = http
-        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.pools: dict[str, Pool] = {}
+
+    def pool(self, engine: Engine) -> Pool:
+        pool = self.pools.get(engine.spec.url)
+        if pool is None:
+            pool = Pool(engine.spec.url, connect_timeout_s=self.connect_timeout_s)
+            self.pools[engine.spec.url] = pool
+        return pool
+
+    def forget(self, url: str) -> None:
+        """Close the idle connections to an engine that was removed."""
+        pool = self.pools.pop(url, None)
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+    async def _send(self, engine: Engine, kind: str, body: dict[str, Any]) -> Response:
+        try:
+            return await self.pool(engine).request(
+                "POST",
+                ROUTES[kind],
+                json.dumps(body).encode(),
+                _headers(engine),
+                timeout_s=self.timeout_s,
+            )
+        except HTTPError as exc:
+            raise _translate(exc) from exc
 
     async def call(
         self, engine: Engine, kind: str, body: dict[str, Any]
@@ -118,16 +142,11 @@ class Dispatcher:
             Retryable: failure before an answer (fail over).
             EngineRejectedError: the engine answered a 4xx.
         """
+        resp = await self._send(engine, kind, body)
         try:
-            resp = await self.http.post(
-                engine.spec.url + ROUTES[kind],
-                content=json.dumps(body).encode(),
-                headers=_headers(engine),
-                timeout=self.timeout,
-            )
-        except httpx.HTTPError as exc:
+            payload = await resp.aread()
+        except HTTPError as exc:
             raise _translate(exc) from exc
-        payload = resp.content
         _raise_for(resp.status_code, payload)
         try:
             data = json.loads(payload)
@@ -137,36 +156,27 @@ class Dispatcher:
 
     async def open_stream(
         self, engine: Engine, kind: str, body: dict[str, Any]
-    ) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
+    ) -> tuple[Response, AsyncIterator[bytes], bytes]:
         """Start a streamed request and read up to its first chunk.
 
-        Returns the response (close it with ``aclose``), the iterator of the remaining
-        chunks, and the first chunk. Raises like :meth:`call` until the first chunk.
+        Returns the response, the iterator of the remaining chunks (``aclose`` both
+        when done), and the first chunk. Raises like :meth:`call` until then.
         """
-        request = self.http.build_request(
-            "POST",
-            engine.spec.url + ROUTES[kind],
-            content=json.dumps(body).encode(),
-            headers=_headers(engine),
-            timeout=self.timeout,
-        )
-        try:
-            resp = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise _translate(exc) from exc
-        try:
-            if resp.status_code >= 400:
+        resp = await self._send(engine, kind, body)
+        if resp.status_code >= 400:
+            try:
                 payload = await resp.aread()
-                _raise_for(resp.status_code, payload)
-            chunks = resp.aiter_raw()
+            except HTTPError as exc:
+                raise _translate(exc) from exc
+            _raise_for(resp.status_code, payload)
+        chunks = resp.aiter_raw()
+        try:
             first = b""
             while not first:
                 first = await chunks.__anext__()
         except StopAsyncIteration:
-            await resp.aclose()
             raise Retryable("engine closed the stream before the first byte") from None
-        except httpx.HTTPError as exc:
-            await resp.aclose()
+        except HTTPError as exc:
             raise _translate(exc) from exc
         except BaseException:
             await resp.aclose()

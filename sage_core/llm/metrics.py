@@ -28,9 +28,23 @@ if TYPE_CHECKING:
     from sage_core.llm.registry import EngineRegistry
 
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0, 120.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
 ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -158,37 +172,46 @@ class GatewayMetrics:
         self._routes: dict[str, int] = defaultdict(int)
         self._done: deque[tuple[float, int]] = deque(maxlen=65536)
         self.active = 0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _reservoir(self) -> deque[float]:
         return deque(maxlen=self.window)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised (label sets are few and fixed)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # -- events ---------------------------------------------------------------------
     def rejected_request(self, cls: str, reason: str) -> None:
-        self.rejected.labels(cls, reason).inc()
+        self._child(self.rejected, cls, reason).inc()
         self._status[reason] += 1
 
     def dispatched(
         self, request: LLMRequest, engine: str, router: str, now: float
     ) -> None:
         wait = max(0.0, now - request.arrival)
-        self.queue_time.labels(request.kind).observe(wait)
+        self._child(self.queue_time, request.kind).observe(wait)
         self._queue[request.kind].append(wait)
-        self.routing.labels(engine, router).inc()
+        self._child(self.routing, engine, router).inc()
         self._routes[engine] += 1
 
     def batch(self, size: int) -> None:
         self.batches.observe(size)
 
     def retry(self, engine: str) -> None:
-        self.retries.labels(engine).inc()
+        self._child(self.retries, engine).inc()
 
     def first_token(self, request: LLMRequest, at: float) -> None:
         value = max(0.0, at - request.arrival)
-        self.ttft.labels(request.kind).observe(value)
+        self._child(self.ttft, request.kind).observe(value)
         self._ttft[request.kind].append(value)
 
     def inter_token(self, kind: str, gap: float) -> None:
-        self.itl.labels(kind).observe(gap)
+        self._child(self.itl, kind).observe(gap)
         self._itl[kind].append(gap)
 
     def finished(
@@ -205,28 +228,28 @@ class GatewayMetrics:
         now = time.monotonic() if now is None else now
         elapsed = max(0.0, now - request.arrival)
         prio = str(request.priority)
-        self.requests.labels(request.kind, prio, status).inc()
+        self._child(self.requests, request.kind, prio, status).inc()
         self._status[status] += 1
         if status == "ok":
-            self.latency.labels(request.kind, prio).observe(elapsed)
+            self._child(self.latency, request.kind, prio).observe(elapsed)
             self._lat[request.kind].append(elapsed)
-            self.tokens.labels(request.kind, "prompt").inc(prompt_tokens)
-            self.tokens.labels(request.kind, "completion").inc(completion_tokens)
+            self._child(self.tokens, request.kind, "prompt").inc(prompt_tokens)
+            self._child(self.tokens, request.kind, "completion").inc(completion_tokens)
             self._done.append((now, prompt_tokens + completion_tokens))
         if request.slo_ms is not None and status != "cancelled":
             met = status == "ok" and elapsed * 1000.0 <= request.slo_ms
-            self.slo.labels(request.kind, prio, "met" if met else "missed").inc()
+            self._child(self.slo, request.kind, prio, "met" if met else "missed").inc()
             self._slo[(request.kind, request.priority)][0 if met else 1] += 1
 
     # -- views ----------------------------------------------------------------------
     def refresh_gauges(self, registry: EngineRegistry, depths: dict[str, int]) -> None:
         for cls, depth in depths.items():
-            self.queue_depth.labels(cls).set(depth)
+            self._child(self.queue_depth, cls).set(depth)
         for engine in registry.engines.values():
-            self.engine_healthy.labels(engine.id, engine.kind).set(
+            self._child(self.engine_healthy, engine.id, engine.kind).set(
                 1 if engine.healthy else 0
             )
-            self.engine_inflight.labels(engine.id).set(engine.inflight)
+            self._child(self.engine_inflight, engine.id).set(engine.inflight)
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)

@@ -44,6 +44,7 @@ from sage_core.llm.errors import (
     QueueTimeoutError,
     UpstreamError,
 )
+from sage_core.llm.http1 import HTTPError, Response
 from sage_core.llm.metrics import GatewayMetrics
 from sage_core.llm.registry import HEALTHY, STARTING, Engine, EngineRegistry
 from sage_core.routing import Candidate, Router, RouteRequest
@@ -179,13 +180,8 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Open the engine connection pool, check engines, start the timers."""
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=4096, max_keepalive_connections=512),
-            timeout=httpx.Timeout(self.config.request_timeout_s, connect=2.0),
-        )
-        self.dispatcher = Dispatcher(
-            self._http, timeout_s=self.config.request_timeout_s
-        )
+        self._http = httpx.AsyncClient(timeout=self.config.health.timeout_s)
+        self.dispatcher = Dispatcher(timeout_s=self.config.request_timeout_s)
         await self.registry.start(self._http)
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
@@ -202,6 +198,8 @@ class ControlPlane:
         await self.registry.stop(drain_timeout_s=self.config.drain_timeout_s)
         for task in list(self._tasks):
             task.cancel()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         if self._http is not None:
             await self._http.aclose()
 
@@ -388,14 +386,15 @@ class ControlPlane:
     # -- waiting for an engine ------------------------------------------------------------
     async def _grant(self, request: LLMRequest) -> _Grant:
         future = self._futures[request.seq]
+        if future.done():  # granted at submit: the common case on an idle engine
+            return future.result()
         try:
-            return await asyncio.shield(future)
+            return await future
         except asyncio.CancelledError:
-            if not future.done():
+            if future.cancelled():  # the caller went away while queued
                 if self.policy.remove(request):
                     self.admission.left_queue(request.kind, dispatched=False)
-                future.cancel()
-            elif not future.cancelled() and future.exception() is None:
+            elif future.exception() is None:
                 grant = future.result()
                 if grant.engine is not None:
                     self.registry.release(grant.engine, request.tokens)
@@ -552,7 +551,7 @@ class ControlPlane:
         self,
         request: LLMRequest,
         engine: Engine,
-        resp: httpx.Response,
+        resp: Response,
         chunks: AsyncIterator[bytes],
         first: bytes,
     ) -> AsyncIterator[bytes]:
@@ -569,7 +568,7 @@ class ControlPlane:
                 yield chunk
             status = "error" if meter.error else "ok"
             self.registry.record_success(engine)
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             self.registry.record_failure(engine, f"stream broke: {exc}")
             yield error_event(f"engine {engine.id} failed mid-stream: {exc}")
         except (asyncio.CancelledError, GeneratorExit):
@@ -577,6 +576,9 @@ class ControlPlane:
             raise
         finally:
             await resp.aclose()
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
             self.registry.release(engine, request.tokens)
             usage = Usage(
                 meter.usage.prompt_tokens,

@@ -26,8 +26,10 @@ def fuzz_gateway(request: pytest.FixtureRequest) -> Iterator[Any]:
     from sage_core.gateway import create_app
     from sage_core.llm.config import GatewayConfig
 
-    engines = [double.EngineDouble("tiny").start(),
-               double.EngineDouble("mini", "embedding").start()]  # fmt: skip
+    engines = [
+        double.EngineDouble("tiny").start(),
+        double.EngineDouble("mini", "embedding").start(),
+    ]
     config = GatewayConfig.from_dict(
         {
             "engines": [engines[0].spec("llm"), engines[1].spec("emb")],

@@ -53,8 +53,12 @@ def test_openai_routes_answer(engine_double, gateway) -> None:
 def test_streaming_passes_events_through_and_measures_ttft(engine_double, gateway):
     a = engine_double("tiny", token_delay_s=0.005)
     gw = gateway({"engines": [a.spec("a")]})
-    body = {**CHAT, "stream": True, "max_tokens": 5,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        **CHAT,
+        "stream": True,
+        "max_tokens": 5,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.Client(base_url=gw.url) as client:
         with client.stream("POST", "/v1/chat/completions", json=body) as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
@@ -76,17 +80,39 @@ def test_errors_are_openai_shaped(engine_double, gateway) -> None:
     with httpx.Client(base_url=gw.url) as client:
         cases = [
             (client.post("/v1/chat/completions", content=b"{nope"), 400, None),
-            (client.post("/v1/chat/completions", json={"model": "tiny"}), 400, "messages"),
-            (client.post("/v1/chat/completions", json={**CHAT, "model": "x"}), 404, "model"),
-            (client.post("/v1/embeddings", json={"model": "tiny", "input": "a"}), 400,
-             "model"),
-            (client.post("/v1/completions", json={"model": "tiny", "prompt": "x" * 4096}),
-             413, None),
+            (
+                client.post("/v1/chat/completions", json={"model": "tiny"}),
+                400,
+                "messages",
+            ),
+            (
+                client.post("/v1/chat/completions", json={**CHAT, "model": "x"}),
+                404,
+                "model",
+            ),
+            (
+                client.post("/v1/embeddings", json={"model": "tiny", "input": "a"}),
+                400,
+                "model",
+            ),
+            (
+                client.post(
+                    "/v1/completions", json={"model": "tiny", "prompt": "x" * 4096}
+                ),
+                413,
+                None,
+            ),
             (client.get("/v1/nothing"), 404, None),
             # the engine's own 400 is passed on with its field
-            (client.post("/v1/completions", json={"model": "tiny", "prompt": "x",
-                                                   "temperature": 9}), 400, "temperature"),
-        ]  # fmt: skip
+            (
+                client.post(
+                    "/v1/completions",
+                    json={"model": "tiny", "prompt": "x", "temperature": 9},
+                ),
+                400,
+                "temperature",
+            ),
+        ]
         for resp, status, param in cases:
             assert resp.status_code == status, resp.text
             error = resp.json()["error"]
@@ -130,9 +156,11 @@ def test_api_keys_and_rate_limits(engine_double, gateway) -> None:
 async def _burst(url: str, n: int, body: dict, **headers: str) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         return await asyncio.gather(
-            *(client.post("/v1/chat/completions", json=body, headers=headers)
-              for _ in range(n))
-        )  # fmt: skip
+            *(
+                client.post("/v1/chat/completions", json=body, headers=headers)
+                for _ in range(n)
+            )
+        )
 
 
 def test_full_queue_answers_429_and_recovers(engine_double, gateway) -> None:
@@ -174,8 +202,10 @@ def test_failover_before_first_byte_and_recovery(engine_double, gateway) -> None
     a.stop()  # killed: the gateway has not noticed yet
     statuses = [r.status_code for r in asyncio.run(_burst(gw.url, 8, CHAT))]
     assert statuses == [200] * 8  # every request failed over to b
-    stream = httpx.post(gw.url + "/v1/completions",
-                        json={"model": "tiny", "prompt": "x", "stream": True})  # fmt: skip
+    stream = httpx.post(
+        gw.url + "/v1/completions",
+        json={"model": "tiny", "prompt": "x", "stream": True},
+    )
     assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
     engines = {
         e["id"]: e for e in httpx.get(gw.url + "/admin/engines").json()["engines"]
@@ -207,8 +237,11 @@ def test_client_disconnect_cancels_the_engine_request(engine_double, gateway) ->
         assert time.monotonic() < deadline, "engine kept generating"
         time.sleep(0.02)
     with pytest.raises(httpx.ReadTimeout):  # non-streamed: same on disconnect
-        httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 60},
-                   timeout=0.5)  # fmt: skip
+        httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={**CHAT, "max_tokens": 60},
+            timeout=0.5,
+        )
     deadline = time.monotonic() + 5
     while a.state.cancelled < 2:
         assert time.monotonic() < deadline, "engine kept generating"
@@ -223,8 +256,11 @@ def test_priority_order_is_observable_and_policy_switches(engine_double, gateway
     gw = gateway({"engines": [a.spec("a", max_inflight=1)], "policy": "fifo"})
 
     def tagged(tag: str, max_tokens: int) -> dict:
-        return {**CHAT, "messages": [{"role": "user", "content": tag}],
-                "max_tokens": max_tokens}  # fmt: skip
+        return {
+            **CHAT,
+            "messages": [{"role": "user", "content": tag}],
+            "max_tokens": max_tokens,
+        }
 
     async def run() -> None:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
@@ -247,7 +283,7 @@ def test_priority_order_is_observable_and_policy_switches(engine_double, gateway
                         )
                     )
                 )
-                await asyncio.sleep(0.02)  # fmt: skip
+                await asyncio.sleep(0.02)
             await asyncio.gather(blocker, *tasks)
 
     asyncio.run(run())
@@ -277,9 +313,13 @@ def test_hybrid_batches_embedding_requests(engine_double, gateway) -> None:
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
             return await asyncio.gather(
-                *(client.post("/v1/embeddings", json={"model": "mini", "input": [f"t{i}"]})
-                  for i in range(12))
-            )  # fmt: skip
+                *(
+                    client.post(
+                        "/v1/embeddings", json={"model": "mini", "input": [f"t{i}"]}
+                    )
+                    for i in range(12)
+                )
+            )
 
     answers = asyncio.run(run())
     assert all(r.status_code == 200 for r in answers)
@@ -304,9 +344,12 @@ def test_engines_are_added_drained_and_removed_at_runtime(engine_double, gateway
 
         async def drain_during_requests() -> list[int]:
             async with httpx.AsyncClient(base_url=gw.url, timeout=30) as ac:
-                reqs = [asyncio.ensure_future(
-                    ac.post("/v1/chat/completions", json={**CHAT, "max_tokens": 20}))
-                    for _ in range(4)]  # fmt: skip
+                reqs = [
+                    asyncio.ensure_future(
+                        ac.post("/v1/chat/completions", json={**CHAT, "max_tokens": 20})
+                    )
+                    for _ in range(4)
+                ]
                 await asyncio.sleep(0.1)
                 removed = await ac.delete("/admin/engines/a")
                 assert removed.status_code == 200

@@ -45,13 +45,16 @@ def test_unified_client_sync_and_async(engine_double, gateway) -> None:
 
 def test_unified_client_raises_overloaded_with_retry_after(engine_double, gateway):
     llm = engine_double("tiny", token_delay_s=0.05)
-    gw = gateway({"engines": [llm.spec("a", max_inflight=1)],
-                  "queue_limits": {"chat": 1}})  # fmt: skip
+    gw = gateway(
+        {"engines": [llm.spec("a", max_inflight=1)], "queue_limits": {"chat": 1}}
+    )
 
     async def run() -> list[object]:
         async with UnifiedInferenceClient(gw.url) as client:
-            calls = [client.achat([{"role": "user", "content": "x"}], max_tokens=10)
-                     for _ in range(6)]  # fmt: skip
+            calls = [
+                client.achat([{"role": "user", "content": "x"}], max_tokens=10)
+                for _ in range(6)
+            ]
             return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(run())
@@ -62,13 +65,27 @@ def test_unified_client_raises_overloaded_with_retry_after(engine_double, gatewa
 def test_engine_admin_edits_a_config_file(tmp_path) -> None:
     config = tmp_path / "gateway.yaml"
     runner = CliRunner()
-    added = runner.invoke(add_engine, ["--url", "http://127.0.0.1:9001/v1", "--kind",
-                                       "embedding", "--model", "mini", "--id", "emb",
-                                       "--config", str(config)])  # fmt: skip
+    added = runner.invoke(
+        add_engine,
+        [
+            "--url",
+            "http://127.0.0.1:9001/v1",
+            "--kind",
+            "embedding",
+            "--model",
+            "mini",
+            "--id",
+            "emb",
+            "--config",
+            str(config),
+        ],
+    )
     assert added.exit_code == 0, added.output
     assert json.loads(added.output)["url"] == "http://127.0.0.1:9001"
-    again = runner.invoke(add_engine, ["--url", "http://127.0.0.1:9001", "--id", "emb",
-                                       "--config", str(config)])  # fmt: skip
+    again = runner.invoke(
+        add_engine,
+        ["--url", "http://127.0.0.1:9001", "--id", "emb", "--config", str(config)],
+    )
     assert again.exit_code != 0 and "already" in again.output
     listed = json.loads(runner.invoke(list_engines, ["--config", str(config)]).output)
     assert [e["id"] for e in listed] == ["emb"]
@@ -84,8 +101,10 @@ def test_engine_admin_talks_to_a_running_gateway(engine_double, gateway) -> None
     llm = engine_double("tiny")
     gw = gateway({})
     runner = CliRunner()
-    added = runner.invoke(add_engine, ["--url", llm.url, "--model", "tiny", "--id",
-                                       "a", "--gateway", gw.url])  # fmt: skip
+    added = runner.invoke(
+        add_engine,
+        ["--url", llm.url, "--model", "tiny", "--id", "a", "--gateway", gw.url],
+    )
     assert added.exit_code == 0, added.output
     assert json.loads(added.output)["state"] == "healthy"
     listed = json.loads(runner.invoke(list_engines, ["--gateway", gw.url]).output)

@@ -44,19 +44,35 @@ def test_no_deadline_means_infinite() -> None:
     [
         ("/v1/chat/completions", {"messages": []}, {}, "model"),
         ("/v1/chat/completions", {"model": "m", "messages": []}, {}, "messages"),
-        ("/v1/chat/completions", {"model": "m", "messages": [{"content": "x"}]}, {},
-         "messages[0].role"),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"content": "x"}]},
+            {},
+            "messages[0].role",
+        ),
         ("/v1/completions", {"model": "m"}, {}, "prompt"),
-        ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 0}, {},
-         "max_tokens"),
+        (
+            "/v1/completions",
+            {"model": "m", "prompt": "x", "max_tokens": 0},
+            {},
+            "max_tokens",
+        ),
         ("/v1/embeddings", {"model": "e", "input": []}, {}, "input"),
         ("/v1/embeddings", {"model": "e", "input": "x", "stream": True}, {}, "stream"),
-        ("/v1/embeddings", {"model": "e", "input": "x"}, {"x-request-priority": "99"},
-         "priority"),
-        ("/v1/embeddings", {"model": "e", "input": "x"}, {"x-slo-deadline-ms": "-1"},
-         "slo_deadline_ms"),
+        (
+            "/v1/embeddings",
+            {"model": "e", "input": "x"},
+            {"x-request-priority": "99"},
+            "priority",
+        ),
+        (
+            "/v1/embeddings",
+            {"model": "e", "input": "x"},
+            {"x-slo-deadline-ms": "-1"},
+            "slo_deadline_ms",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_requests_name_the_field(path, body, headers, param) -> None:
     with pytest.raises(InvalidRequestError) as info:
         classify(path, body, headers)
@@ -105,13 +121,20 @@ def test_bad_queue_limits_are_config_errors() -> None:
 )
 def test_batched_embeddings_split_back_exactly(inputs, total_tokens) -> None:
     batch = [
-        LLMRequest(kind="embedding", model="e", body={"model": "e", "input": x},
-                   tokens=len(str(x)), seq=i)
+        LLMRequest(
+            kind="embedding",
+            model="e",
+            body={"model": "e", "input": x},
+            tokens=len(str(x)),
+            seq=i,
+        )
         for i, x in enumerate(inputs)
-    ]  # fmt: skip
+    ]
     body, spans = merge(batch)
-    rows = [{"object": "embedding", "index": i, "embedding": [float(i)]}
-            for i in range(len(body["input"]))][::-1]  # fmt: skip
+    rows = [
+        {"object": "embedding", "index": i, "embedding": [float(i)]}
+        for i in range(len(body["input"]))
+    ][::-1]
     answers = split(
         {"data": rows, "model": "e", "usage": {"prompt_tokens": total_tokens}},
         batch,
