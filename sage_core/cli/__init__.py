@@ -12,6 +12,7 @@ import sys
 import click
 
 from sage_core.cli.cluster import scheduler, worker
+from sage_core.cli.engine import engine
 from sage_core.cli.gateway import gateway
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
@@ -93,6 +94,7 @@ def info_cmd() -> None:
 cli.add_command(scheduler)
 cli.add_command(worker)
 cli.add_command(gateway)
+cli.add_command(engine)
 
 
 def main(argv: list[str] | None = None) -> None:
