@@ -200,10 +200,14 @@ class HybridPolicy(SloAwarePolicy):
         return self.pop_llm(view)
 
     def wake_after(self, now: float) -> float | None:
-        if not self._emb:
-            return None
-        oldest = min(queue[0].arrival for queue in self._emb.values())
-        return max(0.0, oldest + self.max_wait_s - now)
+        """Time until the next batch's wait bound runs out. Batches already due wait
+        only for an engine slot, and a freed slot wakes the plane by itself."""
+        pending = [
+            queue[0].arrival + self.max_wait_s - now
+            for queue in self._emb.values()
+            if queue[0].arrival + self.max_wait_s > now
+        ]
+        return min(pending) if pending else None
 
     def remove(self, request: LLMRequest) -> bool:
         if request.kind != "embedding":

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -296,6 +296,8 @@ def _wrap(
             return error_response(exc)
         except SageError as exc:
             return error_response(InvalidRequestError(str(exc)))
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            return Response(status_code=499)
 
     return endpoint
 

@@ -1,0 +1,418 @@
+"""Mixed LLM + embedding workload: hybrid vs fifo through the gateway vs siloed engines.
+
+Real CPU engines: a vLLM server with the tiny local Llama (generation) and a vLLM pooling
+server with all-MiniLM-L6-v2 (embeddings), both on this machine. Open-loop Poisson
+arrivals at ``--rate`` requests/s for ``--seconds``, mixed ``--mixes`` (LLM share /
+embedding share); every configuration replays the same arrival schedule (same seed):
+
+* ``siloed``: clients call each engine directly (separate endpoints, no joint
+  scheduling) — the usual deployment without a control plane;
+* ``fifo``: through ``sage gateway`` with the fifo policy;
+* ``hybrid``: through the same gateway switched to the hybrid policy at run time
+  (embedding batching, LLM ordered by deadline).
+
+Reported per class: p50/p99 latency, SLO compliance (``--llm-slo-ms``,
+``--emb-slo-ms``), throughput; medians over ``--repeats``. Engines are started by the
+script (``--vllm-python``, ``--tiny-model``, ``--minilm``) unless ``--llm-url`` and
+``--emb-url`` point at running ones. Writes JSON + PNG (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sage_core.llm.http1 import HTTPError, Pool
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from gateway_bench import free_port, wait_ready
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge"]
+
+
+def schedule(
+    rate: float, seconds: float, llm_share: float, seed: int
+) -> list[tuple[float, str, str]]:
+    """(arrival offset s, class, text) with Poisson arrivals."""
+    rng = random.Random(seed)
+    out, t = [], 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= seconds:
+            return out
+        kind = "llm" if rng.random() < llm_share else "embedding"
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))
+        out.append((t, kind, text))
+
+
+async def one(
+    pool: Pool, kind: str, text: str, args: argparse.Namespace, model: dict[str, str]
+) -> tuple[float, int]:
+    if kind == "llm":
+        path = "/v1/completions"
+        body = {
+            "model": model["llm"],
+            "prompt": text,
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        slo = args.llm_slo_ms
+    else:
+        path = "/v1/embeddings"
+        body = {"model": model["embedding"], "input": text}
+        slo = args.emb_slo_ms
+    headers = {"Content-Type": "application/json", "X-SLO-Deadline-Ms": str(slo)}
+    start = time.perf_counter()
+    resp = await pool.request(
+        "POST", path, json.dumps(body).encode(), headers, timeout_s=300
+    )
+    await resp.aread()
+    return (time.perf_counter() - start) * 1000.0, resp.status_code
+
+
+async def run_once(
+    plan: list[tuple[float, str, str]],
+    urls: dict[str, str],
+    args: argparse.Namespace,
+    model: dict[str, str],
+) -> dict[str, Any]:
+    pools = {kind: Pool(url, max_idle=512) for kind, url in urls.items()}
+    results: list[tuple[str, float, int]] = []
+
+    async def fire(offset: float, kind: str, text: str) -> None:
+        await asyncio.sleep(max(0.0, begin + offset - time.perf_counter()))
+        try:
+            ms, status = await one(pools[kind], kind, text, args, model)
+        except (HTTPError, OSError, ValueError) as exc:  # counted as failed, never dropped
+            print(f"request failed: {exc!r}", file=sys.stderr)
+            ms, status = float("nan"), 0
+        results.append((kind, ms, status))
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(fire(*row) for row in plan))
+    elapsed = time.perf_counter() - begin
+    for pool in pools.values():
+        pool.close()
+    out: dict[str, Any] = {"elapsed_s": elapsed}
+    slo = {"llm": args.llm_slo_ms, "embedding": args.emb_slo_ms}
+    met_all = total_all = 0
+    for kind in ("llm", "embedding"):
+        rows = [(ms, st) for k, ms, st in results if k == kind]
+        ok = sorted(ms for ms, st in rows if st == 200)
+        met = sum(1 for ms in ok if ms <= slo[kind])
+        met_all += met
+        total_all += len(rows)
+        out[kind] = {
+            "requests": len(rows),
+            "ok": len(ok),
+            "p50_ms": statistics.median(ok) if ok else None,
+            "p99_ms": ok[min(len(ok) - 1, max(0, round(0.99 * len(ok)) - 1))]
+            if ok
+            else None,
+            "slo_compliance": met / len(rows) if rows else None,
+            "throughput_rps": len(ok) / elapsed,
+        }
+    out["slo_compliance"] = met_all / total_all if total_all else None
+    out["throughput_rps"] = sum(out[k]["ok"] for k in ("llm", "embedding")) / elapsed
+    return out
+
+
+def start_engines(
+    args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+    }
+    ports = {"llm": free_port(), "embedding": free_port()}
+    common = [
+        "--host",
+        "127.0.0.1",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--seed",
+        "0",
+        "--gpu-memory-utilization",
+        str(args.memory_fraction),
+    ]
+    cmds = {
+        "llm": [
+            args.vllm_python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            args.tiny_model,
+            "--served-model-name",
+            "tiny",
+            "--max-model-len",
+            "512",
+            "--port",
+            str(ports["llm"]),
+            *common,
+        ],
+        "embedding": [
+            args.vllm_python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            args.minilm,
+            "--runner",
+            "pooling",
+            "--served-model-name",
+            "minilm",
+            "--max-model-len",
+            "256",
+            "--port",
+            str(ports["embedding"]),
+            *common,
+        ],
+    }
+    for kind, cmd in cmds.items():
+        log = open(Path(tempfile.gettempdir()) / f"sage-bench-mixed-{kind}.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        )
+    for port in ports.values():
+        wait_ready(port, "/health", timeout=600)
+    return {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--llm-url")
+    parser.add_argument("--emb-url")
+    parser.add_argument("--vllm-python", default=sys.executable)
+    parser.add_argument("--tiny-model")
+    parser.add_argument("--minilm")
+    parser.add_argument("--memory-fraction", type=float, default=0.15)
+    parser.add_argument("--rate", type=float, default=12.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--mixes", default="0.7,0.5", help="LLM shares to run")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--llm-slo-ms", type=float, default=2000.0)
+    parser.add_argument("--emb-slo-ms", type=float, default=250.0)
+    parser.add_argument("--llm-inflight", type=int, default=32)
+    parser.add_argument("--emb-inflight", type=int, default=2)
+    parser.add_argument(
+        "--hybrid-config", default='{"max_batch": 32, "max_wait_ms": 5}'
+    )
+    parser.add_argument("--configs", default="siloed,fifo,hybrid")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(HERE / "results" / "mixed.json"))
+    args = parser.parse_args()
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if args.llm_url and args.emb_url:
+            urls = {"llm": args.llm_url, "embedding": args.emb_url}
+        else:
+            if not (args.tiny_model and args.minilm):
+                parser.error(
+                    "give --llm-url and --emb-url, or --tiny-model and --minilm"
+                )
+            urls = start_engines(args, procs)
+        model = {"llm": "tiny", "embedding": "minilm"}
+        gw_port = free_port()
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "gateway.yaml"
+            config.write_text(
+                json.dumps(
+                    {
+                        "engines": [
+                            {
+                                "id": "llm",
+                                "url": urls["llm"],
+                                "kind": "llm",
+                                "model": "tiny",
+                                "max_inflight": args.llm_inflight,
+                            },
+                            {
+                                "id": "emb",
+                                "url": urls["embedding"],
+                                "kind": "embedding",
+                                "model": "minilm",
+                                "max_inflight": args.emb_inflight,
+                            },
+                        ],
+                        "policy": "fifo",
+                        "queue_limits": {"completion": 4096, "embedding": 4096},
+                    }
+                )
+            )
+            sage = Path(sys.executable).with_name("sage")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(sage),
+                        "gateway",
+                        "--port",
+                        str(gw_port),
+                        "--config",
+                        str(config),
+                        "--log-level",
+                        "warning",
+                    ]
+                )
+            )
+            gateway = f"http://127.0.0.1:{gw_port}"
+            wait_ready(gw_port, "/health", timeout=120)
+            hybrid = json.loads(args.hybrid_config)
+            runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            for share in (float(s) for s in args.mixes.split(",")):
+                mix = f"{round(share * 100)}/{round((1 - share) * 100)}"
+                runs[mix] = {name: [] for name in args.configs.split(",")}
+                for rep in range(args.repeats):
+                    plan = schedule(args.rate, args.seconds, share, seed=rep)
+                    # warm-up and order: every config sees the same plan, order rotates
+                    names = args.configs.split(",")
+                    names = names[rep % len(names) :] + names[: rep % len(names)]
+                    for name in names:
+                        if name == "siloed":
+                            target = urls
+                        else:
+                            policy = {
+                                "policy": name,
+                                "config": hybrid if name == "hybrid" else {},
+                            }
+                            subprocess.run(
+                                [
+                                    sys.executable,
+                                    "-c",
+                                    "import httpx,sys,json; httpx.put(sys.argv[1], json=json.loads(sys.argv[2])).raise_for_status()",
+                                    f"{gateway}/admin/policy",
+                                    json.dumps(policy),
+                                ],
+                                check=True,
+                            )
+                            target = {"llm": gateway, "embedding": gateway}
+                        result = asyncio.run(run_once(plan, target, args, model))
+                        runs[mix][name].append(result)
+                        print(
+                            f"{mix} rep {rep} {name}: emb p99 {result['embedding']['p99_ms']:.0f} ms, "
+                            f"llm p99 {result['llm']['p99_ms']:.0f} ms, slo {result['slo_compliance']:.3f}, "
+                            f"{result['throughput_rps']:.2f} req/s",
+                            flush=True,
+                        )
+                        time.sleep(1.0)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    summary = summarize(runs)
+    result = {
+        "benchmark": "mixed-llm-embedding",
+        "engines": "real: vLLM CPU (tiny random-weight Llama) + vLLM pooling (all-MiniLM-L6-v2)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "config": vars(args),
+        "goal": "hybrid: >= 40% lower embedding p99 and higher SLO compliance than siloed "
+        "at equal throughput",
+        "summary_median_of_repeats": summary,
+        "runs": runs,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(summary, indent=2))
+    plot(summary, out.with_suffix(".png"))
+
+
+def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    def med(rows: list[dict[str, Any]], *path: str) -> float | None:
+        values = []
+        for row in rows:
+            for key in path:
+                row = row[key]
+            if row is not None:
+                values.append(row)
+        return statistics.median(values) if values else None
+
+    summary: dict[str, Any] = {}
+    for mix, configs in runs.items():
+        summary[mix] = {}
+        for name, rows in configs.items():
+            summary[mix][name] = {
+                "embedding_p50_ms": med(rows, "embedding", "p50_ms"),
+                "embedding_p99_ms": med(rows, "embedding", "p99_ms"),
+                "llm_p50_ms": med(rows, "llm", "p50_ms"),
+                "llm_p99_ms": med(rows, "llm", "p99_ms"),
+                "embedding_slo": med(rows, "embedding", "slo_compliance"),
+                "llm_slo": med(rows, "llm", "slo_compliance"),
+                "slo_compliance": med(rows, "slo_compliance"),
+                "throughput_rps": med(rows, "throughput_rps"),
+            }
+        base = summary[mix].get("siloed")
+        for name, row in summary[mix].items():
+            if (
+                base
+                and name != "siloed"
+                and base["embedding_p99_ms"]
+                and row["embedding_p99_ms"]
+            ):
+                row["embedding_p99_reduction_vs_siloed"] = (
+                    1 - row["embedding_p99_ms"] / base["embedding_p99_ms"]
+                )
+                row["slo_delta_vs_siloed"] = (
+                    row["slo_compliance"] - base["slo_compliance"]
+                )
+                row["throughput_ratio_vs_siloed"] = (
+                    row["throughput_rps"] / base["throughput_rps"]
+                )
+    return summary
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mixes = list(summary)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    metrics = [
+        ("embedding_p99_ms", "embedding p99 (ms)"),
+        ("llm_p99_ms", "LLM p99 (ms)"),
+        ("slo_compliance", "SLO compliance (all requests)"),
+    ]
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        names = list(summary[mixes[0]])
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            values = [summary[m][name][key] or 0 for m in mixes]
+            ax.bar(
+                [x + i * width for x in range(len(mixes))], values, width, label=name
+            )
+        ax.set_xticks(
+            [x + width * (len(names) - 1) / 2 for x in range(len(mixes))],
+            [f"LLM/emb {m}" for m in mixes],
+        )
+        ax.set_title(label)
+    axes[0].legend()
+    fig.suptitle(
+        "Mixed workload on real CPU engines (vLLM tiny Llama + vLLM MiniLM), 2 cores"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
