@@ -13,6 +13,7 @@ import click
 
 from sage_core.cli.cluster import scheduler, worker
 from sage_core.cli.engine import engine
+from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.gateway import gateway
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
@@ -95,6 +96,7 @@ cli.add_command(scheduler)
 cli.add_command(worker)
 cli.add_command(gateway)
 cli.add_command(engine)
+attach_engine_admin(engine)
 
 
 def main(argv: list[str] | None = None) -> None:
