@@ -152,7 +152,8 @@ class Engine:
     last_error: str = ""
     last_check: float = 0.0
     served: int = 0
-    on_stop: Callable[[], None] | None = None
+    loading_until: float = 0.0
+    on_stop: Callable[[], object] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -197,7 +198,7 @@ class EngineRegistry:
         self,
         *,
         health: HealthConfig | None = None,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[], object] | None = None,
     ) -> None:
         self.health = health or HealthConfig()
         self.on_change = on_change or (lambda: None)
@@ -207,9 +208,16 @@ class EngineRegistry:
 
     # -- membership -------------------------------------------------------------
     def add(
-        self, spec: EngineSpec, on_stop: Callable[[], None] | None = None
+        self,
+        spec: EngineSpec,
+        on_stop: Callable[[], object] | None = None,
+        *,
+        loading_until: float = 0.0,
     ) -> Engine:
         """Register an engine (state ``starting`` until its first good check).
+
+        ``loading_until`` (monotonic time) lets a freshly launched engine fail health
+        checks while it loads without being marked down.
 
         Raises:
             ConfigError: an engine with this id exists.
@@ -219,7 +227,9 @@ class EngineRegistry:
                 f"engine {spec.id!r} is already registered; remove it first or "
                 f"choose another id"
             )
-        engine = Engine(spec=spec, models=spec.models, on_stop=on_stop)
+        engine = Engine(
+            spec=spec, models=spec.models, on_stop=on_stop, loading_until=loading_until
+        )
         engine.idle.set()
         self.engines[spec.id] = engine
         if self._http is not None:
@@ -342,6 +352,9 @@ class EngineRegistry:
                 engine.failures = 0
                 self.on_change()
             return True
+        if engine.state == STARTING and time.monotonic() < engine.loading_until:
+            engine.last_error = error  # still loading
+            return False
         self.record_failure(engine, error, trip=engine.state == STARTING)
         return False
 
