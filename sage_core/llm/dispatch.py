@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sage_core.llm.client_errors import parse_error_body
 from sage_core.llm.errors import EngineRejectedError
 from sage_core.llm.http1 import HTTPError, Pool, Response
+from sage_core.llm.sse import SSEDecoder, choice_text
 
 if TYPE_CHECKING:
     from sage_core.llm.registry import Engine
@@ -50,25 +52,21 @@ def _headers(engine: Engine) -> dict[str, str]:
     return headers
 
 
-def _error_message(payload: bytes, status: int) -> tuple[str, str | None]:
+def _error_message(payload: bytes) -> tuple[str, str | None]:
+    """(message, param) of an engine's error body, in any common shape."""
+    message, _, _ = parse_error_body(payload)
     try:
-        data = json.loads(payload)
-    except ValueError:
-        return payload.decode(errors="replace")[
-            :500
-        ] or f"engine answered {status}", None
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error), error.get(
-            "param"
-        )
-    return str(error), None
+        error = json.loads(payload).get("error")
+        param = error.get("param") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        param = None
+    return message, None if param is None else str(param)
 
 
 def _raise_for(status: int, payload: bytes) -> None:
     if status < 400:
         return
-    message, param = _error_message(payload, status)
+    message, param = _error_message(payload)
     if 400 <= status < 500 and status not in (408, 429):
         raise EngineRejectedError(status, message, param=param)
     raise Retryable(f"engine answered {status}: {message}")
@@ -197,7 +195,7 @@ class StreamMeter:
     ) -> None:
         self.on_first = on_first
         self.on_gap = on_gap
-        self.buffer = b""
+        self.decoder = SSEDecoder()
         self.last: float | None = None
         self.tokens = 0
         self.usage = Usage()
@@ -205,18 +203,11 @@ class StreamMeter:
         self.done = False
 
     def feed(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        while True:
-            cut = self.buffer.find(b"\n\n")
-            if cut < 0:
-                return
-            event, self.buffer = self.buffer[:cut], self.buffer[cut + 2 :]
-            for line in event.splitlines():
-                if line.startswith(b"data:"):
-                    self._data(line[5:].strip())
+        for event in self.decoder.feed(chunk):
+            self._data(event.data)
 
-    def _data(self, data: bytes) -> None:
-        if data == b"[DONE]":
+    def _data(self, data: str) -> None:
+        if data == "[DONE]":
             self.done = True
             return
         try:
@@ -226,17 +217,11 @@ class StreamMeter:
         if not isinstance(event, dict):
             return
         if "error" in event:
-            self.error = str(event["error"])
+            self.error = parse_error_body(event)[0]
         if event.get("usage"):
             self.usage = usage_of(event)
         for choice in event.get("choices") or ():
-            delta = choice.get("delta") or {}
-            text = (
-                choice.get("text")
-                or delta.get("content")
-                or delta.get("reasoning_content")
-            )
-            if text:
+            if isinstance(choice, dict) and choice_text(choice):
                 now = time.monotonic()
                 if self.last is None:
                     self.on_first(now)
