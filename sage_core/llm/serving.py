@@ -10,9 +10,9 @@ embedding batches, and relays streams byte for byte with TTFT/inter-token metric
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sage_core.common.errors import SageError
 from sage_core.llm import batching
@@ -26,6 +26,8 @@ from sage_core.llm.dispatch import (
 )
 from sage_core.llm.errors import GatewayError, UpstreamError
 from sage_core.llm.http1 import HTTPError, Response
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sage_core.llm.admission import Admission
@@ -120,6 +122,29 @@ class Serving:
             completion_tokens=usage.completion_tokens,
         )
 
+    async def _attempts(
+        self, request: LLMRequest, call: Callable[[Engine], Awaitable[T]]
+    ) -> tuple[_Grant, Engine | None, T]:
+        """Wait for an engine and ``call`` it, failing over while it fails before
+        answering. Returns the grant, the engine (its slot still held; release it)
+        and the call's result — or, for a request answered inside an embedding batch,
+        the grant carrying the answer, None and None."""
+        while True:
+            grant = await self._grant(request)
+            if grant.requeued:
+                continue
+            engine = grant.engine
+            if engine is None:
+                return grant, None, None  # type: ignore[return-value]
+            try:
+                return grant, engine, await call(engine)
+            except Retryable as exc:
+                self.registry.release(engine, request.tokens)
+                self._retry_or_raise(request, engine, exc)
+            except BaseException:
+                self.registry.release(engine, request.tokens)
+                raise
+
     # -- non-streamed requests ---------------------------------------------------------------
     async def run(self, request: LLMRequest) -> bytes:
         """Serve a submitted request; returns the engine's JSON answer.
@@ -128,33 +153,22 @@ class Serving:
             GatewayError: 4xx passed on from the engine, 502 after failed attempts,
                 503 when engines vanished while it waited.
         """
-        assert self.dispatcher is not None, "start() the control plane first"
+        dispatcher = self.dispatcher
+        assert dispatcher is not None, "start() the control plane first"
         status, usage = "error", Usage()
         try:
-            while True:
-                grant = await self._grant(request)
-                if grant.requeued:
-                    continue
-                if grant.payload is not None:
-                    status, usage = "ok", Usage(grant.prompt_tokens, 0)
-                    return grant.payload
-                engine = grant.engine
-                assert engine is not None
-                try:
-                    payload, data = await self.dispatcher.call(
-                        engine, request.kind, request.body
-                    )
-                except Retryable as exc:
-                    self.registry.release(engine, request.tokens)
-                    self._retry_or_raise(request, engine, exc)
-                    continue
-                except BaseException:
-                    self.registry.release(engine, request.tokens)
-                    raise
-                self.registry.record_success(engine)
-                self.registry.release(engine, request.tokens)
-                status, usage = "ok", usage_of(data)
-                return payload
+            grant, engine, answer = await self._attempts(
+                request, lambda e: dispatcher.call(e, request.kind, request.body)
+            )
+            if engine is None:  # answered as part of an embedding batch
+                status, usage = "ok", Usage(grant.prompt_tokens, 0)
+                assert grant.payload is not None
+                return grant.payload
+            payload, data = answer
+            self.registry.record_success(engine)
+            self.registry.release(engine, request.tokens)
+            status, usage = "ok", usage_of(data)
+            return payload
         except GatewayError as exc:
             status = exc.code or "error"
             raise
@@ -209,28 +223,16 @@ class Serving:
         Raises:
             GatewayError: as :meth:`run`, before any byte was produced.
         """
-        assert self.dispatcher is not None, "start() the control plane first"
+        dispatcher = self.dispatcher
+        assert dispatcher is not None, "start() the control plane first"
         try:
-            while True:
-                grant = await self._grant(request)
-                if grant.requeued:
-                    continue
-                engine = grant.engine
-                assert engine is not None
-                try:
-                    resp, chunks, first = await self.dispatcher.open_stream(
-                        engine, request.kind, request.body
-                    )
-                except Retryable as exc:
-                    self.registry.release(engine, request.tokens)
-                    self._retry_or_raise(request, engine, exc)
-                    continue
-                except BaseException:
-                    self.registry.release(engine, request.tokens)
-                    raise
-                return StreamHandle(
-                    self._relay(request, engine, resp, chunks, first), engine.id
-                )
+            _, engine, (resp, chunks, first) = await self._attempts(
+                request, lambda e: dispatcher.open_stream(e, request.kind, request.body)
+            )
+            assert engine is not None  # streams are never batched
+            return StreamHandle(
+                self._relay(request, engine, resp, chunks, first), engine.id
+            )
         except GatewayError as exc:
             self._done(request, exc.code or "error", Usage())
             raise

@@ -80,7 +80,8 @@ def make_app(state: DoubleState) -> Starlette:
             {"object": "list", "data": [{"id": state.model, "object": "model"}]}
         )
 
-    async def generate(request: Request) -> Response:
+    async def _body(request: Request) -> dict[str, Any] | Response:
+        """The JSON body, or the error answer (failure mode, bad JSON, other model)."""
         if state.fail_status:
             return JSONResponse(
                 {"error": {"message": "double fails"}}, state.fail_status
@@ -91,6 +92,12 @@ def make_app(state: DoubleState) -> Starlette:
             return _bad("invalid JSON")
         if not isinstance(body, dict) or body.get("model") != state.model:
             return JSONResponse({"error": {"message": "model not found"}}, 404)
+        return body
+
+    async def generate(request: Request) -> Response:
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
         chat = request.url.path.endswith("chat/completions")
         max_tokens = body.get("max_tokens") or 16
         if (
@@ -193,16 +200,9 @@ def make_app(state: DoubleState) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def embeddings(request: Request) -> Response:
-        if state.fail_status:
-            return JSONResponse(
-                {"error": {"message": "double fails"}}, state.fail_status
-            )
-        try:
-            body = await request.json()
-        except ValueError:
-            return _bad("invalid JSON")
-        if not isinstance(body, dict) or body.get("model") != state.model:
-            return JSONResponse({"error": {"message": "model not found"}}, 404)
+        body = await _body(request)
+        if isinstance(body, Response):
+            return body
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
