@@ -162,3 +162,87 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def wait_for() -> Callable[[Callable[[], bool], float, str], None]:
     """Returns ``wait_for(predicate, timeout, what)``: poll until true, else fail."""
     return _wait_for
+
+
+# -- inference: the tiny local model and real vLLM servers --------------------------
+
+
+def require_inference(module: str, what: str) -> None:
+    """Skip (or, with ``SAGE_REQUIRE_INFERENCE=1`` as in ``nox -s tests-inference``,
+    fail) when ``module`` is not importable."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return
+    message = (
+        f"{what} is not installed in {sys.executable}; run `nox -s tests-inference` "
+        f"(see requirements/inference.lock.txt)"
+    )
+    if os.environ.get("SAGE_REQUIRE_INFERENCE") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of the tiny random-weight Llama (``sage engine make-tiny-model``),
+    made once per session; ``$SAGE_TINY_MODEL_DIR`` names a reusable location."""
+    require_inference("transformers", "transformers (for the tiny model)")
+    from sage_core.llm.tiny_model import make_tiny_model
+
+    where = os.environ.get("SAGE_TINY_MODEL_DIR")
+    target = Path(where) if where else tmp_path_factory.mktemp("models") / "tiny"
+    return make_tiny_model(target)
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Any]]:
+    """Factory of real vLLM OpenAI servers on 127.0.0.1, stopped at session end.
+
+    ``vllm_servers(key="default", model=None, served_model_name="tiny", wait=True,
+    **kwargs)`` returns a started ``sage_core.llm.vllm_server.VLLMServer`` serving the
+    tiny model unless ``model`` is given (``kwargs`` go to ``VLLMServer``). Calls with
+    the same ``key`` share one server (start-up takes 40 s to minutes); use distinct
+    keys for distinct servers, e.g. ``vllm_servers("a")`` and ``vllm_servers("b")``.
+    With ``wait=False`` the caller waits: ``server.wait_healthy(timeout_s)``.
+    """
+    require_inference("vllm", "vLLM")
+    from sage_core.llm.vllm_server import VLLMServer
+
+    servers: dict[str, Any] = {}
+    logs = tmp_path_factory.mktemp("vllm-logs")
+
+    def start(
+        key: str = "default",
+        model: str | Path | None = None,
+        served_model_name: str = "tiny",
+        wait: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        server = servers.get(key)
+        if server is None:
+            server = VLLMServer(
+                model or tiny_model,
+                served_model_name=served_model_name,
+                log_path=logs / f"{key}.log",
+                **kwargs,
+            )
+            servers[key] = server
+            server.start(wait=False)
+        if wait:
+            server.wait_healthy(server.startup_timeout_s)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_servers: Callable[..., Any]) -> Any:
+    """The session's shared vLLM server serving the tiny model as ``"tiny"``."""
+    return vllm_servers()

