@@ -149,3 +149,12 @@ def test_batched_embeddings_split_back_exactly(inputs, total_tokens) -> None:
         assert [d["embedding"][0] for d in data] == [
             float(start + i) for i in range(count)
         ]
+
+
+def test_managed_engine_entries_are_validated() -> None:
+    from sage_core.llm.managed import launch
+
+    with pytest.raises(ConfigError, match="model_dir"):
+        launch({"id": "m", "served_model_name": "x"})
+    with pytest.raises(ConfigError, match="gpu"):
+        launch({"model_dir": "/m", "gpu": 1})
