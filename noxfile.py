@@ -108,6 +108,35 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
+@nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
+def bench_queue(session: nox.Session) -> None:
+    """Queue hand-off items/s vs queue.Queue and deque+Condition (JSON + PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "pytest",
+        "bench/test_queue.py",
+        "--benchmark-only",
+        "--benchmark-json=bench/results/queue.json",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
+    session.run("python", "bench/queue_report.py", "bench/results/queue.json")
+
+
+@nox.session(name="bench-index", python=PYTHON, default=False, tags=["bench"])
+def bench_index(session: nox.Session) -> None:
+    """Vector indexes vs numpy, FAISS, hnswlib, usearch: QPS, recall, build time."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/bench_index.py",
+        "--out",
+        "bench/results/index.json",
+        *session.posargs,
+    )
+
+
 @nox.session(python=PYTHON, default=False)
 def stubs(session: nox.Session) -> None:
     """Regenerate sage_core/_native.pyi from the compiled extension."""
