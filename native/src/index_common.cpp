@@ -104,7 +104,10 @@ void scan_store(const PanelStore& store, const float* queries, std::size_t m, bo
   base.ids = store.ids();
   base.sqnorms = store.sqnorms();
   base.l2 = l2;
-  const std::size_t t = threads <= 0 ? hardware_threads() : static_cast<std::size_t>(threads);
+  std::size_t t = threads <= 0 ? hardware_threads() : static_cast<std::size_t>(threads);
+  // Waking a helper thread costs tens of microseconds: give each one enough work.
+  const double work = double(m) * double(store.rows()) * double(store.dim());
+  t = std::max<std::size_t>(1, std::min(t, static_cast<std::size_t>(work / kMinWorkPerThread)));
   const std::size_t k = out.heaps.empty() ? 0 : out.heaps[0].k;
   // Enough queries: every task owns a chunk of queries (a multiple of the 6-query
   // kernel block) and scans all panels; no merging needed.

@@ -283,14 +283,17 @@ void IVFIndex::search(const SearchArgs& a, std::size_t nprobe) const {
       }
     }
     // Tasks: one per query, or per (query, slice of its lists) when queries are few.
-    const std::size_t t = a.threads <= 0 ? hardware_threads() : static_cast<std::size_t>(a.threads);
+    std::size_t t = a.threads <= 0 ? hardware_threads() : static_cast<std::size_t>(a.threads);
+    const double work = double(a.m) * double(where_.size()) * double(per_query) /
+                        double(exact ? 1 : nlist) * double(dim_);
+    t = std::max<std::size_t>(1, std::min(t, static_cast<std::size_t>(work / kMinWorkPerThread)));
     const std::size_t slices = a.m >= t ? 1 : std::min<std::size_t>(t, std::max<std::size_t>(1, per_query));
     std::vector<HeapSet> parts;
     if (slices > 1) {
       for (std::size_t s = 0; s < slices; ++s) parts.emplace_back(a.m, a.k);
     }
     const ScanFn scan = kernels().scan;
-    parallel_for(a.m * slices, a.threads, [&](std::size_t task) {
+    parallel_for(a.m * slices, static_cast<int>(t), [&](std::size_t task) {
       const std::size_t i = task / slices, s = task % slices;
       TopK* heap = slices > 1 ? &parts[s].heaps[i] : &results.heaps[i];
       const std::size_t j0 = per_query * s / slices, j1 = per_query * (s + 1) / slices;

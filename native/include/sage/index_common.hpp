@@ -22,6 +22,8 @@
 namespace sage {
 
 inline constexpr std::size_t kLanes = 16;
+// Multiply-adds below which another search thread costs more than it saves.
+inline constexpr double kMinWorkPerThread = 1 << 20;
 inline constexpr std::uint64_t kMissingId = std::numeric_limits<std::uint64_t>::max();
 
 // Score convention (all backends): higher is more similar.
