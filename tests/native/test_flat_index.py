@@ -171,3 +171,11 @@ def test_pickles_through_bytes() -> None:
     clone = pickle.loads(pickle.dumps(index))
     assert isinstance(clone, FlatIndex) and clone.threads == 1
     np.testing.assert_array_equal(clone.search(x, 3)[0], index.search(x, 3)[0])
+
+
+def test_build_info_names_the_dispatched_kernels() -> None:
+    from sage_core.channels import build_info
+
+    info = build_info()
+    assert info["kernels"] in {"avx2+fma", "generic"}
+    assert int(info["hardware_threads"]) >= 1

@@ -339,3 +339,18 @@ def test_subclass_instances_are_native_queues() -> None:
     from sage_core import _native
 
     assert isinstance(BoundedQueue(1), _native.BoundedQueue)
+
+
+def test_blocking_wait_in_the_main_thread_can_be_interrupted() -> None:
+    import _thread
+
+    q = BoundedQueue(1)
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            q.pop(timeout=30)
+    finally:
+        timer.cancel()
+    q.push("still usable")
+    assert q.pop() == "still usable"
