@@ -210,6 +210,7 @@ def main() -> None:
     )
     parser.add_argument("--configs", default="siloed,fifo,hybrid")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     parser.add_argument("--out", default=str(HERE / "results" / "mixed.json"))
     args = parser.parse_args()
 
@@ -270,9 +271,16 @@ def main() -> None:
             for share in (float(s) for s in args.mixes.split(",")):
                 mix = f"{round(share * 100)}/{round((1 - share) * 100)}"
                 runs[mix] = {name: [] for name in args.configs.split(",")}
+                # warm-up, not recorded: engines and gateway see this mix once
+                asyncio.run(
+                    run_once(
+                        schedule(args.rate, 5.0, share, seed=999), urls, args, model
+                    )
+                )
+                time.sleep(args.pause)
                 for rep in range(args.repeats):
                     plan = schedule(args.rate, args.seconds, share, seed=rep)
-                    # warm-up and order: every config sees the same plan, order rotates
+                    # every config replays the same plan; the order rotates per repeat
                     names = args.configs.split(",")
                     names = names[rep % len(names) :] + names[: rep % len(names)]
                     for name in names:
@@ -302,7 +310,7 @@ def main() -> None:
                             f"{result['throughput_rps']:.2f} req/s",
                             flush=True,
                         )
-                        time.sleep(1.0)
+                        time.sleep(args.pause)  # let the engines drain
     finally:
         for server in servers:
             server.stop()
