@@ -68,7 +68,7 @@ def test_streaming_passes_events_through_and_measures_ttft(engine_double, gatewa
         text = "".join(
             p["choices"][0]["delta"]["content"] for p in pieces if p["choices"]
         )
-        assert text == "t0 t1 t2 t3 t4 "
+        assert text == "t0 t1 t2 t3 t4"
         admin = client.get("/admin/metrics").json()
     assert admin["ttft_ms"]["chat"]["count"] == 1
     assert admin["itl_ms"]["chat"]["count"] == 4

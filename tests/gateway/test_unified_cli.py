@@ -113,3 +113,32 @@ def test_engine_admin_talks_to_a_running_gateway(engine_double, gateway) -> None
     assert removed.exit_code == 0 and json.loads(removed.output)["removed"]
     missing = runner.invoke(remove_engine, ["a", "--gateway", gw.url])
     assert missing.exit_code != 0 and "404" in missing.output
+
+
+def test_pipeline_openai_client_can_point_at_the_gateway(engine_double, gateway):
+    from sage_core.llm.client import OpenAIClient
+
+    llm, emb = engine_double("tiny"), engine_double("mini", "embedding")
+    gw = gateway({"engines": [llm.spec("a"), emb.spec("e")]})
+
+    async def run() -> tuple:
+        client = OpenAIClient(gw.url + "/v1", max_retries=0)
+        try:
+            plain = await client.chat(
+                [{"role": "user", "content": "hi"}], model="tiny", max_tokens=4
+            )
+            streamed = await client.chat(
+                [{"role": "user", "content": "hi"}],
+                model="tiny",
+                max_tokens=4,
+                stream=True,
+            )
+            vectors = await client.embed(["a", "b"], model="mini")
+            return plain, streamed, vectors
+        finally:
+            await client.aclose()
+
+    plain, streamed, vectors = asyncio.run(run())
+    assert plain.text == streamed.text == "t0 t1 t2 t3"
+    assert streamed.ttft_s is not None and len(streamed.token_times_s) == 4
+    assert vectors.shape == (2, 8)

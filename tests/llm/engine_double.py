@@ -165,7 +165,7 @@ def make_app(state: DoubleState) -> Starlette:
                 for i in range(n):
                     if state.token_delay_s:
                         await asyncio.sleep(state.token_delay_s)
-                    piece = f"t{i} "
+                    piece = f"t{i}" if i == 0 else f" t{i}"
                     delta: dict[str, Any] = (
                         {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                         if chat
