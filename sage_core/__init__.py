@@ -17,7 +17,37 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
+#: DSL names importable from ``sage_core`` (loaded on first use: plain
+#: ``import sage_core`` stays light for plugins and the CLI)
+_DSL = (
+    "CoMapFunction",
+    "Contract",
+    "DataStream",
+    "Environment",
+    "FilterFunction",
+    "FlatMapFunction",
+    "Function",
+    "JobFailed",
+    "JobResult",
+    "JoinFunction",
+    "LocalEnvironment",
+    "MapFunction",
+    "OperatorContext",
+    "SinkFunction",
+    "SourceFunction",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _DSL:
+        from sage_core import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sage_core' has no attribute {name!r}")
+
+
 __all__ = [
+    *_DSL,
     "PluginConflict",
     "PluginError",
     "SageError",

@@ -201,3 +201,41 @@ def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+class ByRole:
+    """One operator name for several roles, e.g. a ``jsonl`` source and sink.
+
+    Register it like a class (``register("jsonl", ByRole(source=A, sink=B))``); the
+    graph picks the class matching the role the operator is used in.
+    """
+
+    def __init__(self, **by_role: type[Function]) -> None:
+        unknown = sorted(set(by_role) - set(ROLES))
+        if unknown or not by_role:
+            raise ValueError(
+                f"ByRole takes role=class pairs with roles among {', '.join(ROLES)}; "
+                f"got {', '.join(unknown) or 'none'}"
+            )
+        self.by_role = dict(by_role)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.by_role)
+
+    def for_role(self, role: str) -> type[Function]:
+        """The class for ``role``.
+
+        Raises:
+            LookupError: this operator has no variant for ``role``.
+        """
+        try:
+            return self.by_role[role]
+        except KeyError:
+            raise LookupError(
+                f"no {role} variant (this operator is a {' or a '.join(self.roles)})"
+            ) from None
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{r}={c.__name__}" for r, c in self.by_role.items())
+        return f"ByRole({inner})"

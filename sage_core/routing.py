@@ -86,6 +86,29 @@ class Router:
         """
         raise TypeError(f"{type(self).__name__} must implement route()")
 
+    def partition(
+        self,
+        items: Sequence[Any],
+        keys: Sequence[Any] | None,
+        candidates: Sequence[Candidate],
+    ) -> list[list[Any]]:
+        """Split a micro-batch among candidates (the dataflow's fast path).
+
+        Returns one list per candidate (``out[i]`` goes to ``candidates[i]``), items
+        in their input order. The default asks ``route()`` once per item with
+        ``RouteRequest(key=keys[i], item=items[i])``; routers override it to decide
+        once per batch where that keeps their semantics.
+
+        Raises:
+            NoCandidateError: no healthy candidate.
+        """
+        out: list[list[Any]] = [[] for _ in candidates]
+        for i, item in enumerate(items):
+            request = RouteRequest(key=keys[i] if keys is not None else None, item=item)
+            for chosen in self.route(request, candidates):
+                out[chosen].append(item)
+        return out
+
 
 def healthy_indices(candidates: Sequence[Candidate]) -> list[int]:
     """Indices of healthy candidates; raises NoCandidateError when there are none."""

@@ -1,0 +1,86 @@
+"""Sampled packet traces: where one micro-batch's time went, hop by hop.
+
+A source replica starts a trace on one packet in ``trace_every``. Each replica that
+processes the traced packet adds a hop (operator chain, replica, batch size, queue
+wait, service and blocked seconds) and hands the trace on with the first packet of
+its outputs; the trace ends at a sink (``outcome: "sink"``) or where no output is
+left (``"dropped"``: filtered out or failed). Finished traces go to a ``TraceLog``:
+a JSONL file and/or a bounded in-memory list, the input of diagnosis tools.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+
+def new_trace(trace_id: str, job: str, origin: str) -> dict[str, Any]:
+    """A trace started at source replica ``origin`` now."""
+    return {
+        "trace": trace_id,
+        "job": job,
+        "origin": origin,
+        "start_unix": time.time(),
+        "start": time.perf_counter(),
+        "hops": [],
+    }
+
+
+def add_hop(
+    trace: dict[str, Any],
+    *,
+    replica: str,
+    task: str,
+    items: int,
+    queue_wait_s: float,
+    service_s: float,
+    blocked_s: float,
+) -> None:
+    trace["hops"].append(
+        {
+            "replica": replica,
+            "task": task,
+            "items": items,
+            "queue_wait_s": queue_wait_s,
+            "service_s": service_s,
+            "blocked_s": blocked_s,
+        }
+    )
+
+
+class TraceLog:
+    """Collects finished traces (thread-safe): the latest ``limit`` in memory, all of
+    them appended to ``path`` as JSON lines when given."""
+
+    def __init__(self, path: str | None = None, limit: int = 10_000) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._records: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._handle = None
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def finish(self, trace: dict[str, Any], outcome: str) -> None:
+        """Close ``trace`` with its end-to-end time and store it."""
+        record = {k: v for k, v in trace.items() if k != "start"}
+        record["end_to_end_s"] = time.perf_counter() - trace["start"]
+        record["outcome"] = outcome
+        with self._lock:
+            self._records.append(record)
+            if self._handle is not None:
+                self._handle.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._records)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None

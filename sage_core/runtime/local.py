@@ -1,0 +1,259 @@
+"""LocalRuntime: a plan executed in this process, one thread per replica.
+
+Each replica gets a native ``BoundedQueue`` (capacity from the plan) unless it is a
+source. A thread drives its ``ReplicaCore``: pop everything available (up to
+``max_packets``), process, push the outbound packets with blocking backpressure.
+Cancel and failure close every queue, which wakes every blocked thread at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from sage_core.channels import BoundedQueue, QueueClosed
+from sage_core.compiler.plan import ExecutionPlan
+from sage_core.observe.metrics import ReplicaMetrics
+from sage_core.observe.traces import TraceLog
+from sage_core.runtime.deadletter import DeadLetters
+from sage_core.runtime.job import JobFailed, JobHandle, JobResult
+from sage_core.runtime.operators import OperatorFailure
+from sage_core.runtime.worker import ReplicaCore
+
+logger = logging.getLogger(__name__)
+_perf = time.perf_counter
+
+
+def _push_all(
+    core: ReplicaCore, queues: list[BoundedQueue], outbound: list[tuple[int, Any]]
+) -> None:
+    blocked = 0.0
+    for slot, packet in outbound:
+        q = queues[slot]
+        if not q.try_push(packet):
+            t0 = _perf()
+            q.push(packet)
+            blocked += _perf() - t0
+    if blocked:
+        core.note_blocked(blocked)
+
+
+def drive(
+    core: ReplicaCore,
+    inq: BoundedQueue | None,
+    queues: list[BoundedQueue],
+    max_packets: int,
+    cancelled: threading.Event,
+) -> None:
+    """Run one replica to the end of its input (blocking; the thread driver)."""
+    core.load_of = lambda slot: float(queues[slot].size)
+    if core.is_source:
+        produce = core.produce
+        while not cancelled.is_set():
+            out = produce()
+            if out is None:
+                break
+            if out:
+                _push_all(core, queues, out)
+    else:
+        assert inq is not None
+        pop_many, handle, m = inq.pop_many, core.handle, core.metrics
+        while not core.done:
+            wait = core.wait_hint(_perf())
+            packets = pop_many(max_packets, 0)
+            if not packets:
+                t0 = _perf()
+                packets = pop_many(max_packets, wait)
+                m.idle_s += _perf() - t0
+            out = handle(packets)
+            if out:
+                _push_all(core, queues, out)
+    if not cancelled.is_set():
+        _push_all(core, queues, core.finish())
+
+
+class LocalJob(JobHandle):
+    """A plan running on threads of this process."""
+
+    def __init__(self, plan: ExecutionPlan, *, job_id: str | None = None) -> None:
+        self.plan = plan
+        self.job_id = job_id or f"{plan.job}-{uuid.uuid4().hex[:8]}"
+        settings = plan.settings
+        self._traces = TraceLog(settings.trace_path) if settings.trace_every else None
+        self._dead = DeadLetters(plan, self.job_id)
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._running = 0
+        self._status = "created"
+        self._error: BaseException | None = None
+        self._results: dict[str, list[Any]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._started = 0.0
+        self._ended = 0.0
+        self.queues: dict[str, BoundedQueue] = {
+            r.id: BoundedQueue(r.queue_capacity)
+            for r in plan.replicas
+            if r.queue_capacity
+        }
+        self.cores: dict[str, ReplicaCore] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> LocalJob:
+        """Build every replica (operator constructors run here), then start threads.
+
+        Raises:
+            SageError: an operator could not be built (config, plugin factory).
+        """
+        try:
+            for r in self.plan.replicas:
+                metrics = ReplicaMetrics(r.id, r.task, self.plan.task(r.task).operators)
+                metrics.queue = self.queues.get(r.id)
+                self.cores[r.id] = ReplicaCore(
+                    self.plan,
+                    r.id,
+                    job_id=self.job_id,
+                    dead_letter=self._dead.for_replica(r.id),
+                    traces=self._traces,
+                    metrics=metrics,
+                )
+        except BaseException:
+            self._dead.close()
+            raise
+        self._status = "running"
+        self._started = _perf()
+        self._running = len(self.cores)
+        for rid, core in self.cores.items():
+            queues = [self.queues[t] for t in core.targets]
+            t = threading.Thread(
+                target=self._replica_main,
+                args=(core, self.queues.get(rid), queues),
+                name=f"sage-{rid}",
+                daemon=True,
+            )
+            self._threads.append(t)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _replica_main(
+        self, core: ReplicaCore, inq: BoundedQueue | None, queues: list[BoundedQueue]
+    ) -> None:
+        opened = False
+        try:
+            core.open()
+            opened = True
+            drive(core, inq, queues, self.plan.settings.max_packets, self._cancelled)
+        except QueueClosed:
+            pass  # cancelled or failed elsewhere: the queues were closed
+        except BaseException as exc:  # noqa: BLE001 - recorded, fails the job
+            self._fail(exc, core)
+        finally:
+            if opened:
+                try:
+                    core.close()
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(exc, core)
+            try:
+                result = core.results()
+                state = core.state()
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc, core)
+                result, state = None, {}
+            with self._lock:
+                if result is not None:
+                    self._results.setdefault(core.ops[-1].name, []).append(result)
+                if state:
+                    self._states[core.replica] = state
+                self._running -= 1
+                if self._running == 0:
+                    self._finish_locked()
+
+    def _finish_locked(self) -> None:
+        self._ended = _perf()
+        if self._status == "running":
+            self._status = "succeeded"
+        self._dead.close()
+        if self._traces is not None:
+            self._traces.close()
+        self._done.notify_all()
+
+    def _fail(self, exc: BaseException, core: ReplicaCore) -> None:
+        with self._lock:
+            if self._error is None and self._status == "running":
+                self._error = exc
+                self._status = "failed"
+                if not isinstance(exc, OperatorFailure):
+                    logger.error("replica %s failed: %r", core.replica, exc)
+        self._stop()
+
+    def _stop(self) -> None:
+        self._cancelled.set()
+        for q in self.queues.values():
+            q.close()
+
+    # -- JobHandle -------------------------------------------------------------
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._status == "running":
+                self._status = "cancelled"
+        self._stop()
+
+    def status(self) -> str:
+        return self._status
+
+    def done(self) -> bool:
+        return self._status not in ("created", "running") and self._running == 0
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        with self._lock:
+            if not self._done.wait_for(lambda: self._running == 0, timeout):
+                raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
+        for t in self._threads:
+            t.join()
+        if self._status == "failed":
+            assert self._error is not None
+            if isinstance(self._error, OperatorFailure):
+                raise JobFailed(self.job_id, self._error) from self._error
+            raise JobFailed(self.job_id, self._error) from self._error
+        return self._result()
+
+    def metrics(self) -> dict[str, Any]:
+        from sage_core.observe.metrics import aggregate
+
+        replicas = [c.metrics.snapshot() for c in self.cores.values()]
+        return {
+            "operators": aggregate(replicas),
+            "replicas": {s["replica"]: s for s in replicas},
+        }
+
+    def traces(self) -> list[dict[str, Any]]:
+        return self._traces.records() if self._traces is not None else []
+
+    def _result(self) -> JobResult:
+        return JobResult(
+            job_id=self.job_id,
+            status=self._status,
+            duration_s=(self._ended or _perf()) - self._started,
+            metrics=self.metrics(),
+            results=dict(self._results),
+            dead_letters=self._dead.records(),
+            states=dict(self._states),
+            traces=self.traces(),
+        )
+
+
+class LocalRuntime:
+    """Runs ExecutionPlans on threads of this process."""
+
+    name = "local"
+    _ids = itertools.count()
+
+    def submit(self, plan: ExecutionPlan, *, job_id: str | None = None) -> LocalJob:
+        """Start ``plan``; returns its job handle at once."""
+        return LocalJob(plan, job_id=job_id).start()

@@ -1,0 +1,348 @@
+"""Building operator instances from plan references, and running them on batches.
+
+``build_function`` turns an OperatorPlan into a Function instance: Function classes
+are instantiated with the config, plugin factories are called, and plain callables
+are wrapped in a role adapter (``fn(item, **config)``). Executors run one operator on
+a list of items: per-item functions are looped here (so any batch size is fine and a
+failing item is known exactly); functions that override a ``*_batch`` method get
+chunks of at most ``contract.batch_size`` items.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import operator as _op
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sage_core.common.errors import SageError
+from sage_core.compiler.plan import OperatorPlan
+from sage_core.functions import (
+    CoMapFunction,
+    FilterFunction,
+    FlatMapFunction,
+    Function,
+    JoinFunction,
+    MapFunction,
+    OperatorContext,
+    SinkFunction,
+    SourceFunction,
+)
+from sage_core.graph.model import KeySpec
+from sage_core.graph.refs import for_role, load_key, load_operator
+from sage_core.observe.metrics import OperatorStats
+
+
+class OperatorFailure(SageError):
+    """An operator raised on an item; names operator, replica, item sequence and key."""
+
+    def __init__(
+        self,
+        *,
+        operator: str,
+        replica: str,
+        sequence: int,
+        item: Any,
+        key: Any,
+        cause: BaseException,
+        batch: int = 1,
+    ) -> None:
+        self.operator, self.replica, self.sequence = operator, replica, sequence
+        self.item, self.key, self.cause = item, key, cause
+        what = (
+            f"item #{sequence}" if batch == 1 else f"batch of {batch} from #{sequence}"
+        )
+        keyed = f" (key {key!r})" if key is not None else ""
+        preview = repr(item)
+        preview = preview if len(preview) <= 200 else preview[:197] + "..."
+        super().__init__(
+            f"operator {operator!r} (replica {replica}) failed on {what}{keyed}: "
+            f"{type(cause).__name__}: {cause}; item: {preview}. Fix the operator, "
+            f"or set on_error='dead-letter' to route failing items to the "
+            f"dead-letter sink"
+        )
+
+
+class ConfigError(SageError, TypeError):
+    """An operator rejected its config, or a factory returned no Function."""
+
+
+# --- building -----------------------------------------------------------------
+
+
+class _CallableSource(SourceFunction):
+    def __init__(
+        self, fn: Callable[..., Iterable[Any]], config: dict[str, Any]
+    ) -> None:
+        super().__init__(**config)
+        self.fn = fn
+
+    def run(self, context: OperatorContext) -> Iterable[Any]:
+        items = self.fn(**self.config)
+        if context.parallelism == 1:
+            return items
+        return itertools.islice(items, context.replica_index, None, context.parallelism)
+
+
+def _bind(fn: Callable[..., Any], config: dict[str, Any]) -> Callable[..., Any]:
+    if not config:
+        return fn
+    return lambda *args: fn(*args, **config)
+
+
+def _adapter(role: str, fn: Any, config: dict[str, Any]) -> Function:
+    """Wrap a plain callable (or a pair for co_map) as a Function of ``role``."""
+    if role == "source":
+        return _CallableSource(fn, config)
+    base: dict[str, type[Function]] = {
+        "map": MapFunction,
+        "filter": FilterFunction,
+        "flat_map": FlatMapFunction,
+        "co_map": CoMapFunction,
+        "join": JoinFunction,
+        "sink": SinkFunction,
+    }
+    inst = base[role](**config)
+    if role == "co_map":
+        f1, f2 = fn
+        inst.map1, inst.map2 = _bind(f1, config), _bind(f2, config)  # type: ignore[method-assign]
+    else:
+        method = {"map": "map", "filter": "filter", "flat_map": "flat_map"}.get(
+            role, role
+        )
+        setattr(inst, method, _bind(fn, config))
+    return inst
+
+
+def build_function(op: OperatorPlan) -> Function:
+    """A fresh Function instance for one replica of ``op``.
+
+    Raises:
+        ConfigError: the class rejected the config, or a factory returned no Function.
+    """
+    obj = for_role(load_operator(op.ref), op.role)
+    config = dict(op.config)
+    if inspect.isclass(obj) and issubclass(obj, Function):
+        try:
+            return obj(**config)
+        except TypeError as exc:
+            raise ConfigError(
+                f"operator {op.name!r} ({op.ref.describe()}) rejected its config "
+                f"{sorted(config)}: {exc}"
+            ) from None
+    if op.ref.kind == "plugin":
+        made = obj(**config)
+        if not isinstance(made, Function):
+            raise ConfigError(
+                f"operator plugin {op.ref.name!r} returned {type(made).__name__}, "
+                f"not a Function"
+            )
+        return made
+    return _adapter(op.role, obj, config)
+
+
+def key_function(spec: KeySpec) -> Callable[[Any], Any]:
+    """The callable computing the key of an item for a key spec."""
+    if spec.kind == "field":
+        return _op.itemgetter(spec.name)
+    fn = load_key(spec)
+    return fn  # type: ignore[no-any-return]
+
+
+def overrides(fn: Function, base: type, method: str) -> bool:
+    """Whether ``fn``'s class replaces ``base.method`` (a real batch implementation)."""
+    return getattr(type(fn), method) is not getattr(base, method)
+
+
+# --- executing ----------------------------------------------------------------
+
+DeadLetter = Callable[[str, Any, BaseException, int], None]
+
+
+class Executor:
+    """Runs one operator of a replica on batches of items."""
+
+    def __init__(
+        self,
+        op: OperatorPlan,
+        fn: Function,
+        *,
+        replica: str,
+        stats: OperatorStats,
+        dead_letter: DeadLetter,
+        key_of: Callable[[Any], Any] | None,
+    ) -> None:
+        self.op, self.fn, self.replica, self.stats = op, fn, replica, stats
+        self.name = op.name
+        self.batch_size = op.contract.batch_size
+        self.dead_letter_mode = op.on_error == "dead-letter"
+        self._dead_letter = dead_letter
+        self._key_of = key_of
+        self.seq = 0  # items seen before the current batch
+
+    def _key(self, item: Any) -> Any:
+        if self._key_of is None:
+            return None
+        try:
+            return self._key_of(item)
+        except Exception:  # noqa: BLE001 - the key is only shown in the message
+            return None
+
+    def failed(
+        self, items: list[Any], item: Any, exc: BaseException, batch: int = 1
+    ) -> None:
+        """Handle a failure on ``item`` (or a whole chunk): dead-letter or raise."""
+        pos = next((i for i, x in enumerate(items) if x is item), 0)
+        seq = self.seq + pos
+        self.stats.errors += batch
+        if self.dead_letter_mode:
+            self.stats.dead_letters += batch
+            self._dead_letter(self.name, item, exc, seq)
+            return
+        raise OperatorFailure(
+            operator=self.name,
+            replica=self.replica,
+            sequence=seq,
+            item=item,
+            key=self._key(item),
+            cause=exc,
+            batch=batch,
+        ) from exc
+
+    def _chunks(self, items: list[Any]) -> Iterable[list[Any]]:
+        b = self.batch_size
+        if len(items) <= b:
+            yield items
+        else:
+            for i in range(0, len(items), b):
+                yield items[i : i + b]
+
+    def _batch(self, items: list[Any], call: Callable[[list[Any]], Any]) -> list[Any]:
+        """Run a batch method per chunk; a failing chunk fails (or dead-letters)
+        each of its items."""
+        out: list[Any] = []
+        for chunk in self._chunks(items):
+            try:
+                got = call(chunk)
+            except Exception as exc:  # noqa: BLE001 - operator errors are reported
+                if not self.dead_letter_mode:
+                    self.failed(items, chunk[0], exc, batch=len(chunk))
+                for item in chunk:
+                    self.failed(items, item, exc)
+                continue
+            if got is not None:
+                out.extend(got)
+        return out
+
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        raise TypeError(f"{type(self).__name__} must implement process()")
+
+
+class MapExecutor(Executor):
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        fn = self.fn
+        assert isinstance(fn, MapFunction)
+        if overrides(fn, MapFunction, "map_batch"):
+            return self._batch(items, fn.map_batch)
+        m = fn.map
+        out: list[Any] = []
+        append = out.append
+        it = iter(items)
+        while True:
+            try:
+                for x in it:
+                    append(m(x))
+                return out
+            except Exception as exc:  # noqa: BLE001
+                self.failed(items, x, exc)
+
+
+class FilterExecutor(Executor):
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        fn = self.fn
+        assert isinstance(fn, FilterFunction)
+        if overrides(fn, FilterFunction, "filter_batch"):
+            return self._batch(items, fn.filter_batch)
+        f = fn.filter
+        out: list[Any] = []
+        append = out.append
+        it = iter(items)
+        while True:
+            try:
+                for x in it:
+                    if f(x):
+                        append(x)
+                return out
+            except Exception as exc:  # noqa: BLE001
+                self.failed(items, x, exc)
+
+
+class FlatMapExecutor(Executor):
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        fn = self.fn
+        assert isinstance(fn, FlatMapFunction)
+        if overrides(fn, FlatMapFunction, "flat_map_batch"):
+            return self._batch(items, fn.flat_map_batch)
+        f = fn.flat_map
+        out: list[Any] = []
+        extend = out.extend
+        it = iter(items)
+        while True:
+            try:
+                for x in it:
+                    extend(f(x))
+                return out
+            except Exception as exc:  # noqa: BLE001
+                self.failed(items, x, exc)
+
+
+class CoMapExecutor(Executor):
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        fn = self.fn
+        assert isinstance(fn, CoMapFunction)
+        if overrides(fn, CoMapFunction, "co_map_batch"):
+            return self._batch(items, lambda chunk: fn.co_map_batch(chunk, input_index))
+        m = fn.map1 if input_index == 0 else fn.map2
+        out: list[Any] = []
+        append = out.append
+        it = iter(items)
+        while True:
+            try:
+                for x in it:
+                    append(m(x))
+                return out
+            except Exception as exc:  # noqa: BLE001
+                self.failed(items, x, exc)
+
+
+class SinkExecutor(Executor):
+    def process(self, items: list[Any], input_index: int) -> list[Any]:
+        fn = self.fn
+        assert isinstance(fn, SinkFunction)
+        if overrides(fn, SinkFunction, "sink_batch"):
+            self._batch(items, fn.sink_batch)
+            return []
+        s = fn.sink
+        it = iter(items)
+        while True:
+            try:
+                for x in it:
+                    s(x)
+                return []
+            except Exception as exc:  # noqa: BLE001
+                self.failed(items, x, exc)
+
+
+EXECUTORS: dict[str, type[Executor]] = {
+    "map": MapExecutor,
+    "filter": FilterExecutor,
+    "flat_map": FlatMapExecutor,
+    "co_map": CoMapExecutor,
+    "sink": SinkExecutor,
+}
+
+
+def format_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

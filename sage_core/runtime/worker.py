@@ -1,0 +1,461 @@
+"""The worker loop of one replica, separate from whatever drives it.
+
+``ReplicaCore`` never blocks and never touches a queue: a driver pops packets from
+the replica's input queue and hands them to ``handle()``, which runs the operator
+chain and returns the outbound packets as ``(slot, packet)`` pairs; the driver pushes
+them to the queues of ``core.targets[slot]`` (blocking, or ``try_push`` + ``await`` in
+an async actor) and reports the time it waited with ``note_blocked()``. Source
+replicas are driven through ``produce()``; ``finish()`` returns the last packets and
+the end-of-stream markers.
+
+Wire format: a packet is a tuple ``(items, input_index, sent_at, traces)`` — a
+micro-batch of at most ``settings.buffer_size`` items for one input of the receiving
+replica, the ``perf_counter`` time it was sent (same-process queue wait), and the
+sampled traces riding on it (or None). An ``EndOfStream`` marker follows the last
+packet on every channel; a replica is done once it has one from every upstream
+replica of every input channel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sage_core import plugins
+from sage_core.compiler.plan import ExecutionPlan, OperatorPlan
+from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
+from sage_core.observe.metrics import ReplicaMetrics
+from sage_core.observe.traces import TraceLog, add_hop, new_trace
+from sage_core.routing import Candidate
+from sage_core.runtime.join import JoinExecutor
+from sage_core.runtime.operators import (
+    EXECUTORS,
+    DeadLetter,
+    Executor,
+    OperatorFailure,
+    build_function,
+    key_function,
+)
+
+Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
+Outbound = list[tuple[int, Any]]
+_perf = time.perf_counter
+
+
+class EndOfStream:
+    """The last message on a channel from one upstream replica."""
+
+    __slots__ = ("channel", "sender")
+
+    def __init__(self, channel: str, sender: str) -> None:
+        self.channel, self.sender = channel, sender
+
+    def __repr__(self) -> str:
+        return f"EndOfStream({self.channel!r}, {self.sender!r})"
+
+
+class OutPort:
+    """One downstream channel of a replica: its targets and router."""
+
+    __slots__ = ("candidates", "channel", "input_index", "key_of", "router", "slots")
+
+    def __init__(
+        self,
+        channel: str,
+        input_index: int,
+        slots: list[int],
+        router: Any,
+        candidates: tuple[Candidate, ...],
+        key_of: Callable[[Any], Any] | None,
+    ) -> None:
+        self.channel, self.input_index, self.slots = channel, input_index, slots
+        self.router, self.candidates, self.key_of = router, candidates, key_of
+
+
+class ReplicaCore:
+    """Runs one replica's operator chain on packets; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        replica_id: str,
+        *,
+        job_id: str,
+        dead_letter: DeadLetter,
+        traces: TraceLog | None = None,
+        metrics: ReplicaMetrics | None = None,
+    ) -> None:
+        rp = next(r for r in plan.replicas if r.id == replica_id)
+        task = plan.task(rp.task)
+        self.plan, self.replica, self.job_id = plan, replica_id, job_id
+        self.ops: list[OperatorPlan] = [plan.operator(n) for n in task.operators]
+        self.metrics = metrics or ReplicaMetrics(replica_id, task.name, task.operators)
+        self.functions = [build_function(op) for op in self.ops]
+        self.contexts = [
+            OperatorContext(
+                op.name,
+                rp.index,
+                op.parallelism,
+                job_id,
+                rp.placement.worker,
+                op.config,
+            )
+            for op in self.ops
+        ]
+        self.is_source = self.ops[0].role == "source"
+        self.is_sink = self.ops[-1].role == "sink"
+        self.executors: list[Executor] = []
+        for i, (op, fn) in enumerate(zip(self.ops, self.functions, strict=True)):
+            if op.role == "source":
+                continue
+            keyed = op.input_keys.get(0) if i == 0 else None
+            cls = JoinExecutor if op.role == "join" else EXECUTORS[op.role]
+            ex = cls(
+                op,
+                fn,
+                replica=replica_id,
+                stats=self.metrics.operators[op.name],
+                dead_letter=dead_letter,
+                key_of=key_function(keyed) if keyed else None,
+            )
+            if isinstance(ex, JoinExecutor):
+                ex.setup(
+                    (key_function(op.input_keys[0]), key_function(op.input_keys[1]))
+                )
+            self.executors.append(ex)
+        s = plan.settings
+        self.buffer_size, self.linger_s = s.buffer_size, s.linger_ms / 1000.0
+        self.trace_every, self.traces = s.trace_every, traces
+        head = self.ops[0].contract
+        self.fill_wait_s = head.max_wait_ms / 1000.0 if head.batch_size > 1 else 0.0
+        self.fill_size = head.batch_size
+        self.two_inputs = self.ops[0].role in ("co_map", "join")
+        if self.two_inputs:
+            self.fill_wait_s = 0.0
+        # outputs
+        self.targets: list[str] = []
+        self.ports: list[OutPort] = []
+        for ch in plan.outputs_of(task.name):
+            dsts = dict(ch.routes)[replica_id]
+            slots = []
+            for d in dsts:
+                if d not in self.targets:
+                    self.targets.append(d)
+                slots.append(self.targets.index(d))
+            router = None
+            if len(dsts) > 1:
+                router = plugins.get("router", ch.router)(**dict(ch.router_config))
+            self.ports.append(
+                OutPort(
+                    ch.id,
+                    ch.input_index,
+                    slots,
+                    router,
+                    tuple(Candidate(i, d) for i, d in enumerate(dsts)),
+                    key_function(ch.key) if ch.key is not None else None,
+                )
+            )
+        self.expected_eos = sum(
+            1
+            for ch in plan.inputs_of(task.name)
+            for _, dsts in ch.routes
+            if replica_id in dsts
+        )
+        self.eos_seen = 0
+        self.pending: list[Any] = []
+        self.pending_traces: list[tuple[dict[str, Any], float]] = []
+        self.pending_since = 0.0
+        self.load_of: Callable[[int], float] = lambda slot: 0.0
+        self._step_hops: list[dict[str, Any]] = []
+        self._source_iter: Iterator[Any] | None = None
+        self._produced = 0
+        self._batches = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self) -> None:
+        for fn, ctx in zip(self.functions, self.contexts, strict=True):
+            fn.open(ctx)
+        if self.is_source:
+            src = self.functions[0]
+            assert isinstance(src, SourceFunction)
+            self._source_iter = iter(src.run(self.contexts[0]))
+        self.metrics.state = "running"
+
+    def close(self) -> None:
+        for fn in self.functions:
+            fn.close()
+
+    def results(self) -> Any:
+        """What the sink of this replica hands back (None for non-sinks)."""
+        fn = self.functions[-1]
+        return fn.result() if isinstance(fn, SinkFunction) else None
+
+    @property
+    def done(self) -> bool:
+        return self.eos_seen >= self.expected_eos
+
+    def wait_hint(self, now: float) -> float | None:
+        """Seconds the driver may block on the input queue (None: until data)."""
+        if not self.pending:
+            return None
+        return max(0.0, self.pending_since + self.fill_wait_s - now)
+
+    # -- processing ------------------------------------------------------------
+
+    def _chain(self, items: list[Any], index: int, start: int = 0) -> list[Any]:
+        for ex in self.executors[start:] if start else self.executors:
+            t0 = _perf()
+            n = len(items)
+            st = ex.stats
+            st.items_in += n
+            items = ex.process(items, index)
+            ex.seq += n
+            st.service_s += _perf() - t0
+            st.items_out += len(items)
+            index = 0
+            if not items:
+                break
+        return items
+
+    def _run(
+        self,
+        items: list[Any],
+        index: int,
+        traced: list[tuple[dict[str, Any], float]] | None,
+        now: float,
+    ) -> Outbound:
+        t0 = _perf()
+        outs = self._chain(items, index)
+        t1 = _perf()
+        m = self.metrics
+        m.items_in += len(items)
+        m.batches += 1
+        m.service_s += t1 - t0
+        m.items_out += len(outs)
+        traces = None
+        if traced:
+            traces = []
+            for trace, sent in traced:
+                add_hop(
+                    trace,
+                    replica=self.replica,
+                    task=m.task,
+                    items=len(items),
+                    queue_wait_s=max(0.0, now - sent),
+                    service_s=t1 - t0,
+                    blocked_s=0.0,
+                )
+                self._step_hops.append(trace["hops"][-1])
+                if self.is_sink or not outs:
+                    if self.traces is not None:
+                        self.traces.finish(trace, "sink" if self.is_sink else "dropped")
+                else:
+                    traces.append(trace)
+        return self._emit(outs, traces or None, t1) if outs else []
+
+    def _keys(self, port: OutPort, outs: list[Any]) -> tuple[list[Any], list[Any]]:
+        key_of = port.key_of
+        assert key_of is not None
+        try:
+            return outs, [key_of(x) for x in outs]
+        except Exception:  # noqa: BLE001 - find the item, apply the tail's policy
+            return self._keys_one_by_one(key_of, outs)
+
+    def _keys_one_by_one(
+        self, key_of: Callable[[Any], Any], outs: list[Any]
+    ) -> tuple[list[Any], list[Any]]:
+        kept, keys = [], []
+        tail = self.executors[-1] if self.executors else None
+        for x in outs:
+            try:
+                keys.append(key_of(x))
+                kept.append(x)
+            except Exception as exc:
+                if tail is None:
+                    raise OperatorFailure(
+                        operator=self.ops[-1].name,
+                        replica=self.replica,
+                        sequence=self._produced,
+                        item=x,
+                        key=None,
+                        cause=exc,
+                    ) from exc
+                tail.failed(outs, x, exc)
+        return kept, keys
+
+    def _emit(
+        self, outs: list[Any], traces: list[dict[str, Any]] | None, now: float
+    ) -> Outbound:
+        result: Outbound = []
+        size = self.buffer_size
+        for n, port in enumerate(self.ports):
+            items = outs if n == 0 else list(outs)
+            keys = None
+            if port.key_of is not None:
+                items, keys = self._keys(port, items)
+            if port.router is None:
+                parts = [(port.slots[0], items)]
+            else:
+                cands = port.candidates
+                if port.router.load_aware:
+                    cands = tuple(
+                        Candidate(
+                            c.index, c.name, load=self.load_of(port.slots[c.index])
+                        )
+                        for c in cands
+                    )
+                split = port.router.partition(items, keys, cands)
+                parts = [(port.slots[i], part) for i, part in enumerate(split) if part]
+            for slot, part in parts:
+                for i in range(0, len(part), size) if len(part) > size else (0,):
+                    chunk = part if len(part) <= size else part[i : i + size]
+                    result.append((slot, (chunk, port.input_index, now, traces)))
+                    traces = None
+        self.metrics.packets_out += len(result)
+        return result
+
+    def handle(self, packets: list[Any]) -> Outbound:
+        """Process popped packets (and end-of-stream markers); return outbound ones.
+
+        Packets for the same input are processed as one batch; a two-input head gets
+        one batch per run of packets with the same input index.
+        """
+        now = _perf()
+        self._step_hops = []
+        m = self.metrics
+        m.packets_in += len(packets)
+        out: Outbound = []
+        parts: list[list[Any]] = []
+        part_index = 0
+        traced: list[tuple[dict[str, Any], float]] = []
+        for p in packets:
+            if type(p) is not tuple:
+                self.eos_seen += 1
+                continue
+            items, index, sent, ptraces = p
+            m.queue_wait_s += (now - sent) * len(items)
+            if parts and self.two_inputs and index != part_index:
+                out += self._dispatch(_concat(parts), part_index, traced, now)
+                parts, traced = [], []
+            parts.append(items)
+            part_index = index
+            if ptraces:
+                traced.extend((t, sent) for t in ptraces)
+        if parts:
+            out += self._dispatch(_concat(parts), part_index, traced, now)
+        elif self.pending and (
+            self.done or now - self.pending_since >= self.fill_wait_s
+        ):
+            out += self._flush_pending(now)
+        return out
+
+    def _dispatch(
+        self,
+        items: list[Any],
+        index: int,
+        traced: list[tuple[dict[str, Any], float]],
+        now: float,
+    ) -> Outbound:
+        if not self.fill_wait_s:
+            return self._run(items, index, traced, now)
+        if not self.pending:
+            self.pending_since = now
+        self.pending.extend(items)
+        self.pending_traces.extend(traced)
+        if (
+            len(self.pending) >= self.fill_size
+            or now - self.pending_since >= self.fill_wait_s
+        ):
+            return self._flush_pending(now)
+        return []
+
+    def _flush_pending(self, now: float) -> Outbound:
+        take, self.pending = self.pending, []
+        tr, self.pending_traces = self.pending_traces, []
+        return self._run(take, 0, tr, now) if take else []
+
+    def produce(self) -> Outbound | None:
+        """Pull the next micro-batch from the source; None when it is exhausted."""
+        it = self._source_iter
+        assert it is not None, "produce() before open()"
+        size, linger = self.buffer_size, self.linger_s
+        items: list[Any] = []
+        append = items.append
+        first = 0.0
+        try:
+            for x in it:
+                append(x)
+                if len(items) >= size or not linger:
+                    break
+                if first == 0.0:
+                    first = _perf()
+                elif _perf() - first >= linger:
+                    break
+        except Exception as exc:
+            raise OperatorFailure(
+                operator=self.ops[0].name,
+                replica=self.replica,
+                sequence=self._produced + len(items),
+                item=None,
+                key=None,
+                cause=exc,
+            ) from exc
+        if not items:
+            return None
+        n = len(items)
+        self._produced += n
+        src = self.metrics.operators[self.ops[0].name]
+        src.items_out += n
+        self._batches += 1
+        now = _perf()
+        traced = None
+        if (
+            self.trace_every
+            and self.traces is not None
+            and self._batches % self.trace_every == 1 % self.trace_every
+        ):
+            trace = new_trace(
+                f"{self.replica}/{self._batches}", self.job_id, self.replica
+            )
+            traced = [(trace, now)]
+        if not self.executors:
+            m = self.metrics
+            m.items_out += n
+            m.batches += 1
+            tr = [t for t, _ in traced] if traced else None
+            return self._emit(items, tr, now)
+        return self._run(items, 0, traced, now)
+
+    def note_blocked(self, seconds: float) -> None:
+        """The driver waited ``seconds`` for room downstream after the last step."""
+        self.metrics.blocked_s += seconds
+        for hop in self._step_hops:
+            hop["blocked_s"] += seconds
+
+    def finish(self) -> Outbound:
+        """Flush what is pending and return the end-of-stream markers."""
+        out = self._flush_pending(_perf()) if self.pending else []
+        for port in self.ports:
+            for slot in port.slots:
+                out.append((slot, EndOfStream(port.channel, self.replica)))
+        self.metrics.state = "finished"
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Operator state of this replica (stateful operators and joins), by name."""
+        snap: dict[str, Any] = {}
+        executors = {ex.name: ex for ex in self.executors}
+        for op, fn in zip(self.ops, self.functions, strict=True):
+            ex = executors.get(op.name)
+            value = ex.get_state() if isinstance(ex, JoinExecutor) else fn.get_state()
+            if value is not None:
+                snap[op.name] = value
+        return snap
+
+
+def _concat(parts: list[list[Any]]) -> list[Any]:
+    if len(parts) == 1:
+        return parts[0]
+    return [x for part in parts for x in part]

@@ -1,0 +1,241 @@
+"""Built-in sources and sinks.
+
+Sources: ``collection`` (items given in config), ``range``, ``jsonl`` (one JSON value
+per line), ``text-lines``. Every source replica reads its share: replica ``r`` of
+``p`` takes items ``r, r+p, r+2p, ...``.
+
+Sinks: ``jsonl`` (one JSON value per line; replicas of one job share the file),
+``print`` (to stdout or stderr), ``collect`` (items handed back in the job result).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from sage_core import hookimpl
+from sage_core.common.errors import SageError
+from sage_core.functions import ByRole, OperatorContext, SinkFunction, SourceFunction
+
+
+class InputFileError(SageError, ValueError):
+    """A source file is missing or has a malformed line (named with its number)."""
+
+
+def _share(items: Iterable[Any], context: OperatorContext) -> Iterator[Any]:
+    return itertools.islice(items, context.replica_index, None, context.parallelism)
+
+
+class CollectionSource(SourceFunction):
+    """The items of ``items`` (a list given in config)."""
+
+    def __init__(self, *, items: Iterable[Any] = ()) -> None:
+        super().__init__(items=items)
+        self.items = items if isinstance(items, (list, tuple, range)) else list(items)
+
+    def run(self, context: OperatorContext) -> Iterable[Any]:
+        if isinstance(self.items, (list, tuple, range)):
+            return self.items[context.replica_index :: context.parallelism]
+        return _share(self.items, context)
+
+
+class RangeSource(SourceFunction):
+    """Integers ``start, start+step, ... < stop``."""
+
+    def __init__(self, *, stop: int, start: int = 0, step: int = 1) -> None:
+        super().__init__(start=start, stop=stop, step=step)
+        if step == 0:
+            raise ValueError("range step must not be 0")
+        self.range = range(start, stop, step)
+
+    def run(self, context: OperatorContext) -> Iterable[int]:
+        return self.range[context.replica_index :: context.parallelism]
+
+
+def _open_lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
+    try:
+        handle = open(path, encoding=encoding)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputFileError(f"cannot open {path}: {exc.strerror}") from None
+    with handle:
+        yield from enumerate(handle, start=1)
+
+
+class TextLinesSource(SourceFunction):
+    """Lines of a text file, without their line ending.
+
+    Config: ``path``; ``skip_empty`` (False) drops empty lines; ``encoding``.
+    """
+
+    def __init__(
+        self, *, path: str, skip_empty: bool = False, encoding: str = "utf-8"
+    ) -> None:
+        super().__init__(path=path, skip_empty=skip_empty, encoding=encoding)
+        self.path, self.skip_empty, self.encoding = str(path), skip_empty, encoding
+
+    def run(self, context: OperatorContext) -> Iterable[str]:
+        lines = (
+            line.rstrip("\r\n") for _, line in _open_lines(self.path, self.encoding)
+        )
+        if self.skip_empty:
+            lines = (line for line in lines if line)
+        return _share(lines, context)
+
+
+class JsonlSource(SourceFunction):
+    """One JSON value per line of ``path`` (blank lines are skipped)."""
+
+    def __init__(self, *, path: str, encoding: str = "utf-8") -> None:
+        super().__init__(path=path, encoding=encoding)
+        self.path, self.encoding = str(path), encoding
+
+    def _values(self) -> Iterator[Any]:
+        for number, line in _open_lines(self.path, self.encoding):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise InputFileError(
+                    f"{self.path}:{number}: not a JSON value ({exc.msg})"
+                ) from None
+
+    def run(self, context: OperatorContext) -> Iterable[Any]:
+        return _share(self._values(), context)
+
+
+class _SharedFile:
+    """A file opened once per (job, path) and shared by that job's sink replicas."""
+
+    _lock = threading.Lock()
+    _open: ClassVar[dict[tuple[str, str], list[Any]]] = {}
+
+    @classmethod
+    def acquire(
+        cls, job: str, path: str, append: bool
+    ) -> tuple[TextIO, threading.Lock]:
+        with cls._lock:
+            entry = cls._open.get((job, path))
+            if entry is None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                handle = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+                entry = [handle, threading.Lock(), 0]
+                cls._open[job, path] = entry
+            entry[2] += 1
+            return entry[0], entry[1]
+
+    @classmethod
+    def release(cls, job: str, path: str) -> None:
+        with cls._lock:
+            entry = cls._open.get((job, path))
+            if entry is None:
+                return
+            entry[2] -= 1
+            if entry[2] == 0:
+                entry[0].close()
+                del cls._open[job, path]
+
+
+class JsonlSink(SinkFunction):
+    """Writes each item as one JSON line to ``path`` (``append`` keeps old lines).
+
+    Items that are not JSON-serialisable fail the item (named in the error)."""
+
+    def __init__(self, *, path: str, append: bool = False) -> None:
+        super().__init__(path=path, append=append)
+        self.path, self.append = str(path), append
+        self._job = ""
+        self._handle: TextIO | None = None
+        self._lock = threading.Lock()
+
+    def open(self, context: OperatorContext) -> None:
+        self._job = f"{context.job_id}/{context.operator}"
+        self._handle, self._lock = _SharedFile.acquire(
+            self._job, self.path, self.append
+        )
+
+    def sink_batch(self, items: list[Any]) -> None:
+        lines = [json.dumps(item, ensure_ascii=False) + "\n" for item in items]
+        assert self._handle is not None, "sink used before open()"
+        with self._lock:
+            self._handle.writelines(lines)
+
+    def sink(self, item: Any) -> None:
+        self.sink_batch([item])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            with self._lock:
+                self._handle.flush()
+            _SharedFile.release(self._job, self.path)
+            self._handle = None
+
+
+_PRINT_LOCK = threading.Lock()
+
+
+class PrintSink(SinkFunction):
+    """Writes each item on its own line to ``stream`` (stdout/stderr).
+
+    Config: ``format`` = ``"str"`` (default) or ``"json"``; ``prefix``.
+    """
+
+    def __init__(
+        self, *, stream: str = "stdout", format: str = "str", prefix: str = ""
+    ) -> None:
+        super().__init__(stream=stream, format=format, prefix=prefix)
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
+        if format not in ("str", "json"):
+            raise ValueError(f"format must be 'str' or 'json', got {format!r}")
+        self.stream, self.format, self.prefix = stream, format, prefix
+
+    def sink_batch(self, items: list[Any]) -> None:
+        render = json.dumps if self.format == "json" else str
+        text = "".join(f"{self.prefix}{render(item)}\n" for item in items)
+        out = sys.stdout if self.stream == "stdout" else sys.stderr
+        with _PRINT_LOCK:
+            out.write(text)
+            out.flush()
+
+    def sink(self, item: Any) -> None:
+        self.sink_batch([item])
+
+
+class CollectSink(SinkFunction):
+    """Keeps the items; the job result hands them back (``result.collected()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[Any] = []
+
+    def sink_batch(self, items: list[Any]) -> None:
+        self.items.extend(items)
+
+    def sink(self, item: Any) -> None:
+        self.items.append(item)
+
+    def result(self) -> list[Any]:
+        return self.items
+
+
+@hookimpl
+def register_operators(register: Any) -> None:
+    for name, cls in (
+        ("collection", CollectionSource),
+        ("range", RangeSource),
+        ("text-lines", TextLinesSource),
+    ):
+        register(name, cls, role="source", description=cls.__doc__)
+    for name, cls in (("print", PrintSink), ("collect", CollectSink)):
+        register(name, cls, role="sink", description=cls.__doc__)
+    register(
+        "jsonl",
+        ByRole(source=JsonlSource, sink=JsonlSink),
+        description="JSON lines: a source reading a file, a sink writing one",
+    )
