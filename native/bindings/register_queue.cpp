@@ -7,6 +7,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -201,6 +202,7 @@ std::size_t push_many(PyQueue& self, nb::handle items, std::optional<double> tim
 nb::list pop_many(PyQueue& self, std::size_t max_n, std::optional<double> timeout) {
   if (max_n < 1) throw nb::value_error("max_n must be at least 1");
   const Deadline d = parse_timeout(timeout);
+  max_n = std::min(max_n, self.q.capacity());  // never more than the ring holds
   thread_local std::vector<PyObject*> buf;
   if (buf.size() < max_n) buf.resize(max_n);
   QueueStatus st;

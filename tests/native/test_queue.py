@@ -354,3 +354,9 @@ def test_blocking_wait_in_the_main_thread_can_be_interrupted() -> None:
         timer.cancel()
     q.push("still usable")
     assert q.pop() == "still usable"
+
+
+def test_pop_many_with_a_huge_max_n_allocates_only_the_capacity() -> None:
+    q = BoundedQueue(3)
+    q.push_many([1, 2, 3])
+    assert q.pop_many(2**62) == [1, 2, 3]
