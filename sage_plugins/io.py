@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TextIO
 
 from sage_core import hookimpl
 from sage_core.common.errors import SageError
+from sage_core.contract import Contract
 from sage_core.functions import ByRole, OperatorContext, SinkFunction, SourceFunction
 
 
@@ -146,6 +147,8 @@ class JsonlSink(SinkFunction):
 
     Items that are not JSON-serialisable fail the item (named in the error)."""
 
+    contract = Contract(batch_size=4096)
+
     def __init__(self, *, path: str, append: bool = False) -> None:
         super().__init__(path=path, append=append)
         self.path, self.append = str(path), append
@@ -185,6 +188,8 @@ class PrintSink(SinkFunction):
     Config: ``format`` = ``"str"`` (default) or ``"json"``; ``prefix``.
     """
 
+    contract = Contract(batch_size=4096)
+
     def __init__(
         self, *, stream: str = "stdout", format: str = "str", prefix: str = ""
     ) -> None:
@@ -209,6 +214,8 @@ class PrintSink(SinkFunction):
 
 class CollectSink(SinkFunction):
     """Keeps the items; the job result hands them back (``result.collected()``)."""
+
+    contract = Contract(batch_size=4096)
 
     def __init__(self) -> None:
         super().__init__()

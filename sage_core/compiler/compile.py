@@ -5,8 +5,8 @@
    one-to-one *forward* link when both ends have the same parallelism, else
    ``round-robin``;
 3. chain consecutive stateless operators of equal parallelism joined by a forward
-   edge (single output upstream, single input downstream, no batching contract on the
-   downstream operator) into one task, when ``settings.chaining`` is on;
+   edge (single output upstream, single input downstream, no batch wait (max_wait_ms)
+   on the downstream operator) into one task, when ``settings.chaining`` is on;
 4. materialise replicas (``task#i``) and, per edge between tasks, the downstream
    replicas each upstream replica sends to;
 5. place every replica with the policy, recording its decision trace.
@@ -100,7 +100,6 @@ def _chains(
                 and len(graph.inputs(dst.name)) == 1
                 and not contracts[src.name].stateful
                 and not dc.stateful
-                and dc.batch_size == 1
                 and dc.max_wait_ms == 0
                 and dst.role not in ("join", "co_map")
             ):

@@ -110,6 +110,18 @@ def _role_of(use: str) -> str | None:
         return None  # reported by validation with close matches
 
 
+def _resolves(use: str) -> bool:
+    """Whether ``use`` names an existing plugin or importable attribute."""
+    try:
+        if ":" in use:
+            load_path(use)
+        else:
+            plugins.get("operator", use)
+    except SageError:
+        return False
+    return True
+
+
 def _variants(use: str) -> tuple[str, ...]:
     """Roles of a ByRole plugin (empty for anything else)."""
     if ":" in use:
@@ -200,6 +212,7 @@ def load_spec(data: Mapping[str, Any] | str | Path) -> PipelineSpec:
         ops = []
     pending: list[Edge] = []
     undecided: list[tuple[str, Node]] = []
+    unknown: list[str] = []
     for i, raw in enumerate(ops):
         where = f"operators[{i}]"
         if not isinstance(raw, Mapping):
@@ -229,6 +242,9 @@ def load_spec(data: Mapping[str, Any] | str | Path) -> PipelineSpec:
         multi = role is None and bool(_variants(use))
         if multi:
             role = "map"  # decided once edges are known
+        elif role is None and not _resolves(use):
+            role = "map"  # the unknown plugin/path is reported by validation
+            unknown.append(op_name)
         elif role is None:
             out.append(
                 Problem(
@@ -281,6 +297,9 @@ def load_spec(data: Mapping[str, Any] | str | Path) -> PipelineSpec:
             pending.append(edge)
     for edge in pending:
         graph.add_edge(edge)
+    for name in unknown:  # guess the role from the edges so problems stay focused
+        if not any(e.dst == name for e in pending):
+            graph.nodes[name].role = "source"
     for where, node in undecided:  # ByRole plugins: a source when nothing feeds it
         fed = any(e.dst == node.name for e in pending)
         roles = _variants(node.ref.name)

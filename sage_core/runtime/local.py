@@ -102,6 +102,7 @@ class LocalJob(JobHandle):
         }
         self.cores: dict[str, ReplicaCore] = {}
         self._threads: list[threading.Thread] = []
+        self._barrier = threading.Barrier(max(1, len(plan.replicas)))
 
     def start(self) -> LocalJob:
         """Build every replica (operator constructors run here), then start threads.
@@ -145,10 +146,17 @@ class LocalJob(JobHandle):
     ) -> None:
         opened = False
         try:
-            core.open()
+            try:
+                core.open()
+            except BaseException:
+                self._barrier.abort()
+                raise
             opened = True
+            # every replica is open before any item moves (sinks sharing a file,
+            # models loaded before the first batch)
+            self._barrier.wait()
             drive(core, inq, queues, self.plan.settings.max_packets, self._cancelled)
-        except QueueClosed:
+        except (QueueClosed, threading.BrokenBarrierError):
             pass  # cancelled or failed elsewhere: the queues were closed
         except BaseException as exc:  # noqa: BLE001 - recorded, fails the job
             self._fail(exc, core)
@@ -193,6 +201,7 @@ class LocalJob(JobHandle):
 
     def _stop(self) -> None:
         self._cancelled.set()
+        self._barrier.abort()
         for q in self.queues.values():
             q.close()
 

@@ -181,6 +181,17 @@ class Executor:
         self._dead_letter = dead_letter
         self._key_of = key_of
         self.seq = 0  # items seen before the current batch
+        self.batched = any(
+            overrides(fn, base, method)
+            for base, method in (
+                (MapFunction, "map_batch"),
+                (FilterFunction, "filter_batch"),
+                (FlatMapFunction, "flat_map_batch"),
+                (CoMapFunction, "co_map_batch"),
+                (SinkFunction, "sink_batch"),
+            )
+            if isinstance(fn, base)
+        )
 
     def _key(self, item: Any) -> Any:
         if self._key_of is None:
@@ -244,7 +255,7 @@ class MapExecutor(Executor):
     def process(self, items: list[Any], input_index: int) -> list[Any]:
         fn = self.fn
         assert isinstance(fn, MapFunction)
-        if overrides(fn, MapFunction, "map_batch"):
+        if self.batched:
             return self._batch(items, fn.map_batch)
         m = fn.map
         out: list[Any] = []
@@ -263,7 +274,7 @@ class FilterExecutor(Executor):
     def process(self, items: list[Any], input_index: int) -> list[Any]:
         fn = self.fn
         assert isinstance(fn, FilterFunction)
-        if overrides(fn, FilterFunction, "filter_batch"):
+        if self.batched:
             return self._batch(items, fn.filter_batch)
         f = fn.filter
         out: list[Any] = []
@@ -283,7 +294,7 @@ class FlatMapExecutor(Executor):
     def process(self, items: list[Any], input_index: int) -> list[Any]:
         fn = self.fn
         assert isinstance(fn, FlatMapFunction)
-        if overrides(fn, FlatMapFunction, "flat_map_batch"):
+        if self.batched:
             return self._batch(items, fn.flat_map_batch)
         f = fn.flat_map
         out: list[Any] = []
@@ -302,7 +313,7 @@ class CoMapExecutor(Executor):
     def process(self, items: list[Any], input_index: int) -> list[Any]:
         fn = self.fn
         assert isinstance(fn, CoMapFunction)
-        if overrides(fn, CoMapFunction, "co_map_batch"):
+        if self.batched:
             return self._batch(items, lambda chunk: fn.co_map_batch(chunk, input_index))
         m = fn.map1 if input_index == 0 else fn.map2
         out: list[Any] = []
@@ -321,7 +332,7 @@ class SinkExecutor(Executor):
     def process(self, items: list[Any], input_index: int) -> list[Any]:
         fn = self.fn
         assert isinstance(fn, SinkFunction)
-        if overrides(fn, SinkFunction, "sink_batch"):
+        if self.batched:
             self._batch(items, fn.sink_batch)
             return []
         s = fn.sink
