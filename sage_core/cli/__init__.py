@@ -15,6 +15,7 @@ from sage_core.cli.cluster import scheduler, worker
 from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.gateway import gateway
+from sage_core.cli.pipeline import attach as attach_pipeline
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
 
@@ -97,6 +98,7 @@ cli.add_command(worker)
 cli.add_command(gateway)
 cli.add_command(engine)
 attach_engine_admin(engine)
+attach_pipeline(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
