@@ -16,20 +16,25 @@ This module and ``sage_core.vector_index`` are the only importers of ``_native``
 
 from __future__ import annotations
 
+import importlib
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sage_core.common.errors import SageError
 
-try:
-    import sage_core._native as _native  # noqa: PLR0402 (mypy resolves the stub this way)
-except ImportError as exc:  # pragma: no cover - exercised only on broken installs
-    raise ImportError(
-        "sage_core._native is missing or stale: the C++ extension was not built. "
-        "Rebuild it with `pip install --no-build-isolation -ve .` from the source "
-        "tree (needs nanobind and scikit-build-core), or reinstall the package."
-    ) from exc
+if TYPE_CHECKING:
+    from sage_core import _native
+else:  # imported by name: the compiled module is not a layer import-linter can see
+    try:
+        _native = importlib.import_module("sage_core._native")
+    except ImportError as exc:  # pragma: no cover - only on broken installs
+        raise ImportError(
+            "sage_core._native is missing or stale: the C++ extension was not "
+            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
+            "the source tree (needs nanobind and scikit-build-core), or reinstall "
+            "the package."
+        ) from exc
 
 __all__ = [
     "BoundedQueue",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,14 +22,18 @@ from sage_core.vector_index.base import (
     check_metric,
 )
 
-try:
-    import sage_core._native as _native  # noqa: PLR0402 (mypy resolves the stub this way)
-except ImportError as exc:  # pragma: no cover - exercised only on broken installs
-    raise ImportError(
-        "sage_core._native is missing or stale: the C++ extension was not built. "
-        "Rebuild it with `pip install --no-build-isolation -ve .` from the source "
-        "tree (needs nanobind and scikit-build-core), or reinstall the package."
-    ) from exc
+if TYPE_CHECKING:
+    from sage_core import _native
+else:  # imported by name: the compiled module is not a layer import-linter can see
+    try:
+        _native = importlib.import_module("sage_core._native")
+    except ImportError as exc:  # pragma: no cover - only on broken installs
+        raise ImportError(
+            "sage_core._native is missing or stale: the C++ extension was not "
+            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
+            "the source tree (needs nanobind and scikit-build-core), or reinstall "
+            "the package."
+        ) from exc
 
 _native.install_errors(
     {
