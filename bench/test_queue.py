@@ -122,6 +122,8 @@ def handoff(impl: str, producers: int, consumers: int, batch: int, n: int) -> in
         q: Any = BoundedQueue(CAPACITY)
     elif impl == "deque+Condition":
         q = DequeCondition(CAPACITY)
+    elif impl == "queue.Queue-lists":
+        q = queue.Queue(max(1, CAPACITY // batch))  # the same number of items in flight
     else:
         q = queue.Queue(CAPACITY)
     counts: list[int] = []

@@ -115,3 +115,31 @@ def test_filtered_search_returns_only_allowed(n_allowed: int, data: tuple) -> No
     ids = ivf.search(q[:10], 10, allowed_ids=allowed)[0]
     assert set(ids.ravel().tolist()) - {MISSING_ID} <= set(allowed.tolist())
     assert (ids[:, : min(10, n_allowed)] != MISSING_ID).all()
+
+
+def test_concurrent_searches_adds_and_removes(data: tuple) -> None:
+    import threading
+
+    x, q = data
+    ivf = IVFIndex(32, "l2", nlist=32, nprobe=4, threads=2)
+    ivf.add(np.arange(1000), x[:1000])
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def searcher() -> None:
+        while not stop.is_set():
+            ids, scores = ivf.search(q[:16], 5)
+            if (np.diff(scores, axis=1) > 1e-6).any() or (ids == MISSING_ID).any():
+                bad.append("unsorted or short result")
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for start in range(1000, 6000, 500):
+        ivf.add(np.arange(start, start + 500), x[start : start + 500])
+        ivf.remove(np.arange(start - 1000, start - 800))
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not bad
+    assert len(ivf) == 6000 - 10 * 200
