@@ -137,6 +137,19 @@ def bench_index(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-runtime", python=PYTHON, default=False, tags=["bench"])
+def bench_runtime(session: nox.Session) -> None:
+    """COMPUTE pipeline: local runtime vs for-loop, threads+Queue, Bytewax (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/runtime_bench.py",
+        "--out",
+        "bench/results/runtime.json",
+        *session.posargs,
+    )
+
+
 @nox.session(python=PYTHON, default=False)
 def stubs(session: nox.Session) -> None:
     """Regenerate sage_core/_native.pyi from the compiled extension."""
