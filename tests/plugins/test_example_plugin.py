@@ -66,3 +66,20 @@ def test_installed_plugin_is_listed_and_resolvable(tmp_path: Path) -> None:
     )
     out = _run([str(python), "-c", code], tmp_path)
     assert out.strip() == "{'text': 'two words', 'words': 2, 'chars': 9}"
+
+    # the installed operator is usable by name in a pipeline, from a spec and the CLI
+    (tmp_path / "lines.txt").write_text("two words\nthree more words\n")
+    spec = tmp_path / "stats.yaml"
+    spec.write_text(
+        "name: stats\n"
+        "operators:\n"
+        "  - {name: read, use: text-lines, config: {path: lines.txt}}\n"
+        "  - {name: stats, use: text-stats, parallelism: 2, inputs: [read]}\n"
+        "  - {name: out, use: collect, inputs: [stats]}\n"
+    )
+    plan = json.loads(_run([*sage, "plan", str(spec), "--json"], tmp_path))
+    stats_op = next(op for op in plan["operators"] if op["name"] == "stats")
+    assert stats_op["ref"] == {"kind": "plugin", "name": "text-stats"}
+    lines = _run([*sage, "run", str(spec)], tmp_path).splitlines()
+    got = sorted((row["text"], row["words"]) for row in map(json.loads, lines))
+    assert got == [("three more words", 3), ("two words", 2)]
