@@ -110,6 +110,7 @@ def run_cmd(
     Sinks write where they are told (``print`` to stdout); a summary line goes to
     stderr, and ``collect`` sinks' items are printed as JSON lines on stdout.
     """
+    from sage_core.common.errors import SageError
     from sage_core.runtime.job import JobFailed
     from sage_core.runtime.local import LocalRuntime
 
@@ -119,7 +120,10 @@ def run_cmd(
         "trace_path": trace_out,
     }
     plan = _compile(spec, overrides, policy)
-    job = LocalRuntime().submit(plan)
+    try:
+        job = LocalRuntime().submit(plan)
+    except SageError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         result = job.wait(timeout)
     except TimeoutError:

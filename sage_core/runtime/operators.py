@@ -107,7 +107,8 @@ def _adapter(role: str, fn: Any, config: dict[str, Any]) -> Function:
     inst = base[role](**config)
     if role == "co_map":
         f1, f2 = fn
-        inst.map1, inst.map2 = _bind(f1, config), _bind(f2, config)  # type: ignore[method-assign]
+        setattr(inst, "map1", _bind(f1, config))  # noqa: B010 - instance override
+        setattr(inst, "map2", _bind(f2, config))  # noqa: B010
     else:
         method = {"map": "map", "filter": "filter", "flat_map": "flat_map"}.get(
             role, role
@@ -127,7 +128,7 @@ def build_function(op: OperatorPlan) -> Function:
     if inspect.isclass(obj) and issubclass(obj, Function):
         try:
             return obj(**config)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"operator {op.name!r} ({op.ref.describe()}) rejected its config "
                 f"{sorted(config)}: {exc}"
@@ -147,8 +148,8 @@ def key_function(spec: KeySpec) -> Callable[[Any], Any]:
     """The callable computing the key of an item for a key spec."""
     if spec.kind == "field":
         return _op.itemgetter(spec.name)
-    fn = load_key(spec)
-    return fn  # type: ignore[no-any-return]
+    fn: Callable[[Any], Any] = load_key(spec)
+    return fn
 
 
 def overrides(fn: Function, base: type, method: str) -> bool:

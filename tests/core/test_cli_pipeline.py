@@ -1,0 +1,81 @@
+"""``sage plan`` and ``sage run`` on YAML specs (CliRunner, in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sage_core.cli import cli
+
+SPEC = """
+name: cli
+operators:
+  - {name: nums, use: range, config: {stop: 20}, parallelism: 2}
+  - {name: half, use: "tests.core.test_cli_pipeline:half", role: map, inputs: [nums]}
+  - {name: out, use: collect, inputs: [{from: half, router: least-queue}]}
+"""
+
+
+def half(x: int) -> float:
+    return x / 2
+
+
+def _spec(tmp_path: Path, text: str = SPEC) -> str:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_plan_prints_tasks_json_and_dot(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    runner = CliRunner()
+    text = runner.invoke(cli, ["plan", spec])
+    assert text.exit_code == 0, text.output
+    assert "task nums" in text.output and "least-queue" in text.output
+    as_json = runner.invoke(cli, ["plan", spec, "--json"])
+    plan = json.loads(as_json.output)
+    assert {r["id"] for r in plan["replicas"]} >= {"nums#0", "nums#1"}
+    dot = runner.invoke(cli, ["plan", spec, "--dot", "--no-chaining"])
+    assert (
+        dot.output.startswith('digraph "cli"') and '"half#0" -> "out#0"' in dot.output
+    )
+
+
+def test_run_prints_collected_items_and_writes_metrics(tmp_path: Path) -> None:
+    metrics = tmp_path / "m.json"
+    traces = tmp_path / "t.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            _spec(tmp_path),
+            "--metrics-out",
+            str(metrics),
+            "--trace-out",
+            str(traces),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    values = sorted(json.loads(line) for line in result.stdout.splitlines())
+    assert values == [x / 2 for x in range(20)]
+    summary = json.loads(metrics.read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["operators"]["half"]["items_in"] == 20
+    assert traces.read_text().strip()
+
+
+def test_bad_spec_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, SPEC.replace("use: collect", "use: colect"))
+    result = CliRunner().invoke(cli, ["run", spec])
+    assert result.exit_code == 1
+    assert "Did you mean 'collect'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_operator_failure_exits_with_its_message(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, SPEC.replace("stop: 20", "stop: 20, step: 0"))
+    result = CliRunner().invoke(cli, ["run", spec])
+    assert result.exit_code == 1
+    assert "range step must not be 0" in result.output
