@@ -29,6 +29,7 @@ from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog, add_hop, new_trace
 from sage_core.routing import Candidate
+from sage_core.runtime.fused import FusedChain, fusable
 from sage_core.runtime.join import JoinExecutor
 from sage_core.runtime.operators import (
     EXECUTORS,
@@ -168,6 +169,12 @@ class ReplicaCore:
             if replica_id in dsts
         )
         self.eos_seen = 0
+        self._fused = (
+            FusedChain(self.executors)
+            if self.is_source and not self.ports and fusable(self.executors)
+            else None
+        )
+        self._fused_seen = [0] * len(self.executors)
         self.pending: list[Any] = []
         self.pending_traces: list[tuple[dict[str, Any], float]] = []
         self.pending_since = 0.0
@@ -389,6 +396,8 @@ class ReplicaCore:
         """Pull the next micro-batch from the source; None when it is exhausted."""
         it = self._source_iter
         assert it is not None, "produce() before open()"
+        if self._fused is not None and not self._trace_due(self._batches + 1):
+            return self._produce_fused(it, self._fused)
         size, linger = self.buffer_size, self.linger_s
         try:
             items = list(islice(it, 1))
@@ -421,11 +430,7 @@ class ReplicaCore:
         self._batches += 1
         now = _perf()
         traced = None
-        if (
-            self.trace_every
-            and self.traces is not None
-            and self._batches % self.trace_every == 1 % self.trace_every
-        ):
+        if self._trace_due(self._batches):
             trace = new_trace(
                 f"{self.replica}/{self._batches}", self.job_id, self.replica
             )
@@ -437,6 +442,45 @@ class ReplicaCore:
             tr = [t for t, _ in traced] if traced else None
             return self._emit(items, tr, now)
         return self._run(items, 0, traced, now)
+
+    def _trace_due(self, batch: int) -> bool:
+        every = self.trace_every
+        return bool(every and self.traces is not None and batch % every == 1 % every)
+
+    def _produce_fused(self, it: Iterator[Any], fused: FusedChain) -> Outbound | None:
+        t0 = _perf()
+        try:
+            n, _ = fused.run(it)
+        except OperatorFailure:
+            raise
+        except Exception as exc:
+            raise OperatorFailure(
+                operator=self.ops[0].name,
+                replica=self.replica,
+                sequence=self._produced,
+                item=None,
+                key=None,
+                cause=exc,
+            ) from exc
+        if n == 0:
+            return None
+        elapsed = _perf() - t0
+        self._produced += n
+        self._batches += 1
+        m = self.metrics
+        m.operators[self.ops[0].name].items_out += n
+        m.items_in += n
+        m.batches += 1
+        m.service_s += elapsed
+        seen, last = fused.seen, self._fused_seen
+        for i, ex in enumerate(self.executors):
+            st = ex.stats
+            st.items_in += seen[i] - last[i]
+            if i + 1 < len(seen):
+                st.items_out += seen[i + 1] - last[i + 1]
+        self.executors[0].stats.service_s += elapsed
+        self._fused_seen = list(seen)
+        return []
 
     def note_blocked(self, seconds: float) -> None:
         """The driver waited ``seconds`` for room downstream after the last step."""

@@ -257,3 +257,33 @@ def test_function_instance_is_refused_with_advice() -> None:
     env = LocalEnvironment("inst")
     with pytest.raises(TypeError, match="pass the class and its config"):
         env.from_collection([1]).map(Tokenize())
+
+
+def test_fused_chain_counts_attributes_errors_and_dead_letters() -> None:
+    def check(x: int) -> int:
+        if x == 13:
+            raise ZeroDivisionError("thirteen")
+        return x
+
+    env = LocalEnvironment("fused")  # one task: source+map+filter+flat_map+collect
+    s = env.from_collection(range(50)).map(check, on_error="dead-letter")
+    s.filter(lambda x: x % 2 == 0).flat_map(lambda x: [x, x]).collect()
+    assert len(env.compile().tasks) == 1
+    result = env.execute(timeout=30)
+    assert sorted(result.collected()) == sorted(
+        [x for x in range(50) if x % 2 == 0 and x != 13] * 2
+    )
+    ops = result.metrics["operators"]
+    assert (ops["check"]["items_in"], ops["check"]["items_out"]) == (50, 49)
+    assert (ops["filter"]["items_in"], ops["filter"]["items_out"]) == (49, 25)
+    assert ops["collect"]["items_in"] == 50
+    (dead,) = result.dead_letters
+    assert dead["item"] == 13 and dead["sequence"] == 13 and dead["operator"] == "check"
+
+    env = LocalEnvironment("fused-fail")
+    env.from_collection(range(50)).map(lambda x: x).map(check).collect()
+    with pytest.raises(JobFailed) as info:
+        env.execute(timeout=30)
+    cause = info.value.cause
+    assert isinstance(cause, OperatorFailure)
+    assert (cause.operator, cause.sequence, cause.item) == ("check", 13, 13)
