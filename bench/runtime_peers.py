@@ -172,6 +172,9 @@ def sage(w: Workload, *, chaining: bool) -> Run:
         class LatencySink(SinkFunction):
             contract = Contract(batch_size=1 << 16)
 
+            def sink(self, item: Any) -> None:
+                lat.append(_perf() - item["t"])
+
             def sink_batch(self, batch: list[Any]) -> None:
                 now = _perf()
                 for item in batch:
