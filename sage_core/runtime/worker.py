@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice
 from typing import Any
 
 from sage_core import plugins
 from sage_core.compiler.plan import ExecutionPlan, OperatorPlan
 from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
 from sage_core.observe.metrics import ReplicaMetrics
-from sage_core.observe.traces import TraceLog, add_hop, new_trace
+from sage_core.observe.traces import TraceLog, add_hop
 from sage_core.routing import Candidate
 from sage_core.runtime.fused import FusedChain, fusable
 from sage_core.runtime.join import JoinExecutor
@@ -39,6 +38,7 @@ from sage_core.runtime.operators import (
     build_function,
     key_function,
 )
+from sage_core.runtime.source import produce
 
 Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
 Outbound = list[tuple[int, Any]]
@@ -394,93 +394,12 @@ class ReplicaCore:
 
     def produce(self) -> Outbound | None:
         """Pull the next micro-batch from the source; None when it is exhausted."""
-        it = self._source_iter
-        assert it is not None, "produce() before open()"
-        if self._fused is not None and not self._trace_due(self._batches + 1):
-            return self._produce_fused(it, self._fused)
-        size, linger = self.buffer_size, self.linger_s
-        try:
-            items = list(islice(it, 1))
-            if items and size > 1 and linger:
-                # pull in doubling chunks at C speed, checking the clock between
-                # chunks: a partial packet waits about linger (at most ~2x) for a
-                # steady source, and a fast source fills packets in few checks
-                first, k = _perf(), 1
-                while len(items) < size and _perf() - first < linger:
-                    k = min(2 * k, size - len(items))
-                    before = len(items)
-                    items.extend(islice(it, k))
-                    if len(items) - before < k:
-                        break  # exhausted: the next produce() returns None
-        except Exception as exc:
-            raise OperatorFailure(
-                operator=self.ops[0].name,
-                replica=self.replica,
-                sequence=self._produced,
-                item=None,
-                key=None,
-                cause=exc,
-            ) from exc
-        if not items:
-            return None
-        n = len(items)
-        self._produced += n
-        src = self.metrics.operators[self.ops[0].name]
-        src.items_out += n
-        self._batches += 1
-        now = _perf()
-        traced = None
-        if self._trace_due(self._batches):
-            trace = new_trace(
-                f"{self.replica}/{self._batches}", self.job_id, self.replica
-            )
-            traced = [(trace, now)]
-        if not self.executors:
-            m = self.metrics
-            m.items_out += n
-            m.batches += 1
-            tr = [t for t, _ in traced] if traced else None
-            return self._emit(items, tr, now)
-        return self._run(items, 0, traced, now)
+        return produce(self)
 
-    def _trace_due(self, batch: int) -> bool:
+    def trace_due(self, batch: int) -> bool:
+        """Whether source batch number ``batch`` starts a sampled trace."""
         every = self.trace_every
         return bool(every and self.traces is not None and batch % every == 1 % every)
-
-    def _produce_fused(self, it: Iterator[Any], fused: FusedChain) -> Outbound | None:
-        t0 = _perf()
-        try:
-            n, _ = fused.run(it)
-        except OperatorFailure:
-            raise
-        except Exception as exc:
-            raise OperatorFailure(
-                operator=self.ops[0].name,
-                replica=self.replica,
-                sequence=self._produced,
-                item=None,
-                key=None,
-                cause=exc,
-            ) from exc
-        if n == 0:
-            return None
-        elapsed = _perf() - t0
-        self._produced += n
-        self._batches += 1
-        m = self.metrics
-        m.operators[self.ops[0].name].items_out += n
-        m.items_in += n
-        m.batches += 1
-        m.service_s += elapsed
-        seen, last = fused.seen, self._fused_seen
-        for i, ex in enumerate(self.executors):
-            st = ex.stats
-            st.items_in += seen[i] - last[i]
-            if i + 1 < len(seen):
-                st.items_out += seen[i + 1] - last[i + 1]
-        self.executors[0].stats.service_s += elapsed
-        self._fused_seen = list(seen)
-        return []
 
     def note_blocked(self, seconds: float) -> None:
         """The driver waited ``seconds`` for room downstream after the last step."""
