@@ -176,7 +176,9 @@ class DataStream:
         """Keyed join: ``op(left, right)`` for each pair with equal keys (both sides
         must be ``key_by``). ``window=N`` keeps the last N items per key and side,
         ``window_s=T`` those of the last T seconds; default: all of them."""
-        options = {k: kw.pop(k) for k in ("window", "window_s") if k in kw}
+        options: dict[str, Any] = {
+            k: kw.pop(k) for k in ("window", "window_s") if k in kw
+        }
         opts = {k: kw.pop(k) for k in ("name", "parallelism", "contract") if k in kw}
         node = self._add(
             "join",

@@ -292,6 +292,10 @@ def _ref_in(data: Mapping[str, Any]) -> OperatorRef:
 def _key_in(data: Mapping[str, Any] | None) -> KeySpec | None:
     if data is None:
         return None
+    return _key(data)
+
+
+def _key(data: Mapping[str, Any]) -> KeySpec:
     return KeySpec(data["kind"], data["name"], decode_value(data.get("obj")))
 
 
@@ -369,7 +373,7 @@ def _plan_in(data: Mapping[str, Any]) -> ExecutionPlan:
                 contract=Contract.from_dict(op["contract"]),
                 on_error=op["on_error"],
                 options=decode_value(op["options"]),
-                input_keys={int(i): _key_in(k) for i, k in op["input_keys"].items()},
+                input_keys={int(i): _key(k) for i, k in op["input_keys"].items()},
             )
             for op in data["operators"]
         ),
