@@ -55,11 +55,11 @@ def test_duplicate_name_raises_conflict_naming_both(register_plugin: Callable) -
 
 
 def test_unknown_name_lists_close_matches(register_plugin: Callable) -> None:
-    register_plugin(_router_plugin("session-affinity-x"), "throwaway")
+    register_plugin(_router_plugin("throwaway-sticky-zq"), "throwaway")
     with pytest.raises(UnknownPluginError) as info:
-        plugins.resolve("router", "session-afinity-x")
-    assert info.value.matches == ["session-affinity-x"]
-    assert "Did you mean 'session-affinity-x'" in str(info.value)
+        plugins.resolve("router", "throwaway-stiky-zq")
+    assert info.value.matches == ["throwaway-sticky-zq"]
+    assert "Did you mean 'throwaway-sticky-zq'" in str(info.value)
     assert isinstance(info.value, KeyError)  # callers may catch it as a lookup miss
 
 
