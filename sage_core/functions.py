@@ -60,6 +60,17 @@ class Function:
     def __init__(self, **config: Any) -> None:
         self.config = config
 
+    @classmethod
+    def contract_for(cls, config: Mapping[str, Any]) -> Contract:
+        """The contract of this operator when configured with ``config``.
+
+        Default: the class's ``contract``. Operators whose needs follow their config
+        (an embedding stage on a GPU backend, a batch size option) override it; it
+        must be cheap (no model loading) and may raise ``ContractError`` for a bad
+        config. DSL/spec ``contract=`` overrides still apply on top.
+        """
+        return cls.contract
+
     def open(self, context: OperatorContext) -> None:
         """Called once on the replica before any item (connect, load models)."""
 

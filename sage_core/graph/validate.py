@@ -32,16 +32,19 @@ from sage_core.graph.refs import declared_role, for_role, load_key, load_operato
 DATAFLOW_ROUTER_SCOPES = ("dataflow", "any")
 
 
-def base_contract(obj: Any) -> Contract:
-    """The contract an implementation declares (Function classes), else default."""
+def base_contract(obj: Any, config: Mapping[str, Any] | None = None) -> Contract:
+    """The contract an implementation declares for ``config`` (Function classes,
+    through ``contract_for``), else default."""
     if inspect.isclass(obj) and issubclass(obj, Function):
-        return obj.contract
+        return obj.contract_for(config or {})
     return Contract()
 
 
 def effective_contract(node: Node, obj: Any) -> Contract:
-    """The implementation's contract with the node's overrides applied."""
-    return base_contract(for_role(obj, node.role)).merged(node.contract or None)
+    """The implementation's contract for the node's config, with the node's
+    overrides applied."""
+    declared = base_contract(for_role(obj, node.role), node.config)
+    return declared.merged(node.contract or None)
 
 
 def _check_node(node: Node, where: str, out: list[Problem]) -> Any:
