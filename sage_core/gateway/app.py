@@ -280,6 +280,8 @@ class Gateway:
             drain=drain,
             timeout_s=self.config.drain_timeout_s,
         )
+        if self.plane.dispatcher is not None:
+            self.plane.dispatcher.forget(engine.spec.url)
         return JSONResponse({**engine.describe(), "removed": True})
 
     async def openapi(self, request: Request) -> Response:
