@@ -359,3 +359,20 @@ def test_engines_are_added_drained_and_removed_at_runtime(engine_double, gateway
         ids = [e["id"] for e in client.get("/admin/engines").json()["engines"]]
         assert ids == ["b"]
         assert client.delete("/admin/engines/a").status_code == 404
+
+
+def test_session_affinity_keeps_a_session_on_one_engine(engine_double, gateway):
+    a, b = engine_double("tiny"), engine_double("tiny")
+    gw = gateway({"engines": [a.spec("a"), b.spec("b")], "router": "session-affinity"})
+    with httpx.Client(base_url=gw.url) as client:
+        for session in ("alice", "bob", "carol", "dave"):
+            before = (len(a.state.bodies), len(b.state.bodies))
+            for _ in range(3):
+                resp = client.post(
+                    "/v1/chat/completions", json=CHAT, headers={"X-Session-Id": session}
+                )
+                assert resp.status_code == 200
+            grew = (len(a.state.bodies) - before[0], len(b.state.bodies) - before[1])
+            assert sorted(grew) == [0, 3]  # all three on the same engine
+        routing = client.get("/admin/metrics").json()["routing"]
+    assert sum(routing.values()) == 12
