@@ -184,6 +184,13 @@ def require_inference(module: str, what: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def needs_inference() -> Callable[[str, str], None]:
+    """``needs_inference(module, what)``: skip, or fail in the inference session,
+    when ``module`` is missing (see ``require_inference``)."""
+    return require_inference
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of the tiny random-weight Llama (``sage engine make-tiny-model``),
     made once per session; ``$SAGE_TINY_MODEL_DIR`` names a reusable location."""

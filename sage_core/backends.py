@@ -158,6 +158,17 @@ class Backend(abc.ABC):  # noqa: B024 - the abstract methods are on the subclass
         """GPUs a stage using this configured backend should declare."""
         return self.default_gpu
 
+    @classmethod
+    def gpu_for(cls, config: Mapping[str, Any]) -> float:
+        """GPUs a backend built with ``config`` would need, without building it
+        (what operator contracts declare): ``config["gpu"]`` if given, else
+        1 for a ``device`` naming CUDA, else ``default_gpu``."""
+        if config.get("gpu") is not None:
+            return float(config["gpu"])
+        if "cuda" in str(config.get("device", "")):
+            return 1.0
+        return cls.default_gpu
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description: backend class, model, capabilities."""
         return {
@@ -222,6 +233,23 @@ def normalize_rows(vectors: Any) -> Vectors:
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)
     return np.ascontiguousarray(out)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as backend ``name`` (nothing is built or loaded).
+
+    Raises:
+        UnknownPluginError: no backend of that name.
+        BackendError: the registered object is not a Backend class.
+    """
+    from sage_core import plugins
+
+    obj = plugins.get("backend", name)
+    if not (isinstance(obj, type) and issubclass(obj, Backend)):
+        raise BackendError(
+            f"backend {name!r} is registered as {obj!r}, not a Backend class"
+        )
+    return obj
 
 
 def create_backend(name: str, **config: Any) -> Backend:

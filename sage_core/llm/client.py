@@ -397,9 +397,25 @@ class BackgroundLoop:
             raise
 
     def close(self) -> None:
-        """Stop the loop and join its thread (idempotent)."""
+        """Cancel the loop's remaining tasks, stop it and join its thread
+        (idempotent)."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+
+        async def cancel_pending() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.get_running_loop().shutdown_asyncgens()
+
+        if self._thread.is_alive():
+            try:
+                self.run(cancel_pending(), timeout_s=10)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.warning(
+                    "tasks of %s did not finish cancelling", self._thread.name
+                )
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
         self.loop.close()
