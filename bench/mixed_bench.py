@@ -58,10 +58,18 @@ WORDS = [
 ]
 
 
+Plan = list[tuple[float, str, str, float]]
+
+
 def schedule(
-    rate: float, seconds: float, llm_share: float, seed: int
-) -> list[tuple[float, str, str]]:
-    """(arrival offset s, class, text) with Poisson arrivals."""
+    rate: float,
+    seconds: float,
+    llm_share: float,
+    seed: int,
+    slos: dict[str, list[float]],
+) -> Plan:
+    """(arrival offset s, class, text, SLO ms) with Poisson arrivals; each request's
+    objective is drawn from its class's list."""
     rng = random.Random(seed)
     out, t = [], 0.0
     while True:
@@ -70,11 +78,16 @@ def schedule(
             return out
         kind = "llm" if rng.random() < llm_share else "embedding"
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))
-        out.append((t, kind, text))
+        out.append((t, kind, text, rng.choice(slos[kind])))
 
 
 async def one(
-    pool: Pool, kind: str, text: str, args: argparse.Namespace, model: dict[str, str]
+    pool: Pool,
+    kind: str,
+    text: str,
+    slo: float,
+    args: argparse.Namespace,
+    model: dict[str, str],
 ) -> tuple[float, int]:
     if kind == "llm":
         path = "/v1/completions"
@@ -85,11 +98,9 @@ async def one(
             "temperature": 0,
             "ignore_eos": True,
         }
-        slo = args.llm_slo_ms
     else:
         path = "/v1/embeddings"
         body = {"model": model["embedding"], "input": text}
-        slo = args.emb_slo_ms
     headers = {"Content-Type": "application/json", "X-SLO-Deadline-Ms": str(slo)}
     start = time.perf_counter()
     resp = await pool.request(
@@ -100,18 +111,21 @@ async def one(
 
 
 async def run_once(
-    plan: list[tuple[float, str, str]],
+    plan: Plan,
     urls: dict[str, str],
     args: argparse.Namespace,
     model: dict[str, str],
 ) -> dict[str, Any]:
-    pools = {kind: Pool(url, max_idle=512) for kind, url in urls.items()}
-    results: list[tuple[str, float, int]] = []
+    pools = {
+        kind: Pool(url, max_idle=512, connect_timeout_s=60.0)
+        for kind, url in urls.items()
+    }
+    results: list[tuple[str, float, int, float]] = []
 
-    async def fire(offset: float, kind: str, text: str) -> None:
+    async def fire(offset: float, kind: str, text: str, slo: float) -> None:
         await asyncio.sleep(max(0.0, begin + offset - time.perf_counter()))
         try:
-            ms, status = await one(pools[kind], kind, text, args, model)
+            ms, status = await one(pools[kind], kind, text, slo, args, model)
         except (
             HTTPError,
             OSError,
@@ -119,7 +133,7 @@ async def run_once(
         ) as exc:  # counted as failed, never dropped
             print(f"request failed: {exc!r}", file=sys.stderr)
             ms, status = float("nan"), 0
-        results.append((kind, ms, status))
+        results.append((kind, ms, status, slo))
 
     begin = time.perf_counter()
     await asyncio.gather(*(fire(*row) for row in plan))
@@ -127,12 +141,11 @@ async def run_once(
     for pool in pools.values():
         pool.close()
     out: dict[str, Any] = {"elapsed_s": elapsed}
-    slo = {"llm": args.llm_slo_ms, "embedding": args.emb_slo_ms}
     met_all = total_all = 0
     for kind in ("llm", "embedding"):
-        rows = [(ms, st) for k, ms, st in results if k == kind]
-        ok = sorted(ms for ms, st in rows if st == 200)
-        met = sum(1 for ms in ok if ms <= slo[kind])
+        rows = [(ms, st, slo) for k, ms, st, slo in results if k == kind]
+        ok = sorted(ms for ms, st, _ in rows if st == 200)
+        met = sum(1 for ms, st, slo in rows if st == 200 and ms <= slo)
         met_all += met
         total_all += len(rows)
         out[kind] = {
@@ -201,8 +214,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mixes", default="0.7,0.5", help="LLM shares to run")
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--llm-slo-ms", type=float, default=2000.0)
-    parser.add_argument("--emb-slo-ms", type=float, default=250.0)
+    parser.add_argument(
+        "--llm-slo-ms", default="2000", help="LLM objectives, one drawn per request"
+    )
+    parser.add_argument(
+        "--emb-slo-ms", default="250", help="embedding objectives, one per request"
+    )
     parser.add_argument("--llm-inflight", type=int, default=256)
     parser.add_argument("--emb-inflight", type=int, default=8)
     parser.add_argument(
@@ -268,18 +285,22 @@ def main() -> None:
             wait_ready(gw_port, "/health", timeout=120)
             hybrid = json.loads(args.hybrid_config)
             runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            slos = {
+                "llm": [float(x) for x in args.llm_slo_ms.split(",")],
+                "embedding": [float(x) for x in args.emb_slo_ms.split(",")],
+            }
             for share in (float(s) for s in args.mixes.split(",")):
                 mix = f"{round(share * 100)}/{round((1 - share) * 100)}"
                 runs[mix] = {name: [] for name in args.configs.split(",")}
                 # warm-up, not recorded: engines and gateway see this mix once
                 asyncio.run(
                     run_once(
-                        schedule(args.rate, 5.0, share, seed=999), urls, args, model
+                        schedule(args.rate, 5.0, share, 999, slos), urls, args, model
                     )
                 )
                 time.sleep(args.pause)
                 for rep in range(args.repeats):
-                    plan = schedule(args.rate, args.seconds, share, seed=rep)
+                    plan = schedule(args.rate, args.seconds, share, rep, slos)
                     # every config replays the same plan; the order rotates per repeat
                     names = args.configs.split(",")
                     names = names[rep % len(names) :] + names[: rep % len(names)]
