@@ -3,7 +3,7 @@
 ``sage_docs.jsonl`` holds a few hundred passages (``id``, ``text``, ``source``,
 ``section``) cut from SAGE's Markdown pages and docstrings by
 ``tools/make_demo_corpus.py``; ``questions.jsonl`` holds sample questions about SAGE.
-``sage demo`` indexes the first and answers the second.
+``sage demo`` indexes the first and answers the second; the RAG tests use both.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _data(name: str) -> Path:
-    path = Path(str(resources.files("sage_plugins.rag") / "data" / name))
+    path = Path(str(resources.files("sage_core.common") / "data" / name))
     if not path.is_file():
         raise FileNotFoundError(f"the packaged file {name} is missing at {path}")
     return path
