@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -70,27 +70,61 @@ class PluginEntry:
             "distribution": self.distribution,
             "version": self.version,
             "hooks": plugin_hooks(self.plugin),
+            **({"scope": self.meta["scope"]} if "scope" in self.meta else {}),
         }
 
 
 class Registry(Mapping[str, PluginEntry]):
-    """The entries of one family, by name. Lookups of unknown names suggest matches."""
+    """The entries of one family, by name. Lookups of unknown names suggest matches.
 
-    def __init__(self, kind: str, entries: Mapping[str, PluginEntry]) -> None:
+    A family may hold one name several times when each registration declares a
+    different ``scope`` (``"fifo"`` places replicas *and* orders requests); such a
+    name resolves only within a scope: ``registry(kind).scoped("placement")[name]``.
+    """
+
+    def __init__(self, kind: str, entries: Iterable[PluginEntry]) -> None:
         self.kind = kind
-        self._entries = dict(entries)
+        self._entries = list(entries)
+        self._by_name: dict[str, list[PluginEntry]] = {}
+        for entry in self._entries:
+            self._by_name.setdefault(entry.name, []).append(entry)
 
     def __getitem__(self, name: str) -> PluginEntry:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise UnknownPluginError(self.kind, name, self._entries) from None
+        found = self._by_name.get(name)
+        if not found:
+            raise UnknownPluginError(self.kind, name, self._by_name)
+        if len(found) > 1:
+            scopes = ", ".join(sorted(str(e.meta.get("scope")) for e in found))
+            raise PluginError(
+                f"{self.kind} {name!r} exists in several scopes ({scopes}); "
+                f"resolve it within one scope"
+            )
+        return found[0]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(sorted(self._by_name))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._by_name)
+
+    def entries(self) -> list[PluginEntry]:
+        """Every registration, including a name registered in several scopes."""
+        return list(self._entries)
+
+    def scoped(self, scope: str) -> Registry:
+        """The entries usable in ``scope``: declared for it, for ``"any"``, or with
+        no scope at all."""
+        return Registry(
+            self.kind,
+            (e for e in self._entries if e.meta.get("scope") in (scope, "any", None)),
+        )
+
+
+def _scopes_clash(a: PluginEntry, b: Mapping[str, Any]) -> bool:
+    first, second = a.meta.get("scope"), b.get("scope")
+    return (
+        first is None or second is None or "any" in (first, second) or (first == second)
+    )
 
 
 def _env_list(name: str) -> list[str]:
@@ -168,7 +202,7 @@ def _origin(plugin: object) -> tuple[str, str]:
 
 def _collect(kind: str) -> Registry:
     hook = getattr(pm.hook, KINDS[kind])
-    entries: dict[str, PluginEntry] = {}
+    entries: list[PluginEntry] = []
     for impl in reversed(hook.get_hookimpls()):  # in call order
         dist, version = _origin(impl.plugin)
 
@@ -185,16 +219,16 @@ def _collect(kind: str) -> Registry:
                     f"plugin {_plugin!r} registered a {kind} with an invalid name "
                     f"{name!r}; names are non-empty strings"
                 )
-            if name in entries:
-                prior = entries[name]
-                raise PluginConflict(
-                    kind,
-                    name,
-                    f"{prior.distribution} (plugin {prior.plugin!r})",
-                    f"{_dist} (plugin {_plugin!r})",
-                )
-            entries[name] = PluginEntry(
-                name, kind, obj, _plugin, _dist, _version, dict(meta)
+            for prior in entries:
+                if prior.name == name and _scopes_clash(prior, meta):
+                    raise PluginConflict(
+                        kind,
+                        name,
+                        f"{prior.distribution} (plugin {prior.plugin!r})",
+                        f"{_dist} (plugin {_plugin!r})",
+                    )
+            entries.append(
+                PluginEntry(name, kind, obj, _plugin, _dist, _version, dict(meta))
             )
 
         impl.function(register=register)
@@ -221,20 +255,22 @@ def registry(kind: str) -> Registry:
         return reg
 
 
-def resolve(kind: str, name: str) -> PluginEntry:
-    """Look up one entry by family and name; unknown names list close matches."""
-    return registry(kind)[name]
+def resolve(kind: str, name: str, *, scope: str | None = None) -> PluginEntry:
+    """Look up one entry by family and name (within ``scope`` when given); unknown
+    names list close matches."""
+    reg = registry(kind)
+    return (reg.scoped(scope) if scope else reg)[name]
 
 
-def get(kind: str, name: str) -> Any:
+def get(kind: str, name: str, *, scope: str | None = None) -> Any:
     """The object registered under ``name`` in family ``kind``."""
-    return resolve(kind, name).obj
+    return resolve(kind, name, scope=scope).obj
 
 
 def describe_all(kind: str | None = None) -> list[dict[str, Any]]:
     """Every registered entry (optionally of one kind) as JSON-friendly dicts."""
     kinds = [kind] if kind else list(KINDS)
-    rows = [entry.describe() for k in kinds for entry in registry(k).values()]
+    rows = [entry.describe() for k in kinds for entry in registry(k).entries()]
     return sorted(rows, key=lambda row: (row["kind"], row["name"]))
 
 

@@ -54,8 +54,8 @@ def resolve_policy(
         return LocalPlacement(**config)
     if isinstance(policy, PlacementPolicy):
         return policy
-    entry = plugins.resolve("scheduler", policy)
-    if entry.meta.get("scope", "placement") != "placement":
+    entry = plugins.resolve("scheduler", policy, scope="placement")
+    if entry.meta.get("scope", "placement") not in ("placement", "any"):
         raise SageError(
             f"scheduler {policy!r} orders requests; it is not a placement policy "
             f"(see `sage plugins --kind scheduler`)"

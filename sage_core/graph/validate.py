@@ -124,7 +124,7 @@ def _check_router(
     edge_where: str, router: str, keyed: bool, out: list[Problem]
 ) -> None:
     try:
-        entry = plugins.resolve("router", router)
+        entry = plugins.resolve("router", router, scope="dataflow")
     except UnknownPluginError as exc:
         out.append(Problem(f"{edge_where}.router", str(exc)))
         return

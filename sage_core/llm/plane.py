@@ -56,8 +56,8 @@ def make_policy(name: str, config: dict[str, Any] | None = None) -> RequestPolic
         UnknownPluginError: no scheduler of that name.
         ConfigError: it is not a request policy, or rejects its config.
     """
-    entry = plugins.resolve("scheduler", name)
-    if entry.meta.get("scope") != "requests":
+    entry = plugins.resolve("scheduler", name, scope="requests")
+    if entry.meta.get("scope") not in ("requests", "any"):
         raise ConfigError(
             f"scheduler {name!r} is a {entry.meta.get('scope', 'placement')} policy, "
             f"not a request policy; see `sage plugins --kind scheduler`"
@@ -70,7 +70,7 @@ def make_policy(name: str, config: dict[str, Any] | None = None) -> RequestPolic
 
 def make_router(name: str, config: dict[str, Any] | None = None) -> Router:
     """Instantiate a router plugin usable for requests (scope requests or any)."""
-    entry = plugins.resolve("router", name)
+    entry = plugins.resolve("router", name, scope="requests")
     if entry.meta.get("scope") not in ("requests", "any"):
         raise ConfigError(
             f"router {name!r} routes dataflow items only; see `sage plugins --kind "

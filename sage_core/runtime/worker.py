@@ -147,7 +147,9 @@ class ReplicaCore:
                 slots.append(self.targets.index(d))
             router = None
             if len(dsts) > 1:
-                router = plugins.get("router", ch.router)(**dict(ch.router_config))
+                router = plugins.get("router", ch.router, scope="dataflow")(
+                    **dict(ch.router_config)
+                )
             self.ports.append(
                 OutPort(
                     ch.id,

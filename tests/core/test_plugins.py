@@ -125,3 +125,45 @@ def test_sage_plugins_naming_a_missing_plugin_fails_clearly(tmp_path: Any) -> No
     result = _loaded_plugin_names({"SAGE_PLUGINS": "no-such-plugin"}, tmp_path)
     assert result.returncode != 0
     assert "SAGE_PLUGINS names no-such-plugin" in result.stderr
+
+
+class _PolicyA:
+    pass
+
+
+class _PolicyB:
+    pass
+
+
+def _scheduler_plugin(name: str, cls: type, scope: str | None) -> object:
+    class Plugin:
+        @hookimpl
+        def register_schedulers(self, register: Any) -> None:
+            meta = {"scope": scope} if scope else {}
+            register(name, cls, **meta)
+
+    return Plugin()
+
+
+def test_one_name_may_serve_different_scopes(register_plugin: Callable) -> None:
+    register_plugin(_scheduler_plugin("zq-policy", _PolicyA, "placement"), "p1")
+    register_plugin(_scheduler_plugin("zq-policy", _PolicyB, "requests"), "p2")
+    assert plugins.get("scheduler", "zq-policy", scope="placement") is _PolicyA
+    assert plugins.get("scheduler", "zq-policy", scope="requests") is _PolicyB
+    with pytest.raises(PluginError, match="several scopes"):
+        plugins.resolve("scheduler", "zq-policy")
+    rows = [r for r in plugins.describe_all("scheduler") if r["name"] == "zq-policy"]
+    assert sorted(r["scope"] for r in rows) == ["placement", "requests"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("placement", "placement"), ("any", "requests"), (None, "requests")],
+)
+def test_same_name_in_overlapping_scopes_conflicts(
+    register_plugin: Callable, first: str | None, second: str | None
+) -> None:
+    register_plugin(_scheduler_plugin("zq-policy", _PolicyA, first), "p1")
+    register_plugin(_scheduler_plugin("zq-policy", _PolicyB, second), "p2")
+    with pytest.raises(PluginConflict, match="zq-policy"):
+        plugins.registry("scheduler")
