@@ -87,14 +87,18 @@ def _engine(
     if not use_vllm:
         yield "transformers", {"model": str(path)}, str(path), False
         return
+    from sage_core.common.settings import state_dir
     from sage_core.llm.vllm_server import EngineStartError, VLLMServer
 
     server = VLLMServer(
-        path, served_model_name="tiny", startup_timeout_s=startup_timeout
+        path,
+        served_model_name="tiny",
+        startup_timeout_s=startup_timeout,
+        log_path=state_dir() / "logs" / "demo-vllm.log",
     )
     click.echo(
         "Starting vLLM's OpenAI server on the tiny model (40 s to a few minutes on a "
-        f"CPU; log: {server.log_path or 'a temp file'}) ...",
+        f"CPU; log: {server.log_path}) ...",
         err=True,
     )
     try:
@@ -300,4 +304,9 @@ def _report(
         f"questions in {result.duration_s:.1f} s"
     )
     if not meaningful:
-        click.secho(NOT_MEANINGFUL.splitlines()[0], fg="yellow", err=True)
+        click.secho(
+            "NOTE: the answers above come from a random-weight model and are not "
+            "meaningful; use --llm-url for a real one.",
+            fg="yellow",
+            err=True,
+        )
