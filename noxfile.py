@@ -150,6 +150,28 @@ def bench_runtime(session: nox.Session) -> None:
     )
 
 
+@nox.session(
+    name="bench-rag",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_rag(session: nox.Session) -> None:
+    """RAG pipeline on real engines: local/Dask runtimes vs the stages in a loop."""
+    session.install("--no-deps", "-r", "requirements/inference.lock.txt")
+    session.install("matplotlib>=3.8")
+    session.install(".")
+    session.run(
+        "python",
+        "bench/rag_bench.py",
+        "--out",
+        "bench/results/rag.json",
+        *session.posargs,
+        env=INFERENCE_ENV,
+    )
+
+
 @nox.session(python=PYTHON, default=False)
 def stubs(session: nox.Session) -> None:
     """Regenerate sage_core/_native.pyi from the compiled extension."""
