@@ -271,27 +271,41 @@ def create_backend(name: str, **config: Any) -> Backend:
     return backend
 
 
-def create_embedding_backend(name: str, **config: Any) -> EmbeddingBackend:
-    """``create_backend`` that insists on an embedding backend."""
-    backend = create_backend(name, **config)
-    if not isinstance(backend, EmbeddingBackend):
-        backend.close()
+def _create_as(name: str, kind: type, verb: str, config: dict[str, Any]) -> Backend:
+    cls = backend_class(name)
+    if not issubclass(cls, kind):
         raise BackendError(
-            f"backend {name!r} cannot embed (it offers {list(backend.capabilities)}); "
-            f"choose one of `sage plugins --kind backend` whose capabilities "
-            f"include 'embed'"
+            f"backend {name!r} cannot {verb} (it offers {list(cls.capabilities)}); "
+            f"choose a backend whose capabilities include {verb!r} "
+            f"(`sage plugins --kind backend`)"
         )
+    return cls(**config)
+
+
+def create_embedding_backend(name: str, **config: Any) -> EmbeddingBackend:
+    """``create_backend`` that insists on an embedding backend (checked before it
+    is built, so no model loads in vain)."""
+    backend = _create_as(name, EmbeddingBackend, "embed", config)
+    assert isinstance(backend, EmbeddingBackend)
     return backend
 
 
 def create_generation_backend(name: str, **config: Any) -> GenerationBackend:
-    """``create_backend`` that insists on a generation backend."""
-    backend = create_backend(name, **config)
-    if not isinstance(backend, GenerationBackend):
-        backend.close()
-        raise BackendError(
-            f"backend {name!r} cannot generate (it offers "
-            f"{list(backend.capabilities)}); choose a backend whose capabilities "
-            f"include 'generate'"
-        )
+    """``create_backend`` that insists on a generation backend (checked first)."""
+    backend = _create_as(name, GenerationBackend, "generate", config)
+    assert isinstance(backend, GenerationBackend)
     return backend
+
+
+def render_prompt(request: GenerationRequest, tokenizer: Any) -> str:
+    """The text an in-process engine generates from: the raw ``prompt``, or the chat
+    ``messages`` through the tokenizer's chat template (with the assistant turn
+    opened)."""
+    if request.messages is None:
+        assert request.prompt is not None
+        return request.prompt
+    return str(
+        tokenizer.apply_chat_template(
+            list(request.messages), tokenize=False, add_generation_prompt=True
+        )
+    )

@@ -22,6 +22,7 @@ from sage_core.backends import (
     Generation,
     GenerationBackend,
     GenerationRequest,
+    render_prompt,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,16 +103,6 @@ class TransformersBackend(GenerationBackend):
     def gpu(self) -> float:
         return self._gpu
 
-    def _prompt(self, request: GenerationRequest) -> str:
-        if request.messages is None:
-            assert request.prompt is not None
-            return request.prompt
-        return str(
-            self._tokenizer.apply_chat_template(
-                list(request.messages), tokenize=False, add_generation_prompt=True
-            )
-        )
-
     def _kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         extra = dict(request.extra)
         kwargs: dict[str, Any] = {
@@ -132,7 +123,7 @@ class TransformersBackend(GenerationBackend):
 
     def _run(self, group: list[GenerationRequest], stream: bool) -> list[Generation]:
         torch = self._torch
-        prompts = [self._prompt(r) for r in group]
+        prompts = [render_prompt(r, self._tokenizer) for r in group]
         inputs = self._tokenizer(prompts, return_tensors="pt", padding=True).to(
             self.device
         )

@@ -23,6 +23,7 @@ from sage_core.backends import (
     Generation,
     GenerationBackend,
     GenerationRequest,
+    render_prompt,
 )
 from sage_core.llm.client import BackgroundLoop
 
@@ -109,16 +110,6 @@ class VLLMBackend(GenerationBackend):
         )
         return self._engine
 
-    def _prompt(self, request: GenerationRequest) -> str:
-        if request.messages is None:
-            assert request.prompt is not None
-            return request.prompt
-        return str(
-            self._tokenizer.apply_chat_template(
-                list(request.messages), tokenize=False, add_generation_prompt=True
-            )
-        )
-
     async def _one(self, request: GenerationRequest) -> Generation:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -138,7 +129,7 @@ class VLLMBackend(GenerationBackend):
             ),
             **extra,
         )
-        prompt = self._prompt(request)
+        prompt = render_prompt(request, self._tokenizer)
         start = time.perf_counter()
         times: list[float] = []
         pieces: list[str] = []
