@@ -41,6 +41,8 @@ class WorkerView:
         memory: bytes of memory (0: unknown).
         replicas: ids of replicas already resident on it (from running jobs).
         used: resources those resident replicas hold (``cpu`` counts threads).
+        load: live measurements a policy may weigh (``priority``: the highest
+            priority of a job resident there; ``queue_depth``, ``cpu``: recent use).
     """
 
     name: str
@@ -50,6 +52,7 @@ class WorkerView:
     memory: int = 0
     replicas: tuple[str, ...] = ()
     used: Mapping[str, float] = field(default_factory=dict)
+    load: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

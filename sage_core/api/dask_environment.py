@@ -1,0 +1,161 @@
+"""DaskEnvironment: the same pipeline, run as actors on a Dask cluster.
+
+Without an address it starts an in-process ``LocalCluster`` (the embedded default:
+workers are threads of this process, with SAGE's dashboard page); with
+``address="tcp://host:8786"`` or ``scheduler_file=...`` it connects to a cluster
+started by ``sage scheduler`` / ``sage worker``; ``client=`` reuses a Client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sage_core.api.environment import Environment
+from sage_core.compiler.compile import resolve_policy
+from sage_core.compiler.placement import ClusterView, PlacementPolicy
+from sage_core.runtime.job import JobHandle
+from sage_core.runtime.master import DaskJob, DaskRuntime, cluster_view
+
+logger = logging.getLogger(__name__)
+
+ROUTES_MODULE = "sage_core.observe.routes"
+DEFAULT_POLICY = "load-aware-spread"
+
+
+class DaskEnvironment(Environment):
+    """Runs the pipeline's replicas as Dask actors.
+
+    Args:
+        name: the job name.
+        address: scheduler address (``"tcp://127.0.0.1:8786"``); None with no
+            ``scheduler_file`` and no ``client`` starts an in-process LocalCluster.
+        scheduler_file: a Dask scheduler file to read the address from.
+        client: an existing ``distributed.Client`` to use (not closed by ``close``).
+        n_workers: workers of the embedded cluster.
+        threads_per_worker: threads of each embedded worker.
+        worker_resources: resources of each embedded worker, by index
+            (``{1: {"GPU": 1}}``).
+        policy: placement policy name or instance (default ``load-aware-spread``).
+        priority: the job's priority (read by the ``priority`` policy).
+        (other arguments: see ``Environment``)
+    """
+
+    def __init__(
+        self,
+        name: str = "job",
+        *,
+        address: str | None = None,
+        scheduler_file: str | None = None,
+        client: Any = None,
+        n_workers: int = 2,
+        threads_per_worker: int = 1,
+        worker_resources: Mapping[int, Mapping[str, float]] | None = None,
+        policy: PlacementPolicy | str | None = DEFAULT_POLICY,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(policy, str) and policy != "local":
+            policy = resolve_policy(policy, priority=priority)
+        super().__init__(name, policy=policy, **kwargs)
+        self.address, self.scheduler_file = address, scheduler_file
+        self.priority = priority
+        self._client = client
+        self._own_client = client is None
+        self._cluster: Any = None
+        self._embedded: dict[str, Any] = {
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "worker_resources": dict(worker_resources or {}),
+        }
+
+    @property
+    def client(self) -> Any:
+        """The Dask client (connects, or starts the embedded cluster, on first use)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        import dask
+        from distributed import Client
+
+        if self.address or self.scheduler_file:
+            return Client(
+                self.address, scheduler_file=self.scheduler_file, timeout="30s"
+            )
+        routes = list(dask.config.get("distributed.scheduler.http.routes"))
+        if ROUTES_MODULE not in routes:
+            routes.append(ROUTES_MODULE)
+        with dask.config.set(
+            {
+                "distributed.scheduler.http.routes": routes,
+                "distributed.worker.profile.enabled": False,
+            }
+        ):
+            self._cluster = _embedded_cluster(**self._embedded)
+        return Client(self._cluster)
+
+    @property
+    def dashboard_link(self) -> str:
+        return str(self.client.dashboard_link)
+
+    def cluster_view(self) -> ClusterView:
+        return cluster_view(self.client)
+
+    def submit(self) -> JobHandle:
+        return self.submit_plan(self.compile())
+
+    def submit_plan(self, plan: Any, *, job_id: str | None = None) -> DaskJob:
+        """Run an already compiled (and placed) plan on this cluster."""
+        return DaskRuntime(self.client).submit(
+            plan, job_id=job_id, priority=self.priority
+        )
+
+    def close(self) -> None:
+        """Close the client and the embedded cluster this environment started."""
+        if self._client is not None and self._own_client:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> DaskEnvironment:  # noqa: PYI034 - final class
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _embedded_cluster(
+    *,
+    n_workers: int,
+    threads_per_worker: int,
+    worker_resources: Mapping[int, Mapping[str, float]],
+) -> Any:
+    """An in-process cluster (workers are threads of this process)."""
+    from distributed import LocalCluster, Scheduler, Worker
+    from distributed.deploy.spec import SpecCluster
+
+    if not worker_resources:
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=False,
+            dashboard_address=":0",
+        )
+    workers = {
+        i: {
+            "cls": Worker,
+            "options": {
+                "nthreads": threads_per_worker,
+                "resources": dict(worker_resources.get(i, {})),
+                "name": i,
+            },
+        }
+        for i in range(n_workers)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    return SpecCluster(workers=workers, scheduler=scheduler)

@@ -1,0 +1,373 @@
+"""A replica as a Dask actor: the worker loop of ``ReplicaCore`` on the worker's
+event loop.
+
+Every public method is ``async`` and never blocks the event loop for long: the loop
+pops what its ``Inbox`` holds (non-blocking), runs the chain, and hands outbound
+packets to one outlet per downstream replica (``transport.py``), awaiting only for
+credit. A step that runs long (a heavy operator, a source that sleeps) moves, from
+then on, to the replica's own thread (``OFFLOAD_S``); the event loop only awaits it.
+The master drives an actor through ``open`` -> ``run`` (returns when the replica is
+done, with its results) and may ``cancel`` it; ``snapshot`` reads live metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sage_core.compiler.plan import ExecutionPlan
+from sage_core.observe.histogram import LatencyHistogram
+from sage_core.observe.metrics import ReplicaMetrics
+from sage_core.observe.traces import TraceLog
+from sage_core.plugins import load_plugins
+from sage_core.runtime.deadletter import DeadLetters
+from sage_core.runtime.operators import OperatorFailure
+from sage_core.runtime.transport import (
+    Inbox,
+    LocalOutlet,
+    RemoteOutlet,
+    decode,
+    quota,
+)
+from sage_core.runtime.worker import ReplicaCore
+
+logger = logging.getLogger(__name__)
+_perf = time.perf_counter
+
+#: a step (one ``handle``/``produce`` call) longer than this moves the replica's
+#: steps to its own thread, so the worker's event loop stays responsive
+OFFLOAD_S = 0.005
+
+
+def upstream_replicas(plan: ExecutionPlan, replica: str) -> list[str]:
+    """Replica ids that send to ``replica`` (each once, plan order)."""
+    task = next(r.task for r in plan.replicas if r.id == replica)
+    out: list[str] = []
+    for ch in plan.inputs_of(task):
+        for src, dsts in ch.routes:
+            if replica in dsts and src not in out:
+                out.append(src)
+    return out
+
+
+def encode_failure(exc: BaseException) -> bytes:
+    """A failure in a form that survives pickling (OperatorFailure's keyword-only
+    constructor does not)."""
+    if isinstance(exc, OperatorFailure):
+        cause: BaseException = exc.cause
+        try:
+            pickle.dumps(cause)
+        except Exception:  # noqa: BLE001 - unpicklable cause: keep its text
+            cause = RuntimeError(f"{type(cause).__name__}: {cause}")
+        item, key = exc.item, exc.key
+        try:
+            pickle.dumps((item, key))
+        except Exception:  # noqa: BLE001
+            item, key = repr(item), repr(key)
+        fields = {
+            "operator": exc.operator,
+            "replica": exc.replica,
+            "sequence": exc.sequence,
+            "item": item,
+            "key": key,
+            "cause": cause,
+        }
+        return pickle.dumps(("operator", fields))
+    try:
+        return pickle.dumps(("other", exc))
+    except Exception:  # noqa: BLE001
+        return pickle.dumps(("other", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def decode_failure(blob: bytes) -> BaseException:
+    kind, payload = pickle.loads(blob)
+    if kind == "operator":
+        return OperatorFailure(**payload)
+    return payload
+
+
+class ReplicaActor:
+    """One replica of a plan, hosted by a Dask worker (create with ``actor=True``)."""
+
+    def __init__(self, plan_json: str, replica: str, job_id: str) -> None:
+        load_plugins()  # names resolve on this worker
+        from distributed import get_worker
+
+        self.worker = get_worker().address
+        plan = ExecutionPlan.from_json(plan_json)
+        self.plan, self.replica, self.job_id = plan, replica, job_id
+        rp = next(r for r in plan.replicas if r.id == replica)
+        task = plan.task(rp.task)
+        self.metrics = ReplicaMetrics(replica, task.name, task.operators)
+        # dead letters are kept per actor and written to the job's sink by the master
+        quiet = dataclasses.replace(
+            plan,
+            settings=dataclasses.replace(plan.settings, dead_letter_sink=None),
+        )
+        self._dead = DeadLetters(quiet, job_id)
+        self._traces = TraceLog() if plan.settings.trace_every else None
+        self.core = ReplicaCore(
+            plan,
+            replica,
+            job_id=job_id,
+            dead_letter=self._dead.for_replica(replica),
+            traces=self._traces,
+            metrics=self.metrics,
+        )
+        self.senders = upstream_replicas(plan, replica)
+        self.inbox: Inbox | None = None
+        if not self.core.is_source:
+            self.inbox = Inbox(rp.queue_capacity, self.senders)
+            self.metrics.queue = self.inbox.queue
+        self.outlets: list[Any] = []
+        self.service = LatencyHistogram()
+        self.latency = LatencyHistogram()
+        self._thread: ThreadPoolExecutor | None = None
+        self._offloaded = False
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+        self._opened = False
+        self._started = 0.0
+
+    # -- wiring ----------------------------------------------------------------
+
+    async def connect(self, targets: dict[str, tuple[str, str]]) -> str:
+        """Make one outlet per downstream replica: ``targets`` maps replica id to
+        (worker address, actor key). Same-worker targets get a direct queue hand-off.
+        """
+        from distributed import get_worker
+        from distributed.protocol import to_serialize
+
+        worker = get_worker()
+        self.outlets = []
+        for rid in self.core.targets:
+            address, key = targets[rid]
+            local = worker.state.actors.get(key) if address == self.worker else None
+            if isinstance(local, ReplicaActor) and local.inbox is not None:
+                self.outlets.append(LocalOutlet(self.replica, local.inbox))
+                continue
+            n_senders = len(upstream_replicas(self.plan, rid))
+            cap = next(r.queue_capacity for r in self.plan.replicas if r.id == rid)
+            rpc = worker.rpc(address)
+
+            async def call(
+                fn: str, *args: Any, _rpc: Any = rpc, _key: str = key
+            ) -> Any:
+                reply = await _rpc.actor_execute(
+                    actor=_key,
+                    function=fn,
+                    args=[to_serialize(a) for a in args],
+                    kwargs={},
+                )
+                if reply["status"] != "OK":
+                    raise reply["exception"]
+                return reply["result"]
+
+            async def push(sender: str, blob: bytes, _call: Any = call) -> Any:
+                return await _call("push", sender, blob)
+
+            async def wait_credit(sender: str, _call: Any = call) -> Any:
+                return await _call("wait_credit", sender)
+
+            self.outlets.append(
+                RemoteOutlet(
+                    self.replica,
+                    rid,
+                    push,
+                    wait_credit,
+                    credits=quota(cap, n_senders),
+                )
+            )
+        outlets = self.outlets
+        self.core.load_of = lambda slot: outlets[slot].depth()
+        return self.worker
+
+    # -- receiving -------------------------------------------------------------
+
+    async def push(self, sender: str, blob: bytes) -> int:
+        """Packets from a remote sender (one blob); returns credits given back."""
+        assert self.inbox is not None, "a source replica has no input"
+        now = _perf()
+        packets = [
+            p if type(p) is not tuple else (p[0], p[1], now, p[3]) for p in decode(blob)
+        ]
+        self.inbox.accept(sender, packets)
+        return self.inbox.take_owed(sender)
+
+    async def wait_credit(self, sender: str) -> int:
+        assert self.inbox is not None
+        return await self.inbox.wait_credit(sender)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(
+                1, thread_name_prefix=f"sage-{self.replica}"
+            )
+        return self._thread
+
+    async def open(self) -> str:
+        """Open the operators (in the replica's thread: model loading may be slow)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor(), self.core.open)
+        self._opened = True
+        return self.worker
+
+    async def _step(self, fn: Any, *args: Any) -> Any:
+        if self._offloaded:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor(), fn, *args)
+        t0 = _perf()
+        out = fn(*args)
+        if _perf() - t0 > OFFLOAD_S:
+            self._offloaded = True
+            logger.debug("replica %s steps move to their own thread", self.replica)
+        return out
+
+    async def _emit(self, outbound: list[tuple[int, Any]]) -> None:
+        if len(outbound) == 1:
+            slot, packet = outbound[0]
+            blocked = await self.outlets[slot].send([packet])
+        else:
+            by_slot: dict[int, list[Any]] = {}
+            for slot, packet in outbound:
+                by_slot.setdefault(slot, []).append(packet)
+            blocked = 0.0
+            for slot, packets in by_slot.items():
+                blocked += await self.outlets[slot].send(packets)
+        if blocked:
+            self.core.note_blocked(blocked)
+
+    def _record(self, packets: list[Any], start: float, end: float) -> None:
+        service = end - start
+        n = 0
+        for p in packets:
+            if type(p) is tuple:
+                k = len(p[0])
+                n += k
+                self.latency.record(end - p[2], k)
+        if n:
+            self.service.record(service / n, n)
+
+    async def _loop(self) -> None:
+        core, m = self.core, self.metrics
+        if core.is_source:
+            pulled = m.operators[core.ops[0].name]
+            while not self._cancelled:
+                t0, n0 = _perf(), pulled.items_out
+                out = await self._step(core.produce)
+                if out is None:
+                    break
+                n = pulled.items_out - n0
+                if n:
+                    per_item = (_perf() - t0) / n
+                    self.service.record(per_item, n)
+                    self.latency.record(per_item, n)
+                if out:
+                    await self._emit(out)
+                await asyncio.sleep(0)  # let pushes and other replicas in
+        else:
+            inbox = self.inbox
+            assert inbox is not None
+            max_packets = self.plan.settings.max_packets
+            while not core.done and not self._cancelled:
+                packets = inbox.pop(max_packets)
+                if not packets:
+                    t0 = _perf()
+                    await inbox.wait(core.wait_hint(t0))
+                    m.idle_s += _perf() - t0
+                    packets = inbox.pop(max_packets)
+                    if not packets and not core.pending:
+                        continue
+                t0 = _perf()
+                out = await self._step(core.handle, packets)
+                self._record(packets, t0, _perf())
+                if out:
+                    await self._emit(out)
+                await asyncio.sleep(0)
+        if not self._cancelled:
+            await self._emit(core.finish())
+            for outlet in self.outlets:
+                await outlet.drain()
+
+    async def run(self) -> dict[str, Any]:
+        """Run the replica to the end of its input; its results, state and metrics.
+
+        Failures come back as ``{"status": "failed", "error": blob}`` (see
+        ``decode_failure``) so that the master can name them exactly.
+        """
+        self._started = _perf()
+        self._task = asyncio.current_task()
+        status, error = "succeeded", None
+        try:
+            await self._loop()
+            if self._cancelled:
+                status = "cancelled"
+        except asyncio.CancelledError:
+            status = "cancelled"
+        except BaseException as exc:  # noqa: BLE001 - reported to the master
+            status, error = "failed", encode_failure(exc)
+            if not isinstance(exc, OperatorFailure):
+                logger.error("replica %s failed: %r", self.replica, exc)
+        finally:
+            if self.inbox is not None and status != "succeeded":
+                self.inbox.close()
+        result, state = None, {}
+        if self._opened:
+            try:
+                self.core.close()
+                result, state = self.core.results(), self.core.state()
+            except Exception as exc:  # noqa: BLE001
+                if error is None:
+                    status, error = "failed", encode_failure(exc)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+        self.metrics.state = status if status != "succeeded" else "finished"
+        return {
+            "replica": self.replica,
+            "status": status,
+            "error": error,
+            "result": result,
+            "state": state,
+            "metrics": self._snapshot(),
+            "dead_letters": self._dead.records(),
+            "traces": self._traces.records() if self._traces is not None else [],
+        }
+
+    async def cancel(self) -> None:
+        """Stop promptly: the run loop ends, waiting senders and receivers wake."""
+        self._cancelled = True
+        if self.inbox is not None:
+            self.inbox.close()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    # -- observation -----------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        snap["worker"] = self.worker
+        snap["service_hist"] = self.service.snapshot()
+        snap["latency_hist"] = self.latency.snapshot()
+        snap["offloaded"] = self._offloaded
+        snap["uptime_s"] = _perf() - self._started if self._started else 0.0
+        snap["outlets"] = [
+            {
+                "remote": o.remote,
+                "credits": o.credits,
+                **({"calls": o.calls, "bytes": o.bytes_sent} if o.remote else {}),
+            }
+            for o in self.outlets
+        ]
+        return snap
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Live counters, latency histograms and the input queue's depth."""
+        return self._snapshot()

@@ -1,0 +1,322 @@
+"""Moving packets between replica actors: credit-based flow control and batch blobs.
+
+Every replica actor owns an ``Inbox``: one native ``BoundedQueue`` shared by all its
+upstream replicas. Each upstream replica (sender) owns a fixed share of the queue's
+slots, its *credits* (``quota``: the plan's queue capacity split evenly, at least one
+slot each), so a sender can never have more packets in the queue or on the wire than
+the receiver has room for. A slot's credit goes back to the sender that used it when
+the receiver pops the packet:
+
+* same-worker senders (``LocalOutlet``) push straight into the native queue (no
+  serialisation) and get their credits back by a direct call;
+* cross-worker senders (``RemoteOutlet``) coalesce the packets they have credit for
+  into one pickled blob per actor call (one ``pickle.dumps`` of the packet list, never
+  a frame per item), keep up to ``max_calls`` calls in flight, and get credits back in
+  the reply of each push or, when they are out of credit with nothing in flight, from
+  a ``wait_credit`` call that returns once the receiver has popped their packets.
+
+Everything here runs on the worker's event loop (one thread), so no locks are needed;
+waiting is ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sage_core.channels import BoundedQueue
+from sage_core.common.errors import SageError
+
+_perf = time.perf_counter
+
+
+class TransportError(SageError):
+    """A packet could not be delivered to a downstream replica."""
+
+
+def encode(packets: list[Any]) -> bytes:
+    """One blob for a list of packets (items, input index, sent time, traces)."""
+    return pickle.dumps(packets, protocol=5)
+
+
+def decode(blob: bytes) -> list[Any]:
+    return pickle.loads(blob)
+
+
+def quota(capacity: int, senders: int) -> int:
+    """Credits (queue slots) of each sender of a replica with ``senders`` upstream
+    replicas and input queue ``capacity``."""
+    return max(1, capacity // max(1, senders))
+
+
+class Inbox:
+    """The input side of one replica: native queue, slot owners, credit returns."""
+
+    def __init__(self, capacity: int, senders: list[str]) -> None:
+        self.senders = list(senders)
+        self.quota = quota(capacity, len(self.senders))
+        self.queue = BoundedQueue(max(1, self.quota * max(1, len(self.senders))))
+        self._origins: deque[str] = deque()
+        self._owed = dict.fromkeys(self.senders, 0)
+        self._local: dict[str, Callable[[int], None]] = {}
+        self._credit_waiters: dict[str, asyncio.Future[int]] = {}
+        self._wake: asyncio.Event | None = None
+        self.closed = False
+
+    def _event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    def attach_local(self, sender: str, grant: Callable[[int], None]) -> None:
+        """A same-worker sender: credits go back through ``grant(n)``."""
+        self._local[sender] = grant
+
+    def accept(self, sender: str, packets: list[Any]) -> None:
+        """Enqueue packets the sender had credit for.
+
+        Raises:
+            TransportError: the inbox is closed, the sender is unknown, or it sent
+                more than its credit (a protocol violation; never silently dropped).
+        """
+        if self.closed:
+            raise TransportError("the receiving replica has stopped")
+        if sender not in self._owed:
+            raise TransportError(f"{sender!r} is not an upstream replica here")
+        push = self.queue.try_push
+        for p in packets:
+            if not push(p):
+                raise TransportError(
+                    f"{sender!r} sent more packets than its {self.quota} credits"
+                )
+        self._origins.extend([sender] * len(packets))
+        self._event().set()
+
+    def pop(self, max_packets: int) -> list[Any]:
+        """Take up to ``max_packets`` packets (never waits) and return their credits."""
+        packets = self.queue.pop_many(max_packets, 0)
+        if packets:
+            origins, owed = self._origins, self._owed
+            for _ in range(len(packets)):
+                owed[origins.popleft()] += 1
+            self._return_credits()
+        return packets
+
+    def _return_credits(self) -> None:
+        owed = self._owed
+        for sender, grant in self._local.items():
+            n = owed[sender]
+            if n:
+                owed[sender] = 0
+                grant(n)
+        for sender, fut in list(self._credit_waiters.items()):
+            n = owed[sender]
+            if n and not fut.done():
+                owed[sender] = 0
+                fut.set_result(n)
+                del self._credit_waiters[sender]
+
+    def take_owed(self, sender: str) -> int:
+        """Credits popped since the sender last heard back (returned in push replies)."""
+        n = self._owed.get(sender, 0)
+        if n:
+            self._owed[sender] = 0
+        return n
+
+    async def wait_credit(self, sender: str) -> int:
+        """Wait until the receiver has popped some of ``sender``'s packets."""
+        n = self.take_owed(sender)
+        if n or self.closed:
+            return n
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._credit_waiters[sender] = fut
+        return await fut
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait for a push (or ``timeout`` seconds); returns at once if data is there."""
+        if self.queue.size or self.closed:
+            return
+        ev = self._event()
+        ev.clear()
+        if timeout is None:
+            await ev.wait()
+            return
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.close()
+        for fut in self._credit_waiters.values():
+            if not fut.done():
+                fut.set_result(0)
+        self._credit_waiters.clear()
+        self._event().set()
+
+
+class LocalOutlet:
+    """Sender side of a same-worker edge: pushes objects into the target's queue."""
+
+    remote = False
+
+    def __init__(self, sender: str, inbox: Inbox) -> None:
+        self.sender, self.inbox = sender, inbox
+        self.credits = inbox.quota
+        self._room = asyncio.Event()
+        inbox.attach_local(sender, self._grant)
+
+    def _grant(self, n: int) -> None:
+        self.credits += n
+        self._room.set()
+
+    def depth(self) -> float:
+        return float(self.inbox.queue.size)
+
+    async def send(self, packets: list[Any]) -> float:
+        """Deliver ``packets``; returns seconds spent waiting for credit."""
+        blocked = 0.0
+        i = 0
+        while i < len(packets):
+            if self.credits <= 0:
+                t0 = _perf()
+                self._room.clear()
+                while self.credits <= 0:
+                    if self.inbox.closed:
+                        raise TransportError("the receiving replica has stopped")
+                    await self._room.wait()
+                    self._room.clear()
+                blocked += _perf() - t0
+            k = min(self.credits, len(packets) - i)
+            self.credits -= k
+            self.inbox.accept(self.sender, packets[i : i + k])
+            i += k
+        return blocked
+
+    async def drain(self) -> None:
+        return None
+
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class RemoteOutlet:
+    """Sender side of a cross-worker edge (see the module docstring).
+
+    Args:
+        sender: this replica's id.
+        target: the receiving replica's id (for messages).
+        push: ``await push(sender, blob) -> credits returned``.
+        wait_credit: ``await wait_credit(sender) -> credits returned``.
+        credits: the receiver's quota for this sender.
+        max_calls: most push calls in flight at once.
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        sender: str,
+        target: str,
+        push: Call,
+        wait_credit: Call,
+        *,
+        credits: int,
+        max_calls: int = 4,
+    ) -> None:
+        self.sender, self.target = sender, target
+        self._push, self._wait_credit = push, wait_credit
+        self.credits = credits
+        self.max_calls = max_calls
+        self.pending: list[Any] = []
+        self.in_flight = 0
+        self._crediting = False
+        self._changed = asyncio.Event()
+        self.error: BaseException | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.calls = 0
+        self.bytes_sent = 0
+
+    def depth(self) -> float:
+        return float(len(self.pending) + self.in_flight)
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise TransportError(
+                f"sending to {self.target} failed: {type(self.error).__name__}: "
+                f"{self.error}"
+            ) from self.error
+
+    def _pump(self) -> None:
+        while self.pending and self.credits > 0 and self.in_flight < self.max_calls:
+            k = min(self.credits, len(self.pending))
+            batch, self.pending = self.pending[:k], self.pending[k:]
+            self.credits -= k
+            self.in_flight += 1
+            blob = encode(batch)
+            self.calls += 1
+            self.bytes_sent += len(blob)
+            self._tasks.add(asyncio.ensure_future(self._call(blob)))
+        if (
+            self.pending
+            and self.credits <= 0
+            and self.in_flight == 0
+            and not self._crediting
+        ):
+            self._crediting = True
+            self._tasks.add(asyncio.ensure_future(self._ask_credit()))
+
+    async def _call(self, blob: bytes) -> None:
+        try:
+            granted = await self._push(self.sender, blob)
+            self.credits += int(granted)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by send()/drain()
+            self.error = self.error or exc
+        finally:
+            self._tasks.discard(asyncio.current_task())
+            self.in_flight -= 1
+            self._changed.set()
+            if self.error is None:
+                self._pump()
+
+    async def _ask_credit(self) -> None:
+        try:
+            self.credits += int(await self._wait_credit(self.sender))
+        except BaseException as exc:  # noqa: BLE001
+            self.error = self.error or exc
+        finally:
+            self._tasks.discard(asyncio.current_task())
+            self._crediting = False
+            self._changed.set()
+            if self.error is None:
+                self._pump()
+
+    async def send(self, packets: list[Any]) -> float:
+        """Queue ``packets`` for sending; waits while more are pending than there is
+        credit for. Returns the seconds spent waiting."""
+        self._check()
+        self.pending.extend(packets)
+        self._pump()
+        blocked = 0.0
+        if len(self.pending) > self.credits:
+            t0 = _perf()
+            while len(self.pending) > self.credits and self.error is None:
+                self._changed.clear()
+                self._pump()
+                await self._changed.wait()
+            blocked = _perf() - t0
+        self._check()
+        return blocked
+
+    async def drain(self) -> None:
+        """Wait until every pending packet is delivered."""
+        while (self.pending or self.in_flight) and self.error is None:
+            self._changed.clear()
+            self._pump()
+            await self._changed.wait()
+        self._check()
