@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sage_core.api.environment import Environment
-from sage_core.compiler.compile import resolve_policy
-from sage_core.compiler.placement import ClusterView, PlacementPolicy
+from sage_core.compiler.compile import compile_plan, resolve_policy
+from sage_core.compiler.placement import ClusterView, PlacementError, PlacementPolicy
+from sage_core.compiler.plan import ExecutionPlan
+from sage_core.graph.model import GraphError
 from sage_core.runtime.job import JobHandle
 from sage_core.runtime.master import DaskJob, DaskRuntime, cluster_view
 
@@ -103,6 +105,34 @@ class DaskEnvironment(Environment):
 
     def cluster_view(self) -> ClusterView:
         return cluster_view(self.client)
+
+    def compile(self) -> ExecutionPlan:
+        """The plan placed on this cluster.
+
+        Raises:
+            GraphError: the pipeline is invalid.
+            PlacementError: a contract no worker can satisfy (names the resource
+                and every worker seen with what it offers).
+        """
+        view = self.cluster_view()
+        try:
+            return compile_plan(
+                self.graph, view, self.policy, self.routers, settings=self.settings
+            )
+        except GraphError as exc:
+            placement = [p for p in exc.problems if p.where.endswith(".contract")]
+            if not placement or len(placement) < len(exc.problems):
+                raise
+            seen = "; ".join(
+                f"{w.name} ({w.address}): threads={w.threads}, "
+                f"resources={dict(w.resources) or 'none'}"
+                for w in view.workers
+            )
+            raise PlacementError(
+                "no worker can host: "
+                + "; ".join(f"{p.where}: {p.message}" for p in placement)
+                + f". Workers seen: {seen or 'none'}"
+            ) from exc
 
     def submit(self) -> JobHandle:
         return self.submit_plan(self.compile())

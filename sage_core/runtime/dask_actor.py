@@ -129,6 +129,7 @@ class ReplicaActor:
         self.latency = LatencyHistogram()
         self._thread: ThreadPoolExecutor | None = None
         self._offloaded = False
+        self._slow = 0
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
         self._opened = False
@@ -225,7 +226,11 @@ class ReplicaActor:
             return await loop.run_in_executor(self._executor(), fn, *args)
         t0 = _perf()
         out = fn(*args)
-        if _perf() - t0 > OFFLOAD_S:
+        took = _perf() - t0
+        # one step of 10x the limit, or three slow ones in a row (a loaded machine
+        # makes single steps slow now and then)
+        self._slow = self._slow + 1 if took > OFFLOAD_S else 0
+        if self._slow >= 3 or took > 10 * OFFLOAD_S:
             self._offloaded = True
             logger.debug("replica %s steps move to their own thread", self.replica)
         return out

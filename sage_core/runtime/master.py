@@ -51,13 +51,27 @@ class ReplicaStartError(SageError):
 def cluster_view(client: Any) -> ClusterView:
     """The cluster's workers as placement sees them, with the replicas of running
     SAGE jobs (from the scheduler's ``sage-jobs`` board) counted as resident."""
-    client.run_on_scheduler(install_on)
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    board = client.sync(client.scheduler.sage_resident)
-    resident: Mapping[str, list[dict[str, Any]]] = board["resident"]
-    lost = set(board["lost"])
-    workers = []
-    for address, w in sorted(info.items(), key=lambda kv: str(kv[1].get("name"))):
+    if client.asynchronous:
+        raise TypeError("use `await cluster_view_async(client)` with an async client")
+    return client.sync(cluster_view_async, client)  # type: ignore[no-any-return]
+
+
+async def cluster_view_async(client: Any) -> ClusterView:
+    """``cluster_view`` for code running on the client's event loop."""
+    await client.run_on_scheduler(install_on)
+    info = await client.scheduler.identity(n_workers=-1)
+    board = await client.scheduler.sage_resident()
+    return view_of(info["workers"], board["resident"], board["lost"])
+
+
+def view_of(
+    workers: Mapping[str, Mapping[str, Any]],
+    resident: Mapping[str, list[dict[str, Any]]],
+    lost: list[str] | tuple[str, ...] = (),
+) -> ClusterView:
+    """A ClusterView from the scheduler's worker info and the board's residents."""
+    out = []
+    for address, w in sorted(workers.items(), key=lambda kv: str(kv[1].get("name"))):
         if address in lost:
             continue
         here = resident.get(address, [])
@@ -66,7 +80,8 @@ def cluster_view(client: Any) -> ClusterView:
             used["cpu"] = used.get("cpu", 0.0) + float(r["cpu"])
             for res, amount in r["resources"].items():
                 used[res] = used.get(res, 0.0) + float(amount)
-        workers.append(
+        top = max((r["priority"] for r in here), default=0)
+        out.append(
             WorkerView(
                 name=str(w.get("name", address)),
                 address=address,
@@ -75,10 +90,10 @@ def cluster_view(client: Any) -> ClusterView:
                 memory=int(w.get("memory_limit") or 0),
                 replicas=tuple(r["replica"] for r in here),
                 used=used,
-                load={"priority": float(max((r["priority"] for r in here), default=0))},
+                load={"priority": float(top)},
             )
         )
-    return ClusterView(tuple(workers))
+    return ClusterView(tuple(out))
 
 
 def replica_demand(plan: ExecutionPlan, replica: str) -> dict[str, Any]:

@@ -1,0 +1,29 @@
+"""Fixtures of the Dask runtime tests: one embedded cluster per module, job records
+kept under the test's temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def sage_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SAGE_HOME", str(tmp_path / "sage-home"))
+    return tmp_path / "sage-home"
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Iterator[Any]:
+    """A DaskEnvironment's in-process cluster: 2 workers, the second with GPU=1."""
+    from sage_core.api.dask_environment import DaskEnvironment
+
+    env = DaskEnvironment("fixture", n_workers=2, worker_resources={1: {"GPU": 1}})
+    try:
+        env.client.wait_for_workers(2)
+        yield env.client
+    finally:
+        env.close()
