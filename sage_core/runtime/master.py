@@ -53,7 +53,7 @@ def cluster_view(client: Any) -> ClusterView:
     SAGE jobs (from the scheduler's ``sage-jobs`` board) counted as resident."""
     if client.asynchronous:
         raise TypeError("use `await cluster_view_async(client)` with an async client")
-    return client.sync(cluster_view_async, client)  # type: ignore[no-any-return]
+    return client.sync(cluster_view_async, client)
 
 
 async def cluster_view_async(client: Any) -> ClusterView:

@@ -59,7 +59,7 @@ def test_policies_differ_as_documented() -> None:
     assert _workers("fifo", 6, cluster) == ["w0", "w1", "w2", "w3", "w0", "w0"]
     assert _workers("round-robin", 6, cluster) == ["w0", "w1", "w2", "w3", "w0", "w1"]
     spread = _workers("load-aware-spread", 8, cluster)
-    assert sorted(spread.count(w) for w in {"w0", "w1", "w2", "w3"}) == [2, 2, 2, 2]
+    assert sorted(spread.count(w) for w in ("w0", "w1", "w2", "w3")) == [2, 2, 2, 2]
     assert _workers("load-aware-pack", 4, cluster) == ["w0", "w0", "w1", "w1"]
 
 
