@@ -11,7 +11,8 @@ here unless --llm-url is given). Rows, measured in the same run:
 * ``sage-dask``: the same pipeline as actors on a 2-worker in-process LocalCluster
   (when the Dask runtime is installed; otherwise the JSON says it was not);
 * ``loop-per-item``: the same stage objects called one query at a time in a for loop
-  (no SAGE); ``loop-batched``: the same loop over batches of the embed batch size.
+  (no SAGE); ``loop-batched``: the same loop over batches of the largest embed batch
+  size, generate called on chunks of --generate-batch (its contract batch size).
 
 Per row: queries/s, p50/p99 end-to-end latency per query (all queries arrive at once:
 latency = time from the run's start to the query's answer), TTFT/TBT p50, and for SAGE
@@ -139,10 +140,16 @@ def run_loop(setup: Setup, batch: int) -> dict[str, Any]:
         latencies: list[float] = []
         generation: list[dict[str, Any]] = []
         start = time.perf_counter()
+        step = setup.args.generate_batch  # generate's batch, as in its contract
         for i in range(0, len(setup.queries), batch):
             items = setup.queries[i : i + batch]
-            for op in ops:
+            for op in ops[:-1]:
                 items = op.map_batch(items)
+            items = [
+                out
+                for k in range(0, len(items), step)
+                for out in ops[-1].map_batch(items[k : k + step])
+            ]
             now = time.perf_counter()
             latencies += [now - start] * len(items)
             generation += [it["generation"] for it in items]
@@ -247,6 +254,11 @@ def main() -> None:
         args.llm_url = server.api_url
     llm = {"base_url": args.llm_url, "model": args.model}
     Dask = None if args.no_dask else dask_environment()
+    dask_status = (
+        "measured"
+        if Dask is not None
+        else "not measured: " + ("--no-dask" if args.no_dask else "no Dask runtime")
+    )
     try:
         with tempfile.TemporaryDirectory() as root:
             chunks = index(root)
@@ -283,8 +295,17 @@ def main() -> None:
             run_loop(setup, max(batches))  # warm-up: models loaded, engine warm
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in plan}
             for rep in range(args.repeats):
-                for name, fn in plan:
-                    runs[name].append(fn())
+                for name, fn in list(plan):
+                    try:
+                        runs[name].append(fn())
+                    except Exception as exc:  # reported in the JSON
+                        if not name.startswith("sage-dask"):
+                            raise
+                        dask_status = f"failed: {type(exc).__name__}: {exc}"[:500]
+                        print(f"{name}: {dask_status}", file=sys.stderr)
+                        plan = [(n, f) for n, f in plan if n != name]
+                        del runs[name]
+                        continue
                     print(f"repeat {rep + 1}/{args.repeats}: {name}", file=sys.stderr)
             rows = [summarise(name, runs[name], n) for name, _ in plan]
     finally:
@@ -312,7 +333,7 @@ def main() -> None:
             else args.llm_url,
             "embedder": "sentence-transformers all-MiniLM-L6-v2 (CPU)",
         },
-        "dask": "measured" if Dask is not None else "not measured: no Dask runtime",
+        "dask": dask_status,
         "rows": rows,
     }
     out = Path(args.out)

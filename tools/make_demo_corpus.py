@@ -13,6 +13,7 @@ import argparse
 import ast
 import json
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +78,25 @@ def markdown_passages(path: Path, source: str) -> list[dict[str, object]]:
     return out
 
 
+def _tracked(package: Path) -> list[Path]:
+    """The package's Python files that git tracks (all of them outside a checkout)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--", f"{package.name}/*.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(package.rglob("*.py"))
+    return sorted(ROOT / name for name in listed)
+
+
 def docstring_passages(package: Path) -> list[dict[str, object]]:
     """Docstrings (first paragraphs) of modules, classes and public functions."""
     out = []
-    for path in sorted(package.rglob("*.py")):
+    for path in _tracked(package):
         rel = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(encoding="utf-8"))
         nodes = [("module " + rel, tree)] + [
