@@ -15,6 +15,7 @@ from sage_core.cli.cluster import scheduler, worker
 from sage_core.cli.demo import demo
 from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
+from sage_core.cli.explain import explain_cmd
 from sage_core.cli.gateway import gateway
 from sage_core.cli.pipeline import attach as attach_pipeline
 
@@ -101,6 +102,7 @@ cli.add_command(engine)
 cli.add_command(demo)
 attach_engine_admin(engine)
 attach_pipeline(cli)
+cli.add_command(explain_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,9 @@ def _settings(spec_settings: dict[str, Any], overrides: dict[str, Any]) -> Any:
         raise click.ClickException(f"settings: {exc}") from None
 
 
-def _compile(spec_path: Path, overrides: dict[str, Any], policy: str | None) -> Any:
+def _compile(
+    spec_path: Path, overrides: dict[str, Any], policy: str | None, client: Any = None
+) -> Any:
     from sage_core.api.environment import detect_gpus
     from sage_core.common.errors import SageError
     from sage_core.compiler import ClusterView, compile_plan
@@ -30,8 +32,14 @@ def _compile(spec_path: Path, overrides: dict[str, Any], policy: str | None) -> 
 
     try:
         spec = load_spec(spec_path)
-        gpus = detect_gpus()
-        cluster = ClusterView.local({"GPU": float(gpus)} if gpus else {})
+        if client is not None:  # placed on the Dask cluster's workers
+            from sage_core.runtime.master import cluster_view
+
+            cluster = cluster_view(client)
+            policy = policy or "load-aware-spread"
+        else:
+            gpus = detect_gpus()
+            cluster = ClusterView.local({"GPU": float(gpus)} if gpus else {})
         settings = _settings(spec.settings, overrides)
         return compile_plan(spec.graph, cluster, policy, settings=settings)
     except SageError as exc:
@@ -96,6 +104,13 @@ def plan_cmd(
     help="Write the job's metrics and results summary as JSON here.",
 )
 @_policy_opt
+@click.option(
+    "--address",
+    default=None,
+    help="Run on the Dask cluster of this scheduler (tcp://host:8786) as actors.",
+)
+@click.option("--scheduler-file", default=None, help="Read the scheduler address here.")
+@click.option("--priority", type=int, default=0, help="Job priority (priority policy).")
 def run_cmd(
     spec: Path,
     timeout: float | None,
@@ -104,40 +119,99 @@ def run_cmd(
     trace_out: str | None,
     metrics_out: str | None,
     policy: str | None,
+    address: str | None,
+    scheduler_file: str | None,
+    priority: int,
 ) -> None:
-    """Run SPEC (YAML/JSON) in this process (threads over native queues).
+    """Run SPEC (YAML/JSON): in this process (threads over native queues), or with
+    --address/--scheduler-file as actors on a Dask cluster placed by --policy.
 
     Sinks write where they are told (``print`` to stdout); a summary line goes to
     stderr, and ``collect`` sinks' items are printed as JSON lines on stdout.
     """
-    from sage_core.common.errors import SageError
-    from sage_core.runtime.job import JobFailed
-    from sage_core.runtime.local import LocalRuntime
 
     overrides = {
         "buffer_size": buffer_size,
         "queue_capacity": queue_capacity,
         "trace_path": trace_out,
     }
-    plan = _compile(spec, overrides, policy)
+    client = None
+    if address or scheduler_file:
+        from distributed import Client
+
+        try:
+            client = Client(address, scheduler_file=scheduler_file, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise click.ClickException(
+                f"no Dask scheduler at {address or scheduler_file}: {exc}"
+            ) from None
     try:
-        job = LocalRuntime().submit(plan)
+        _run_job(spec, overrides, policy, client, timeout, metrics_out, priority)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run_job(
+    spec: Path,
+    overrides: dict[str, Any],
+    policy: str | None,
+    client: Any,
+    timeout: float | None,
+    metrics_out: str | None,
+    priority: int,
+) -> None:
+    from sage_core.common.errors import SageError
+    from sage_core.observe.records import save_record, update_record
+    from sage_core.runtime.job import JobFailed
+    from sage_core.runtime.local import LocalRuntime
+
+    if client is not None and isinstance(policy, str):
+        from sage_core.compiler import resolve_policy
+
+        try:
+            policy = resolve_policy(policy, priority=priority)
+        except SageError as exc:
+            raise click.ClickException(str(exc)) from None
+    plan = _compile(spec, overrides, policy, client)
+    try:
+        if client is not None:
+            from sage_core.runtime.master import DaskRuntime
+
+            job = DaskRuntime(client).submit(plan, priority=priority)
+        else:
+            job = LocalRuntime().submit(plan)
+            save_record(
+                {
+                    "job": job.job_id,
+                    "name": plan.job,
+                    "runtime": "local",
+                    "policy": plan.policy,
+                    "priority": priority,
+                    "status": "running",
+                    "plan": plan.to_dict(),
+                }
+            )
     except SageError as exc:
         raise click.ClickException(str(exc)) from None
     try:
         result = job.wait(timeout)
+    except JobFailed as exc:
+        if client is None:
+            update_record(job.job_id, status="failed", error=str(exc.cause))
+        raise click.ClickException(str(exc.cause)) from None
     except TimeoutError:
         job.cancel()
         job.wait()
         raise click.ClickException(
             f"job {job.job_id} cancelled after {timeout} s"
         ) from None
-    except JobFailed as exc:
-        raise click.ClickException(str(exc.cause)) from None
     except KeyboardInterrupt:
         job.cancel()
         job.wait()
         raise click.Abort() from None
+    if client is None:
+        update_record(job.job_id, status=result.status)
     collected = {
         name: parts
         for name, parts in result.results.items()

@@ -237,7 +237,7 @@ class DaskJob(JobHandle):
     # -- supervision -------------------------------------------------------------
 
     async def _run_one(self, rid: str) -> dict[str, Any]:
-        return await self._actors[rid].run()
+        return await _call(self._actors[rid], "run")  # type: ignore[no-any-return]
 
     async def _supervise(self) -> None:
         runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
@@ -284,6 +284,15 @@ class DaskJob(JobHandle):
     def _collect(self, rid: str, fut: asyncio.Future[Any]) -> None:
         try:
             outcome = fut.result()
+        except (OSError, RuntimeError) as exc:  # the actor's worker is gone
+            self._fail(
+                WorkerLost(
+                    f"replica {rid} on worker {self._worker_of(rid)} stopped answering"
+                    f" ({exc}); the worker left the cluster or crashed, so job "
+                    f"{self.job_id} was stopped"
+                )
+            )
+            return
         except BaseException as exc:  # noqa: BLE001 - the call itself failed
             self._fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             return
@@ -303,25 +312,26 @@ class DaskJob(JobHandle):
             self._status = "failed"
 
     async def _cancel_all(self) -> None:
-        calls = [a.cancel() for a in self._actors.values()]
-        await asyncio.wait(
-            [asyncio.ensure_future(_awaitable(c)) for c in calls], timeout=STOP_GRACE_S
-        )
+        calls = [_call(a, "cancel") for a in self._actors.values()]
+        if calls:
+            await asyncio.wait(
+                [asyncio.ensure_future(c) for c in calls], timeout=STOP_GRACE_S
+            )
 
     async def _stop(self, pending: set[Any], runs: dict[Any, str]) -> None:
         self._stopping = True
         await self._cancel_all()
         if pending:
-            done, _ = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            done, left = await asyncio.wait(pending, timeout=STOP_GRACE_S)
             for fut in done:
                 self._collect(runs[fut], fut)
+            for fut in left:  # replicas on a lost worker: their calls end later
+                fut.add_done_callback(_retrieve)
 
     async def _poll(self) -> list[str]:
         async def one(rid: str, actor: Any) -> None:
             try:
-                self._live[rid] = await asyncio.wait_for(
-                    _awaitable(actor.snapshot()), 2.0
-                )
+                self._live[rid] = await asyncio.wait_for(_call(actor, "snapshot"), 2.0)
             except Exception:  # noqa: BLE001 - a slow or gone replica: keep the last
                 return
 
@@ -459,8 +469,14 @@ class DaskJob(JobHandle):
         )
 
 
-async def _awaitable(x: Any) -> Any:
-    return await x
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _call(actor: Any, method: str) -> Any:
+    """``await actor.method()``; a lost actor raises here, not at attribute access."""
+    return await getattr(actor, method)()
 
 
 def _jsonable(value: Any) -> bool:

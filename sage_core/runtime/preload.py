@@ -17,4 +17,8 @@ logger = logging.getLogger(__name__)
 def dask_setup(server: Any) -> None:
     """Load SAGE plugins in the Dask server process that is starting."""
     load_plugins()
+    if hasattr(server, "add_plugin") and hasattr(server, "workers"):  # a Scheduler
+        from sage_core.runtime.scheduler_ext import install
+
+        install(server)  # the sage-jobs board, /sage page data, /metrics series
     logger.info("SAGE plugins loaded in %s", type(server).__name__)
