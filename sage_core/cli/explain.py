@@ -59,7 +59,7 @@ def _from_scheduler(address: str, job: str) -> dict[str, Any]:
         found = client.sync(client.scheduler.sage_job, job=job)
     if found is None:
         raise click.ClickException(f"the scheduler at {address} has no job {job!r}")
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 @click.command("explain")

@@ -166,14 +166,16 @@ def _run_job(
     from sage_core.runtime.job import JobFailed
     from sage_core.runtime.local import LocalRuntime
 
+    placement: Any = policy
     if client is not None and isinstance(policy, str):
         from sage_core.compiler import resolve_policy
 
         try:
-            policy = resolve_policy(policy, priority=priority)
+            placement = resolve_policy(policy, priority=priority)
         except SageError as exc:
             raise click.ClickException(str(exc)) from None
-    plan = _compile(spec, overrides, policy, client)
+    plan = _compile(spec, overrides, placement, client)
+    job: Any
     try:
         if client is not None:
             from sage_core.runtime.master import DaskRuntime

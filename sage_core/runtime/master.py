@@ -237,7 +237,7 @@ class DaskJob(JobHandle):
     # -- supervision -------------------------------------------------------------
 
     async def _run_one(self, rid: str) -> dict[str, Any]:
-        return await _call(self._actors[rid], "run")  # type: ignore[no-any-return]
+        return await _call(self._actors[rid], "run")
 
     async def _supervise(self) -> None:
         runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}

@@ -162,6 +162,7 @@ def test_sage_run_address_and_explain(
             "load-aware-pack",
         ],
         capture_output=True,
+        check=False,
         text=True,
         timeout=180,
         env=env,
@@ -172,6 +173,7 @@ def test_sage_run_address_and_explain(
     explain = subprocess.run(
         [*sage_cmd, "explain", job_id[:-3]],
         capture_output=True,
+        check=False,
         text=True,
         timeout=60,
         env=env,
@@ -182,6 +184,7 @@ def test_sage_run_address_and_explain(
     board = subprocess.run(
         [*sage_cmd, "explain", job_id, "--address", cluster["address"], "--json"],
         capture_output=True,
+        check=False,
         text=True,
         timeout=60,
         env=env,
@@ -274,12 +277,17 @@ def test_dashboard_page_in_chromium_and_prometheus(
             "--virtual-time-budget=4000",
         ]
         dom = subprocess.run(
-            [*base, "--dump-dom", url], capture_output=True, text=True, timeout=90
+            [*base, "--dump-dom", url],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=90,
         ).stdout
         shot = tmp_path / "sage-dashboard.png"  # kept under the test's tmp dir
         subprocess.run(
             [*base, f"--screenshot={shot}", "--window-size=1400,900", url],
             capture_output=True,
+            check=False,
             timeout=90,
         )
         metrics = (
