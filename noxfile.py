@@ -172,6 +172,33 @@ def bench_rag(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-dask", python=PYTHON, default=False, tags=["bench"])
+def bench_dask(session: nox.Session) -> None:
+    """COMPUTE across 2 Dask workers: SAGE vs naive Dask actors and Ray (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.install("ray>=2.40")  # a peer only, never a package dependency
+    session.run(
+        "python",
+        "bench/dask_bench.py",
+        "--out",
+        "bench/results/dask.json",
+        *session.posargs,
+    )
+
+
+@nox.session(name="bench-policies", python=PYTHON, default=False, tags=["bench"])
+def bench_policies(session: nox.Session) -> None:
+    """MIXED workload on 4 single-thread workers under each placement policy."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/policies_bench.py",
+        "--out",
+        "bench/results/policies.json",
+        *session.posargs,
+    )
+
+
 @nox.session(python=PYTHON, default=False)
 def stubs(session: nox.Session) -> None:
     """Regenerate sage_core/_native.pyi from the compiled extension."""
