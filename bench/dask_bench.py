@@ -73,15 +73,24 @@ def main() -> None:
         n = max(2000, int(args.n * scale))
         n_naive = max(200, int(args.n_naive * min(1.0, scale * 4)))
         systems = {
-            "sage-dask": (n, lambda n=n: sage_run(client, pids, n, c, args.batch)),
+            "sage-dask": (
+                n,
+                lambda n=n, c=c: sage_run(client, pids, n, c, args.batch),
+            ),
             "dask-actors-per-item": (
                 n_naive,
-                lambda n=n_naive: naive_run(client, pids, n, c, 1),
+                lambda n=n_naive, c=c: naive_run(client, pids, n, c, 1),
             ),
-            "dask-actors-batch256": (n, lambda n=n: naive_run(client, pids, n, c, 256)),
+            "dask-actors-batch256": (
+                n,
+                lambda n=n, c=c: naive_run(client, pids, n, c, 256),
+            ),
         }
         if ray_run is not None:
-            systems["ray-actors-batch256"] = (n, lambda n=n: ray_run(n, c, 256))
+            systems["ray-actors-batch256"] = (
+                n,
+                lambda n=n, c=c: ray_run(n, c, 256),
+            )
         runs: dict[str, list[Run]] = {s: [] for s in systems}
         for _ in range(args.repeats):
             for s, (count, fn) in systems.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,7 +91,7 @@ def test_default_partition_is_route_per_item(items: list[int], n: int) -> None:
     assert parts == [[x for x in items if x % n == i] for i in range(n)]
 
 
-def test_key_hash_is_stable_across_processes() -> None:
+def test_key_hash_is_stable_across_processes(tmp_path: Path) -> None:
     keys = ["user-1", 42, ("a", 1), 3.5, b"raw"]
     here = [make("key-hash").route(RouteRequest(key=k), cands(7))[0] for k in keys]
     code = (
@@ -105,6 +106,8 @@ def test_key_hash_is_stable_across_processes() -> None:
         text=True,
         check=True,
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        cwd=tmp_path,  # keep the source tree off sys.path
+        timeout=120,
     ).stdout
     assert out.strip() == str(here)
 

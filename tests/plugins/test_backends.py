@@ -10,6 +10,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,14 +82,19 @@ def test_hash_vectors_are_unit_or_zero_and_deterministic(texts) -> None:
     np.testing.assert_array_equal(a, b[::-1])
 
 
-def test_hash_vectors_are_the_same_in_another_process() -> None:
+def test_hash_vectors_are_the_same_in_another_process(tmp_path: Path) -> None:
     texts = ["Backpressure keeps memory bounded.", "queues and replicas"]
     code = (
         "import json; from sage_core.backends import create_backend; "
         f"print(json.dumps(create_backend('hash', dim=32).embed({texts!r}).tolist()))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,  # keep the source tree off sys.path
+        timeout=120,
     )
     here = create_backend("hash", dim=32).embed(texts)
     np.testing.assert_array_equal(np.array(json.loads(out.stdout), np.float32), here)
