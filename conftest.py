@@ -76,7 +76,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Returns a function giving a TCP port on 127.0.0.1 that was free a moment ago."""
     return _free_port
@@ -140,6 +140,12 @@ class ProcessGroup:
                 pass
 
 
+@pytest.fixture(scope="session")
+def process_group() -> type[ProcessGroup]:
+    """The ``ProcessGroup`` class, for fixtures wider than one test (call ``stop_all``)."""
+    return ProcessGroup
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
     group = ProcessGroup(tmp_path)
@@ -158,7 +164,7 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def wait_for() -> Callable[[Callable[[], bool], float, str], None]:
     """Returns ``wait_for(predicate, timeout, what)``: poll until true, else fail."""
     return _wait_for

@@ -63,26 +63,36 @@ def _profile_config(profile: bool) -> dict[str, Any]:
 
 
 async def _serve_until_signal(servers: list[Any]) -> None:
-    """Run Dask servers until they finish or SIGINT/SIGTERM arrives, then close them."""
+    """Start Dask servers and run them until they finish or SIGINT/SIGTERM arrives.
+
+    The signal handlers are installed before the servers start, so a signal during
+    start-up (a nanny spawning its worker) also closes them cleanly.
+    """
     from distributed._signals import wait_for_signals
 
-    async def finished() -> None:
+    signal_task = asyncio.create_task(wait_for_signals())
+    await asyncio.sleep(0)  # let the task install its handlers
+
+    async def serve() -> None:
+        await asyncio.gather(*servers)  # awaiting a server starts it
         await asyncio.gather(*(server.finished() for server in servers))
 
-    async def on_signal() -> None:
-        signum = await wait_for_signals()
+    serve_task = asyncio.create_task(serve())
+    done, _ = await asyncio.wait(
+        {serve_task, signal_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if signal_task in done:
+        signum = signal_task.result()
         logger.info("received signal %s, closing", signum)
+        serve_task.cancel()
         await asyncio.gather(
             *(server.close(reason=f"signal-{signum}") for server in servers),
             return_exceptions=True,
         )
-
-    tasks = [asyncio.create_task(finished()), asyncio.create_task(on_signal())]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    for task in done:
-        task.result()
+        await asyncio.gather(serve_task, return_exceptions=True)
+    else:
+        signal_task.cancel()
+        serve_task.result()
 
 
 @click.command("scheduler")
@@ -152,7 +162,6 @@ def scheduler(
             preload=[PRELOAD, *preload],
             idle_timeout=parse_timedelta(idle_timeout) if idle_timeout else None,
         )
-        await server
         await _serve_until_signal([server])
 
     with dask.config.set({"distributed.scheduler.http.routes": routes}):
@@ -309,7 +318,6 @@ def worker(
                     preload=[PRELOAD, *preload],
                 )
             )
-        await asyncio.gather(*servers)
         await _serve_until_signal(servers)
 
     with dask.config.set(_profile_config(profile)):

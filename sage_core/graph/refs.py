@@ -26,11 +26,25 @@ def describe_object(obj: Any) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
+def _shipped_by_value(module: str) -> bool:
+    """Whether ``module`` (or a package above it) was registered with
+    ``cloudpickle.register_pickle_by_value``: its code is not installed on the
+    workers, so its objects travel pickled, as Dask ships them."""
+    import cloudpickle
+
+    registry = cloudpickle.list_registry_pickle_by_value()
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in registry for i in range(1, len(parts) + 1))
+
+
 def _importable_path(obj: Any) -> str | None:
-    """``"module:qualname"`` when ``obj`` is reachable by import, else None."""
+    """``"module:qualname"`` when ``obj`` is reachable by import (and not registered
+    to travel by value), else None."""
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module or not qualname or "<" in qualname or module == "__main__":
+        return None
+    if _shipped_by_value(module):
         return None
     try:
         found = load_path(f"{module}:{qualname}")
@@ -43,7 +57,8 @@ def operator_ref(spec: Any) -> OperatorRef:
     """A reference for what the DSL was given: plugin name, dotted path, or object.
 
     Importable functions and classes become ``import`` references (portable plain
-    data); lambdas, closures and local classes stay ``inline``.
+    data); lambdas, closures, local classes and objects of modules registered with
+    ``cloudpickle.register_pickle_by_value`` stay ``inline``.
 
     Raises:
         TypeError: ``spec`` is a Function *instance* (pass the class and config).

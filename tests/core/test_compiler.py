@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +107,32 @@ def test_plan_json_round_trip_keeps_everything() -> None:
         "items": [(1, 2)]
     }
     assert "digraph" in plan_to_dot(plan)
+
+
+def test_code_registered_by_value_travels_with_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module the workers do not have (registered with cloudpickle's
+    register_pickle_by_value, as for Dask) ships inside the plan, not by name."""
+    import cloudpickle
+
+    (tmp_path / "user_job_ops.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("user_job_ops")
+    env = LocalEnvironment("by-value")
+    env.from_collection([1]).map(mod.triple).sink("collect")
+    assert env.compile().operators[1].ref.kind == "import"
+    cloudpickle.register_pickle_by_value(mod)
+    try:
+        env = LocalEnvironment("by-value")
+        env.from_collection([1]).map(mod.triple).sink("collect")
+        text = env.compile().to_json()
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
+        del sys.modules["user_job_ops"]
+    (tmp_path / "user_job_ops.py").unlink()  # the "worker" cannot import it
+    triple = next(op for op in ExecutionPlan.from_json(text).operators if op.ref.obj)
+    assert triple.ref.kind == "inline" and triple.ref.obj(5) == 15
 
 
 def test_plan_format_errors() -> None:

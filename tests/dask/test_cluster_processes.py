@@ -55,13 +55,15 @@ def _pipeline(env: Any, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, sage_cmd: list[str]
+    tmp_path_factory: pytest.TempPathFactory,
+    sage_cmd: list[str],
+    process_group: Any,
+    free_port: Callable[[], int],
+    wait_for: Callable[[Callable[[], bool], float, str], None],
 ) -> Iterator[dict[str, Any]]:
-    from conftest import ProcessGroup, _free_port, _wait_for
-
     tmp = tmp_path_factory.mktemp("cluster")
-    group = ProcessGroup(tmp)
-    dash = _free_port()
+    group = process_group(tmp)
+    dash = free_port()
     sched_file = tmp / "scheduler.json"
     group.start(
         [
@@ -80,7 +82,7 @@ def cluster(
         cwd=tmp,
     )
     try:
-        _wait_for(sched_file.exists, 60, "the scheduler file")
+        wait_for(sched_file.exists, 60, "the scheduler file")
         address = json.loads(sched_file.read_text())["address"]
         for name, extra in (
             ("cpu-0", []),
