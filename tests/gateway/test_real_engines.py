@@ -193,6 +193,8 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
             ],
             "queue_limits": {"completion": 4},
             "policy": "fifo",
+            # three engines share two cores here: a slow /health is not a fault
+            "health": {"interval_s": 1.0, "timeout_s": 15.0, "failures": 3},
         }
     )
     app = create_app(config)
@@ -214,9 +216,13 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
                 "priority": priority,
             }
 
-        async def run(n_low: int) -> tuple[list[str], list[int]]:
+        trace: list[tuple[str, int, float]] = []  # (tag, status, seconds): for failures
+
+        async def run(n_low: int, gap_s: float = 0.02) -> tuple[list[str], list[int]]:
             done: list[str] = []
             statuses: list[int] = []
+            trace.clear()
+            t0 = time.monotonic()
             async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
 
                 async def one(tag: str, priority: int, tokens: int = 16) -> None:
@@ -224,16 +230,19 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
                         "/v1/completions", json=req(tag, priority, tokens)
                     )
                     statuses.append(resp.status_code)
+                    trace.append((tag, resp.status_code, time.monotonic() - t0))
                     if resp.status_code == 200:
                         done.append(tag)
 
                 blocker = asyncio.ensure_future(one("blocker", 1, 400))
                 while not plane.registry.engines["b"].inflight:  # it holds the slot
+                    engine = plane.registry.engines["b"]
+                    assert not blocker.done(), (trace, engine.state, engine.last_error)
                     await asyncio.sleep(0.005)
                 rest = []
-                for i in range(n_low):
+                for i in range(n_low):  # spaced so that arrival order is known
                     rest.append(asyncio.ensure_future(one(f"low{i}", 0)))
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(gap_s)
                 rest.append(asyncio.ensure_future(one("high", 9)))
                 await asyncio.gather(blocker, *rest)
             return done, statuses
@@ -244,8 +253,9 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
         assert switched.status_code == 200
         done, statuses = asyncio.run(run(3))
         assert done[:2] == ["blocker", "high"]  # priority: it overtakes the queue
-        done, statuses = asyncio.run(run(8))  # queue limit 4: overload
-        assert 429 in statuses and set(statuses) <= {200, 429}
+        # queue limit 4: a burst of 9 while the blocker holds the only slot
+        done, statuses = asyncio.run(run(8, gap_s=0))
+        assert 429 in statuses and set(statuses) <= {200, 429}, trace
     finally:
         gw.stop()
 
