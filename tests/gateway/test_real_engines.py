@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,26 +147,31 @@ def test_engine_killed_mid_test_fails_over_and_comes_back(engines, real_gateway)
     body = {
         "model": "tiny",
         "prompt": "count",
-        "max_tokens": 200,
+        "max_tokens": 400,
         "temperature": 0,
         "ignore_eos": True,
     }
+    plane = real_gateway.gateway.plane
 
-    async def burst(n: int) -> list[httpx.Response]:
+    async def burst(n: int, kill: bool = False) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=real_gateway.url, timeout=300) as client:
             tasks = [
                 asyncio.ensure_future(client.post("/v1/completions", json=body))
                 for _ in range(n)
             ]
-            await asyncio.sleep(0.5)
-            if n == 8:
+            if kill:
+                while not plane.registry.engines["a"].inflight:
+                    assert not any(t.done() for t in tasks), "burst ended before kill"
+                    await asyncio.sleep(0.005)
                 await asyncio.to_thread(old.stop, 10)  # killed while requests run
             return await asyncio.gather(*tasks)
 
-    answers = asyncio.run(burst(8))
+    answers = asyncio.run(burst(8, kill=True))
     assert [r.status_code for r in answers] == [200] * 8  # failed over before 1st byte
-    plane = real_gateway.gateway.plane
-    assert plane.registry.engines["a"].state == "down"
+    deadline = time.monotonic() + 30
+    while plane.registry.engines["a"].state != "down":  # the health checks see it
+        assert time.monotonic() < deadline, plane.registry.engines["a"].state
+        time.sleep(0.1)
     assert plane.metrics.snapshot()["by_status"].get("ok", 0) >= 8
 
     restarted = VLLMServer(engines["tiny"], served_model_name="tiny", port=old.port)
@@ -180,6 +187,8 @@ def test_engine_killed_mid_test_fails_over_and_comes_back(engines, real_gateway)
 
 
 def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> None:
+    """One engine slot, a real vLLM engine frozen (SIGSTOP) while the queue forms, so
+    what queues and what is refused does not depend on how fast the engine is."""
     from sage_tests_llm_conftest import double
 
     from sage_core.gateway import create_app
@@ -193,69 +202,91 @@ def test_overload_policy_switch_and_priority_order(engines, real_gateway) -> Non
             ],
             "queue_limits": {"completion": 4},
             "policy": "fifo",
-            # three engines share two cores here: a slow /health is not a fault
-            "health": {"interval_s": 1.0, "timeout_s": 15.0, "failures": 3},
+            # the engine is frozen for a moment on purpose: not a fault
+            "health": {"interval_s": 1.0, "timeout_s": 30.0, "failures": 3},
         }
     )
     app = create_app(config)
     plane = app.state.gateway.plane
+    dispatched: list[str] = []  # prompts in the order the gateway dispatched them
+    record = plane.metrics.dispatched
+
+    def recording(request: Any, *args: Any) -> None:
+        dispatched.append(request.body["prompt"])
+        record(request, *args)
+
+    plane.metrics.dispatched = recording
     gw = double.ServedApp(app).start()
+
+    def req(tag: str, priority: int) -> dict[str, Any]:
+        return {
+            "model": "tiny",
+            "prompt": tag,
+            "max_tokens": 16,
+            "temperature": 0,
+            "ignore_eos": True,
+            "priority": priority,
+        }
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.005)
+
+    async def run(n_low: int) -> tuple[list[str], dict[str, int]]:
+        """blocker, then ``n_low`` priority-0 requests, then one priority-9 request,
+        all sent while the engine is frozen; returns the dispatch order and the
+        status of each request."""
+        dispatched.clear()
+        status: dict[str, int] = {}
+        engine = plane.registry.engines["b"]
+        async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
+
+            async def one(tag: str, priority: int) -> None:
+                resp = await client.post("/v1/completions", json=req(tag, priority))
+                status[tag] = resp.status_code
+
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                tasks = [asyncio.ensure_future(one("blocker", 1))]
+                await until(lambda: engine.inflight == 1, "the blocker holds the slot")
+                for tag, priority in [(f"low{i}", 0) for i in range(n_low)] + [
+                    ("high", 9)
+                ]:
+                    tasks.append(asyncio.ensure_future(one(tag, priority)))
+                    if plane.admission.waiting["completion"] < 4:
+                        n = plane.admission.waiting["completion"] + 1
+                        await until(
+                            lambda n=n: plane.admission.waiting["completion"] == n,
+                            f"{tag} queued",
+                        )
+                    else:
+                        await until(lambda t=tag: t in status, f"{tag} refused")
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            await asyncio.gather(*tasks)
+        return list(dispatched), status
+
     try:
         deadline = time.monotonic() + 30
         while httpx.get(gw.url + "/health").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-
-        def req(tag: str, priority: int, tokens: int = 16) -> Any:
-            return {
-                "model": "tiny",
-                "prompt": tag,
-                "max_tokens": tokens,
-                "temperature": 0,
-                "ignore_eos": True,
-                "priority": priority,
-            }
-
-        trace: list[tuple[str, int, float]] = []  # (tag, status, seconds): for failures
-
-        async def run(n_low: int, gap_s: float = 0.02) -> tuple[list[str], list[int]]:
-            done: list[str] = []
-            statuses: list[int] = []
-            trace.clear()
-            t0 = time.monotonic()
-            async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
-
-                async def one(tag: str, priority: int, tokens: int = 16) -> None:
-                    resp = await client.post(
-                        "/v1/completions", json=req(tag, priority, tokens)
-                    )
-                    statuses.append(resp.status_code)
-                    trace.append((tag, resp.status_code, time.monotonic() - t0))
-                    if resp.status_code == 200:
-                        done.append(tag)
-
-                blocker = asyncio.ensure_future(one("blocker", 1, 400))
-                while not plane.registry.engines["b"].inflight:  # it holds the slot
-                    engine = plane.registry.engines["b"]
-                    assert not blocker.done(), (trace, engine.state, engine.last_error)
-                    await asyncio.sleep(0.005)
-                rest = []
-                for i in range(n_low):  # spaced so that arrival order is known
-                    rest.append(asyncio.ensure_future(one(f"low{i}", 0)))
-                    await asyncio.sleep(gap_s)
-                rest.append(asyncio.ensure_future(one("high", 9)))
-                await asyncio.gather(blocker, *rest)
-            return done, statuses
-
-        done, statuses = asyncio.run(run(3))
-        assert done[-1] == "high"  # fifo: the late high-priority request goes last
+        order, status = asyncio.run(run(3))
+        assert order == ["blocker", "low0", "low1", "low2", "high"]  # fifo: arrival
+        assert set(status.values()) == {200}
         switched = httpx.put(gw.url + "/admin/policy", json={"policy": "priority"})
         assert switched.status_code == 200
-        done, statuses = asyncio.run(run(3))
-        assert done[:2] == ["blocker", "high"]  # priority: it overtakes the queue
-        # queue limit 4: a burst of 9 while the blocker holds the only slot
-        done, statuses = asyncio.run(run(8, gap_s=0))
-        assert 429 in statuses and set(statuses) <= {200, 429}, trace
+        order, status = asyncio.run(run(3))
+        assert order == ["blocker", "high", "low0", "low1", "low2"]  # high overtakes
+        assert set(status.values()) == {200}
+        # queue limit 4: the slot and 4 waiting are taken, the rest is refused
+        order, status = asyncio.run(run(8))
+        assert order == ["blocker", "low0", "low1", "low2", "low3"], status
+        refused = {tag for tag, code in status.items() if code == 429}
+        assert refused == {"low4", "low5", "low6", "low7", "high"}, status
+        assert plane.admission.waiting["completion"] == 0
     finally:
         gw.stop()
 
