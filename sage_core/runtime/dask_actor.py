@@ -31,6 +31,7 @@ from sage_core.runtime.transport import (
     Inbox,
     LocalOutlet,
     RemoteOutlet,
+    TransportError,
     decode,
     quota,
 )
@@ -169,8 +170,10 @@ class ReplicaActor:
                     raise reply["exception"]
                 return reply["result"]
 
-            async def push(sender: str, blob: bytes, _call: Any = call) -> Any:
-                return await _call("push", sender, blob)
+            async def push(
+                sender: str, seq: int, blob: bytes, _call: Any = call
+            ) -> Any:
+                return await _call("push", sender, seq, blob)
 
             async def wait_credit(sender: str, _call: Any = call) -> Any:
                 return await _call("wait_credit", sender)
@@ -190,14 +193,15 @@ class ReplicaActor:
 
     # -- receiving -------------------------------------------------------------
 
-    async def push(self, sender: str, blob: bytes) -> int:
-        """Packets from a remote sender (one blob); returns credits given back."""
+    async def push(self, sender: str, seq: int, blob: bytes) -> int:
+        """Blob number ``seq`` of a remote sender's packets (enqueued in sequence
+        order); returns credits given back."""
         assert self.inbox is not None, "a source replica has no input"
         now = _perf()
         packets = [
             p if type(p) is not tuple else (p[0], p[1], now, p[3]) for p in decode(blob)
         ]
-        self.inbox.accept(sender, packets)
+        self.inbox.accept_in_order(sender, seq, packets)
         return self.inbox.take_owed(sender)
 
     async def wait_credit(self, sender: str) -> int:
@@ -314,6 +318,8 @@ class ReplicaActor:
             await self._loop()
             if self._cancelled:
                 status = "cancelled"
+            else:
+                self._check_drained()
         except asyncio.CancelledError:
             status = "cancelled"
         except BaseException as exc:  # noqa: BLE001 - reported to the master
@@ -321,8 +327,8 @@ class ReplicaActor:
             if not isinstance(exc, OperatorFailure):
                 logger.error("replica %s failed: %r", self.replica, exc)
         finally:
-            if self.inbox is not None and status != "succeeded":
-                self.inbox.close()
+            if self.inbox is not None:
+                self.inbox.close()  # a push from now on is an error, never a drop
         result, state = None, {}
         if self._opened:
             try:
@@ -344,6 +350,19 @@ class ReplicaActor:
             "dead_letters": self._dead.records(),
             "traces": self._traces.records() if self._traces is not None else [],
         }
+
+    def _check_drained(self) -> None:
+        """After end of stream from every sender nothing may be left unprocessed.
+
+        Raises:
+            TransportError: packets arrived after an end-of-stream marker.
+        """
+        inbox = self.inbox
+        if inbox is not None and (inbox.queue.size or inbox.held):
+            raise TransportError(
+                f"replica {self.replica}: {inbox.queue.size + inbox.held} packets "
+                f"arrived after end of stream from every upstream replica"
+            )
 
     async def cancel(self) -> None:
         """Stop promptly: the run loop ends, waiting senders and receivers wake."""

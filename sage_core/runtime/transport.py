@@ -14,6 +14,11 @@ the receiver pops the packet:
   a frame per item), keep up to ``max_calls`` calls in flight, and get credits back in
   the reply of each push or, when they are out of credit with nothing in flight, from
   a ``wait_credit`` call that returns once the receiver has popped their packets.
+  Calls in flight together may arrive in any order (Dask uses a pool of connections),
+  so every blob carries the sender's sequence number and the receiver enqueues blobs
+  in sequence order (``accept_in_order``): packets of one sender, end-of-stream
+  markers included, enter the queue in the order they were sent. Early blobs wait in
+  a per-sender hold that the sender's credits bound.
 
 Everything here runs on the worker's event loop (one thread), so no locks are needed;
 waiting is ``await``.
@@ -64,6 +69,8 @@ class Inbox:
         self._owed = dict.fromkeys(self.senders, 0)
         self._local: dict[str, Callable[[int], None]] = {}
         self._credit_waiters: dict[str, asyncio.Future[int]] = {}
+        self._next_seq = dict.fromkeys(self.senders, 0)
+        self._held: dict[str, dict[int, list[Any]]] = {s: {} for s in self.senders}
         self._wake: asyncio.Event | None = None
         self.closed = False
 
@@ -95,6 +102,34 @@ class Inbox:
                 )
         self._origins.extend([sender] * len(packets))
         self._event().set()
+
+    def accept_in_order(self, sender: str, seq: int, packets: list[Any]) -> None:
+        """Enqueue the sender's blob number ``seq`` once blobs ``0..seq-1`` are in;
+        until then it waits in the sender's hold.
+
+        Raises:
+            TransportError: as ``accept``, or ``seq`` was already received.
+        """
+        if sender not in self._next_seq:
+            raise TransportError(f"{sender!r} is not an upstream replica here")
+        held = self._held[sender]
+        expected = self._next_seq[sender]
+        if seq < expected or seq in held:
+            raise TransportError(f"{sender!r} sent blob {seq} twice")
+        if seq != expected:
+            held[seq] = packets
+            return
+        self.accept(sender, packets)
+        expected += 1
+        while expected in held:
+            self.accept(sender, held.pop(expected))
+            expected += 1
+        self._next_seq[sender] = expected
+
+    @property
+    def held(self) -> int:
+        """Packets received ahead of their turn, not yet in the queue."""
+        return sum(len(p) for h in self._held.values() for p in h.values())
 
     def pop(self, max_packets: int) -> list[Any]:
         """Take up to ``max_packets`` packets (never waits) and return their credits."""
@@ -211,7 +246,8 @@ class RemoteOutlet:
     Args:
         sender: this replica's id.
         target: the receiving replica's id (for messages).
-        push: ``await push(sender, blob) -> credits returned``.
+        push: ``await push(sender, seq, blob) -> credits returned`` (``seq`` numbers
+            this sender's blobs 0, 1, 2, ...).
         wait_credit: ``await wait_credit(sender) -> credits returned``.
         credits: the receiver's quota for this sender.
         max_calls: most push calls in flight at once.
@@ -239,7 +275,7 @@ class RemoteOutlet:
         self._changed = asyncio.Event()
         self.error: BaseException | None = None
         self._tasks: set[asyncio.Future[None]] = set()
-        self.calls = 0
+        self.calls = 0  # also the sequence number of the next blob
         self.bytes_sent = 0
 
     def depth(self) -> float:
@@ -259,9 +295,10 @@ class RemoteOutlet:
             self.credits -= k
             self.in_flight += 1
             blob = encode(batch)
+            seq = self.calls
             self.calls += 1
             self.bytes_sent += len(blob)
-            self._tasks.add(asyncio.ensure_future(self._call(blob)))
+            self._tasks.add(asyncio.ensure_future(self._call(seq, blob)))
         if (
             self.pending
             and self.credits <= 0
@@ -271,9 +308,9 @@ class RemoteOutlet:
             self._crediting = True
             self._tasks.add(asyncio.ensure_future(self._ask_credit()))
 
-    async def _call(self, blob: bytes) -> None:
+    async def _call(self, seq: int, blob: bytes) -> None:
         try:
-            granted = await self._push(self.sender, blob)
+            granted = await self._push(self.sender, seq, blob)
             self.credits += int(granted)
         except BaseException as exc:  # noqa: BLE001 - surfaced by send()/drain()
             self.error = self.error or exc
