@@ -173,7 +173,10 @@ class ReplicaCore:
         self.eos_seen = 0
         self._fused = (
             FusedChain(self.executors)
-            if self.is_source and not self.ports and fusable(self.executors)
+            if self.is_source
+            and not self.ports
+            and self.buffer_size == 1
+            and fusable(self.executors)
             else None
         )
         self._fused_seen = [0] * len(self.executors)
