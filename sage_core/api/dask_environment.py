@@ -17,8 +17,9 @@ from sage_core.compiler.compile import compile_plan, resolve_policy
 from sage_core.compiler.placement import ClusterView, PlacementError, PlacementPolicy
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.graph.model import GraphError
+from sage_core.runtime.cluster_view import cluster_view
 from sage_core.runtime.job import JobHandle
-from sage_core.runtime.master import DaskJob, DaskRuntime, cluster_view
+from sage_core.runtime.master import DaskJob, DaskRuntime
 
 logger = logging.getLogger(__name__)
 

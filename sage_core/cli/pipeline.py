@@ -33,7 +33,7 @@ def _compile(
     try:
         spec = load_spec(spec_path)
         if client is not None:  # placed on the Dask cluster's workers
-            from sage_core.runtime.master import cluster_view
+            from sage_core.runtime.cluster_view import cluster_view
 
             cluster = cluster_view(client)
             policy = policy or "load-aware-spread"

@@ -15,8 +15,8 @@ from sage_core.compiler import (
     WorkerView,
     resolve_policy,
 )
+from sage_core.runtime.cluster_view import cluster_view_async
 from sage_core.runtime.dask_actor import ReplicaActor
-from sage_core.runtime.master import cluster_view_async
 
 NAMES = ["fifo", "round-robin", "load-aware-spread", "load-aware-pack", "priority"]
 
