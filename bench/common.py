@@ -1,0 +1,82 @@
+"""Helpers every benchmark shares: run metadata, medians with spread, smoke mode.
+
+Every benchmark writes ``machine_info()`` (load average before and after, CPUs) and, for
+each figure, ``spread(values)`` (median, min, max, relative spread, repeats) to its JSON,
+and plots the median with min-max error bars (``errorbar_args``). ``--smoke`` runs a
+benchmark at tiny sizes in seconds, so CI can check every session still runs; smoke
+figures mean nothing and go to a separate file (``smoke_path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """Python, platform, CPUs (total and usable by this process), 1/5/15-min load."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": usable,
+        "load_avg": list(os.getloadavg()),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 1]) of a non-empty sequence."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return float(ordered[index])
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median of the repeats with min, max and (max - min) / median."""
+    if not values:
+        raise ValueError("spread of no values")
+    med = statistics.median(values)
+    lo, hi = min(values), max(values)
+    return {
+        "median": float(med),
+        "min": float(lo),
+        "max": float(hi),
+        "rel_spread": float((hi - lo) / med) if med else 0.0,
+        "repeats": len(values),
+    }
+
+
+def errorbar_args(stats: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """``ax.errorbar``/``ax.bar`` keyword arguments drawing min-max around medians."""
+    return {
+        "yerr": [
+            [s["median"] - s["min"] for s in stats],
+            [s["max"] - s["median"] for s in stats],
+        ],
+        "capsize": 3,
+    }
+
+
+def add_smoke_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--smoke``: tiny sizes, one repeat, output to a ``*-smoke`` file."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run at tiny sizes in seconds to check the benchmark works (CI)",
+    )
+
+
+def smoke_path(path: Path) -> Path:
+    """Where a smoke run writes: ``x.json`` -> ``x-smoke.json`` in a temp-like folder."""
+    return path.with_name(f"{path.stem}-smoke{path.suffix}")
