@@ -13,7 +13,7 @@ Stateful operators declare ``contract = Contract(state="stateful")`` and impleme
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -200,18 +200,6 @@ ROLES: dict[str, type[Function]] = {
         SinkFunction,
     )
 }
-
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Split an iterable into lists of at most ``size`` items."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class ByRole:
