@@ -35,10 +35,37 @@ def register_operators(register: Register) -> None:
 
 
 @hookspec
-def register_schedulers(register: Register) -> None:
-    """Register scheduling policies (replica placement and/or request ordering).
+def register_placement_policies(register: Register) -> None:
+    """Register replica placement policies (``sage run --policy NAME``,
+    ``DaskEnvironment(policy=NAME)``).
 
-    ``obj`` is a policy class; ``meta`` carries ``scope=("placement"|"requests")``.
+    ``obj`` is a ``sage_core.compiler.placement.PlacementPolicy`` subclass; ``meta`` may
+    carry a one-line ``description``.
+    """
+
+
+@hookspec
+def register_request_policies(register: Register) -> None:
+    """Register request-ordering policies of the LLM control plane (the gateway's
+    ``policy``).
+
+    ``obj`` is a ``sage_core.llm.scheduling.RequestPolicy`` subclass; ``meta`` may
+    carry a one-line ``description``.
+    """
+
+
+@hookspec(
+    warn_on_impl=DeprecationWarning(
+        "the register_schedulers hook is deprecated: implement "
+        "register_placement_policies and/or register_request_policies instead"
+    )
+)
+def register_schedulers(register: Register) -> None:
+    """Deprecated: use ``register_placement_policies`` / ``register_request_policies``.
+
+    Still honoured: an entry with ``scope="placement"`` becomes a placement policy,
+    ``scope="requests"`` a request policy, and one without a scope (or ``"any"``)
+    both. Implementing it warns with a DeprecationWarning.
     """
 
 

@@ -34,7 +34,8 @@ def cli() -> None:
     type=click.Choice(
         [
             "operator",
-            "scheduler",
+            "placement-policy",
+            "request-policy",
             "router",
             "backend",
             "vector-index",

@@ -267,4 +267,3 @@ def _cycle_message(cycle: list[str]) -> str:
 def cycle_message(cycle: list[str]) -> str:
     """The validation message for a cycle without a feedback edge."""
     return _cycle_message(cycle)
-
