@@ -79,3 +79,12 @@ def test_operator_failure_exits_with_its_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", spec])
     assert result.exit_code == 1
     assert "range step must not be 0" in result.output
+
+
+def test_plan_dot_labels_break_lines_instead_of_printing_backslash_n(
+    tmp_path: Path,
+) -> None:
+    dot = CliRunner().invoke(cli, ["plan", _spec(tmp_path), "--dot", "--no-chaining"])
+    assert dot.exit_code == 0, dot.output
+    assert '[label="half#0\\nlocal q=' in dot.output  # DOT's line break: \n
+    assert "\\\\n" not in dot.output  # not an escaped backslash followed by n
