@@ -56,6 +56,9 @@ class Function:
     role: ClassVar[str] = ""
     #: default contract of this operator; DSL/spec ``contract=`` overrides fields
     contract: ClassVar[Contract] = Contract()
+    #: config keys holding file paths: a spec file resolves relative ones from its
+    #: own directory (the DSL leaves them to the current directory)
+    path_config: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **config: Any) -> None:
         self.config = config
