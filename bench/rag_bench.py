@@ -56,7 +56,7 @@ class Setup:
     """The shared pieces: collection, questions, engine and stage configs."""
 
     def __init__(self, args: argparse.Namespace, root: str, llm: dict[str, Any]):
-        from sage_core.common.corpus import questions_path
+        from sage_plugins.demo.corpus import questions_path
 
         base = [json.loads(x) for x in questions_path().read_text().splitlines()]
         self.queries = [
@@ -87,7 +87,7 @@ class Setup:
 
 def index(root: str) -> int:
     from sage_core.api import LocalEnvironment
-    from sage_core.common.corpus import corpus_path
+    from sage_plugins.demo.corpus import corpus_path
 
     env = LocalEnvironment("bench-index")
     (
@@ -242,8 +242,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sage_core.api import LocalEnvironment
     from sage_core.common.settings import cache_dir
-    from sage_core.llm.tiny_model import make_tiny_model
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.tiny_model import make_tiny_model
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     batches = [int(b) for b in args.batch_sizes.split(",")]
     server = None
