@@ -128,6 +128,9 @@ def run_cmd(
 
     Sinks write where they are told (``print`` to stdout); a summary line goes to
     stderr, and ``collect`` sinks' items are printed as JSON lines on stdout.
+
+    A spec is code, like a Python file: operators named ``pkg.module:attr`` import
+    and run that module here and on every worker. Run only specs you trust.
     """
 
     overrides = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,7 @@ class _NativeIndex(VectorIndex):
 
     _impl: Any
     threads: int
+    validates_files = True  # from_bytes checks the payload in C++
 
     @property
     def dim(self) -> int:
@@ -96,6 +97,7 @@ class FlatIndex(_NativeIndex):
     """
 
     backend = "native-flat"
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {"threads": (0, 1024)}
 
     def __init__(self, dim: int, metric: str = "cos", *, threads: int = 0) -> None:
         self._impl = _native.FlatIndex(dim, check_metric(metric))
@@ -140,6 +142,11 @@ class IVFIndex(_NativeIndex):
     """
 
     backend = "native-ivf"
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {
+        "nlist": (0, 2**31 - 1),
+        "nprobe": (0, 2**31 - 1),
+        "threads": (0, 1024),
+    }
 
     def __init__(
         self,
