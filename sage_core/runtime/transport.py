@@ -94,14 +94,19 @@ class Inbox:
             raise TransportError("the receiving replica has stopped")
         if sender not in self._owed:
             raise TransportError(f"{sender!r} is not an upstream replica here")
-        push = self.queue.try_push
-        for p in packets:
-            if not push(p):
-                raise TransportError(
-                    f"{sender!r} sent more packets than its {self.quota} credits"
-                )
-        self._origins.extend([sender] * len(packets))
-        self._event().set()
+        # Each packet's origin is recorded as it enters the queue, so a push that
+        # fails part-way leaves every queued packet with its origin (and its credit
+        # returned when popped).
+        push, origins = self.queue.try_push, self._origins
+        try:
+            for p in packets:
+                if not push(p):
+                    raise TransportError(
+                        f"{sender!r} sent more packets than its {self.quota} credits"
+                    )
+                origins.append(sender)
+        finally:
+            self._event().set()
 
     def accept_in_order(self, sender: str, seq: int, packets: list[Any]) -> None:
         """Enqueue the sender's blob number ``seq`` once blobs ``0..seq-1`` are in;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import numbers
 import os
 import struct
 from pathlib import Path
@@ -18,6 +19,8 @@ from sage_core.common.errors import SageError
 
 MISSING_ID = 2**64 - 1
 METRICS = ("ip", "l2", "cos")
+MAX_K = 2**16
+"""Largest ``k`` a search accepts (the native indexes enforce the same bound)."""
 FILE_MAGIC = b"SAGEVIF\n"
 FILE_VERSION = 1
 
@@ -65,6 +68,21 @@ def check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     return metric
+
+
+def check_k(k: Any) -> int:
+    """``k`` as an int in ``1..MAX_K``.
+
+    Raises:
+        TypeError: ``k`` is not an integer.
+        ValueError: ``k`` is out of range (the message names the limit).
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    value = int(k)
+    if not 1 <= value <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K} (MAX_K), got {value}")
+    return value
 
 
 def as_ids(ids: Any) -> Ids:
