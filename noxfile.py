@@ -110,18 +110,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
 def bench_queue(session: nox.Session) -> None:
-    """Queue hand-off items/s vs queue.Queue and deque+Condition (JSON + PNG)."""
+    """Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG)."""
     _install_project(session, "bench")
+    smoke = "--smoke" in session.posargs
+    raw = "bench/results/queue-smoke.json" if smoke else "bench/results/queue.json"
     session.run(
         "pytest",
         "bench/test_queue.py",
         "--benchmark-only",
-        "--benchmark-json=bench/results/queue.json",
+        f"--benchmark-json={raw}",
         "-p",
         "no:cacheprovider",
         *session.posargs,
     )
-    session.run("python", "bench/queue_report.py", "bench/results/queue.json")
+    session.run("python", "bench/queue_report.py", raw, *(["--smoke"] if smoke else []))
 
 
 @nox.session(name="bench-index", python=PYTHON, default=False, tags=["bench"])
