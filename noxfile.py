@@ -126,10 +126,18 @@ def bench_queue(session: nox.Session) -> None:
     session.run("python", "bench/queue_report.py", raw, *(["--smoke"] if smoke else []))
 
 
-@nox.session(name="bench-index", python=PYTHON, default=False, tags=["bench"])
+@nox.session(
+    name="bench-index",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
 def bench_index(session: nox.Session) -> None:
-    """Vector indexes vs numpy, FAISS, hnswlib, usearch: QPS, recall, build time."""
-    _install_project(session, "bench")
+    """Vector indexes vs numpy, FAISS (flat, IVF), hnswlib, usearch: recall/QPS curves."""
+    # the real-text set embeds the demo corpus with the packaged MiniLM
+    _install_inference(session)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run(
         "python",
         "bench/bench_index.py",

@@ -25,7 +25,7 @@ from sage_core.channels import BoundedQueue, QueueClosed
 CAPACITY = 1024
 N_ITEM = 200_000
 N_BATCH = 1_000_000
-ROUNDS = 5
+ROUNDS = 9
 SMOKE_DIVISOR = 100  # --smoke: 1/100 of the items, one round
 STOP = object()
 
