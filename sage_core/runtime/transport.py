@@ -218,6 +218,12 @@ class LocalOutlet:
     def depth(self) -> float:
         return float(self.inbox.queue.size)
 
+    def pressure(self) -> int:
+        """0: the target's queue is empty; 1: it holds packets; 2: no credit left."""
+        if self.credits <= 0:
+            return 2
+        return 1 if self.inbox.queue.size else 0
+
     async def send(self, packets: list[Any]) -> float:
         """Deliver ``packets``; returns seconds spent waiting for credit."""
         blocked = 0.0
@@ -285,6 +291,12 @@ class RemoteOutlet:
 
     def depth(self) -> float:
         return float(len(self.pending) + self.in_flight)
+
+    def pressure(self) -> int:
+        """0: nothing on the way; 1: calls in flight; 2: packets wait to be sent."""
+        if self.pending:
+            return 2
+        return 1 if self.in_flight else 0
 
     def _check(self) -> None:
         if self.error is not None:
