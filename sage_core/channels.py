@@ -22,19 +22,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sage_core.common.errors import SageError
+from sage_core.common.native_import import native_import_error
 
 if TYPE_CHECKING:
     from sage_core import _native
 else:  # imported by name: the compiled module is not a layer import-linter can see
     try:
         _native = importlib.import_module("sage_core._native")
-    except ImportError as exc:  # pragma: no cover - only on broken installs
-        raise ImportError(
-            "sage_core._native is missing or stale: the C++ extension was not "
-            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
-            "the source tree (needs nanobind and scikit-build-core), or reinstall "
-            "the package."
-        ) from exc
+    except ImportError as exc:  # only on broken installs or a shadowing source tree
+        raise native_import_error(exc) from exc
 
 __all__ = [
     "BoundedQueue",
