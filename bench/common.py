@@ -80,3 +80,73 @@ def add_smoke_flag(parser: argparse.ArgumentParser) -> None:
 def smoke_path(path: Path) -> Path:
     """Where a smoke run writes: ``x.json`` -> ``x-smoke.json`` in a temp-like folder."""
     return path.with_name(f"{path.stem}-smoke{path.suffix}")
+
+
+# -- servers under test (gateway and mixed-workload benchmarks) ----------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, path: str, timeout: float = 60.0) -> None:
+    """Poll ``GET path`` on 127.0.0.1:port until it answers 200 or `timeout` passes."""
+    import http.client
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing healthy on port {port}{path} after {timeout}s")
+
+
+def start_gateway(port: int, config: Path) -> Any:
+    """Start ``sage gateway`` (the one next to this Python) on `port` with `config`."""
+    import subprocess
+    import sys
+
+    sage = Path(sys.executable).with_name("sage")
+    options = ["--port", str(port), "--config", str(config), "--log-level", "warning"]
+    return subprocess.Popen([str(sage), "gateway", *options])
+
+
+# -- pipeline sinks --------------------------------------------------------------------
+
+
+def latency_sink() -> type:
+    """A SAGE sink class (named ``LatencySink``) collecting per-item latency.
+
+    Items carry their emission time in ``item["t"]`` (``time.perf_counter``); the
+    sink's result is the list of ``now - t`` in seconds, one per item.
+    """
+    import time
+
+    from sage_core import SinkFunction
+
+    perf = time.perf_counter
+
+    class LatencySink(SinkFunction):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lat: list[float] = []
+
+        def sink_batch(self, items: list[Any]) -> None:
+            now = perf()
+            self.lat.extend([now - x["t"] for x in items])
+
+        def result(self) -> list[float]:
+            return self.lat
+
+    return LatencySink

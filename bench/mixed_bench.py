@@ -23,9 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -34,142 +31,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sage_core.llm.http1 import HTTPError, Pool
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from gateway_bench import free_port, wait_ready
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "seven",
-    "wizards",
-    "quietly",
-    "judge",
-]
-
-
-Plan = list[tuple[float, str, str, float]]
-
-
-def schedule(
-    rate: float,
-    seconds: float,
-    llm_share: float,
-    seed: int,
-    slos: dict[str, list[float]],
-) -> Plan:
-    """(arrival offset s, class, text, SLO ms) with Poisson arrivals; each request's
-    objective is drawn from its class's list."""
-    rng = random.Random(seed)
-    out, t = [], 0.0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= seconds:
-            return out
-        kind = "llm" if rng.random() < llm_share else "embedding"
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))
-        out.append((t, kind, text, rng.choice(slos[kind])))
-
-
-async def one(
-    pool: Pool,
-    kind: str,
-    text: str,
-    slo: float,
-    args: argparse.Namespace,
-    model: dict[str, str],
-) -> tuple[float, int]:
-    if kind == "llm":
-        path = "/v1/completions"
-        body = {
-            "model": model["llm"],
-            "prompt": text,
-            "max_tokens": args.max_tokens,
-            "temperature": 0,
-            "ignore_eos": True,
-        }
-    else:
-        path = "/v1/embeddings"
-        body = {"model": model["embedding"], "input": text}
-    headers = {"Content-Type": "application/json", "X-SLO-Deadline-Ms": str(slo)}
-    start = time.perf_counter()
-    resp = await pool.request(
-        "POST", path, json.dumps(body).encode(), headers, timeout_s=300
-    )
-    await resp.aread()
-    return (time.perf_counter() - start) * 1000.0, resp.status_code
-
-
-async def run_once(
-    plan: Plan,
-    urls: dict[str, str],
-    args: argparse.Namespace,
-    model: dict[str, str],
-) -> dict[str, Any]:
-    pools = {
-        kind: Pool(url, max_idle=512, connect_timeout_s=60.0)
-        for kind, url in urls.items()
-    }
-    results: list[tuple[str, float, int, float]] = []
-
-    async def fire(offset: float, kind: str, text: str, slo: float) -> None:
-        await asyncio.sleep(max(0.0, begin + offset - time.perf_counter()))
-        try:
-            ms, status = await one(pools[kind], kind, text, slo, args, model)
-        except (
-            HTTPError,
-            OSError,
-            ValueError,
-        ) as exc:  # counted as failed, never dropped
-            print(f"request failed: {exc!r}", file=sys.stderr)
-            ms, status = float("nan"), 0
-        results.append((kind, ms, status, slo))
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(fire(*row) for row in plan))
-    elapsed = time.perf_counter() - begin
-    for pool in pools.values():
-        pool.close()
-    out: dict[str, Any] = {"elapsed_s": elapsed}
-    met_all = total_all = 0
-    for kind in ("llm", "embedding"):
-        rows = [(ms, st, slo) for k, ms, st, slo in results if k == kind]
-        ok = sorted(ms for ms, st, _ in rows if st == 200)
-        met = sum(1 for ms, st, slo in rows if st == 200 and ms <= slo)
-        met_all += met
-        total_all += len(rows)
-        out[kind] = {
-            "requests": len(rows),
-            "ok": len(ok),
-            "p50_ms": statistics.median(ok) if ok else None,
-            "p99_ms": ok[min(len(ok) - 1, max(0, round(0.99 * len(ok)) - 1))]
-            if ok
-            else None,
-            "slo_compliance": met / len(rows) if rows else None,
-            "throughput_rps": len(ok) / elapsed,
-        }
-    out["slo_compliance"] = met_all / total_all if total_all else None
-    out["throughput_rps"] = sum(out[k]["ok"] for k in ("llm", "embedding")) / elapsed
-    return out
+from common import (
+    add_smoke_flag,
+    errorbar_args,
+    free_port,
+    machine_info,
+    smoke_path,
+    spread,
+    start_gateway,
+    wait_ready,
+)
+from mixed_load import run_once, schedule
 
 
 def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str]:
     """Start the two vLLM servers (made/found models), wait until both are healthy."""
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     tiny = args.tiny_model
     if not tiny:
-        from sage_core.llm.tiny_model import make_tiny_model
+        from sage_plugins.engines.tiny_model import make_tiny_model
 
         tiny = str(make_tiny_model(Path(tempfile.gettempdir()) / "sage-bench-tiny"))
     minilm = args.minilm
@@ -228,8 +111,15 @@ def main() -> None:
     parser.add_argument("--configs", default="siloed,fifo,hybrid")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
-    parser.add_argument("--out", default=str(HERE / "results" / "mixed.json"))
+    parser.add_argument("--warmup-seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "mixed.json")
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.rate, args.seconds, args.warmup_seconds, args.mixes = 4.0, 2.0, 1.0, "0.5"
+        args.max_tokens, args.repeats, args.pause = 4, 1, 0.2
+        args.out = smoke_path(args.out)
+    before = machine_info()
 
     procs: list[subprocess.Popen[bytes]] = []
     servers: list[Any] = []
@@ -266,21 +156,7 @@ def main() -> None:
                     }
                 )
             )
-            sage = Path(sys.executable).with_name("sage")
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(sage),
-                        "gateway",
-                        "--port",
-                        str(gw_port),
-                        "--config",
-                        str(config),
-                        "--log-level",
-                        "warning",
-                    ]
-                )
-            )
+            procs.append(start_gateway(gw_port, config))
             gateway = f"http://127.0.0.1:{gw_port}"
             wait_ready(gw_port, "/health", timeout=120)
             hybrid = json.loads(args.hybrid_config)
@@ -295,7 +171,10 @@ def main() -> None:
                 # warm-up, not recorded: engines and gateway see this mix once
                 asyncio.run(
                     run_once(
-                        schedule(args.rate, 5.0, share, 999, slos), urls, args, model
+                        schedule(args.rate, args.warmup_seconds, share, 999, slos),
+                        urls,
+                        args,
+                        model,
                     )
                 )
                 time.sleep(args.pause)
@@ -346,29 +225,42 @@ def main() -> None:
     result = {
         "benchmark": "mixed-llm-embedding",
         "engines": "real: vLLM CPU (tiny random-weight Llama) + vLLM pooling (all-MiniLM-L6-v2)",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "config": vars(args),
+        "machine": {"before": before, "after": machine_info()},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
         "goal": "hybrid: >= 40% lower embedding p99 and higher SLO compliance than siloed "
         "at equal throughput",
         "summary_median_of_repeats": summary,
         "runs": runs,
     }
-    out = Path(args.out)
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))
     plot(summary, out.with_suffix(".png"))
 
 
+PLOTTED = {
+    "embedding_p99_ms": ("embedding", "p99_ms"),
+    "llm_p99_ms": ("llm", "p99_ms"),
+    "slo_compliance": ("slo_compliance",),
+}
+
+
 def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    def med(rows: list[dict[str, Any]], *path: str) -> float | None:
-        values = []
+    def values(rows: list[dict[str, Any]], *path: str) -> list[float]:
+        out = []
         for row in rows:
             for key in path:
                 row = row[key]
             if row is not None:
-                values.append(row)
-        return statistics.median(values) if values else None
+                out.append(row)
+        return out
+
+    def med(rows: list[dict[str, Any]], *path: str) -> float | None:
+        found = values(rows, *path)
+        return statistics.median(found) if found else None
 
     summary: dict[str, Any] = {}
     for mix, configs in runs.items():
@@ -383,6 +275,10 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
                 "llm_slo": med(rows, "llm", "slo_compliance"),
                 "slo_compliance": med(rows, "slo_compliance"),
                 "throughput_rps": med(rows, "throughput_rps"),
+                "spread": {
+                    key: spread(found) if (found := values(rows, *path)) else None
+                    for key, path in PLOTTED.items()
+                },
             }
         base = summary[mix].get("siloed")
         for name, row in summary[mix].items():
@@ -421,15 +317,20 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         names = list(summary[mixes[0]])
         width = 0.8 / len(names)
         for i, name in enumerate(names):
-            values = [summary[m][name][key] or 0 for m in mixes]
+            zero = {"median": 0.0, "min": 0.0, "max": 0.0}
+            stats = [summary[m][name]["spread"][key] or zero for m in mixes]
             ax.bar(
-                [x + i * width for x in range(len(mixes))], values, width, label=name
+                [x + i * width for x in range(len(mixes))],
+                [st["median"] for st in stats],
+                width,
+                label=name,
+                **errorbar_args(stats),
             )
         ax.set_xticks(
             [x + width * (len(names) - 1) / 2 for x in range(len(mixes))],
             [f"LLM/emb {m}" for m in mixes],
         )
-        ax.set_title(label)
+        ax.set_title(f"{label}, median and min-max of repeats")
     axes[0].legend()
     fig.suptitle(
         "Mixed workload on real CPU engines (vLLM tiny Llama + vLLM MiniLM), 2 cores"

@@ -5,16 +5,16 @@ COMPUTE (source -> 100 us op x2 -> sink) and a CPU-bound RAG-like job (source ->
 embed-like numpy stage x2 -> score stage x2 -> sink); the RAG job has priority 1.
 For each policy: throughput (items of both jobs / makespan), mean and p99 end-to-end
 latency, and balance = 1 - sigma/mu of the service seconds per worker. Medians of
---repeats. Writes JSON and a PNG.
+--repeats (policies interleaved) with their min-max spread. Writes JSON and a PNG.
 
     python bench/policies_bench.py --out bench/results/policies.json
+    python bench/policies_bench.py --smoke   # seconds, policies-smoke.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -24,12 +24,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
+import common
 import dask_peers
 import numpy as np
+from common import (
+    add_smoke_flag,
+    errorbar_args,
+    latency_sink,
+    machine_info,
+    smoke_path,
+    spread,
+)
 from dask_peers import busy, local_cluster, source_items
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(dask_peers)
+cloudpickle.register_pickle_by_value(common)
 
 POLICIES = ["fifo", "round-robin", "load-aware-spread", "load-aware-pack", "priority"]
 _perf = time.perf_counter
@@ -46,24 +56,6 @@ def score_like(item: dict[str, Any]) -> dict[str, Any]:
     words = (item["payload"] * 3).split("x")
     item["s"] = len(words)
     return busy(300e-6)(item)
-
-
-def latency_sink() -> Any:
-    from sage_core import SinkFunction
-
-    class LatencySink(SinkFunction):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lat: list[float] = []
-
-        def sink_batch(self, items: list[Any]) -> None:
-            now = _perf()
-            self.lat.extend([now - x["t"] for x in items])
-
-        def result(self) -> list[float]:
-            return self.lat
-
-    return LatencySink
 
 
 def one(client: Any, policy: str, n: int) -> dict[str, Any]:
@@ -120,7 +112,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n", type=int, default=3000, help="items per job")
     parser.add_argument("--out", type=Path, default=Path("bench/results/policies.json"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.n = 1, 100
+        args.out = smoke_path(args.out)
+    before = machine_info()
     cluster, client, _ = local_cluster(4)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in POLICIES}
     for _ in range(args.repeats):
@@ -135,6 +132,10 @@ def main() -> None:
                 k: statistics.median(r[k] for r in runs[p])
                 for k in ("throughput", "mean_ms", "p99_ms", "balance")
             },
+            "spread": {
+                k: spread([r[k] for r in runs[p]])
+                for k in ("throughput", "mean_ms", "p99_ms", "balance")
+            },
             "replicas_per_worker": runs[p][0]["replicas_per_worker"],
             "repeats": len(runs[p]),
         }
@@ -144,9 +145,9 @@ def main() -> None:
             f"{row['p99_ms']:>10.1f}{row['balance']:>9.0%}  {row['replicas_per_worker']}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"load_avg": os.getloadavg(), "n": args.n, "rows": rows}, indent=2)
-    )
+    machine = {"before": before, "after": machine_info()}
+    payload = {"machine": machine, "n": args.n, "repeats": args.repeats, "rows": rows}
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,8 +160,13 @@ def main() -> None:
         ("items/s", "p99 latency (ms)", "balance"),
         strict=True,
     ):
-        ax.bar([r["policy"] for r in rows], [r[key] for r in rows])
-        ax.set_title(title)
+        stats = [r["spread"][key] for r in rows]
+        ax.bar(
+            [r["policy"] for r in rows],
+            [st["median"] for st in stats],
+            **errorbar_args(stats),
+        )
+        ax.set_title(f"{title}, median and min-max")
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle("MIXED workload, 4 single-thread workers")
     fig.tight_layout()

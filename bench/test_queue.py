@@ -2,14 +2,17 @@
 
 Producers push N integers, consumers pop them all; one round is one full hand-off.
 Peers measured in the same run: ``queue.Queue`` (items one by one, and lists of a
-batch per put), and a minimal ``collections.deque`` + ``threading.Condition`` queue.
+batch per put: the like-for-like peer of batched hand-off), and a minimal bounded
+``collections.deque`` queue with two conditions (not-empty/not-full).
 ``bench/queue_report.py`` turns the JSON into items/s, ratios and a plot.
 
-    nox -s bench-queue
+    nox -s bench-queue              # full size, bench/results/queue*.json
+    nox -s bench-queue -- --smoke   # tiny sizes, bench/results/queue*-smoke.json
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -22,49 +25,61 @@ from sage_core.channels import BoundedQueue, QueueClosed
 CAPACITY = 1024
 N_ITEM = 200_000
 N_BATCH = 1_000_000
-ROUNDS = 5
+ROUNDS = 9
+SMOKE_DIVISOR = 100  # --smoke: 1/100 of the items, one round
 STOP = object()
 
 
 class DequeCondition:
-    """The usual hand-rolled bounded queue: deque + one Condition."""
+    """The usual hand-rolled bounded queue: a deque, one lock, two conditions.
+
+    Like ``queue.Queue`` it waits on ``not_full`` to put and on ``not_empty`` to get,
+    so a put wakes only getters and a get wakes only putters.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.items: deque[Any] = deque()
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.not_empty = threading.Condition(lock)
+        self.not_full = threading.Condition(lock)
 
     def put(self, item: Any) -> None:
-        with self.cond:
+        with self.not_full:
             while len(self.items) >= self.capacity:
-                self.cond.wait()
+                self.not_full.wait()
             self.items.append(item)
-            self.cond.notify_all()
+            self.not_empty.notify()
 
     def get(self) -> Any:
-        with self.cond:
+        with self.not_empty:
             while not self.items:
-                self.cond.wait()
-            self.cond.notify_all()
-            return self.items.popleft()
+                self.not_empty.wait()
+            item = self.items.popleft()
+            self.not_full.notify()
+            return item
 
     def put_many(self, batch: list[Any]) -> None:
         i = 0
-        with self.cond:
+        with self.not_full:
             while i < len(batch):
                 while len(self.items) >= self.capacity:
-                    self.cond.wait()
+                    self.not_full.wait()
                 room = self.capacity - len(self.items)
                 self.items.extend(batch[i : i + room])
                 i += room
-                self.cond.notify_all()
+                self.not_empty.notify()
+            if len(self.items) < self.capacity:  # room left: wake another putter
+                self.not_full.notify()
 
     def get_many(self, n: int) -> list[Any]:
-        with self.cond:
+        with self.not_empty:
             while not self.items:
-                self.cond.wait()
+                self.not_empty.wait()
             out = [self.items.popleft() for _ in range(min(n, len(self.items)))]
-            self.cond.notify_all()
+            self.not_full.notify()
+            if self.items:  # more left: let another getter take them
+                self.not_empty.notify()
             return out
 
 
@@ -165,11 +180,19 @@ CASES = [
 
 @pytest.mark.parametrize(("impl", "producers", "consumers", "batch"), CASES)
 def test_handoff(
-    benchmark: Any, impl: str, producers: int, consumers: int, batch: int
+    benchmark: Any,
+    request: pytest.FixtureRequest,
+    impl: str,
+    producers: int,
+    consumers: int,
+    batch: int,
 ) -> None:
+    smoke = bool(request.config.getoption("--smoke"))
     n = N_ITEM if batch == 1 else N_BATCH
     if impl == "queue.Queue" and batch > 1:
         n = N_ITEM  # item by item: keep the round short
+    if smoke:
+        n //= SMOKE_DIVISOR
     benchmark.group = f"{producers}p{consumers}c-batch{batch}"
     benchmark.extra_info.update(
         impl=impl, producers=producers, consumers=consumers, batch=batch, items=n
@@ -177,7 +200,8 @@ def test_handoff(
     benchmark.pedantic(
         handoff,
         args=(impl, producers, consumers, batch, n),
-        rounds=ROUNDS,
+        rounds=1 if smoke else ROUNDS,
         iterations=1,
-        warmup_rounds=1,
+        warmup_rounds=0 if smoke else 1,
     )
+    benchmark.extra_info["load_avg"] = list(os.getloadavg())

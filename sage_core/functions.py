@@ -7,7 +7,7 @@ calls; their defaults loop over the per-item method, so a subclass implements wh
 natural — per item for simple logic, per batch for embedding/generation.
 
 Stateful operators declare ``contract = Contract(state="stateful")`` and implement
-``get_state()``/``restore_state()`` so checkpoints and recovery can move their state.
+``get_state()``: the runtime reads it when a replica finishes (``JobResult.states``).
 """
 
 from __future__ import annotations
@@ -83,9 +83,6 @@ class Function:
     def get_state(self) -> Any:
         """Snapshot of keyed/operator state (stateful operators override)."""
         return None
-
-    def restore_state(self, state: Any) -> None:
-        """Install a snapshot taken by ``get_state`` (stateful operators override)."""
 
 
 class SourceFunction(Function):

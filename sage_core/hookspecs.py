@@ -8,13 +8,15 @@ Specs may gain parameters in later versions; they never lose or rename one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     import click
+
+    from sage_core.llm.registry import EngineSpec
 
 hookspec = pluggy.HookspecMarker("sage")
 hookimpl = pluggy.HookimplMarker("sage")
@@ -119,3 +121,18 @@ def hook_names() -> list[str]:
         for name, obj in globals().items()
         if callable(obj) and hasattr(obj, "sage_spec")
     )
+
+
+@hookspec(firstresult=True)
+def launch_engine(
+    entry: Mapping[str, Any],
+) -> tuple[EngineSpec, Callable[[], object], float] | None:
+    """Start the engine process of one ``managed`` entry of a gateway config.
+
+    Called by the gateway at start-up, once per entry, in a worker thread; it must not
+    wait for the engine to load. firstresult: return ``None`` when the entry is not
+    yours (the built-in vLLM launcher of ``sage_plugins.engines`` takes entries whose
+    ``launcher`` is ``"vllm"``, the default). Otherwise return the engine spec to
+    register, a function that stops the process, and the ``time.monotonic()`` until
+    which the engine may still be loading. Raise ``ConfigError`` for a malformed entry.
+    """

@@ -14,7 +14,6 @@ Where a library lacks something the wrappers say how they provide it:
 from __future__ import annotations
 
 import logging
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,11 +35,34 @@ from sage_core.vector_index import (
     as_matrix,
     check_metric,
 )
+from sage_plugins.index_payloads import (
+    MAX_THREADS,
+    SEARCH_WIDTH,
+    check_hnswlib,
+    check_options,
+    check_usearch,
+    pack_live,
+    unpack_live,
+)
 
 logger = logging.getLogger(__name__)
 
 #: allow-lists up to this size are searched exactly instead of through the graph
 EXACT_FILTER_LIMIT = 4096
+#: bounds of the options (constructor arguments, and fields of a saved file)
+_HNSW_OPTIONS = {
+    "M": (2, 10_000),
+    "ef_construction": SEARCH_WIDTH,
+    "ef": SEARCH_WIDTH,
+    "seed": (0, 2**64 - 1),
+    "threads": (0, MAX_THREADS),
+}
+_USEARCH_OPTIONS = {
+    "connectivity": (2, 10_000),
+    "expansion_add": SEARCH_WIDTH,
+    "expansion_search": SEARCH_WIDTH,
+    "threads": (0, MAX_THREADS),
+}
 
 
 def _exact_top_k(
@@ -70,20 +92,6 @@ def _exact_top_k(
     out_ids[:, :n] = ids[order]
     out_scores[:, :n] = np.take_along_axis(scores, order, axis=1)
     return out_ids, out_scores
-
-
-def _pack(ids: npt.NDArray[np.uint64], blob: bytes) -> bytes:
-    return struct.pack("<Q", len(ids)) + ids.astype("<u8").tobytes() + blob
-
-
-def _unpack(payload: bytes) -> tuple[npt.NDArray[np.uint64], bytes]:
-    if len(payload) < 8:
-        raise IndexFormatError("index payload is truncated")
-    (n,) = struct.unpack_from("<Q", payload)
-    if 8 + 8 * n > len(payload):
-        raise IndexFormatError("index payload is truncated")
-    ids = np.frombuffer(payload, dtype="<u8", count=n, offset=8).astype(np.uint64)
-    return ids, payload[8 + 8 * n :]
 
 
 class _LiveIds:
@@ -129,6 +137,8 @@ class HnswlibIndex(VectorIndex):
     """
 
     backend = "hnswlib"
+    validates_files = True  # check_hnswlib reads the whole file first
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = _HNSW_OPTIONS
     _SPACES: ClassVar[dict[str, str]] = {"ip": "ip", "l2": "l2", "cos": "cosine"}
 
     def __init__(
@@ -153,6 +163,7 @@ class HnswlibIndex(VectorIndex):
             "ef": ef,
             "seed": seed,
         }
+        check_options(self.backend, _HNSW_OPTIONS, **self._opts, threads=threads)
         self.threads = threads
         self._impl = hnswlib.Index(space=self._SPACES[metric], dim=dim)
         self._impl.init_index(
@@ -260,26 +271,34 @@ class HnswlibIndex(VectorIndex):
             self._impl.save_index(str(path))
             blob = path.read_bytes()
         live = np.fromiter(self._live.ids, dtype=np.uint64, count=len(self._live.ids))
-        return _pack(live, blob)
+        return pack_live(live, blob)
 
     @classmethod
     def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> HnswlibIndex:
         import hnswlib
 
-        live, blob = _unpack(payload)
-        opts = dict(header.get("options", {}))
-        index = cls(int(header["dim"]), str(header["metric"]), **opts)
-        index._impl = hnswlib.Index(space=cls._SPACES[index.metric], dim=index.dim)
+        live, blob = unpack_live(payload)
+        opts = {"M": 16, "ef_construction": 200, "ef": 64, "seed": 100, "threads": 0}
+        opts.update(header.get("options", {}))
+        check_options(cls.backend, _HNSW_OPTIONS, **opts)
+        dim, metric = int(header["dim"]), check_metric(str(header["metric"]))
+        slots = check_hnswlib(blob, dim=dim, live=live, options=opts)
+        index = cls.__new__(cls)
+        index._dim, index._metric = dim, metric
+        index.threads = opts.pop("threads")
+        index._opts = opts
+        index._impl = hnswlib.Index(space=cls._SPACES[metric], dim=dim)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index.hnsw"
             path.write_bytes(blob)
             try:
-                index._impl.load_index(str(path))
+                index._impl.load_index(str(path), max_elements=slots)
             except RuntimeError as exc:
                 raise IndexFormatError(
                     f"hnswlib could not read the index: {exc}"
                 ) from exc
         index._impl.set_ef(index._opts["ef"])
+        index._live = _LiveIds()
         index._live.ids = set(live.tolist())
         return index
 
@@ -297,6 +316,8 @@ class UsearchIndex(VectorIndex):
     """
 
     backend = "usearch"
+    validates_files = False  # usearch reads node records unchecked: trust needed
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = _USEARCH_OPTIONS
 
     def __init__(
         self,
@@ -317,6 +338,7 @@ class UsearchIndex(VectorIndex):
             "expansion_add": expansion_add,
             "expansion_search": expansion_search,
         }
+        check_options(self.backend, _USEARCH_OPTIONS, **self._opts, threads=threads)
         self.threads = threads
         self._impl = Index(ndim=dim, metric=kinds[metric], dtype="f32", **self._opts)
 
@@ -407,6 +429,13 @@ class UsearchIndex(VectorIndex):
 
         opts = dict(header.get("options", {}))
         index = cls(int(header["dim"]), str(header["metric"]), **opts)
+        check_usearch(
+            payload,
+            dim=index.dim,
+            metric=index.metric,
+            count=header.get("count"),
+            options=index._opts,
+        )
         try:
             restored = Index.restore(bytearray(payload))
         except Exception as exc:  # usearch raises plain RuntimeError/ValueError

@@ -179,6 +179,3 @@ class KeyedPolicy(RequestPolicy):
 
     def __len__(self) -> int:
         return len(self._where)
-
-    def pool_sizes(self) -> dict[str, int]:
-        return {pool: heap.live for pool, heap in self._pools.items() if heap.live}

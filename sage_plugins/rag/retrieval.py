@@ -190,7 +190,9 @@ class Retrieve(MapFunction):
     Config: ``collection``, ``top_k`` (5), ``where`` (meta filter: ``{"source":
     "a.md"}`` or ``{"source": ["a.md", "b.md"]}``; an item's own ``where`` field
     overrides it), ``root``, ``field`` (``embedding``), ``out`` (``contexts``),
-    ``keep_embedding`` (False drops the query vector from the output).
+    ``keep_embedding`` (False drops the query vector from the output), ``trusted``
+    (open index files whose backend's loader trusts them, such as usearch: only
+    for collections you wrote or trust).
     """
 
     contract = Contract(batch_size=32)
@@ -205,6 +207,7 @@ class Retrieve(MapFunction):
         field: str = "embedding",
         out: str = "contexts",
         keep_embedding: bool = False,
+        trusted: bool = False,
     ) -> None:
         super().__init__(
             collection=collection,
@@ -214,6 +217,7 @@ class Retrieve(MapFunction):
             field=field,
             out=out,
             keep_embedding=keep_embedding,
+            trusted=trusted,
         )
         if top_k < 1:
             raise RagError(f"retrieve: top_k must be >= 1, got {top_k}")
@@ -222,7 +226,11 @@ class Retrieve(MapFunction):
         self.store: Collection | None = None
 
     def open(self, context: OperatorContext) -> None:
-        self.store = Collection(self.config["collection"], self.config["root"])
+        self.store = Collection(
+            self.config["collection"],
+            self.config["root"],
+            trusted=self.config["trusted"],
+        )
 
     def map_batch(self, items: list[Any]) -> list[Any]:
         if self.store is None:

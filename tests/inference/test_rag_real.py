@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sage_core.api import LocalEnvironment
-from sage_core.common.corpus import corpus_path, questions_path
+from sage_plugins.demo.corpus import corpus_path, questions_path
 
 pytestmark = [pytest.mark.inference, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sage_core.api import LocalEnvironment
-from sage_core.common.corpus import corpus_path, questions_path
 from sage_core.common.errors import SageError
+from sage_plugins.demo.corpus import corpus_path, questions_path
 
 EMBED = {"backend": "hash", "backend_config": {"dim": 256}}
 
