@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import import_module, metadata
+from importlib.util import find_spec
 
 from sage_core.common.errors import PluginConflict as PluginConflict
 from sage_core.common.errors import PluginError as PluginError
@@ -36,7 +37,11 @@ def _dsl_names() -> list[str]:
 def __getattr__(name: str) -> object:
     if name == "__all__":
         return sorted({*_EAGER, *_dsl_names()})
-    if name != "api" and not name.startswith("__") and name in _dsl_names():
+    # a submodule not imported yet (``from sage_core import plugins``) is left to
+    # the import system: loading the DSL here could import it circularly
+    if name.startswith("__") or find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"module 'sage_core' has no attribute {name!r}")
+    if name in _dsl_names():
         return getattr(import_module("sage_core.api"), name)
     raise AttributeError(f"module 'sage_core' has no attribute {name!r}")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from sage_core.common.native_import import native_import_error
+
 __all__ = ["load_extension"]
 
 
@@ -16,15 +18,11 @@ def load_extension() -> ModuleType:
     """Import ``sage_core._native`` (by name: import-linter cannot see compiled modules).
 
     Raises:
-        ImportError: the extension is missing or stale; the message says how to build
-            it.
+        ImportError: the extension is missing or stale; the message says why (a
+            source checkout shadowing the installed package, an unbuilt checkout)
+            and how to fix it.
     """
     try:
         return importlib.import_module("sage_core._native")
-    except ImportError as exc:
-        raise ImportError(
-            "sage_core._native is missing or stale: the C++ extension was not "
-            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
-            "the source tree (needs nanobind and scikit-build-core), or reinstall "
-            "the package."
-        ) from exc
+    except ImportError as exc:  # a broken install, or a source tree shadowing one
+        raise native_import_error(exc) from exc

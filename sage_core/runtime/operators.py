@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from sage_core.common.errors import SageError
+from sage_core.common.preview import preview
 from sage_core.compiler.plan import OperatorPlan
 from sage_core.functions import (
     CoMapFunction,
@@ -55,11 +56,10 @@ class OperatorFailure(SageError):
             f"item #{sequence}" if batch == 1 else f"batch of {batch} from #{sequence}"
         )
         keyed = f" (key {key!r})" if key is not None else ""
-        preview = repr(item)
-        preview = preview if len(preview) <= 200 else preview[:197] + "..."
+        shown = preview(item)
         super().__init__(
             f"operator {operator!r} (replica {replica}) failed on {what}{keyed}: "
-            f"{type(cause).__name__}: {cause}; item: {preview}. Fix the operator, "
+            f"{type(cause).__name__}: {cause}; item: {shown}. Fix the operator, "
             f"or set on_error='dead-letter' to route failing items to the "
             f"dead-letter sink"
         )

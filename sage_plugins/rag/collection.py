@@ -51,6 +51,10 @@ class CollectionError(RagError):
     """A collection is missing, empty, or does not match what is written to it."""
 
 
+class EmbeddingDimensionError(CollectionError, ValueError):
+    """Query vectors whose width is not the collection's (another embedder)."""
+
+
 def collections_root(root: str | os.PathLike[str] | None = None) -> Path:
     """Where collections live: ``root`` or ``<data dir>/collections``."""
     return Path(root).expanduser() if root else data_dir() / "collections"
@@ -320,10 +324,11 @@ class Collection:
         given values — applied inside the index search, so up to k come back."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
-            raise CollectionError(
-                f"collection {self.name!r} holds {self.dim}-d vectors (model "
-                f"{self.embedding_model!r}); the queries are {q.shape[-1]}-d — embed "
-                f"them with the same model"
+            model = self.embedding_model or "not recorded"
+            raise EmbeddingDimensionError(
+                f"collection {self.name!r} holds {self.dim}-d vectors (embedding "
+                f"model: {model}); the queries are {q.shape[-1]}-d: embed them with "
+                f"the model that built the collection"
             )
         merged: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in range(len(q))]
         for shard in self.shards:
