@@ -78,7 +78,9 @@ class EngineSpec:
         url = str(data["url"]).rstrip("/")
         url = url.removesuffix("/v1")
         models = data.get("models") or ([data["model"]] if data.get("model") else [])
-        if isinstance(models, str) or not all(isinstance(m, str) for m in models):
+        if not isinstance(models, list | tuple) or not all(
+            isinstance(m, str) for m in models
+        ):
             raise ConfigError(
                 f"engine {data.get('id')}: models must be a list of names"
             )
@@ -87,17 +89,20 @@ class EngineSpec:
         )
         try:
             max_inflight = int(data.get("max_inflight", 8))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(
                 f"engine {engine_id}: max_inflight must be an integer"
             ) from None
+        api_key = data.get("api_key")
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigError(f"engine {engine_id}: api_key must be a string")
         return cls(
             id=str(engine_id),
             url=url,
             kind=str(data.get("kind", "llm")),
             models=tuple(models),
             max_inflight=max_inflight,
-            api_key=data.get("api_key"),
+            api_key=api_key,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -241,3 +241,45 @@ def test_engine_commands_send_the_admin_key(engine_double, gateway) -> None:
     assert added.exit_code == 0, added.output
     listed = runner.invoke(list_engines, ["--gateway", gw.url, "--admin-key", "adm"])
     assert [e["id"] for e in json.loads(listed.output)] == ["a"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = ["id", "url", "kind", "model", "models", "max_inflight", "api_key"]
+
+
+@given(
+    entry=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=7),
+    url=st.sampled_from(["http://127.0.0.1:1", None]),
+)
+def test_any_json_engine_entry_is_a_spec_or_a_config_error(
+    entry: dict[str, Any], url: str | None
+) -> None:
+    from sage_core.llm.engine_spec import EngineSpec
+
+    if url is not None:
+        entry = {**entry, "url": url}
+    try:
+        spec = EngineSpec.from_dict(entry)
+    except ConfigError:
+        return
+    assert all(isinstance(m, str) for m in spec.models)
+    assert spec.api_key is None or isinstance(spec.api_key, str)
+
+
+def test_malformed_engine_fields_are_400(engine_double, gateway) -> None:
+    gw = gateway({})
+    for body in (
+        {"url": "http://127.0.0.1:1", "models": True},  # found by the long fuzz run
+        {"url": "http://127.0.0.1:1", "max_inflight": 1e400},
+        {"url": "http://127.0.0.1:1", "api_key": ["x"]},
+    ):
+        resp = httpx.post(gw.url + "/admin/engines", content=json.dumps(body))
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["error"]["type"] == "invalid_request_error"
