@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from sage_core import plugins
 from sage_core.backends import EmbeddingBackend, create_embedding_backend
 from sage_core.contract import Contract
-from sage_core.functions import MapFunction, OperatorContext, SinkFunction
+from sage_core.functions import Function, MapFunction, OperatorContext, SinkFunction
 from sage_plugins.rag.collection import Collection, write_shard
 from sage_plugins.rag.common import (
     RagError,
@@ -21,6 +23,12 @@ from sage_plugins.rag.common import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def contract_threads(function: Function) -> int:
+    """Threads an operator's index calls use: the CPUs its contract declares (at
+    least 1), so replicas sharing a worker do not oversubscribe its CPUs."""
+    return max(1, int(type(function).contract_for(function.config).cpu))
 
 
 class Embed(MapFunction):
@@ -102,6 +110,8 @@ class IndexWriter(SinkFunction):
     ``index_options``, ``mode`` (``overwrite``: this job's documents replace the
     collection; ``append``), ``root`` (default: the data dir's ``collections``),
     ``embedding_model`` (recorded so readers can check), ``field`` (``embedding``).
+    The index builds on as many threads as the contract's ``cpu`` (unless
+    ``index_options`` sets ``threads``).
     Each replica keeps its items and writes its shard when it closes; ``result()``
     is the number of documents it wrote. A job that fails still publishes what each
     replica received — re-run the indexing job after a failure.
@@ -163,6 +173,10 @@ class IndexWriter(SinkFunction):
             return
         ctx = self._context
         cfg = self.config
+        options = dict(cfg["index_options"])
+        backend = plugins.get("vector-index", cfg["index"])
+        if "threads" in inspect.signature(backend).parameters:
+            options.setdefault("threads", contract_threads(self))
         write_shard(
             self.collection,
             docs=self.docs,
@@ -171,7 +185,7 @@ class IndexWriter(SinkFunction):
             replica=ctx.replica_index,
             index=cfg["index"],
             metric=cfg["metric"],
-            index_options=cfg["index_options"],
+            index_options=options,
             embedding_model=cfg["embedding_model"],
             mode=cfg["mode"],
             root=cfg["root"],
@@ -192,7 +206,8 @@ class Retrieve(MapFunction):
     overrides it), ``root``, ``field`` (``embedding``), ``out`` (``contexts``),
     ``keep_embedding`` (False drops the query vector from the output), ``trusted``
     (open index files whose backend's loader trusts them, such as usearch: only
-    for collections you wrote or trust).
+    for collections you wrote or trust). Searches run on as many threads as the
+    contract's ``cpu``.
     """
 
     contract = Contract(batch_size=32)
@@ -231,6 +246,10 @@ class Retrieve(MapFunction):
             self.config["root"],
             trusted=self.config["trusted"],
         )
+        threads = contract_threads(self)
+        for shard in self.store.shards:
+            if hasattr(shard.index, "threads"):
+                shard.index.threads = threads
 
     def map_batch(self, items: list[Any]) -> list[Any]:
         if self.store is None:

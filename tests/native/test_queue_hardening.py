@@ -14,7 +14,8 @@ from .isolated import assert_clean_exit, run_python
 pytestmark = pytest.mark.native
 
 # A finalizer in cyclic garbage pops a second queue while the first queue's pop_many
-# builds its result list (allocating the list runs the collector at threshold 1).
+# builds its result list: with the list free-list used up (lists held alive), the
+# list comes from the GC allocator, which runs the collector at threshold 1.
 _REENTRANT_POP = """
 import gc, sys, weakref
 from sage_core.channels import BoundedQueue
@@ -44,25 +45,30 @@ def run_once():
     gc.collect()
     gc.set_threshold(1)
     try:
+        held = [[] for _ in range(200)]  # empties the list free-list
         Popper()
         state["in_call"] = True
         got = outer.pop_many(64, timeout=0)
         state["in_call"] = False
     finally:
         gc.set_threshold(700, 10, 10)
+    del held
     gc.collect()
     if state["inner"] is None:
         return False
-    assert [(p.tag, p.n) for p in got] == [("outer", i) for i in range(40)], got[:3]
+    assert [(p.tag, p.n) for p in got] == [("outer", i) for i in range(40)], [
+        (p.tag, p.n) for p in got[:3]
+    ]
     assert [(p.tag, p.n) for p in state["inner"]] == [("inner", i) for i in range(40)]
     # each object is referenced by the test's list and by exactly one result list
     # (the queue's references went to the callers, none lost or duplicated)
     after = [sys.getrefcount(p) for p in outer_items + inner_items]
     assert after == [b for b in base], (base[:3], after[:3])
+    during = state["during"]
     del got, outer_items, inner_items, state
     gc.collect()
     assert all(r() is None for r in refs), "popped objects leaked"
-    return True
+    return during
 
 hits = 0
 for _ in range(50):
