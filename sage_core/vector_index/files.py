@@ -23,6 +23,7 @@ from sage_core.vector_index.base import (
     IndexFormatError,
     UntrustedIndexError,
     VectorIndex,
+    VectorIndexError,
 )
 
 #: most bytes a saved index's JSON header may take (read before anything else)
@@ -32,7 +33,7 @@ MAX_FILE_DIM = 1 << 16
 _HEADER_KEYS = frozenset(
     ("backend", "dim", "metric", "count", "options", "payload_bytes", "payload_blake2b")
 )
-_BACKEND_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -53,7 +54,15 @@ def open_saved(
             f"trust whoever did"
         )
     _check_options(cls, header, path)
-    index = cls._from_bytes(payload, header)
+    try:
+        index = cls._from_bytes(payload, header)
+    except VectorIndexError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, struct.error) as exc:
+        raise IndexFormatError(
+            f"{path}: the {cls.backend} payload does not match its header ({exc}); "
+            f"the file is damaged or forged"
+        ) from exc
     for key, value in (
         ("dim", index.dim),
         ("metric", index.metric),

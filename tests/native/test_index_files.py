@@ -357,3 +357,22 @@ def test_usearch_files_need_trust_and_their_headers_are_checked(tmp_path: Path) 
     # another entry slot on the top level is a valid graph; nothing else opens
     opened = {t for t, r in results.items() if r != "IndexFormatError"}
     assert all(t.startswith("graph4") for t in opened), results
+
+
+@pytest.mark.parametrize("case", ["empty", "one", "all-removed", "re-added", "grown"])
+def test_files_hnswlib_writes_still_open(tmp_path: Path, case: str) -> None:
+    index = create_index("hnswlib", dim=3, metric="cos", capacity=4, M=4)
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    if case != "empty":
+        n = 1 if case == "one" else 40  # "grown": past the capacity of 4
+        index.add(np.arange(n), x[:n])
+    if case in ("all-removed", "re-added"):
+        index.remove(np.arange(40))
+    if case == "re-added":
+        index.add([5, 7], x[:2])
+    path = tmp_path / "h.sidx"
+    index.save(path)
+    again = load_index(path)
+    assert len(again) == len(index)
+    again.add([1000], x[:1])
+    assert again.search(x[:1], 1)[0][0, 0] in (1000, 0)
