@@ -153,7 +153,7 @@ HOSTILE_FIELDS: dict[str, list[Any]] = {
     "dim": [0, -1, 5, 7, 2**40, "6", True, 6.0, None],
     "metric": ["x", "ip", "cos", None, 1],
     "count": [-1, 0, 57, 59, 2**64, "58", None, 58.5],
-    "options": [None, [], {"threads": 10**9}, {"threads": -1}, {"M": 1}, {"nope": 1},
+    "options": [None, [], {"threads": 2**31}, {"threads": -1}, {"M": 1}, {"nope": 1},
                 {"M": 10**6}, {"ef": 0}, {"threads": "2"}, {"seed": -5}],
 }  # fmt: skip
 
