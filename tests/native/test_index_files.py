@@ -200,11 +200,17 @@ def test_header_length_and_version_are_bounded_before_reading(tmp_path: Path) ->
             load_index(path)
 
 
-def test_padding_after_the_payload_is_refused(tmp_path: Path) -> None:
+def test_payload_size_is_checked_before_reading(tmp_path: Path) -> None:
     path = saved(tmp_path, "native-flat")
+    header, payload = split(path)
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(IndexFormatError, match="truncated or padded"):
         load_index(path)
+    for size in (2**62, len(payload) + 1, len(payload) - 1):  # 2**62: never allocated
+        head = json.dumps({**header, "payload_bytes": size}).encode()
+        path.write_bytes(FILE_MAGIC + struct.pack("<II", 1, len(head)) + head + payload)
+        with pytest.raises(IndexFormatError, match=f"header says {size}"):
+            load_index(path)
 
 
 JSON = st.recursive(
