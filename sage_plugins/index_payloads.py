@@ -126,9 +126,12 @@ def check_hnswlib(
     level0_end = HNSW_HEAD.size + cur * per
     if level0_end > len(blob):
         raise _fail(f"{cur} records do not fit in {len(blob)} bytes")
-    records = np.frombuffer(blob, np.uint8, count=cur * per, offset=HNSW_HEAD.size)
-    records = records.reshape(cur, per)
-    _check_level0(records, cur=cur, max_m0=max_m0, link0=link0, live=live, dim=dim)
+    record = np.dtype(
+        [("count", "<u2"), ("deleted", "u1"), ("unused", "u1"),
+         ("ids", "<u4", (max_m0,)), ("vector", "<f4", (dim,)), ("label", "<u8")]
+    )  # fmt: skip
+    records = np.frombuffer(blob, record, count=cur, offset=HNSW_HEAD.size)
+    _check_level0(records, cur=cur, max_m0=max_m0, live=live)
     levels = _check_upper_levels(blob, level0_end, cur=cur, max_m=max_m)
     if cur == 0:
         if (maxlevel, enter) != (-1, _NO_NODE):
@@ -139,65 +142,79 @@ def check_hnswlib(
 
 
 def _check_level0(
-    records: npt.NDArray[np.uint8],
+    records: npt.NDArray[np.void],
     *,
     cur: int,
     max_m0: int,
-    link0: int,
     live: npt.NDArray[np.uint64],
-    dim: int,
 ) -> None:
     """Neighbour lists, deletion marks, vectors and labels of the level-0 records."""
-    counts = records[:, 0:2].copy().view("<u2").ravel()
-    if (counts > max_m0).any() or (records[:, 2] > 1).any() or records[:, 3].any():
+    counts = records["count"]
+    if (counts > max_m0).any() or (records["deleted"] > 1).any():
         raise _fail("a level-0 list header is out of bounds")
-    ids = records[:, _FLOAT:link0].copy().view("<u4")
+    if records["unused"].any():
+        raise _fail("a level-0 list header is out of bounds")
     used = np.arange(max_m0)[None, :] < counts[:, None]
-    if (ids[used] >= cur).any():
+    if (records["ids"][used] >= cur).any():
         raise _fail("a level-0 neighbour is not a graph node")
-    vectors = records[:, link0 : link0 + dim * _FLOAT].copy().view("<f4")
-    if not np.isfinite(vectors).all():
+    if not np.isfinite(records["vector"]).all():
         raise _fail("a stored vector is not finite")
-    labels = records[:, link0 + dim * _FLOAT :].copy().view("<u8").ravel()
-    if len(np.unique(labels)) != cur or (labels == np.uint64(MISSING_ID)).any():
+    labels = records["label"]
+    ordered = np.sort(labels)
+    if (ordered[1:] == ordered[:-1]).any() or (labels == np.uint64(MISSING_ID)).any():
         raise _fail("labels repeat or use the reserved id")
-    present = np.sort(labels[records[:, 2] == 0])
+    present = np.sort(labels[records["deleted"] == 0])
     if not np.array_equal(present, np.sort(live)):
         raise _fail("the live ids are not the graph's undeleted labels")
 
 
-def _check_upper_levels(blob: bytes, offset: int, *, cur: int, max_m: int) -> list[int]:
+def _check_upper_levels(
+    blob: bytes, offset: int, *, cur: int, max_m: int
+) -> npt.NDArray[np.int64]:
     """Walk the per-element link lists; return each element's top level."""
     block = max_m * _FLOAT + _FLOAT
-    levels = [0] * cur
-    lists: list[tuple[int, int, int]] = []  # (element, offset, levels)
-    size_of = struct.Struct("<I").unpack_from
-    for i in range(cur):
-        if offset + _FLOAT > len(blob):
+    if (len(blob) - offset) % _FLOAT:
+        raise _fail("the link lists do not end on a list boundary")
+    words = np.frombuffer(blob, "<u4", offset=offset)
+    nonzero = np.flatnonzero(words)  # list sizes and list contents
+    levels = np.zeros(cur, dtype=np.int64)
+    starts: list[int] = []  # where each (element, level >= 1) list begins
+    need: list[int] = []  # its level: every neighbour must reach it
+    pos = i = 0  # word position, element
+    while i < cur:  # skip runs of empty lists (most elements) at once
+        k = int(np.searchsorted(nonzero, pos))
+        skip = min((int(nonzero[k]) if k < len(nonzero) else len(words)) - pos, cur - i)
+        i, pos = i + skip, pos + skip
+        if i == cur:
+            break
+        if pos >= len(words):
             raise _fail("the link lists are truncated")
-        (size,) = size_of(blob, offset)
-        offset += _FLOAT
-        if size % block or offset + size > len(blob):
+        size = int(words[pos])
+        pos += 1
+        if size % block or pos + size // _FLOAT > len(words):
             raise _fail(f"element {i} has a link list of {size} bytes")
-        if size:
-            levels[i] = size // block
-            lists.append((i, offset, levels[i]))
-        offset += size
-    if offset != len(blob):
-        raise _fail(f"{len(blob) - offset} bytes follow the link lists")
-    level_of = np.asarray(levels, dtype=np.int64)
-    for _, start, count in lists:
-        rows = np.frombuffer(blob, np.uint8, count=count * block, offset=start)
-        rows = rows.reshape(count, block)
-        sizes = rows[:, 0:2].copy().view("<u2").ravel()
-        if (sizes > max_m).any() or rows[:, 2:4].any():
-            raise _fail("an upper-level list header is out of bounds")
-        ids = rows[:, _FLOAT:].copy().view("<u4")
-        used = np.arange(max_m)[None, :] < sizes[:, None]
-        need = np.broadcast_to(np.arange(1, count + 1)[:, None], ids.shape)[used]
-        nbrs = ids[used]
-        if (nbrs >= cur).any() or (level_of[np.minimum(nbrs, cur - 1)] < need).any():
-            raise _fail("an upper-level neighbour is not on that level")
+        levels[i] = size // block
+        start = offset + pos * _FLOAT
+        starts.extend(range(start, start + size, block))
+        need.extend(range(1, levels[i] + 1))
+        pos += size // _FLOAT
+        i += 1
+    if pos != len(words):
+        raise _fail(f"{(len(words) - pos) * _FLOAT} bytes follow the link lists")
+    lists = np.dtype([("count", "<u2"), ("unused", "<u2"), ("ids", "<u4", (max_m,))])
+    raw = np.frombuffer(blob, np.uint8)
+    at = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(block)
+    rows = np.ascontiguousarray(raw[at]).view(lists).ravel()
+    if (rows["count"] > max_m).any() or rows["unused"].any():
+        raise _fail("an upper-level list header is out of bounds")
+    used = np.arange(max_m)[None, :] < rows["count"][:, None]
+    nbrs = rows["ids"][used]
+    level = np.broadcast_to(np.asarray(need, dtype=np.int64)[:, None], used.shape)
+    top = np.asarray(levels, dtype=np.int64)
+    if (nbrs >= cur).any() or (
+        top[np.minimum(nbrs, max(cur - 1, 0))] < level[used]
+    ).any():
+        raise _fail("an upper-level neighbour is not on that level")
     return levels
 
 

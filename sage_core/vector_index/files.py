@@ -23,6 +23,7 @@ from sage_core.vector_index.base import (
     IndexFormatError,
     UntrustedIndexError,
     VectorIndex,
+    VectorIndexError,
 )
 
 #: most bytes a saved index's JSON header may take (read before anything else)
@@ -32,7 +33,7 @@ MAX_FILE_DIM = 1 << 16
 _HEADER_KEYS = frozenset(
     ("backend", "dim", "metric", "count", "options", "payload_bytes", "payload_blake2b")
 )
-_BACKEND_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -53,7 +54,15 @@ def open_saved(
             f"trust whoever did"
         )
     _check_options(cls, header, path)
-    index = cls._from_bytes(payload, header)
+    try:
+        index = cls._from_bytes(payload, header)
+    except VectorIndexError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, struct.error) as exc:
+        raise IndexFormatError(
+            f"{path}: the {cls.backend} payload does not match its header ({exc}); "
+            f"the file is damaged or forged"
+        ) from exc
     for key, value in (
         ("dim", index.dim),
         ("metric", index.metric),
@@ -160,14 +169,15 @@ def _check_options(cls: type[VectorIndex], header: dict[str, Any], path: Any) ->
 def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
     with open(path, "rb") as f:
         header = _parse_head(f.read(len(FILE_MAGIC) + 8), f, path)
-        payload = f.read(header["payload_bytes"] + 1)
-    if len(payload) != header["payload_bytes"]:
-        raise IndexFormatError(
-            f"{path} is truncated or padded: payload has "
-            f"{'more than ' if len(payload) > header['payload_bytes'] else ''}"
-            f"{min(len(payload), header['payload_bytes'])} bytes, header says "
-            f"{header['payload_bytes']}"
-        )
+        left = os.fstat(f.fileno()).st_size - f.tell()
+        if left != header["payload_bytes"]:  # checked before anything is read
+            raise IndexFormatError(
+                f"{path} is truncated or padded: payload has {left} bytes, header "
+                f"says {header['payload_bytes']}"
+            )
+        payload = f.read(left)
+    if len(payload) != left:
+        raise IndexFormatError(f"{path} changed while it was read")
     digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
     if digest != header["payload_blake2b"]:
         raise IndexFormatError(f"{path} is corrupt (payload checksum mismatch)")
@@ -178,8 +188,9 @@ def load_index(path: str | os.PathLike[str], *, trusted: bool = False) -> Vector
     """Reopen an index saved by any registered backend (named in the file).
 
     A saved index is untrusted input: the header is checked field by field and
-    against the payload, and the native, ``native-ivf`` and ``hnswlib`` backends
-    check their payload before any library reads it, so a hostile file raises
+    against the payload, and the native (``native-flat``, ``native-ivf``) and
+    ``hnswlib`` backends check their payload before a library reads it, so a
+    hostile file raises
     ``IndexFormatError``. ``usearch`` (and any plugin backend that does not set
     ``validates_files``) hands the payload to a library loader that trusts it:
     such files open only with ``trusted=True``; pass it only for files you made

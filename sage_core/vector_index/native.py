@@ -149,7 +149,9 @@ class FlatIndex(_NativeIndex):
     """
 
     backend = "native-flat"
-    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {"threads": (0, 1024)}
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {
+        "threads": (0, 2**31 - 1)
+    }
 
     def __init__(self, dim: int, metric: str = "cos", *, threads: int = 0) -> None:
         self.threads = check_threads(threads)
@@ -202,7 +204,7 @@ class IVFIndex(_NativeIndex):
     file_options: ClassVar[dict[str, tuple[int, int]] | None] = {
         "nlist": (0, 2**31 - 1),
         "nprobe": (0, 2**31 - 1),
-        "threads": (0, 1024),
+        "threads": (0, 2**31 - 1),
     }
 
     def __init__(

@@ -153,7 +153,7 @@ HOSTILE_FIELDS: dict[str, list[Any]] = {
     "dim": [0, -1, 5, 7, 2**40, "6", True, 6.0, None],
     "metric": ["x", "ip", "cos", None, 1],
     "count": [-1, 0, 57, 59, 2**64, "58", None, 58.5],
-    "options": [None, [], {"threads": 10**9}, {"threads": -1}, {"M": 1}, {"nope": 1},
+    "options": [None, [], {"threads": 2**31}, {"threads": -1}, {"M": 1}, {"nope": 1},
                 {"M": 10**6}, {"ef": 0}, {"threads": "2"}, {"seed": -5}],
 }  # fmt: skip
 
@@ -200,11 +200,17 @@ def test_header_length_and_version_are_bounded_before_reading(tmp_path: Path) ->
             load_index(path)
 
 
-def test_padding_after_the_payload_is_refused(tmp_path: Path) -> None:
+def test_payload_size_is_checked_before_reading(tmp_path: Path) -> None:
     path = saved(tmp_path, "native-flat")
+    header, payload = split(path)
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(IndexFormatError, match="truncated or padded"):
         load_index(path)
+    for size in (2**62, len(payload) + 1, len(payload) - 1):  # 2**62: never allocated
+        head = json.dumps({**header, "payload_bytes": size}).encode()
+        path.write_bytes(FILE_MAGIC + struct.pack("<II", 1, len(head)) + head + payload)
+        with pytest.raises(IndexFormatError, match=f"header says {size}"):
+            load_index(path)
 
 
 JSON = st.recursive(
@@ -357,3 +363,22 @@ def test_usearch_files_need_trust_and_their_headers_are_checked(tmp_path: Path) 
     # another entry slot on the top level is a valid graph; nothing else opens
     opened = {t for t, r in results.items() if r != "IndexFormatError"}
     assert all(t.startswith("graph4") for t in opened), results
+
+
+@pytest.mark.parametrize("case", ["empty", "one", "all-removed", "re-added", "grown"])
+def test_files_hnswlib_writes_still_open(tmp_path: Path, case: str) -> None:
+    index = create_index("hnswlib", dim=3, metric="cos", capacity=4, M=4)
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    if case != "empty":
+        n = 1 if case == "one" else 40  # "grown": past the capacity of 4
+        index.add(np.arange(n), x[:n])
+    if case in ("all-removed", "re-added"):
+        index.remove(np.arange(40))
+    if case == "re-added":
+        index.add([5, 7], x[:2])
+    path = tmp_path / "h.sidx"
+    index.save(path)
+    again = load_index(path)
+    assert len(again) == len(index)
+    again.add([1000], x[:1])
+    assert again.search(x[:1], 1)[0][0, 0] in (1000, 0)
