@@ -94,14 +94,22 @@ def measure(
         _check(run, n_half, system)
         half.setdefault(key, []).append((run, n_half))
 
+    def warm_up(fn: Runner) -> None:
+        """One small unmeasured run: a fresh session's first job pays for imports,
+        plugin loading and worker start-up."""
+        fn(max(args.min_n // 10, 100), 0.0, max(args.batches), None)
+
     for _ in range(args.repeats):
         with dask_session() as client:
             fns = runners(client)
+            warm_up(fns["sage-dask"])
+            warm_up(fns["dask-actors"])
             for cost, system, batch, n in rows:
                 if system in fns:
                     one(fns[system], cost, system, batch, n)
         if any(r[1] == "ray-actors" for r in rows):
             with ray_session() as ray_run:
+                warm_up(ray_run)
                 for cost, system, batch, n in rows:
                     if system == "ray-actors":
                         one(ray_run, cost, system, batch, n)
@@ -268,6 +276,9 @@ def main() -> None:
         "machine": {"before": before, "after": machine_info()},
         "repeats": args.repeats,
         "smoke": args.smoke,
+        "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
         "goal": {"half_load_p99_ms": GOAL_P99_MS, "peak_vs_throughput_mode": 0.9},
         "throughput_mode": THROUGHPUT_MODE,
         "window": dask_peers.WINDOW,

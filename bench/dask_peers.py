@@ -22,6 +22,7 @@ daemons; ``ProcessTree``) and the emission-to-sink latency of every item
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -256,9 +257,9 @@ def dask_actors_run(
     return Run(wall, cpu, sink.result().result())
 
 
-@contextmanager
-def dask_session(n_workers: int = 2) -> Iterator[Any]:
-    """A 2-process LocalCluster (one thread each) and its client, closed after."""
+def local_cluster(n_workers: int = 2) -> tuple[Any, Any, list[int]]:
+    """A LocalCluster of ``n_workers`` processes (one thread each), its client and
+    the workers' pids."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -270,6 +271,14 @@ def dask_session(n_workers: int = 2) -> Iterator[Any]:
             dashboard_address=":0",
         )
     client = Client(cluster)
+    pids = list(client.run(os.getpid).values())
+    return cluster, client, pids
+
+
+@contextmanager
+def dask_session(n_workers: int = 2) -> Iterator[Any]:
+    """``local_cluster``'s client, the cluster closed after."""
+    cluster, client, _ = local_cluster(n_workers)
     try:
         yield client
     finally:
@@ -286,7 +295,15 @@ def ray_session() -> Iterator[Any]:
     ``run(n, cost_s, batch, rate) -> Run`` on two actor processes."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s, short on a loaded box
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"Ray did not start ({exc}); retrying", flush=True)
     try:
         yield _ray_runner(ray)
     finally:

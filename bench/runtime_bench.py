@@ -220,6 +220,9 @@ def main() -> None:
         "machine": {"before": before, "after": machine_info()},
         "repeats": args.repeats,
         "smoke": args.smoke,
+        "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
         "modes": MODES,
         "peers": PEERS,
         "rows": rows,
