@@ -153,3 +153,71 @@ def test_demo_refuses_contradicting_answerers(sage_home, sage_cli) -> None:
         sage_cli, ["demo", "--embedder", "hash", "--model", "m"]
     )
     assert result.exit_code == 2 and "give --llm-url" in result.output
+
+
+class JobHandleDouble:
+    """A test double of a running job: ``metrics()`` walks through scripted
+    ``items_out`` values of ``generate``, then the job ends."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+        self.polls = 0
+
+    def _done(self) -> int:
+        return self.counts[min(self.polls, len(self.counts) - 1)]
+
+    def metrics(self) -> dict:
+        done = self._done()
+        self.polls += 1
+        return {"operators": {"generate": {"items_out": done}}, "replicas": {}}
+
+    def status(self) -> str:
+        return "running" if self.polls < len(self.counts) else "succeeded"
+
+    def wait(self) -> str:
+        return "result"
+
+
+def test_progress_bar_draws_what_the_job_counted(monkeypatch, capsys) -> None:
+    from sage_plugins.demo import progress
+
+    monkeypatch.setattr(progress, "POLL_S", 0)
+    handle = JobHandleDouble([0, 1, 2, 2, 4, 5])
+
+    def count(metrics: dict) -> tuple[int, int]:
+        return metrics["operators"]["generate"]["items_out"], 6
+
+    assert progress.follow(handle, count, desc="answering", unit="q") == "result"
+    drawn = re.findall(r"answering:\s+\d+%\|[^|]*\|\s*(\d+)/6", capsys.readouterr().err)
+    # every count the job reported, in order, and never the total it did not reach
+    assert sorted(set(map(int, drawn))) == [0, 1, 2, 4, 5]
+
+
+def test_ask_settings_count_each_question_before_the_next_starts(sage_home) -> None:
+    import threading
+
+    from sage_core.api import LocalEnvironment
+    from sage_plugins.demo.cli import ASK_SETTINGS
+
+    env = LocalEnvironment("progress", **ASK_SETTINGS)
+    submitted = threading.Event()
+    box: dict = {}
+    counted: list[int] = []
+
+    def answer_double(item: dict) -> dict:
+        submitted.wait(30)
+        ops = box["job"].metrics()["operators"]
+        counted.append(ops.get("answer_double", {}).get("items_out", 0))
+        return item
+
+    (
+        env.from_collection([{"query": f"question {i}"} for i in range(8)])
+        .map("embed", field="query", batch_size=1, backend="hash")
+        .map(answer_double)
+        .collect()
+    )
+    box["job"] = env.submit()
+    submitted.set()
+    box["job"].wait()
+    # when a question starts, every earlier one is already counted as answered
+    assert counted == list(range(8))
