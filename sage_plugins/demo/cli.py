@@ -149,7 +149,7 @@ def _answer(
     "--max-tokens",
     type=click.IntRange(1),
     default=None,
-    help="Most answer tokens [default: 80 extractive, 48 generated].",
+    help="Most answer tokens [default: 120 extractive, 48 generated].",
 )
 @click.option(
     "--stream/--no-stream",
@@ -209,7 +209,7 @@ def demo(
             embed=embed,
         ) as chosen:
             if max_tokens is None:
-                max_tokens = 80 if chosen.kind == EXTRACTIVE else 48
+                max_tokens = 120 if chosen.kind == EXTRACTIVE else 48
             started = time.perf_counter()
             chunks = _index(corpus_file, embed, max_tokens=160)
             indexed_s = time.perf_counter() - started

@@ -33,7 +33,7 @@ def test_demo_answers_with_sources_and_stage_table(
     for stage in ("embed", "retrieve", "refine", "prompt", "generate"):
         assert f"\n  {stage}" in out
     assert "queue-wait ms" in out and "NOT meaningful" not in out
-    assert "extractive" not in out.lower()
+    assert "A (extractive)" not in out and "EXTRACTIVE" not in out
     assert (
         sage_home / "data" / "collections" / "sage-demo" / "collection.json"
     ).exists()
