@@ -7,25 +7,19 @@ from __future__ import annotations
 import json
 import re
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+
+
+def demo(sage_cli, *args: str) -> Result:
+    """``sage demo --embedder hash ARGS`` in-process."""
+    return CliRunner().invoke(sage_cli, ["demo", "--embedder", "hash", *args])
 
 
 def test_demo_answers_with_sources_and_stage_table(
     sage_home, engine_double, sage_cli
 ) -> None:
     engine = engine_double("real-llm")
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--max-tokens",
-            "5",
-        ],
-    )
+    result = demo(sage_cli, "--llm-url", engine.url + "/v1", "--max-tokens", "5")
     assert result.exit_code == 0, result.output
     out = result.output
     assert out.count("\nQ: ") == 16 and out.count("\nA: ") == 16
@@ -45,22 +39,9 @@ def test_demo_json_output_and_own_questions(
     engine = engine_double("m")
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"query": "What is a replica?"}\n')
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--json",
-            "--questions",
-            str(questions),
-            "--no-stream",
-            "--top-k",
-            "2",
-        ],
-    )
+    url = engine.url + "/v1"
+    options = ["--llm-url", url, "--json", "--no-stream", "--top-k", "2"]
+    result = demo(sage_cli, *options, "--questions", str(questions))
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["summary"]["questions"] == 1
@@ -75,23 +56,10 @@ def test_demo_names_unreachable_servers_and_unknown_models(
     sage_home, engine_double, free_port, sage_cli
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    result = CliRunner().invoke(
-        sage_cli, ["demo", "--embedder", "hash", "--llm-url", url]
-    )
+    result = demo(sage_cli, "--llm-url", url)
     assert result.exit_code == 1 and "cannot reach" in result.output
     engine = engine_double("m")
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--model",
-            "other",
-        ],
-    )
+    result = demo(sage_cli, "--llm-url", engine.url + "/v1", "--model", "other")
     assert result.exit_code == 1
     assert "does not serve model 'other'; it serves m" in result.output
 
@@ -105,7 +73,7 @@ def _bar_states(stderr: str, name: str) -> list[tuple[int, int]]:
 def test_demo_answers_extractively_by_default_with_real_progress(
     sage_home, sage_cli
 ) -> None:
-    result = CliRunner().invoke(sage_cli, ["demo", "--embedder", "hash"])
+    result = demo(sage_cli)
     assert result.exit_code == 0, result.output
     out, err = result.stdout, result.stderr
     assert "EXTRACTIVE" in err and "no model wrote them" in err
@@ -125,10 +93,7 @@ def test_demo_answers_extractively_by_default_with_real_progress(
 def test_demo_json_names_the_extractive_answerer(sage_home, sage_cli, tmp_path) -> None:
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"query": "Where are persisted collections stored?"}\n')
-    result = CliRunner().invoke(
-        sage_cli,
-        ["demo", "--embedder", "hash", "--json", "--questions", str(questions)],
-    )
+    result = demo(sage_cli, "--json", "--questions", str(questions))
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["summary"]["answerer"] == "extractive"
@@ -146,12 +111,9 @@ def test_demo_is_a_plugin_command(sage_cli) -> None:
 
 
 def test_demo_refuses_contradicting_answerers(sage_home, sage_cli) -> None:
-    both = ["demo", "--embedder", "hash", "--tiny-model", "--llm-url", "http://x/v1"]
-    result = CliRunner().invoke(sage_cli, both)
+    result = demo(sage_cli, "--tiny-model", "--llm-url", "http://x/v1")
     assert result.exit_code == 2 and "exclude each other" in result.output
-    result = CliRunner().invoke(
-        sage_cli, ["demo", "--embedder", "hash", "--model", "m"]
-    )
+    result = demo(sage_cli, "--model", "m")
     assert result.exit_code == 2 and "give --llm-url" in result.output
 
 
