@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -78,16 +77,10 @@ def dask_client() -> Iterator[Any]:
         cluster.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Returns a function giving a TCP port on 127.0.0.1 that was free a moment ago."""
-    return _free_port
+    return double.free_port  # the EngineDouble module's, one helper for all
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ It reads the numbered context passages and the question from the prompt that the
 passages into sentences, and answers with the ``max_sentences`` sentences most similar
 to the question by embedding similarity (cosine, with any embedding backend; by default
 the packaged all-MiniLM-L6-v2), best first, each followed by ``[n]``: the rank of the
-passage it comes from, the citation form the default prompt asks a model for.
+passage it comes from, the citation form the default prompt asks a model for. When
+``max_tokens`` cannot hold the best sentence whole, its beginning is given, followed by
+``…``, and the finish reason is ``"length"``.
 
 Nothing is generated: every word of an answer is a word of the context. It is an
 honest offline answerer for machines without a trained generative model, and a
@@ -194,8 +196,10 @@ class ExtractiveBackend(GenerationBackend):
             piece = f"{sentence.text} [{sentence.source}]"
             need = approx_tokens(piece)
             if used + need > max_tokens:
-                if not pieces:  # the best sentence alone is too long: cut it
-                    tag = f" [{sentence.source}]"
+                if (
+                    not pieces
+                ):  # the best sentence alone is too long: cut it, and say so
+                    tag = f" … [{sentence.source}]"
                     cut = _cut(sentence.text, max_tokens - approx_tokens(tag))
                     pieces.append(cut + tag if cut else "")
                 return " ".join(p for p in pieces if p), "length"

@@ -34,13 +34,20 @@ from sage_plugins.demo.progress import (
 from sage_plugins.demo.report import report
 
 COLLECTION = "sage-demo"
+#: packets of 16 documents, at most 2 per step: the indexing bar moves every few
+#: dozen chunks (the embedder still gets batches of 32)
+INDEX_SETTINGS = {"buffer_size": 16, "max_packets": 2}
+#: one question per packet and per step (and ``embed`` batches of 1): each question
+#: is counted as soon as it is answered, while the ``generate`` replicas keep several
+#: questions in flight
+ASK_SETTINGS = {"buffer_size": 1, "max_packets": 1}
 
 
 def _index(corpus: Path, embed: dict[str, Any], max_tokens: int) -> int:
     """Index the corpus into the demo collection; returns the chunks written."""
     from sage_core.api import LocalEnvironment
 
-    env = LocalEnvironment("demo-index")
+    env = LocalEnvironment("demo-index", **INDEX_SETTINGS)
     (
         env.from_source("jsonl-documents", path=str(corpus))
         .flat_map("chunk", max_tokens=max_tokens)
@@ -73,10 +80,10 @@ def _answer(
     """Answer the questions; returns the job result."""
     from sage_core.api import LocalEnvironment
 
-    env = LocalEnvironment("demo-ask")
+    env = LocalEnvironment("demo-ask", **ASK_SETTINGS)
     (
         env.from_collection(asked)
-        .map("embed", field="query", **embed)
+        .map("embed", field="query", batch_size=1, **embed)
         .map("retrieve", collection=COLLECTION, top_k=top_k)
         .map("refine", budget_tokens=200, tokenizer=chosen.tokenizer)
         .map("prompt", max_prompt_tokens=360, tokenizer=chosen.tokenizer)
@@ -86,8 +93,6 @@ def _answer(
             backend_config=dict(chosen.config),
             max_tokens=max_tokens,
             stream=stream,
-            # one question per call, several replicas: the bar moves per question
-            batch_size=1,
             parallelism=min(chosen.parallelism, max(len(asked), 1)),
         )
         .collect()
@@ -144,7 +149,7 @@ def _answer(
     "--max-tokens",
     type=click.IntRange(1),
     default=None,
-    help="Most answer tokens [default: 80 extractive, 48 generated].",
+    help="Most answer tokens [default: 120 extractive, 48 generated].",
 )
 @click.option(
     "--stream/--no-stream",
@@ -204,7 +209,7 @@ def demo(
             embed=embed,
         ) as chosen:
             if max_tokens is None:
-                max_tokens = 80 if chosen.kind == EXTRACTIVE else 48
+                max_tokens = 120 if chosen.kind == EXTRACTIVE else 48
             started = time.perf_counter()
             chunks = _index(corpus_file, embed, max_tokens=160)
             indexed_s = time.perf_counter() - started

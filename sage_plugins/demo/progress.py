@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-#: seconds between two reads of the job's counters
+#: seconds between two reads of the job's counters (and between two redraws)
 POLL_S = 0.1
 
 Count = Callable[[dict[str, Any]], tuple[int, int | None]]
@@ -56,7 +56,15 @@ def follow(handle: Any, count: Count, *, desc: str, unit: str) -> Any:
     """
     _, total = count(handle.metrics())
     with tqdm(
-        desc=desc, unit=unit, total=total, file=sys.stderr, dynamic_ncols=True
+        desc=desc,
+        unit=unit,
+        total=total,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        # redraw on every change the poll finds (tqdm's adaptive skipping would hide
+        # the steps after a large one)
+        miniters=1,
+        mininterval=POLL_S,
     ) as bar:
 
         def show() -> None:

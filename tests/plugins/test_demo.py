@@ -7,25 +7,19 @@ from __future__ import annotations
 import json
 import re
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+
+
+def demo(sage_cli, *args: str) -> Result:
+    """``sage demo --embedder hash ARGS`` in-process."""
+    return CliRunner().invoke(sage_cli, ["demo", "--embedder", "hash", *args])
 
 
 def test_demo_answers_with_sources_and_stage_table(
     sage_home, engine_double, sage_cli
 ) -> None:
     engine = engine_double("real-llm")
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--max-tokens",
-            "5",
-        ],
-    )
+    result = demo(sage_cli, "--llm-url", engine.url + "/v1", "--max-tokens", "5")
     assert result.exit_code == 0, result.output
     out = result.output
     assert out.count("\nQ: ") == 16 and out.count("\nA: ") == 16
@@ -33,7 +27,7 @@ def test_demo_answers_with_sources_and_stage_table(
     for stage in ("embed", "retrieve", "refine", "prompt", "generate"):
         assert f"\n  {stage}" in out
     assert "queue-wait ms" in out and "NOT meaningful" not in out
-    assert "extractive" not in out.lower()
+    assert "A (extractive)" not in out and "EXTRACTIVE" not in out
     assert (
         sage_home / "data" / "collections" / "sage-demo" / "collection.json"
     ).exists()
@@ -45,22 +39,9 @@ def test_demo_json_output_and_own_questions(
     engine = engine_double("m")
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"query": "What is a replica?"}\n')
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--json",
-            "--questions",
-            str(questions),
-            "--no-stream",
-            "--top-k",
-            "2",
-        ],
-    )
+    url = engine.url + "/v1"
+    options = ["--llm-url", url, "--json", "--no-stream", "--top-k", "2"]
+    result = demo(sage_cli, *options, "--questions", str(questions))
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["summary"]["questions"] == 1
@@ -75,23 +56,10 @@ def test_demo_names_unreachable_servers_and_unknown_models(
     sage_home, engine_double, free_port, sage_cli
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    result = CliRunner().invoke(
-        sage_cli, ["demo", "--embedder", "hash", "--llm-url", url]
-    )
+    result = demo(sage_cli, "--llm-url", url)
     assert result.exit_code == 1 and "cannot reach" in result.output
     engine = engine_double("m")
-    result = CliRunner().invoke(
-        sage_cli,
-        [
-            "demo",
-            "--embedder",
-            "hash",
-            "--llm-url",
-            engine.url + "/v1",
-            "--model",
-            "other",
-        ],
-    )
+    result = demo(sage_cli, "--llm-url", engine.url + "/v1", "--model", "other")
     assert result.exit_code == 1
     assert "does not serve model 'other'; it serves m" in result.output
 
@@ -105,7 +73,7 @@ def _bar_states(stderr: str, name: str) -> list[tuple[int, int]]:
 def test_demo_answers_extractively_by_default_with_real_progress(
     sage_home, sage_cli
 ) -> None:
-    result = CliRunner().invoke(sage_cli, ["demo", "--embedder", "hash"])
+    result = demo(sage_cli)
     assert result.exit_code == 0, result.output
     out, err = result.stdout, result.stderr
     assert "EXTRACTIVE" in err and "no model wrote them" in err
@@ -125,10 +93,7 @@ def test_demo_answers_extractively_by_default_with_real_progress(
 def test_demo_json_names_the_extractive_answerer(sage_home, sage_cli, tmp_path) -> None:
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"query": "Where are persisted collections stored?"}\n')
-    result = CliRunner().invoke(
-        sage_cli,
-        ["demo", "--embedder", "hash", "--json", "--questions", str(questions)],
-    )
+    result = demo(sage_cli, "--json", "--questions", str(questions))
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["summary"]["answerer"] == "extractive"
@@ -146,10 +111,75 @@ def test_demo_is_a_plugin_command(sage_cli) -> None:
 
 
 def test_demo_refuses_contradicting_answerers(sage_home, sage_cli) -> None:
-    both = ["demo", "--embedder", "hash", "--tiny-model", "--llm-url", "http://x/v1"]
-    result = CliRunner().invoke(sage_cli, both)
+    result = demo(sage_cli, "--tiny-model", "--llm-url", "http://x/v1")
     assert result.exit_code == 2 and "exclude each other" in result.output
-    result = CliRunner().invoke(
-        sage_cli, ["demo", "--embedder", "hash", "--model", "m"]
-    )
+    result = demo(sage_cli, "--model", "m")
     assert result.exit_code == 2 and "give --llm-url" in result.output
+
+
+class JobHandleDouble:
+    """A test double of a running job: ``metrics()`` walks through scripted
+    ``items_out`` values of ``generate``, then the job ends."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+        self.polls = 0
+
+    def _done(self) -> int:
+        return self.counts[min(self.polls, len(self.counts) - 1)]
+
+    def metrics(self) -> dict:
+        done = self._done()
+        self.polls += 1
+        return {"operators": {"generate": {"items_out": done}}, "replicas": {}}
+
+    def status(self) -> str:
+        return "running" if self.polls < len(self.counts) else "succeeded"
+
+    def wait(self) -> str:
+        return "result"
+
+
+def test_progress_bar_draws_what_the_job_counted(monkeypatch, capsys) -> None:
+    from sage_plugins.demo import progress
+
+    monkeypatch.setattr(progress, "POLL_S", 0)
+    handle = JobHandleDouble([0, 1, 2, 2, 4, 5])
+
+    def count(metrics: dict) -> tuple[int, int]:
+        return metrics["operators"]["generate"]["items_out"], 6
+
+    assert progress.follow(handle, count, desc="answering", unit="q") == "result"
+    drawn = re.findall(r"answering:\s+\d+%\|[^|]*\|\s*(\d+)/6", capsys.readouterr().err)
+    # every count the job reported, in order, and never the total it did not reach
+    assert sorted(set(map(int, drawn))) == [0, 1, 2, 4, 5]
+
+
+def test_ask_settings_count_each_question_before_the_next_starts(sage_home) -> None:
+    import threading
+
+    from sage_core.api import LocalEnvironment
+    from sage_plugins.demo.cli import ASK_SETTINGS
+
+    env = LocalEnvironment("progress", **ASK_SETTINGS)
+    submitted = threading.Event()
+    box: dict = {}
+    counted: list[int] = []
+
+    def answer_double(item: dict) -> dict:
+        submitted.wait(30)
+        ops = box["job"].metrics()["operators"]
+        counted.append(ops.get("answer_double", {}).get("items_out", 0))
+        return item
+
+    (
+        env.from_collection([{"query": f"question {i}"} for i in range(8)])
+        .map("embed", field="query", batch_size=1, backend="hash")
+        .map(answer_double)
+        .collect()
+    )
+    box["job"] = env.submit()
+    submitted.set()
+    box["job"].wait()
+    # when a question starts, every earlier one is already counted as answered
+    assert counted == list(range(8))

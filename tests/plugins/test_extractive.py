@@ -26,7 +26,7 @@ CONTEXTS = [
         "vector index file.",
     },
 ]
-PIECE = re.compile(r"(.+?) \[(\d+)\](?: |$)")
+PIECE = re.compile(r"(.+?)(?: …)? \[(\d+)\](?: |$)")
 
 
 def _pieces(answer: str) -> list[tuple[str, int]]:
