@@ -102,6 +102,19 @@ def test_pipeline_over_tls_and_strangers_refused(
         )
         assert run.returncode == 0, run.stderr
         assert sorted(int(x) for x in run.stdout.split()) == list(range(200))
+        job_id = run.stderr.split("job ", 1)[1].split()[0]
+        explain = subprocess.run(
+            [*sage_cmd, "explain", job_id, "--address", address, "--json", *tls],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert explain.returncode == 0, explain.stderr
+        decisions = json.loads(explain.stdout)
+        # the one worker, by name or by its tls:// address
+        assert decisions and all("tls" in d["worker"] for d in decisions)
 
         plain = subprocess.run(
             [*sage_cmd, "run", str(spec), "--address", address],
