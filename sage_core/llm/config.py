@@ -5,7 +5,8 @@ Example (``sage gateway --config gateway.yaml``)::
     engines:
       - {id: llm-a, url: "http://127.0.0.1:8001", kind: llm, model: tiny}
       - {id: emb, url: "http://127.0.0.1:8003", kind: embedding, max_inflight: 4}
-    managed:                      # vLLM subprocesses the gateway starts and stops
+    managed:                      # engine processes the gateway starts and stops,
+                                  # through the launch_engine hook (launcher: vllm)
       - {id: llm-c, model_dir: /path/to/model, served_model_name: tiny, port: 8005}
     policy: hybrid
     policy_config: {max_batch: 32, max_wait_ms: 5}
