@@ -213,6 +213,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     [s_["median"] for s_ in stats],
                     width,
                     label=s,
+                    color=f"C{j}",  # the same colour in every panel
                     **errorbar_args(stats),
                 )
         ax.set_xticks(

@@ -174,6 +174,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     [x["median"] for x in stats],
                     width,
                     label=s,
+                    color=f"C{j}",  # the same colour in every panel
                     **errorbar_args(stats),
                 )
             ax.set_xticks(
