@@ -139,7 +139,7 @@ def worst_spread(results: list[dict[str, Any]]) -> float:
     return max(spreads, default=0.0)
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,6 +167,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("QPS by CPU time (1 thread; median, min-max bars)")
         ax.set_title(f"{res['set']}: {res['note']}", fontsize=9)
         ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -221,7 +222,12 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    plot(results, args.out.with_suffix(".png"))
+    load = payload["machine"]["before"]["load_avg"][0]
+    title = (
+        f"{'repeats agree' if agree else 'REPEATS DISAGREE: do not quote'} "
+        f"(largest spread {worst:.0%}, load {load:.1f} on {before['cpus']} CPUs)"
+    )
+    plot(results, args.out.with_suffix(".png"), title)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 

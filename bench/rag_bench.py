@@ -65,7 +65,9 @@ def summarise(
         return spread([fn(r) for r in runs])
 
     def gen_p50(r: dict[str, Any], key: str) -> float:
-        return 1000 * percentile([g[key] for g in r["generation"]], 0.5)
+        # an answer of one token has no time between tokens (None)
+        found = [g[key] for g in r["generation"] if g[key] is not None]
+        return 1000 * percentile(found, 0.5) if found else float("nan")
 
     row: dict[str, Any] = {
         "system": name,
