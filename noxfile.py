@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.needs_version = ">=2024.10"
@@ -73,6 +75,60 @@ def tests_inference(session: nox.Session) -> None:
         "--timeout=1200",
         *session.posargs,
         env=INFERENCE_ENV,
+    )
+
+
+ASAN_TESTS = [
+    "tests/native",
+    "tests/core/test_local_runtime.py",
+    "tests/core/test_runtime_properties.py",
+    "tests/dask/test_transport.py",
+    "tests/dask/test_inbox_accept.py",
+]
+
+
+@nox.session(name="tests-asan", python=PYTHON, default=False)
+def tests_asan(session: nox.Session) -> None:
+    """Native and runtime tests on an AddressSanitizer + UBSan build of the extension."""
+    session.install(
+        *nox.project.dependency_groups(PYPROJECT, "test"),
+        *PYPROJECT["project"]["dependencies"],
+    )
+    build = ["-C", "cmake.define.SAGE_SANITIZE=ON", "-C", "build-dir=build/asan"]
+    build += ["-C", "install.strip=false"]  # symbols for the sanitizers' stacks
+    if session.venv_backend == "uv":  # a cached wheel would be uninstrumented
+        build += ["--refresh-package", "sage-dask"]
+    session.install(*build, "--no-deps", ".")
+    # the sanitizer runtime must load first, and libstdc++ with it (Python does not
+    # link it: ASan would find no __cxa_throw to intercept)
+    cxx = os.environ.get("CXX", "c++")
+    preload = [
+        session.run(cxx, f"-print-file-name={lib}", external=True, silent=True)
+        for lib in ("libasan.so", "libstdc++.so")
+    ]
+    env = {
+        "LD_PRELOAD": " ".join(str(p).strip() for p in preload),
+        # Python's allocator keeps memory until exit: leak reports are noise;
+        # hnswlib's bindings free new[] arrays with delete (not ours to fix)
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:strict_string_checks=1"
+        ":alloc_dealloc_mismatch=0",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    }
+    check = (
+        "import pathlib, sage_core._native as n; "
+        "b = pathlib.Path(n.__file__).read_bytes(); "
+        "assert b'__asan_report' in b and b'__ubsan_handle' in b, 'not instrumented'"
+    )
+    session.run("python", "-P", "-c", check, env=env)
+    session.run(
+        "pytest",
+        "-m",
+        "not slow and not inference",
+        "-p",
+        "no:cacheprovider",
+        "--capture=sys",  # sanitizer reports go to fd 2 before the abort
+        *(session.posargs or ASAN_TESTS),
+        env=env,
     )
 
 

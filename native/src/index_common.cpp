@@ -41,7 +41,7 @@ void PanelStore::reserve(std::size_t rows) {
   data_.reserve(npanels * dim_ * kLanes);
   masks_.reserve(npanels);
   ids_.reserve(rows);
-  sqnorms_.reserve(rows);
+  sqnorms_.reserve(npanels * kLanes);
 }
 
 void PanelStore::set_row(std::size_t row, std::uint64_t id, const float* vec, float sqnorm) {
@@ -57,10 +57,10 @@ std::size_t PanelStore::append(std::uint64_t id, const float* vec) {
   if (row % kLanes == 0) {
     if (data_.size() == data_.capacity()) data_.reserve(std::max<std::size_t>(2 * data_.size(), dim_ * kLanes));
     data_.resize(data_.size() + dim_ * kLanes, 0.0f);
+    sqnorms_.resize(sqnorms_.size() + kLanes, 0.0f);
     masks_.push_back(0);
   }
   ids_.push_back(0);
-  sqnorms_.push_back(0);
   set_row(row, id, vec, squared_norm(vec, dim_));
   masks_[row / kLanes] |= static_cast<std::uint16_t>(1u << (row % kLanes));
   ++rows_;

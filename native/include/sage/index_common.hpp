@@ -134,7 +134,8 @@ class PanelStore {
   std::size_t live_count_ = 0;
   std::vector<float> data_;            // panels * dim * 16
   std::vector<std::uint64_t> ids_;     // per row
-  std::vector<float> sqnorms_;         // per row, |x|^2
+  std::vector<float> sqnorms_;         // per row, |x|^2, padded to whole panels (the
+                                       // kernels load 16 at a time)
   std::vector<std::uint16_t> masks_;   // per panel, live rows
 };
 
@@ -157,7 +158,7 @@ void PanelStore::compact(Moved&& moved) {
   for (std::size_t r = 0; r < rows_; ++r) masks_[r / kLanes] |= static_cast<std::uint16_t>(1u << (r % kLanes));
   data_.resize(npanels * dim_ * kLanes);
   ids_.resize(rows_);
-  sqnorms_.resize(rows_);
+  sqnorms_.resize(npanels * kLanes);
   live_count_ = rows_;
 }
 

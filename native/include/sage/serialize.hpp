@@ -56,7 +56,9 @@ class Writer {
     u32(kFormatVersion);
     u32(kind);
   }
-  void raw(const void* p, std::size_t n) { buf_.append(static_cast<const char*>(p), n); }
+  void raw(const void* p, std::size_t n) {
+    if (n > 0) buf_.append(static_cast<const char*>(p), n);
+  }
   void u32(std::uint32_t v) { raw(&v, 4); }
   void u64(std::uint64_t v) { raw(&v, 8); }
   void f32(float v) { raw(&v, 4); }
@@ -101,6 +103,7 @@ class Reader {
   }
   void raw(void* out, std::size_t n) {
     if (n > n_ - pos_) throw format_error("index data ends early (truncated section)");
+    if (n == 0) return;  // `out` may be the null data() of an empty vector
     std::memcpy(out, p_ + pos_, n);
     pos_ += n;
   }
