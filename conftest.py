@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,8 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
+
+# Tests assert behaviour, never timings: a loaded CI box must not turn a slow example
+# into a failure, so hypothesis runs without per-example deadlines.
+settings.register_profile(
+    "sage", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("sage")
 
 
 def pytest_collection_modifyitems(
@@ -70,16 +77,10 @@ def dask_client() -> Iterator[Any]:
         cluster.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Returns a function giving a TCP port on 127.0.0.1 that was free a moment ago."""
-    return _free_port
+    return double.free_port  # the EngineDouble module's, one helper for all
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +156,63 @@ def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
         group.stop_all()
 
 
+def _load_engine_double() -> Any:
+    """tests/llm/engine_double.py as module ``sage_tests_engine_double`` (tests are
+    not a package): one module object that every test directory imports by name."""
+    import importlib.util
+
+    name = "sage_tests_engine_double"
+    if name not in sys.modules:
+        path = ROOT / "tests" / "llm" / "engine_double.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+double = _load_engine_double()
+
+
+@pytest.fixture
+def engine_double() -> Iterator[Callable[..., Any]]:
+    """``engine_double(model, kind="llm", **state)`` serves an OpenAI-compatible test
+    double (tests/llm/engine_double.py) on 127.0.0.1, stopped after the test."""
+    started: list[Any] = []
+
+    def start(model: str, kind: str = "llm", **state: Any) -> Any:
+        engine = double.EngineDouble(model, kind, **state).start()
+        started.append(engine)
+        return engine
+
+    try:
+        yield start
+    finally:
+        for engine in started:
+            engine.stop()
+
+
+@pytest.fixture
+def sage_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``SAGE_HOME`` (data, state, cache) for one test."""
+    home = tmp_path / "sage-home"
+    monkeypatch.setenv("SAGE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def sage_cli() -> Any:
+    """The ``sage`` click group with the commands plugins add, as ``main()`` builds
+    it (``sage demo``, ``sage engine start`` ...)."""
+    from sage_core.cli import cli
+    from sage_core.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+    return cli
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -201,7 +259,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of the tiny random-weight Llama (``sage engine make-tiny-model``),
     made once per session; ``$SAGE_TINY_MODEL_DIR`` names a reusable location."""
     require_inference("transformers", "transformers (for the tiny model)")
-    from sage_core.llm.tiny_model import make_tiny_model
+    from sage_plugins.engines.tiny_model import make_tiny_model
 
     where = os.environ.get("SAGE_TINY_MODEL_DIR")
     target = Path(where) if where else tmp_path_factory.mktemp("models") / "tiny"
@@ -215,14 +273,14 @@ def vllm_servers(
     """Factory of real vLLM OpenAI servers on 127.0.0.1, stopped at session end.
 
     ``vllm_servers(key="default", model=None, served_model_name="tiny", wait=True,
-    **kwargs)`` returns a started ``sage_core.llm.vllm_server.VLLMServer`` serving the
+    **kwargs)`` returns a started ``sage_plugins.engines.vllm_server.VLLMServer`` serving the
     tiny model unless ``model`` is given (``kwargs`` go to ``VLLMServer``). Calls with
     the same ``key`` share one server (start-up takes 40 s to minutes); use distinct
     keys for distinct servers, e.g. ``vllm_servers("a")`` and ``vllm_servers("b")``.
     With ``wait=False`` the caller waits: ``server.wait_healthy(timeout_s)``.
     """
     require_inference("vllm", "vLLM")
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     servers: dict[str, Any] = {}
     logs = tmp_path_factory.mktemp("vllm-logs")

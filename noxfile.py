@@ -149,7 +149,7 @@ def bench_index(session: nox.Session) -> None:
 
 @nox.session(name="bench-runtime", python=PYTHON, default=False, tags=["bench"])
 def bench_runtime(session: nox.Session) -> None:
-    """COMPUTE pipeline: local runtime vs for-loop, threads+Queue, Bytewax (JSON+PNG)."""
+    """COMPUTE pipeline: local runtime vs for-loops, threads+Queue, Bytewax (JSON+PNG)."""
     _install_project(session, "bench")
     session.run(
         "python",
@@ -184,7 +184,7 @@ def bench_rag(session: nox.Session) -> None:
 
 @nox.session(name="bench-dask", python=PYTHON, default=False, tags=["bench"])
 def bench_dask(session: nox.Session) -> None:
-    """COMPUTE across 2 Dask workers: SAGE vs naive Dask actors and Ray (JSON+PNG)."""
+    """COMPUTE on 2 worker processes: SAGE vs pipelined Dask and Ray actors (JSON+PNG)."""
     _install_project(session, "bench")
     session.install("ray>=2.40")  # a peer only, never a package dependency
     session.run(

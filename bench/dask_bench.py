@@ -1,9 +1,19 @@
-"""COMPUTE across two Dask worker processes: SAGE's Dask runtime vs naive Dask actors
-(per item, per 256-item list) and Ray actors (256-item batches), same run.
+"""COMPUTE across two worker processes: SAGE's Dask runtime vs pipelined Dask actors
+and Ray actors at the same batch sizes (256 and 1024), same run.
 
-Op costs no-op / 100 us / 1 ms (busy loop). Medians of --repeats runs, interleaved
-across systems: items/s, p50/p99 latency, worker CPU us per item; ratios of SAGE to
-each peer. Writes JSON and a PNG.
+Op costs no-op / 100 us / 1 ms (busy loop), ~800-byte dict items. Two phases:
+
+* peak: the source as fast as it can; items/s, CPU us per item (every process of the
+  system: client, scheduler, nannies, workers / Ray's driver, daemons and workers)
+  and emission-to-sink latency p50/p99;
+* half load: right after each peak run, the source paced to half of the rate that
+  run measured; emission-to-sink p50/p99. SAGE's goal: p99 <= 5 ms here, with peak
+  throughput within 10% of SAGE in throughput mode (packets always filled to
+  ``buffer_size``: ``linger_ms`` and ``latency_target_ms`` of 1 s).
+
+Each repeat starts the Dask cluster for the Dask rows and then Ray for Ray's rows
+(each system runs alone on the machine). Medians of --repeats with min/max; ratios
+come from the same run. Writes JSON and a PNG.
 
     python bench/dask_bench.py --out bench/results/dask.json
 """
@@ -12,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,118 +31,150 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
 import dask_peers
-from dask_peers import Run, local_cluster, naive_run, ray_runner, sage_run
+from common import add_smoke_flag, machine_info, percentile, smoke_path, spread
+from dask_peers import Run, dask_actors_run, dask_session, ray_session, sage_run
 
 cloudpickle.register_pickle_by_value(dask_peers)
 COSTS = {"noop": 0.0, "100us": 100e-6, "1ms": 1e-3}
+SCALE = {"noop": 1.0, "100us": 0.05, "1ms": 0.01}
+GOAL_P99_MS = 5.0
+THROUGHPUT_MODE = {"linger_ms": 1000.0, "latency_target_ms": 1000.0}
+
+Runner = Callable[[int, float, int, float | None], Run]
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    """(cost, system, batch, n) of every row; systems sharing a cluster run in turn."""
+    out = []
+    for cost in args.costs:
+        n = max(args.min_n, int(args.n * SCALE[cost]))
+        for batch in args.batches:
+            out += [(cost, "sage-dask", batch, n), (cost, "dask-actors", batch, n)]
+            if not args.no_ray:
+                out.append((cost, "ray-actors", batch, n))
+        out.append((cost, "sage-dask (throughput mode)", max(args.batches), n))
+        n1 = max(args.min_n // 10, int(args.n_per_item * min(1.0, SCALE[cost] * 4)))
+        out.append((cost, "dask-actors-per-item", 1, n1))
+    return out
 
 
-def _row(cost: str, system: str, n: int, runs: list[Run]) -> dict[str, Any]:
+def runners(client: Any) -> dict[str, Runner]:
     return {
+        "sage-dask": lambda n, c, b, r: sage_run(client, n, c, b, r),
+        "sage-dask (throughput mode)": lambda n, c, b, r: sage_run(
+            client, n, c, b, r, **THROUGHPUT_MODE
+        ),
+        "dask-actors": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
+        "dask-actors-per-item": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
+    }
+
+
+Runs = dict[tuple[str, str, int], list[tuple[Run, int]]]
+
+
+def measure(
+    args: argparse.Namespace, rows: list[tuple[str, str, int, int]]
+) -> tuple[Runs, Runs]:
+    """Every row ``args.repeats`` times, at peak and then paced to half of the peak
+    it just measured (same session, so both see the same machine). Dask rows share
+    one cluster per repeat; Ray's rows follow in their own Ray session."""
+    peak: Runs = {}
+    half: Runs = {}
+
+    def one(fn: Runner, cost: str, system: str, batch: int, n: int) -> None:
+        key = (cost, system, batch)
+        run = fn(n, COSTS[cost], batch, None)
+        _check(run, n, system)
+        peak.setdefault(key, []).append((run, n))
+        if system == "sage-dask (throughput mode)":
+            return
+        rate = n / run.wall_s / 2
+        n_half = max(args.min_n // 10, int(rate * args.half_load_s))
+        run = fn(n_half, COSTS[cost], batch, rate)
+        _check(run, n_half, system)
+        half.setdefault(key, []).append((run, n_half))
+
+    def warm_up(fn: Runner) -> None:
+        """One small unmeasured run: a fresh session's first job pays for imports,
+        plugin loading and worker start-up."""
+        fn(max(args.min_n // 10, 100), 0.0, max(args.batches), None)
+
+    for _ in range(args.repeats):
+        with dask_session() as client:
+            fns = runners(client)
+            warm_up(fns["sage-dask"])
+            warm_up(fns["dask-actors"])
+            for cost, system, batch, n in rows:
+                if system in fns:
+                    one(fns[system], cost, system, batch, n)
+        if any(r[1] == "ray-actors" for r in rows):
+            with ray_session() as ray_run:
+                warm_up(ray_run)
+                for cost, system, batch, n in rows:
+                    if system == "ray-actors":
+                        one(ray_run, cost, system, batch, n)
+    return peak, half
+
+
+def _check(run: Run, n: int, system: str) -> None:
+    if len(run.latencies) != n:
+        raise SystemExit(f"{system}: {len(run.latencies)} of {n} items arrived")
+
+
+def summarise(
+    key: tuple[str, str, int], peak: list[tuple[Run, int]], half: list[tuple[Run, int]]
+) -> dict[str, Any]:
+    cost, system, batch = key
+    row: dict[str, Any] = {
         "cost": cost,
         "system": system,
-        "n": n,
-        "items_per_s": statistics.median(n / r.wall_s for r in runs),
-        "p50_ms": statistics.median(_pct(r.latencies, 0.5) for r in runs) * 1e3,
-        "p99_ms": statistics.median(_pct(r.latencies, 0.99) for r in runs) * 1e3,
-        "cpu_us_per_item": statistics.median(r.cpu_s / n for r in runs) * 1e6,
-        "repeats": len(runs),
+        "batch": batch,
+        "n": peak[0][1],
+        "items_per_s": spread([n / r.wall_s for r, n in peak]),
+        "cpu_us_per_item": spread([r.cpu_s / n * 1e6 for r, n in peak]),
+        "p50_ms": spread([percentile(r.latencies, 0.5) * 1e3 for r, _ in peak]),
+        "p99_ms": spread([percentile(r.latencies, 0.99) * 1e3 for r, _ in peak]),
     }
+    if half:
+        row["half_load_rate"] = spread([n / 2 / r.wall_s for r, n in peak])
+        row["half_load_n"] = half[0][1]
+        row["half_load_p50_ms"] = spread(
+            [percentile(r.latencies, 0.5) * 1e3 for r, _ in half]
+        )
+        row["half_load_p99_ms"] = spread(
+            [percentile(r.latencies, 0.99) * 1e3 for r, _ in half]
+        )
+    return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--n", type=int, default=200_000, help="items, no-op")
-    parser.add_argument("--n-naive", type=int, default=2_000, help="naive per item")
-    parser.add_argument("--batch", type=int, default=1024, help="SAGE buffer_size")
-    parser.add_argument("--costs", nargs="+", default=list(COSTS))
-    parser.add_argument("--no-ray", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/dask.json"))
-    args = parser.parse_args()
-
-    cluster, client, pids = local_cluster(2)
-    ray_run, ray_error = None, None
-    if not args.no_ray:
-        try:
-            ray_run = ray_runner()
-        except Exception as exc:  # noqa: BLE001 - reported in the results
-            ray_error = f"{type(exc).__name__}: {exc}"
-            print(f"Ray unavailable: {ray_error}", flush=True)
-    rows = []
-    for cost in args.costs:
-        c = COSTS[cost]
-        scale = {"noop": 1.0, "100us": 0.05, "1ms": 0.005}[cost]
-        n = max(2000, int(args.n * scale))
-        n_naive = max(200, int(args.n_naive * min(1.0, scale * 4)))
-        systems = {
-            "sage-dask": (
-                n,
-                lambda n=n, c=c: sage_run(client, pids, n, c, args.batch),
-            ),
-            "dask-actors-per-item": (
-                n_naive,
-                lambda n=n_naive, c=c: naive_run(client, pids, n, c, 1),
-            ),
-            "dask-actors-batch256": (
-                n,
-                lambda n=n, c=c: naive_run(client, pids, n, c, 256),
-            ),
-        }
-        if ray_run is not None:
-            systems["ray-actors-batch256"] = (
-                n,
-                lambda n=n, c=c: ray_run(n, c, 256),
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SAGE against each peer at the same cost and batch, and the latency goal."""
+    by = {(r["cost"], r["system"], r["batch"]): r for r in rows}
+    out = []
+    for r in rows:
+        if r["system"] != "sage-dask":
+            continue
+        cost, batch = r["cost"], r["batch"]
+        sage = r["items_per_s"]["median"]
+        entry: dict[str, Any] = {"cost": cost, "batch": batch}
+        for peer in ("dask-actors", "ray-actors"):
+            p = by.get((cost, peer, batch))
+            if p:
+                entry[f"vs_{peer}"] = sage / p["items_per_s"]["median"]
+        p = by.get((cost, "dask-actors-per-item", 1))
+        if p:
+            entry["vs_dask-actors-per-item"] = sage / p["items_per_s"]["median"]
+        tm = by.get((cost, "sage-dask (throughput mode)", batch))
+        if tm:
+            entry["peak_vs_throughput_mode"] = sage / tm["items_per_s"]["median"]
+        if "half_load_p99_ms" in r:
+            p99 = r["half_load_p99_ms"]["median"]
+            entry["half_load_p99_ms"] = p99
+            entry["goal_met"] = p99 <= GOAL_P99_MS and (
+                entry.get("peak_vs_throughput_mode", 1.0) >= 0.9
             )
-        runs: dict[str, list[Run]] = {s: [] for s in systems}
-        for _ in range(args.repeats):
-            for s, (count, fn) in systems.items():
-                run = fn()
-                if len(run.latencies) != count:
-                    raise SystemExit(f"{s}: {len(run.latencies)} of {count} arrived")
-                runs[s].append(run)
-        for s, (count, _) in systems.items():
-            row = _row(cost, s, count, runs[s])
-            rows.append(row)
-            print(
-                f"{cost:>6} {s:<22}{row['items_per_s']:>11,.0f}/s p50 "
-                f"{row['p50_ms']:9.2f} p99 {row['p99_ms']:9.2f} ms  cpu "
-                f"{row['cpu_us_per_item']:8.2f} us/item",
-                flush=True,
-            )
-    ratios = []
-    for cost in args.costs:
-        by = {r["system"]: r for r in rows if r["cost"] == cost}
-        sage = by["sage-dask"]["items_per_s"]
-        entry = {"cost": cost}
-        for peer, r in by.items():
-            if peer != "sage-dask":
-                entry[f"vs_{peer}"] = sage / r["items_per_s"]
-        ratios.append(entry)
-        print(cost, "  ".join(f"{k} {v:.1f}x" for k, v in entry.items() if k != "cost"))
-    payload = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_avg": os.getloadavg(),
-            "platform": platform.platform(),
-        },
-        "batch": args.batch,
-        "ray_error": ray_error,
-        "rows": rows,
-        "ratios": ratios,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
-    plot(rows, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    client.close()
-    cluster.close()
+        out.append(entry)
+    return out
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -142,34 +182,114 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from common import errorbar_args
 
-    costs = list(dict.fromkeys(r["cost"] for r in rows))
+    labels = sorted({(r["cost"], r["batch"]) for r in rows}, key=lambda x: x[1])
+    labels.sort(key=lambda x: list(COSTS).index(x[0]))
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
     width = 0.8 / len(systems)
-    for k, (metric, title) in enumerate(
-        (
-            ("items_per_s", "items/s (log)"),
-            ("cpu_us_per_item", "worker CPU us/item (log)"),
-        )
-    ):
+    panels = (
+        ("items_per_s", "peak items/s (log)"),
+        ("cpu_us_per_item", "CPU us/item, every process (log)"),
+        ("half_load_p99_ms", "p99 emission-to-sink at half load (ms, log)"),
+    )
+    for ax, (metric, title) in zip(axes, panels, strict=True):
         for j, s in enumerate(systems):
-            vals = [
-                next(
-                    (r[metric] for r in rows if r["cost"] == c and r["system"] == s), 0
+            xs, stats = [], []
+            for i, (cost, batch) in enumerate(labels):
+                hit = [
+                    r
+                    for r in rows
+                    if (r["cost"], r["system"], r["batch"]) == (cost, s, batch)
+                    and metric in r
+                ]
+                if hit:
+                    xs.append(i + j * width)
+                    stats.append(hit[0][metric])
+            if stats:
+                ax.bar(
+                    xs,
+                    [s_["median"] for s_ in stats],
+                    width,
+                    label=s,
+                    color=f"C{j}",  # the same colour in every panel
+                    **errorbar_args(stats),
                 )
-                for c in costs
-            ]
-            axes[k].bar(
-                [i + j * width for i in range(len(costs))], vals, width, label=s
-            )
-        axes[k].set_xticks([i + 0.4 - width / 2 for i in range(len(costs))], costs)
-        axes[k].set_yscale("log")
-        axes[k].set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("COMPUTE across 2 Dask worker processes")
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(labels))],
+            [f"{c}\nbatch {b}" for c, b in labels],
+            fontsize=8,
+        )
+        ax.set_yscale("log")
+        ax.set_title(title)
+    axes[2].axhline(GOAL_P99_MS, color="k", ls="--", lw=1, label="goal: 5 ms")
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.suptitle("COMPUTE across 2 worker processes (medians, min-max bars)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n", type=int, default=200_000, help="items, no-op")
+    parser.add_argument("--n-per-item", type=int, default=2_000)
+    parser.add_argument("--min-n", type=int, default=2_000)
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--costs", nargs="+", default=list(COSTS), choices=COSTS)
+    parser.add_argument(
+        "--half-load-s", type=float, default=2.0, help="seconds per half-load run"
+    )
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/dask.json"))
+    add_smoke_flag(parser)
+    args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.n, args.n_per_item, args.min_n = 1, 2_000, 100, 200
+        args.batches, args.costs, args.half_load_s = [256], ["noop", "1ms"], 0.3
+        args.out = smoke_path(args.out)
+    before = machine_info()
+    peak, half = measure(args, configs(args))
+    table = [summarise(k, v, half.get(k, [])) for k, v in peak.items()]
+    for r in table:
+        hl = r.get("half_load_p99_ms", {}).get("median", float("nan"))
+        print(
+            f"{r['cost']:>6} {r['system']:<28} b{r['batch']:<5}"
+            f"{r['items_per_s']['median']:>11,.0f}/s cpu "
+            f"{r['cpu_us_per_item']['median']:8.2f} us  peak p50 "
+            f"{r['p50_ms']['median']:9.2f} ms  half-load p99 {hl:8.2f} ms",
+            flush=True,
+        )
+    ratios = compare(table)
+    for e in ratios:
+        print(
+            e["cost"],
+            e["batch"],
+            "  ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in e.items()
+                if k not in ("cost", "batch")
+            ),
+        )
+    payload = {
+        "machine": {"before": before, "after": machine_info()},
+        "repeats": args.repeats,
+        "smoke": args.smoke,
+        "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
+        "goal": {"half_load_p99_ms": GOAL_P99_MS, "peak_vs_throughput_mode": 0.9},
+        "throughput_mode": THROUGHPUT_MODE,
+        "window": dask_peers.WINDOW,
+        "rows": table,
+        "ratios": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2))
+    plot(table, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

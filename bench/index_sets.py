@@ -72,8 +72,8 @@ def text(limit: int | None = None) -> DataSet:
     Args:
         limit: embed only the first `limit` passages (smoke runs).
     """
-    from sage_core.common.corpus import corpus_path, questions_path
     from sage_core.common.settings import cache_dir
+    from sage_plugins.demo.corpus import corpus_path, questions_path
 
     passages = [json.loads(line)["text"] for line in corpus_path().open()]
     passages = passages[:limit] if limit else passages

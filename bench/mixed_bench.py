@@ -48,11 +48,11 @@ from mixed_load import run_once, schedule
 
 def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str]:
     """Start the two vLLM servers (made/found models), wait until both are healthy."""
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     tiny = args.tiny_model
     if not tiny:
-        from sage_core.llm.tiny_model import make_tiny_model
+        from sage_plugins.engines.tiny_model import make_tiny_model
 
         tiny = str(make_tiny_model(Path(tempfile.gettempdir()) / "sage-bench-tiny"))
     minilm = args.minilm

@@ -162,8 +162,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sage_core.api import LocalEnvironment
     from sage_core.common.settings import cache_dir
-    from sage_core.llm.tiny_model import make_tiny_model
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.tiny_model import make_tiny_model
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     before = machine_info()
     batches = [int(b) for b in args.batch_sizes.split(",")]

@@ -50,7 +50,7 @@ class Setup:
     """The shared pieces: collection, questions, engine and stage configs."""
 
     def __init__(self, args: argparse.Namespace, root: str, llm: dict[str, Any]):
-        from sage_core.common.corpus import questions_path
+        from sage_plugins.demo.corpus import questions_path
 
         base = [json.loads(x) for x in questions_path().read_text().splitlines()]
         self.queries = [
@@ -82,7 +82,7 @@ class Setup:
 def index(root: str) -> int:
     """Index the demo corpus into collection ``bench`` under `root`; return chunks."""
     from sage_core.api import LocalEnvironment
-    from sage_core.common.corpus import corpus_path
+    from sage_plugins.demo.corpus import corpus_path
 
     env = LocalEnvironment("bench-index")
     (

@@ -2,31 +2,45 @@
 
 Every runner takes the same ``Workload`` and returns a ``Run``: wall seconds, process
 CPU seconds and the end-to-end latency of every item (sink time minus the time the
-source created it). Systems: a plain for-loop (the limit), three threads joined by
-``queue.Queue(64)``, Bytewax, and SAGE's LocalRuntime.
+source emitted it). Items are ints or RAG-like dicts of a few hundred bytes. Systems:
+a plain for-loop (the limit; per item, or batched with the same per-batch work as the
+runtimes), three threads joined by ``queue.Queue(64)``, Bytewax, and SAGE's
+LocalRuntime chained (one fused replica) or with a thread per replica.
 """
 
 from __future__ import annotations
 
+import operator
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
-PAYLOAD = "x" * 760  # with the other fields, ~800 bytes as JSON
 _perf = time.perf_counter
+#: a RAG-like item: question, retrieved chunk (~300 chars), ids, score, metadata
+#: (~450 bytes as JSON); texts come from a corpus of 64 chunks, as retrieval repeats
+CHUNKS = [
+    (f"chunk {j}: " + "the retrieved passage says what the answer needs " * 8)[:300]
+    for j in range(64)
+]
+QUESTIONS = [
+    f"question {j}: what does the corpus say about topic {j}?" for j in range(64)
+]
+ITEMS = ("int", "dict")
 
 
 @dataclass
 class Workload:
-    """Items to push through the pipeline: how many, op cost, batch, pacing."""
+    """Items to push through the pipeline: how many, op cost, batch, pacing, kind."""
 
     n: int
     cost_s: float
     batch: int
     rate: float | None = None  # items/s the source paces to (None: as fast as it can)
+    item: str = "dict"  # "int" (the item is its index) or "dict" (RAG-like)
 
 
 @dataclass
@@ -36,20 +50,46 @@ class Run:
     latencies: list[float] = field(default_factory=list)
 
 
-def items(w: Workload) -> Iterator[dict[str, Any]]:
-    """The source: ~800-byte dicts stamped with their creation time."""
+def source(w: Workload) -> tuple[Iterator[Any], Callable[[Any], float]]:
+    """The source's items (stamped when emitted) and ``stamp(item)``, the emission
+    time of an item (a C-level getter for both kinds, so sinks cost the same)."""
     perf = _perf
+    if w.item == "int":
+        stamps = [0.0] * w.n
+
+        def ints() -> Iterator[int]:
+            for i in _paced(w):
+                stamps[i] = perf()
+                yield i
+
+        return ints(), stamps.__getitem__
+
+    def dicts() -> Iterator[dict[str, Any]]:
+        for i in _paced(w):
+            j = i & 63
+            yield {
+                "id": i,
+                "t": perf(),
+                "question": QUESTIONS[j],
+                "doc_id": f"doc-{j}",
+                "chunk": CHUNKS[j],
+                "score": 0.5 + j / 128,
+                "meta": {"source": "corpus.txt", "page": j},
+            }
+
+    return dicts(), operator.itemgetter("t")
+
+
+def _paced(w: Workload) -> Iterator[int]:
     if w.rate is None:
-        for i in range(w.n):
-            yield {"id": i, "t": perf(), "payload": PAYLOAD}
+        yield from range(w.n)
         return
-    start = perf()
-    gap = 1.0 / w.rate
+    perf, start, gap = _perf, _perf(), 1.0 / w.rate
     for i in range(w.n):
         ahead = start + i * gap - perf()
         if ahead > 0.0002:
             time.sleep(ahead)
-        yield {"id": i, "t": perf(), "payload": PAYLOAD}
+        yield i
 
 
 def make_op(cost_s: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -74,13 +114,28 @@ def _measure(body: Callable[[list[float]], None]) -> Run:
 
 
 def for_loop(w: Workload) -> Run:
+    """The limit: one loop, no runtime. Per item (``w.batch == 1``): op and sink
+    on each item as it comes. Batched: the same per-batch work as the runtimes'
+    micro-batches (collect ``w.batch`` items, op on each, one clock read and one sink
+    call per batch)."""
     op = make_op(w.cost_s)
+    it, stamp = source(w)
+    b = w.batch
 
     def body(lat: list[float]) -> None:
-        add, perf = lat.append, _perf
-        for item in items(w):
-            out = op(item)
-            add(perf() - out["t"])
+        perf = _perf
+        if b == 1:
+            add = lat.append
+            for item in it:
+                add(perf() - stamp(op(item)))
+            return
+
+        def sink_batch(batch: list[Any]) -> None:
+            now = perf()
+            lat.extend([now - stamp(x) for x in batch])
+
+        while chunk := list(islice(it, b)):
+            sink_batch([op(x) for x in chunk])
 
     return _measure(body)
 
@@ -88,6 +143,7 @@ def for_loop(w: Workload) -> Run:
 def threads_queue(w: Workload) -> Run:
     """Three threads joined by queue.Queue(64); batches of ``w.batch`` items."""
     op = make_op(w.cost_s)
+    it, stamp = source(w)
     done = object()
 
     def body(lat: list[float]) -> None:
@@ -95,19 +151,13 @@ def threads_queue(w: Workload) -> Run:
         q2: queue.Queue[Any] = queue.Queue(64)
         b = w.batch
 
-        def source() -> None:
+        def produce() -> None:
             if b == 1:
-                for item in items(w):
+                for item in it:
                     q1.put(item)
             else:
-                buf: list[Any] = []
-                for item in items(w):
-                    buf.append(item)
-                    if len(buf) >= b:
-                        q1.put(buf)
-                        buf = []
-                if buf:
-                    q1.put(buf)
+                while chunk := list(islice(it, b)):
+                    q1.put(chunk)
             q1.put(done)
 
         def compute() -> None:
@@ -119,13 +169,12 @@ def threads_queue(w: Workload) -> Run:
             add, perf = lat.append, _perf
             while (x := q2.get()) is not done:
                 if b == 1:
-                    add(perf() - x["t"])
+                    add(perf() - stamp(x))
                 else:
                     now = perf()
-                    for i in x:
-                        add(now - i["t"])
+                    lat.extend([now - stamp(i) for i in x])
 
-        threads = [threading.Thread(target=f) for f in (source, compute, sink)]
+        threads = [threading.Thread(target=f) for f in (produce, compute, sink)]
         for t in threads:
             t.start()
         for t in threads:
@@ -142,20 +191,20 @@ def bytewax(w: Workload) -> Run:
     from bytewax.testing import TestingSource, run_main
 
     op = make_op(w.cost_s)
+    it, stamp = source(w)
 
     def body(lat: list[float]) -> None:
         class Part(StatelessSinkPartition[Any]):
             def write_batch(self, batch: list[Any]) -> None:
                 now = _perf()
-                for item in batch:
-                    lat.append(now - item["t"])
+                lat.extend([now - stamp(x) for x in batch])
 
         class Sink(DynamicSink[Any]):
             def build(self, step_id: str, worker_index: int, worker_count: int) -> Part:
                 return Part()
 
         flow = Dataflow("compute")
-        stream = bop.input("in", flow, TestingSource(items(w), batch_size=w.batch))
+        stream = bop.input("in", flow, TestingSource(it, batch_size=w.batch))
         bop.output("out", bop.map("op", stream, op), Sink())
         run_main(flow)
 
@@ -167,23 +216,23 @@ def sage(w: Workload, *, chaining: bool) -> Run:
     from sage_core import Contract, LocalEnvironment, SinkFunction
 
     op = make_op(w.cost_s)
+    it, stamp = source(w)
 
     def body(lat: list[float]) -> None:
         class LatencySink(SinkFunction):
             contract = Contract(batch_size=1 << 16)
 
             def sink(self, item: Any) -> None:
-                lat.append(_perf() - item["t"])
+                lat.append(_perf() - stamp(item))
 
             def sink_batch(self, batch: list[Any]) -> None:
                 now = _perf()
-                for item in batch:
-                    lat.append(now - item["t"])
+                lat.extend([now - stamp(x) for x in batch])
 
         env = LocalEnvironment(
             "compute", chaining=chaining, buffer_size=w.batch, trace_every=0
         )
-        env.from_source(lambda: items(w)).map(op).sink(LatencySink)
+        env.from_source(lambda: it).map(op).sink(LatencySink)
         env.execute()
 
     return _measure(body)

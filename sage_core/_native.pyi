@@ -36,7 +36,13 @@ class BoundedQueue:
     """
 
     def __init__(self, capacity: int) -> None:
-        """Create an empty queue holding at most ``capacity`` (>= 1) objects."""
+        """
+        Create an empty queue holding at most ``capacity`` objects
+        (1 <= capacity <= 2**26; the ring is allocated up front).
+
+        Raises:
+            ValueError: capacity out of range.
+        """
 
     def try_push(self, obj: object | None) -> bool:
         """
@@ -60,20 +66,26 @@ class BoundedQueue:
         Append ``obj``, waiting (GIL released) while the queue is full.
 
         Args:
-            timeout: seconds to wait; None waits forever, 0 never waits.
+            timeout: seconds to wait; None, inf or >= 1e9 (31 years) wait
+                forever, 0 never waits.
 
         Raises:
             QueueTimeout: still full when the timeout expired.
             QueueClosed: the queue is or became closed.
+            ValueError: the timeout is NaN or negative.
         """
 
     def pop(self, timeout: float | None = None) -> Any:
         """
         Remove and return the oldest object, waiting while the queue is empty.
 
+        Args:
+            timeout: as for push (None, inf or >= 1e9 wait forever).
+
         Raises:
             QueueTimeout: still empty when the timeout expired.
             QueueClosed: the queue is closed and drained.
+            ValueError: the timeout is NaN or negative.
         """
 
     def push_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
@@ -135,14 +147,25 @@ def set_kernels(name: str) -> None:
     """
 
 def hardware_threads() -> int:
-    """Number of hardware threads the index searches use by default."""
+    """
+    Number of CPUs this process may run on (its affinity mask): what index
+    searches and adds with ``threads=0`` use.
+    """
+
+def limits() -> dict[str, int]:
+    """
+    Bounds the native code enforces: max_dim, max_k, max_nlist (also the
+    largest nprobe), max_train_iters, max_queue_capacity, and max_rows (rows
+    of one FlatIndex or one IVF list).
+    """
 
 class FlatIndex:
     """Exact (brute-force) vector index."""
 
     def __init__(self, dim: int, metric: str = "cos") -> None:
         """
-        Create an empty index of ``dim``-dimensional vectors; metric is 'ip', 'l2' or 'cos'.
+        Create an empty index of ``dim``-dimensional vectors (1 <= dim <= 2**20);
+        metric is 'ip', 'l2' or 'cos'.
         """
 
     @property
@@ -212,12 +235,15 @@ class FlatIndex:
         Args:
             allowed_ids: if given, only these ids can be returned (filter applied
                 during the scan, so up to k allowed results come back).
-            threads: worker threads; 0 uses every hardware thread.
+            threads: worker threads; 0 uses every CPU this process may run on.
 
         Returns:
             ``(ids, scores)``, both of shape (len(queries), k), best first; higher
             scores are more similar (ip: dot product, cos: cosine, l2: minus the
             squared distance). Missing results have id 2**64-1 and score -inf.
+
+        Raises:
+            ValueError: k outside 1..2**16 (``limits()['max_k']``) or threads < 0.
         """
 
     def get(
@@ -256,7 +282,9 @@ class IVFIndex:
     ) -> None:
         """
         Create an untrained index. nlist=0 picks round(sqrt(n)) of the training set;
-        max_train=0 trains on at most 256*nlist sampled vectors.
+        max_train=0 trains on at most 256*nlist sampled vectors. Bounds: 1 <= dim
+        <= 2**20, nlist <= 2**20, 1 <= nprobe <= 2**20, 1 <= train_iters <= 1000
+        (see limits()).
         """
 
     @property
@@ -353,12 +381,15 @@ class IVFIndex:
         Args:
             allowed_ids: if given, only these ids can be returned (filter applied
                 during the scan, so up to k allowed results come back).
-            threads: worker threads; 0 uses every hardware thread.
+            threads: worker threads; 0 uses every CPU this process may run on.
 
         Returns:
             ``(ids, scores)``, both of shape (len(queries), k), best first; higher
             scores are more similar (ip: dot product, cos: cosine, l2: minus the
             squared distance). Missing results have id 2**64-1 and score -inf.
+
+        Raises:
+            ValueError: k outside 1..2**16 (``limits()['max_k']``) or threads < 0.
         """
 
     def get(

@@ -5,36 +5,31 @@ reads from. Its timeout rules, in one place:
 
 * ``timeout=None`` waits as long as needed, ``timeout=0`` never waits, a positive
   number waits at most that many seconds (the GIL is released while waiting);
+  ``inf`` and timeouts of 1e9 s (31 years) or more wait as long as needed too, and
+  a NaN or negative timeout raises ``ValueError``;
 * ``push``/``pop`` raise ``QueueTimeout`` when the time is up;
 * ``push_many`` returns how many items went in (fewer than given only on timeout;
   the rest were not queued), ``pop_many`` returns ``[]`` on timeout;
 * after ``close()``, pushes raise ``QueueClosed`` and pops return what is left, then
   raise ``QueueClosed``; ``try_push``/``try_pop`` never wait and raise the same way.
 
-This module and ``sage_core.vector_index`` are the only importers of ``_native``.
+This module and ``sage_core.vector_index`` are the only users of ``_native`` (loaded
+through ``sage_core.common.extension``).
 """
 
 from __future__ import annotations
 
-import importlib
 import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sage_core.common.errors import SageError
+from sage_core.common.extension import load_extension
 
 if TYPE_CHECKING:
     from sage_core import _native
-else:  # imported by name: the compiled module is not a layer import-linter can see
-    try:
-        _native = importlib.import_module("sage_core._native")
-    except ImportError as exc:  # pragma: no cover - only on broken installs
-        raise ImportError(
-            "sage_core._native is missing or stale: the C++ extension was not "
-            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
-            "the source tree (needs nanobind and scikit-build-core), or reinstall "
-            "the package."
-        ) from exc
+else:
+    _native = load_extension()
 
 __all__ = [
     "BoundedQueue",

@@ -30,7 +30,7 @@ class Contract:
         memory: bytes of memory one replica needs (0: not declared).
         resources: further named resources (``{"TPU": 1}``), matched against the
             workers' ``--resources``.
-        state: ``"stateful"`` operators keep keyed state (never chained, checkpointed).
+        state: ``"stateful"`` operators keep keyed state (never chained).
         batch_size: most items handed to one ``*_batch`` call.
         max_wait_ms: how long a replica may wait to fill a batch once it has one item.
         streaming: the operator emits partial results (e.g. token streams).

@@ -7,13 +7,13 @@ calls; their defaults loop over the per-item method, so a subclass implements wh
 natural — per item for simple logic, per batch for embedding/generation.
 
 Stateful operators declare ``contract = Contract(state="stateful")`` and implement
-``get_state()``/``restore_state()`` so checkpoints and recovery can move their state.
+``get_state()``: the runtime reads it when a replica finishes (``JobResult.states``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,6 +56,9 @@ class Function:
     role: ClassVar[str] = ""
     #: default contract of this operator; DSL/spec ``contract=`` overrides fields
     contract: ClassVar[Contract] = Contract()
+    #: config keys holding file paths: a spec file resolves relative ones from its
+    #: own directory (the DSL leaves them to the current directory)
+    path_config: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -80,9 +83,6 @@ class Function:
     def get_state(self) -> Any:
         """Snapshot of keyed/operator state (stateful operators override)."""
         return None
-
-    def restore_state(self, state: Any) -> None:
-        """Install a snapshot taken by ``get_state`` (stateful operators override)."""
 
 
 class SourceFunction(Function):
@@ -200,18 +200,6 @@ ROLES: dict[str, type[Function]] = {
         SinkFunction,
     )
 }
-
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Split an iterable into lists of at most ``size`` items."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class ByRole:

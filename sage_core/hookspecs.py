@@ -8,13 +8,15 @@ Specs may gain parameters in later versions; they never lose or rename one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     import click
+
+    from sage_core.llm.registry import EngineSpec
 
 hookspec = pluggy.HookspecMarker("sage")
 hookimpl = pluggy.HookimplMarker("sage")
@@ -35,10 +37,37 @@ def register_operators(register: Register) -> None:
 
 
 @hookspec
-def register_schedulers(register: Register) -> None:
-    """Register scheduling policies (replica placement and/or request ordering).
+def register_placement_policies(register: Register) -> None:
+    """Register replica placement policies (``sage run --policy NAME``,
+    ``DaskEnvironment(policy=NAME)``).
 
-    ``obj`` is a policy class; ``meta`` carries ``scope=("placement"|"requests")``.
+    ``obj`` is a ``sage_core.compiler.placement.PlacementPolicy`` subclass; ``meta`` may
+    carry a one-line ``description``.
+    """
+
+
+@hookspec
+def register_request_policies(register: Register) -> None:
+    """Register request-ordering policies of the LLM control plane (the gateway's
+    ``policy``).
+
+    ``obj`` is a ``sage_core.llm.scheduling.RequestPolicy`` subclass; ``meta`` may
+    carry a one-line ``description``.
+    """
+
+
+@hookspec(
+    warn_on_impl=DeprecationWarning(
+        "the register_schedulers hook is deprecated: implement "
+        "register_placement_policies and/or register_request_policies instead"
+    )
+)
+def register_schedulers(register: Register) -> None:
+    """Deprecated: use ``register_placement_policies`` / ``register_request_policies``.
+
+    Still honoured: an entry with ``scope="placement"`` becomes a placement policy,
+    ``scope="requests"`` a request policy, and one without a scope (or ``"any"``)
+    both. Implementing it warns with a DeprecationWarning.
     """
 
 
@@ -92,3 +121,18 @@ def hook_names() -> list[str]:
         for name, obj in globals().items()
         if callable(obj) and hasattr(obj, "sage_spec")
     )
+
+
+@hookspec(firstresult=True)
+def launch_engine(
+    entry: Mapping[str, Any],
+) -> tuple[EngineSpec, Callable[[], object], float] | None:
+    """Start the engine process of one ``managed`` entry of a gateway config.
+
+    Called by the gateway at start-up, once per entry, in a worker thread; it must not
+    wait for the engine to load. firstresult: return ``None`` when the entry is not
+    yours (the built-in vLLM launcher of ``sage_plugins.engines`` takes entries whose
+    ``launcher`` is ``"vllm"``, the default). Otherwise return the engine spec to
+    register, a function that stops the process, and the ``time.monotonic()`` until
+    which the engine may still be loading. Raise ``ConfigError`` for a malformed entry.
+    """

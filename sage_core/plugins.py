@@ -33,11 +33,18 @@ ENTRY_POINT_GROUP = "sage"
 #: family name (as shown by ``sage plugins --kind``) -> the hook that fills it
 KINDS: dict[str, str] = {
     "operator": "register_operators",
-    "scheduler": "register_schedulers",
+    "placement-policy": "register_placement_policies",
+    "request-policy": "register_request_policies",
     "router": "register_routers",
     "backend": "register_backends",
     "vector-index": "register_vector_indexes",
     "dashboard-route": "register_dashboard_routes",
+}
+
+#: family -> (deprecated hook that also fills it, the ``scope`` it takes from there)
+_LEGACY: dict[str, tuple[str, str]] = {
+    "placement-policy": ("register_schedulers", "placement"),
+    "request-policy": ("register_schedulers", "requests"),
 }
 
 pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
@@ -78,8 +85,8 @@ class Registry(Mapping[str, PluginEntry]):
     """The entries of one family, by name. Lookups of unknown names suggest matches.
 
     A family may hold one name several times when each registration declares a
-    different ``scope`` (``"fifo"`` places replicas *and* orders requests); such a
-    name resolves only within a scope: ``registry(kind).scoped("placement")[name]``.
+    different ``scope`` (a router for dataflow items and one for LLM requests); such
+    a name resolves only within a scope: ``registry(kind).scoped("dataflow")[name]``.
     """
 
     def __init__(self, kind: str, entries: Iterable[PluginEntry]) -> None:
@@ -202,8 +209,12 @@ def _origin(plugin: object) -> tuple[str, str]:
 
 def _collect(kind: str) -> Registry:
     hook = getattr(pm.hook, KINDS[kind])
+    calls: list[tuple[Any, str | None]] = [(i, None) for i in hook.get_hookimpls()]
+    if kind in _LEGACY:
+        legacy, scope = _LEGACY[kind]
+        calls += [(impl, scope) for impl in getattr(pm.hook, legacy).get_hookimpls()]
     entries: list[PluginEntry] = []
-    for impl in reversed(hook.get_hookimpls()):  # in call order
+    for impl, legacy_scope in reversed(calls):  # in call order
         dist, version = _origin(impl.plugin)
 
         def register(
@@ -212,8 +223,15 @@ def _collect(kind: str) -> Registry:
             _plugin: str = impl.plugin_name,
             _dist: str = dist,
             _version: str = version,
+            _legacy_scope: str | None = legacy_scope,
             **meta: Any,
         ) -> None:
+            if _legacy_scope is not None and meta.pop("scope", None) not in (
+                None,
+                "any",
+                _legacy_scope,
+            ):
+                return  # the deprecated hook's entry for the other family
             if not isinstance(name, str) or not name:
                 raise PluginError(
                     f"plugin {_plugin!r} registered a {kind} with an invalid name "

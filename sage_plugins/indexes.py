@@ -14,7 +14,6 @@ Where a library lacks something the wrappers say how they provide it:
 from __future__ import annotations
 
 import logging
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,54 +35,29 @@ from sage_core.vector_index import (
     as_matrix,
     check_metric,
 )
+from sage_plugins.index_exact import exact_top_k
+from sage_plugins.index_payloads import (
+    MAX_THREADS,
+    SEARCH_WIDTH,
+    check_hnswlib,
+    check_options,
+    pack_live,
+    unpack_live,
+)
+from sage_plugins.usearch_index import UsearchIndex
 
 logger = logging.getLogger(__name__)
 
 #: allow-lists up to this size are searched exactly instead of through the graph
 EXACT_FILTER_LIMIT = 4096
-
-
-def _exact_top_k(
-    vectors: npt.NDArray[np.float32],
-    ids: npt.NDArray[np.uint64],
-    queries: npt.NDArray[np.float32],
-    k: int,
-    metric: str,
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-    """Exact top-k of ``queries`` over a small candidate set, padded to k."""
-    m = len(queries)
-    out_ids = np.full((m, k), MISSING_ID, dtype=np.uint64)
-    out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-    if len(ids) == 0:
-        return out_ids, out_scores
-    x = vectors.astype(np.float64)
-    q = queries.astype(np.float64)
-    if metric == "cos":
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-300)
-    scores = q @ x.T
-    if metric == "l2":
-        scores = 2 * scores - (x * x).sum(1)[None, :] - (q * q).sum(1)[:, None]
-        scores = np.minimum(scores, 0.0)
-    n = min(k, len(ids))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-    out_ids[:, :n] = ids[order]
-    out_scores[:, :n] = np.take_along_axis(scores, order, axis=1)
-    return out_ids, out_scores
-
-
-def _pack(ids: npt.NDArray[np.uint64], blob: bytes) -> bytes:
-    return struct.pack("<Q", len(ids)) + ids.astype("<u8").tobytes() + blob
-
-
-def _unpack(payload: bytes) -> tuple[npt.NDArray[np.uint64], bytes]:
-    if len(payload) < 8:
-        raise IndexFormatError("index payload is truncated")
-    (n,) = struct.unpack_from("<Q", payload)
-    if 8 + 8 * n > len(payload):
-        raise IndexFormatError("index payload is truncated")
-    ids = np.frombuffer(payload, dtype="<u8", count=n, offset=8).astype(np.uint64)
-    return ids, payload[8 + 8 * n :]
+#: bounds of the options (constructor arguments, and fields of a saved file)
+_HNSW_OPTIONS = {
+    "M": (2, 10_000),
+    "ef_construction": SEARCH_WIDTH,
+    "ef": SEARCH_WIDTH,
+    "seed": (0, 2**64 - 1),
+    "threads": (0, MAX_THREADS),
+}
 
 
 class _LiveIds:
@@ -129,6 +103,8 @@ class HnswlibIndex(VectorIndex):
     """
 
     backend = "hnswlib"
+    validates_files = True  # check_hnswlib reads the whole file first
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = _HNSW_OPTIONS
     _SPACES: ClassVar[dict[str, str]] = {"ip": "ip", "l2": "l2", "cos": "cosine"}
 
     def __init__(
@@ -153,6 +129,7 @@ class HnswlibIndex(VectorIndex):
             "ef": ef,
             "seed": seed,
         }
+        check_options(self.backend, _HNSW_OPTIONS, **self._opts, threads=threads)
         self.threads = threads
         self._impl = hnswlib.Index(space=self._SPACES[metric], dim=dim)
         self._impl.init_index(
@@ -222,9 +199,7 @@ class HnswlibIndex(VectorIndex):
             if len(allowed) <= EXACT_FILTER_LIMIT:
                 keys = np.fromiter(allowed, dtype=np.uint64, count=len(allowed))
                 vecs = np.asarray(self._impl.get_items(keys), dtype=np.float32)
-                return _exact_top_k(
-                    vecs.reshape(-1, self._dim), keys, q, k, self.metric
-                )
+                return exact_top_k(vecs.reshape(-1, self._dim), keys, q, k, self.metric)
             flt = allowed.__contains__
             n = len(allowed)
         kk = min(k, n)
@@ -260,160 +235,35 @@ class HnswlibIndex(VectorIndex):
             self._impl.save_index(str(path))
             blob = path.read_bytes()
         live = np.fromiter(self._live.ids, dtype=np.uint64, count=len(self._live.ids))
-        return _pack(live, blob)
+        return pack_live(live, blob)
 
     @classmethod
     def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> HnswlibIndex:
         import hnswlib
 
-        live, blob = _unpack(payload)
-        opts = dict(header.get("options", {}))
-        index = cls(int(header["dim"]), str(header["metric"]), **opts)
-        index._impl = hnswlib.Index(space=cls._SPACES[index.metric], dim=index.dim)
+        live, blob = unpack_live(payload)
+        opts = {"M": 16, "ef_construction": 200, "ef": 64, "seed": 100, "threads": 0}
+        opts.update(header.get("options", {}))
+        check_options(cls.backend, _HNSW_OPTIONS, **opts)
+        dim, metric = int(header["dim"]), check_metric(str(header["metric"]))
+        slots = check_hnswlib(blob, dim=dim, live=live, options=opts)
+        index = cls.__new__(cls)
+        index._dim, index._metric = dim, metric
+        index.threads = opts.pop("threads")
+        index._opts = opts
+        index._impl = hnswlib.Index(space=cls._SPACES[metric], dim=dim)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index.hnsw"
             path.write_bytes(blob)
             try:
-                index._impl.load_index(str(path))
+                index._impl.load_index(str(path), max_elements=slots)
             except RuntimeError as exc:
                 raise IndexFormatError(
                     f"hnswlib could not read the index: {exc}"
                 ) from exc
         index._impl.set_ef(index._opts["ef"])
+        index._live = _LiveIds()
         index._live.ids = set(live.tolist())
-        return index
-
-
-class UsearchIndex(VectorIndex):
-    """HNSW graph search by usearch.
-
-    Args:
-        dim: vector dimension.
-        metric: ``"ip"``, ``"l2"`` or ``"cos"``.
-        connectivity: graph degree.
-        expansion_add: candidate list size while inserting.
-        expansion_search: candidate list size while searching.
-        threads: threads for add/search; 0 uses every hardware thread.
-    """
-
-    backend = "usearch"
-
-    def __init__(
-        self,
-        dim: int,
-        metric: str = "cos",
-        *,
-        connectivity: int = 16,
-        expansion_add: int = 128,
-        expansion_search: int = 64,
-        threads: int = 0,
-    ) -> None:
-        from usearch.index import Index, MetricKind
-
-        kinds = {"ip": MetricKind.IP, "l2": MetricKind.L2sq, "cos": MetricKind.Cos}
-        self._metric = check_metric(metric)
-        self._opts = {
-            "connectivity": connectivity,
-            "expansion_add": expansion_add,
-            "expansion_search": expansion_search,
-        }
-        self.threads = threads
-        self._impl = Index(ndim=dim, metric=kinds[metric], dtype="f32", **self._opts)
-
-    @property
-    def dim(self) -> int:
-        return int(self._impl.ndim)
-
-    @property
-    def metric(self) -> str:
-        return self._metric
-
-    def __len__(self) -> int:
-        return len(self._impl)
-
-    def options(self) -> dict[str, Any]:
-        return {**self._opts, "threads": self.threads}
-
-    def add(self, ids: Any, vectors: Any) -> None:
-        ids = as_ids(ids)
-        x = as_matrix(vectors, self.dim)
-        if len(ids) != len(x):
-            raise ValueError(f"got {len(ids)} ids for {len(x)} vectors")
-        if len(ids) == 0:
-            return
-        if len(np.unique(ids)) != len(ids):
-            raise DuplicateIdError("an id appears twice in the batch (nothing added)")
-        if (ids == np.uint64(MISSING_ID)).any():
-            raise ValueError("id 2**64-1 is reserved (it pads missing results)")
-        present = np.asarray(self._impl.contains(ids))
-        if present.any():
-            raise DuplicateIdError(
-                f"id {int(ids[present][0])} is already in the index; remove it first "
-                f"to replace it (nothing added)"
-            )
-        self._impl.add(ids, x, threads=self.threads)
-
-    def remove(self, ids: Any) -> int:
-        ids = np.unique(as_ids(ids))
-        if len(ids) == 0:
-            return 0
-        present = np.asarray(self._impl.contains(ids))
-        if not present.all():
-            raise UnknownIdError(
-                f"id {int(ids[~present][0])} is not in the index (nothing removed)"
-            )
-        self._impl.remove(ids)
-        return len(ids)
-
-    def search(
-        self, queries: Any, k: int, *, allowed_ids: Any = None
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        q = as_matrix(queries, self.dim, "queries")
-        if allowed_ids is not None:
-            keys = np.unique(as_ids(allowed_ids))
-            if len(keys):
-                keys = keys[np.asarray(self._impl.contains(keys))]
-            vecs = (
-                np.stack(self._impl.get(keys, dtype=np.float32))
-                if len(keys)
-                else np.empty((0, self.dim), dtype=np.float32)
-            )
-            return _exact_top_k(vecs, keys, q, k, self.metric)
-        out_ids = np.full((len(q), k), MISSING_ID, dtype=np.uint64)
-        out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        if len(self) == 0 or len(q) == 0:
-            return out_ids, out_scores
-        found = self._impl.search(q, k, threads=self.threads)
-        if hasattr(found, "counts"):  # BatchMatches
-            counts = np.asarray(found.counts).reshape(len(q))
-        else:  # a single query gives Matches, trimmed to what was found
-            counts = np.array([len(found.keys)])
-        keys = np.asarray(found.keys).reshape(len(q), -1)
-        dist = np.asarray(found.distances, dtype=np.float32).reshape(len(q), -1)
-        scores = -dist if self.metric == "l2" else 1.0 - dist
-        for i, c in enumerate(counts):
-            out_ids[i, :c] = keys[i, :c]
-            out_scores[i, :c] = scores[i, :c]
-        return out_ids, out_scores
-
-    def _to_bytes(self) -> bytes:
-        return bytes(self._impl.save())
-
-    @classmethod
-    def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> UsearchIndex:
-        from usearch.index import Index
-
-        opts = dict(header.get("options", {}))
-        index = cls(int(header["dim"]), str(header["metric"]), **opts)
-        try:
-            restored = Index.restore(bytearray(payload))
-        except Exception as exc:  # usearch raises plain RuntimeError/ValueError
-            raise IndexFormatError(f"usearch could not read the index: {exc}") from exc
-        if restored is None or restored.ndim != index.dim:
-            raise IndexFormatError("usearch payload does not match the saved header")
-        index._impl = restored
         return index
 
 

@@ -58,6 +58,18 @@ class RangeSource(SourceFunction):
         return self.range[context.replica_index :: context.parallelism]
 
 
+def _check_input(path: str, context: OperatorContext) -> None:
+    """Fail before any item moves when the input file is not there."""
+    if not Path(path).is_file():
+        what = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
+        raise InputFileError(
+            f"input file {path} {what} (operator {context.operator!r}, config "
+            f"'path'). Check the path: a relative one is taken from the spec "
+            f"file's directory, or in Python from the current directory "
+            f"({Path.cwd()})"
+        )
+
+
 def _open_lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
     try:
         handle = open(path, encoding=encoding)  # noqa: SIM115 - closed below
@@ -73,11 +85,16 @@ class TextLinesSource(SourceFunction):
     Config: ``path``; ``skip_empty`` (False) drops empty lines; ``encoding``.
     """
 
+    path_config = ("path",)
+
     def __init__(
         self, *, path: str, skip_empty: bool = False, encoding: str = "utf-8"
     ) -> None:
         super().__init__(path=path, skip_empty=skip_empty, encoding=encoding)
         self.path, self.skip_empty, self.encoding = str(path), skip_empty, encoding
+
+    def open(self, context: OperatorContext) -> None:
+        _check_input(self.path, context)
 
     def run(self, context: OperatorContext) -> Iterable[str]:
         lines = (
@@ -91,9 +108,14 @@ class TextLinesSource(SourceFunction):
 class JsonlSource(SourceFunction):
     """One JSON value per line of ``path`` (blank lines are skipped)."""
 
+    path_config = ("path",)
+
     def __init__(self, *, path: str, encoding: str = "utf-8") -> None:
         super().__init__(path=path, encoding=encoding)
         self.path, self.encoding = str(path), encoding
+
+    def open(self, context: OperatorContext) -> None:
+        _check_input(self.path, context)
 
     def _values(self) -> Iterator[Any]:
         for number, line in _open_lines(self.path, self.encoding):
@@ -148,6 +170,7 @@ class JsonlSink(SinkFunction):
     Items that are not JSON-serialisable fail the item (named in the error)."""
 
     contract = Contract(batch_size=4096)
+    path_config = ("path",)
 
     def __init__(self, *, path: str, append: bool = False) -> None:
         super().__init__(path=path, append=append)

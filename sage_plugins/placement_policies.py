@@ -5,15 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sage_core import hookimpl
+from sage_plugins import register_named
 from schedulers.placement import POLICIES
 
 
 @hookimpl
-def register_schedulers(register: Any) -> None:
-    for policy in POLICIES:
-        register(
-            policy.name,
-            policy,
-            scope="placement",
-            description=(policy.__doc__ or "").strip().splitlines()[0],
-        )
+def register_placement_policies(register: Any) -> None:
+    register_named(register, POLICIES)

@@ -18,23 +18,13 @@ from sage_core.routing import Candidate, Router, RouteRequest, healthy_indices
 _KEY_CACHE_LIMIT = 1 << 16
 
 
-class RoundRobin(Router):
-    """Healthy candidates in turn. A micro-batch goes whole to the next candidate,
-    which keeps its items in order and costs one decision per batch."""
-
-    name = "round-robin"
+class _WholeBatch(Router):
+    """Routers deciding once per micro-batch: a turn counter for ``route()``, and a
+    ``partition()`` sending the whole batch (in order) to ``route()``'s choice."""
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self._turn = 0
-
-    def route(
-        self, request: RouteRequest, candidates: Sequence[Candidate]
-    ) -> list[int]:
-        healthy = healthy_indices(candidates)
-        choice = healthy[self._turn % len(healthy)]
-        self._turn += 1
-        return [choice]
 
     def partition(
         self,
@@ -45,6 +35,21 @@ class RoundRobin(Router):
         out: list[list[Any]] = [[] for _ in candidates]
         out[self.route(RouteRequest(), candidates)[0]] = list(items)
         return out
+
+
+class RoundRobin(_WholeBatch):
+    """Healthy candidates in turn. A micro-batch goes whole to the next candidate,
+    which keeps its items in order and costs one decision per batch."""
+
+    name = "round-robin"
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        healthy = healthy_indices(candidates)
+        choice = healthy[self._turn % len(healthy)]
+        self._turn += 1
+        return [choice]
 
 
 class Broadcast(Router):
@@ -123,16 +128,12 @@ class KeyHash(Router):
         return out
 
 
-class LeastQueue(Router):
+class LeastQueue(_WholeBatch):
     """The healthy candidate with the shortest queue (``Candidate.load``); ties go
     in turn. Decides once per micro-batch."""
 
     name = "least-queue"
     load_aware = True
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self._turn = 0
 
     def route(
         self, request: RouteRequest, candidates: Sequence[Candidate]
@@ -142,16 +143,6 @@ class LeastQueue(Router):
         tied = [i for i in healthy if candidates[i].load == least]
         self._turn += 1
         return [tied[self._turn % len(tied)]]
-
-    def partition(
-        self,
-        items: Sequence[Any],
-        keys: Sequence[Any] | None,
-        candidates: Sequence[Candidate],
-    ) -> list[list[Any]]:
-        out: list[list[Any]] = [[] for _ in candidates]
-        out[self.route(RouteRequest(), candidates)[0]] = list(items)
-        return out
 
 
 @hookimpl

@@ -24,6 +24,7 @@ Config shared by all: ``priority`` (the job's priority, default 0).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from sage_core.compiler.placement import (
@@ -39,7 +40,7 @@ from sage_core.compiler.placement import (
 def _load(c: CandidateTrace, ledger: Ledger) -> float:
     """CPU in use per thread of the candidate's worker (0 = idle)."""
     threads = max(1.0, float(ledger.workers[c.worker].threads))
-    return (threads - c.free.get("cpu", threads)) / threads
+    return c.cpu_in_use / threads
 
 
 class _Policy(PlacementPolicy):
@@ -80,10 +81,7 @@ class _Policy(PlacementPolicy):
                 filters.append(FilterTrace("free-cpu (none free: oversubscribing)", {}))
         scores = {c.worker: self.score(demand, ledger, c) for c in left}
         chosen = max(left, key=lambda c: scores[c.worker])
-        traced = tuple(
-            CandidateTrace(c.worker, c.free, c.replicas, scores.get(c.worker))
-            for c in candidates
-        )
+        traced = tuple(replace(c, score=scores.get(c.worker)) for c in candidates)
         return PlacementDecision(
             replica=demand.replica,
             worker=chosen.worker,
@@ -174,7 +172,7 @@ class PackPlacement(_Policy):
         removed = {}
         for c in left:
             threads = float(ledger.workers[c.worker].threads)
-            in_use = threads - c.free.get("cpu", threads)
+            in_use = c.cpu_in_use
             if in_use + demand.contract.cpu > self.fill * threads + 1e-9:
                 removed[c.worker] = (
                     f"full: {in_use:g} + {demand.contract.cpu:g} cpu > "

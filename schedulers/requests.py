@@ -1,7 +1,7 @@
 """Request policies of the LLM control plane: fifo, priority, slo-aware and hybrid.
 
 Pure classes over :mod:`sage_core.llm.scheduling`; registered by
-``sage_plugins.request_policies`` with ``scope="requests"``.
+``sage_plugins.request_policies`` (hook ``register_request_policies``).
 """
 
 from __future__ import annotations

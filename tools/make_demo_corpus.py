@@ -1,4 +1,4 @@
-"""Regenerate the demo corpus shipped with SAGE (sage_core/common/data/sage_docs.jsonl).
+"""Regenerate the demo corpus shipped with SAGE (sage_plugins/demo/data/sage_docs.jsonl).
 
 The corpus is SAGE's own documentation: the Markdown pages (split into passages at
 paragraphs under their headings) and the docstrings of the sage_core and
@@ -122,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", nargs="*", default=["README.md", "docs"])
     parser.add_argument(
-        "--out", default=str(ROOT / "sage_core/common/data/sage_docs.jsonl")
+        "--out", default=str(ROOT / "sage_plugins/demo/data/sage_docs.jsonl")
     )
     args = parser.parse_args()
     passages = []

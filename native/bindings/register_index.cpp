@@ -18,6 +18,7 @@
 #include "sage/flat_index.hpp"
 #include "sage/ivf_index.hpp"
 #include "sage/kernels.hpp"
+#include "sage/limits.hpp"
 #include "sage/thread_pool.hpp"
 
 namespace nb = nanobind;
@@ -52,15 +53,25 @@ nb::ndarray<nb::numpy, T, nb::ndim<2>> owned(T* data, std::size_t rows, std::siz
   return nb::ndarray<nb::numpy, T, nb::ndim<2>>(data, {rows, cols}, owner);
 }
 
+void check_threads(int threads) {
+  if (threads < 0) {
+    throw std::invalid_argument("threads must be >= 0 (0: every CPU this process may run "
+                                "on), got " + std::to_string(threads));
+  }
+}
+
 // Runs fn(args) without the GIL and returns (ids, scores) arrays of shape (m, k).
 template <class Fn>
 nb::tuple run_search(const Matrix& queries, std::size_t dim, std::size_t k,
                      const std::optional<Ids>& allowed, int threads, Fn&& fn) {
   check_matrix(queries, dim, "queries");
-  if (k < 1) throw std::invalid_argument("k must be at least 1");
+  sage::check_range(k, 1, sage::kMaxK, "k");
+  check_threads(threads);
   const std::size_t m = queries.shape(0);
-  auto* ids = new std::uint64_t[m * k];
-  auto* scores = new float[m * k];
+  const std::size_t total = sage::checked_mul(m, k, "len(queries) * k");
+  sage::checked_mul(total, sizeof(std::uint64_t), "len(queries) * k");
+  auto* ids = new std::uint64_t[total];
+  auto* scores = new float[total];
   IdsOut ids_out = owned(ids, m, k);
   ScoresOut scores_out = owned(scores, m, k);
   sage::SearchArgs a;
@@ -85,7 +96,9 @@ nb::tuple run_search(const Matrix& queries, std::size_t dim, std::size_t k,
 template <class Index>
 MatrixOut get_vectors(const Index& index, const Ids& ids) {
   const std::size_t n = ids.shape(0);
-  auto* out = new float[n * index.dim()];
+  const std::size_t total = sage::checked_mul(n, index.dim(), "len(ids) * dim");
+  sage::checked_mul(total, sizeof(float), "len(ids) * dim");
+  auto* out = new float[total];
   MatrixOut arr = owned(out, n, index.dim());
   {
     nb::gil_scoped_release nogil;
@@ -117,11 +130,13 @@ constexpr const char* kSearchDoc =
     "Args:\n"
     "    allowed_ids: if given, only these ids can be returned (filter applied\n"
     "        during the scan, so up to k allowed results come back).\n"
-    "    threads: worker threads; 0 uses every hardware thread.\n\n"
+    "    threads: worker threads; 0 uses every CPU this process may run on.\n\n"
     "Returns:\n"
     "    ``(ids, scores)``, both of shape (len(queries), k), best first; higher\n"
     "    scores are more similar (ip: dot product, cos: cosine, l2: minus the\n"
-    "    squared distance). Missing results have id 2**64-1 and score -inf.";
+    "    squared distance). Missing results have id 2**64-1 and score -inf.\n\n"
+    "Raises:\n"
+    "    ValueError: k outside 1..2**16 (``limits()['max_k']``) or threads < 0.";
 
 }  // namespace
 
@@ -133,7 +148,24 @@ void register_index(nb::module_& m) {
         "For tests and benchmarks; the environment variable SAGE_KERNELS sets the\n"
         "initial choice.");
   m.def("hardware_threads", &sage::hardware_threads,
-        "Number of hardware threads the index searches use by default.");
+        "Number of CPUs this process may run on (its affinity mask): what index\n"
+        "searches and adds with ``threads=0`` use.");
+  m.def(
+      "limits",
+      [] {
+        nb::dict out;
+        out["max_dim"] = sage::kMaxDim;
+        out["max_k"] = sage::kMaxK;
+        out["max_nlist"] = sage::kMaxNlist;
+        out["max_train_iters"] = sage::kMaxTrainIters;
+        out["max_queue_capacity"] = sage::kMaxQueueCapacity;
+        out["max_rows"] = sage::kMaxRows;
+        return out;
+      },
+      nb::sig("def limits() -> dict[str, int]"),
+      "Bounds the native code enforces: max_dim, max_k, max_nlist (also the\n"
+      "largest nprobe), max_train_iters, max_queue_capacity, and max_rows (rows\n"
+      "of one FlatIndex or one IVF list).");
 
   nb::class_<sage::FlatIndex>(m, "FlatIndex", "Exact (brute-force) vector index.")
       .def(
@@ -142,8 +174,8 @@ void register_index(nb::module_& m) {
             new (self) sage::FlatIndex(dim, sage::parse_metric(metric));
           },
           "dim"_a, "metric"_a = "cos",
-          "Create an empty index of ``dim``-dimensional vectors; metric is 'ip', 'l2' "
-          "or 'cos'.")
+          "Create an empty index of ``dim``-dimensional vectors (1 <= dim <= 2**20);\n"
+          "metric is 'ip', 'l2' or 'cos'.")
       .def_prop_ro("dim", &sage::FlatIndex::dim, "Vector dimension.")
       .def_prop_ro("metric", [](const sage::FlatIndex& s) { return std::string(sage::metric_name(s.metric())); },
                    "Similarity metric: 'ip', 'l2' or 'cos'.")
@@ -202,7 +234,9 @@ void register_index(nb::module_& m) {
           "dim"_a, "metric"_a = "cos", "nlist"_a = 0, "nprobe"_a = 8, "train_iters"_a = 10,
           "max_train"_a = 0, "seed"_a = 0,
           "Create an untrained index. nlist=0 picks round(sqrt(n)) of the training set;\n"
-          "max_train=0 trains on at most 256*nlist sampled vectors.")
+          "max_train=0 trains on at most 256*nlist sampled vectors. Bounds: 1 <= dim\n"
+          "<= 2**20, nlist <= 2**20, 1 <= nprobe <= 2**20, 1 <= train_iters <= 1000\n"
+          "(see limits()).")
       .def_prop_ro("dim", &sage::IVFIndex::dim, "Vector dimension.")
       .def_prop_ro("metric", [](const sage::IVFIndex& s) { return std::string(sage::metric_name(s.metric())); },
                    "Similarity metric: 'ip', 'l2' or 'cos'.")
@@ -218,6 +252,7 @@ void register_index(nb::module_& m) {
           "train",
           [](sage::IVFIndex& self, const Matrix& vectors, int threads) {
             check_matrix(vectors, self.dim(), "vectors");
+            check_threads(threads);
             nb::gil_scoped_release nogil;
             self.train(vectors.data(), vectors.shape(0), threads);
           },
@@ -227,6 +262,7 @@ void register_index(nb::module_& m) {
           "add",
           [](sage::IVFIndex& self, const Ids& ids, const Matrix& vectors, int threads) {
             check_pair(ids, vectors, self.dim());
+            check_threads(threads);
             nb::gil_scoped_release nogil;
             self.add(ids.data(), vectors.data(), ids.shape(0), threads);
           },

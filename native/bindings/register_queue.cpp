@@ -10,12 +10,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "errors.hpp"
 #include "sage/bounded_queue.hpp"
+#include "sage/limits.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -47,13 +49,19 @@ struct Deadline {
   Clock::time_point at{};
 };
 
+// Timeouts of this many seconds or more (about 31.7 years), and inf, wait forever:
+// a deadline that far ahead would overflow the clock's nanosecond count.
+constexpr double kForeverSeconds = 1e9;
+
 Deadline parse_timeout(std::optional<double> timeout) {
   Deadline d;
   if (!timeout) return d;
   const double t = *timeout;
-  if (!(t >= 0.0) || std::isinf(t)) {
-    throw nb::value_error("timeout must be a finite number of seconds >= 0, or None");
+  if (std::isnan(t) || t < 0.0) {
+    throw nb::value_error(("timeout must be a number of seconds >= 0, or None (or inf) "
+                           "to wait forever; got " + std::to_string(t)).c_str());
   }
+  if (t >= kForeverSeconds) return d;
   d.forever = false;
   d.immediate = t == 0.0;
   d.at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -199,12 +207,31 @@ std::size_t push_many(PyQueue& self, nb::handle items, std::optional<double> tim
   return done;
 }
 
+// Objects popped by one pop_many call before they go into the result list. Each call
+// has its own: building the list can run the garbage collector, whose finalizers may
+// pop other queues on this thread before the list is filled.
+class PopBuffer {
+ public:
+  explicit PopBuffer(std::size_t n) {
+    if (n > kInline) {
+      heap_.reset(new PyObject*[n]);
+      data_ = heap_.get();
+    }
+  }
+  PyObject** data() noexcept { return data_; }
+
+ private:
+  static constexpr std::size_t kInline = 256;
+  PyObject* inline_[kInline];
+  std::unique_ptr<PyObject*[]> heap_;
+  PyObject** data_ = inline_;
+};
+
 nb::list pop_many(PyQueue& self, std::size_t max_n, std::optional<double> timeout) {
   if (max_n < 1) throw nb::value_error("max_n must be at least 1");
   const Deadline d = parse_timeout(timeout);
   max_n = std::min(max_n, self.q.capacity());  // never more than the ring holds
-  thread_local std::vector<PyObject*> buf;
-  if (buf.size() < max_n) buf.resize(max_n);
+  PopBuffer buf(max_n);
   QueueStatus st;
   std::size_t got = self.q.pop_many(buf.data(), max_n, &kNoWait, st);
   if (st == QueueStatus::closed) raise_closed("pop_many");
@@ -217,12 +244,13 @@ nb::list pop_many(PyQueue& self, std::size_t max_n, std::optional<double> timeou
     if (w == Waited::closed) raise_closed("pop_many");
     if (w == Waited::interrupted) throw nb::python_error();
   }
+  PyObject** items = buf.data();
   PyObject* list = PyList_New(static_cast<Py_ssize_t>(got));
   if (list == nullptr) {
-    for (std::size_t i = 0; i < got; ++i) Py_DECREF(buf[i]);
+    for (std::size_t i = 0; i < got; ++i) Py_DECREF(items[i]);
     throw nb::python_error();
   }
-  for (std::size_t i = 0; i < got; ++i) PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), buf[i]);
+  for (std::size_t i = 0; i < got; ++i) PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), items[i]);
   return nb::steal<nb::list>(list);
 }
 
@@ -271,7 +299,9 @@ void register_queue(nb::module_& m) {
                       "A ring buffer of fixed capacity. Blocking waits release the GIL;\n"
                       "``try_push``/``try_pop`` never block (for async callers).")
       .def(nb::init<std::size_t>(), "capacity"_a,
-           "Create an empty queue holding at most ``capacity`` (>= 1) objects.")
+           "Create an empty queue holding at most ``capacity`` objects\n"
+           "(1 <= capacity <= 2**26; the ring is allocated up front).\n\n"
+           "Raises:\n    ValueError: capacity out of range.")
       .def("try_push", &try_push, "obj"_a.none(),
            "Append ``obj`` if there is room; return False when full. Never blocks.\n\n"
            "Raises:\n    QueueClosed: the queue is closed.")
@@ -281,14 +311,18 @@ void register_queue(nb::module_& m) {
            "Raises:\n    QueueClosed: the queue is closed and drained.")
       .def("push", &push, "obj"_a.none(), "timeout"_a = nb::none(),
            "Append ``obj``, waiting (GIL released) while the queue is full.\n\n"
-           "Args:\n    timeout: seconds to wait; None waits forever, 0 never waits.\n\n"
+           "Args:\n    timeout: seconds to wait; None, inf or >= 1e9 (31 years) wait\n"
+           "        forever, 0 never waits.\n\n"
            "Raises:\n    QueueTimeout: still full when the timeout expired.\n"
-           "    QueueClosed: the queue is or became closed.")
+           "    QueueClosed: the queue is or became closed.\n"
+           "    ValueError: the timeout is NaN or negative.")
       .def("pop", &pop, "timeout"_a = nb::none(),
            nb::sig("def pop(self, timeout: float | None = None) -> typing.Any"),
            "Remove and return the oldest object, waiting while the queue is empty.\n\n"
+           "Args:\n    timeout: as for push (None, inf or >= 1e9 wait forever).\n\n"
            "Raises:\n    QueueTimeout: still empty when the timeout expired.\n"
-           "    QueueClosed: the queue is closed and drained.")
+           "    QueueClosed: the queue is closed and drained.\n"
+           "    ValueError: the timeout is NaN or negative.")
       .def("push_many", &push_many, "items"_a, "timeout"_a = nb::none(),
            nb::sig("def push_many(self, items: collections.abc.Iterable[typing.Any], "
                    "timeout: float | None = None) -> int"),

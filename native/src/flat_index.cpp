@@ -4,13 +4,13 @@
 #include <mutex>
 #include <vector>
 
+#include "sage/limits.hpp"
 #include "sage/serialize.hpp"
 
 namespace sage {
 
-FlatIndex::FlatIndex(std::size_t dim, Metric metric) : dim_(dim), metric_(metric), store_(dim) {
-  if (dim < 1) throw std::invalid_argument("dim must be at least 1");
-}
+FlatIndex::FlatIndex(std::size_t dim, Metric metric)
+    : dim_(check_dim(dim)), metric_(metric), store_(dim) {}
 
 std::size_t FlatIndex::size() const {
   std::shared_lock<std::shared_mutex> lk(mu_);
@@ -29,8 +29,9 @@ std::size_t FlatIndex::memory_bytes() const {
 }
 
 void FlatIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n) {
-  check_finite(vectors, n * dim_, "vectors");
+  check_finite(vectors, checked_mul(n, dim_, "the batch"), "vectors");
   std::unique_lock<std::shared_mutex> lk(mu_);
+  check_row_room(store_.rows(), n, "a FlatIndex");
   check_new_ids(ids, n, [&](std::uint64_t id) { return rows_.count(id) != 0; });
   add_locked(ids, vectors, n, false);
 }
@@ -85,8 +86,8 @@ void FlatIndex::get(const std::uint64_t* ids, std::size_t n, float* out) const {
 }
 
 void FlatIndex::search(const SearchArgs& a) const {
-  if (a.k == 0) throw std::invalid_argument("k must be at least 1");
-  check_finite(a.queries, a.m * dim_, "queries");
+  check_range(a.k, 1, kMaxK, "k");
+  check_finite(a.queries, checked_mul(a.m, dim_, "the query batch"), "queries");
   std::vector<float> offsets;
   const std::vector<float> q = prepare_queries(a.queries, a.m, dim_, metric_, offsets);
   std::shared_lock<std::shared_mutex> lk(mu_);
@@ -100,7 +101,8 @@ void FlatIndex::search(const SearchArgs& a) const {
       }
     }
   }
-  HeapSet heaps(a.m, a.k);
+  // Heaps never hold more than the live rows; the rest of k is padding.
+  HeapSet heaps(a.m, std::max<std::size_t>(1, std::min(a.k, store_.live())));
   if (!a.filtered || a.n_allowed > 0) {
     scan_store(store_, q.data(), a.m, metric_ == Metric::l2, a.filtered ? allow.data() : nullptr,
                a.threads, heaps);
@@ -138,22 +140,19 @@ std::string FlatIndex::serialize() const {
 
 std::unique_ptr<FlatIndex> FlatIndex::deserialize(const char* data, std::size_t size) {
   Reader r(data, size, kKindFlat);
-  const std::uint32_t metric = r.u32();
-  if (metric > 2) throw format_error("unknown metric code " + std::to_string(metric));
-  const std::uint64_t dim = r.u64();
+  const Metric metric = read_metric(r);
+  const std::size_t dim = read_dim(r);
   const std::uint64_t n = r.u64();
-  if (dim < 1 || dim > (1u << 20)) throw format_error("implausible dimension " + std::to_string(dim));
-  if (n > size / 8) throw format_error("implausible row count " + std::to_string(n));
-  auto index = std::make_unique<FlatIndex>(dim, static_cast<Metric>(metric));
-  const std::vector<std::uint64_t> ids = r.array<std::uint64_t>(n);
-  const std::vector<float> vecs = r.array<float>(n * dim);
-  r.expect_end();
-  try {
-    check_new_ids(ids.data(), n, [](std::uint64_t) { return false; });
-    check_finite(vecs.data(), vecs.size(), "stored vectors");
-  } catch (const std::exception& e) {
-    throw format_error(std::string("invalid index contents: ") + e.what());
+  if (n > kMaxRows || n > r.remaining() / sizeof(std::uint64_t)) {
+    throw format_error("implausible row count " + std::to_string(n) + " for " +
+                       std::to_string(r.remaining()) + " bytes of data");
   }
+  const std::vector<std::uint64_t> ids = r.array<std::uint64_t>(n);
+  const std::vector<float> vecs = r.array<float>(Reader::product(n, dim));
+  r.expect_end();
+  check_stored_rows(ids.data(), vecs.data(), n, dim, metric,
+                    [](std::uint64_t) { return false; });
+  auto index = std::make_unique<FlatIndex>(dim, metric);
   index->add_locked(ids.data(), vecs.data(), n, true);
   return index;
 }

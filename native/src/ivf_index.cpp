@@ -6,8 +6,9 @@
 #include <numeric>
 #include <random>
 
-#include "sage/serialize.hpp"
 #include "sage/kernels.hpp"
+#include "sage/limits.hpp"
+#include "sage/serialize.hpp"
 #include "sage/thread_pool.hpp"
 
 namespace sage {
@@ -18,13 +19,27 @@ namespace {
 // (for cos the vectors and centroids are unit length, i.e. spherical k-means).
 bool centroid_l2(Metric m) { return m == Metric::l2; }
 
+// IndexFormatError if a saved section holds NaN or infinite values.
+void check_finite_or_format_error(const std::vector<float>& v) {
+  try {
+    check_finite(v.data(), v.size(), "stored centroids");
+  } catch (const std::invalid_argument& e) {
+    throw format_error(std::string("invalid index contents: ") + e.what());
+  }
+}
+
+// Throws std::invalid_argument unless the options are within the limits.
+void check_options(const IvfOptions& o) {
+  check_range(o.nlist, 0, kMaxNlist, "nlist");
+  check_range(o.nprobe, 1, kMaxNlist, "nprobe");
+  check_range(o.train_iters, 1, kMaxTrainIters, "train_iters");
+}
+
 }  // namespace
 
 IVFIndex::IVFIndex(std::size_t dim, Metric metric, const IvfOptions& options)
-    : dim_(dim), metric_(metric), opt_(options), centroids_(dim) {
-  if (dim < 1) throw std::invalid_argument("dim must be at least 1");
-  if (opt_.nprobe < 1) throw std::invalid_argument("nprobe must be at least 1");
-  if (opt_.train_iters < 1) throw std::invalid_argument("train_iters must be at least 1");
+    : dim_(check_dim(dim)), metric_(metric), opt_(options), centroids_(dim) {
+  check_options(opt_);
 }
 
 std::size_t IVFIndex::size() const {
@@ -48,7 +63,7 @@ std::size_t IVFIndex::nprobe() const {
 }
 
 void IVFIndex::set_nprobe(std::size_t nprobe) {
-  if (nprobe < 1) throw std::invalid_argument("nprobe must be at least 1");
+  check_range(nprobe, 1, kMaxNlist, "nprobe");
   std::unique_lock<std::shared_mutex> lk(mu_);
   opt_.nprobe = nprobe;
 }
@@ -94,7 +109,7 @@ std::vector<std::uint32_t> IVFIndex::assign(const float* vectors, std::size_t n,
 }
 
 void IVFIndex::train(const float* vectors, std::size_t n, int threads) {
-  check_finite(vectors, n * dim_, "training vectors");
+  check_finite(vectors, checked_mul(n, dim_, "the training set"), "training vectors");
   std::unique_lock<std::shared_mutex> lk(mu_);
   if (!where_.empty()) {
     throw std::invalid_argument("train() on an index that holds vectors; remove them first");
@@ -104,7 +119,10 @@ void IVFIndex::train(const float* vectors, std::size_t n, int threads) {
 
 void IVFIndex::train_locked(const float* vectors, std::size_t n, int threads) {
   std::size_t nlist = opt_.nlist;
-  if (nlist == 0) nlist = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(std::sqrt(double(n)))));
+  if (nlist == 0) {
+    nlist = std::clamp<std::size_t>(static_cast<std::size_t>(std::lround(std::sqrt(double(n)))),
+                                    1, kMaxNlist);
+  }
   if (n < nlist) {
     throw not_trained("an IVF index with nlist=" + std::to_string(nlist) + " needs at least " +
                       std::to_string(nlist) + " training vectors, got " + std::to_string(n) +
@@ -169,6 +187,12 @@ void IVFIndex::train_locked(const float* vectors, std::size_t n, int threads) {
 
 void IVFIndex::append_locked(const std::uint64_t* ids, const float* prepared, std::size_t n,
                              const std::vector<std::uint32_t>& lists) {
+  // Rows within a list are uint32: refuse the batch before adding any of it.
+  std::vector<std::size_t> adding(lists_.size(), 0);
+  for (std::size_t i = 0; i < n; ++i) ++adding[lists[i]];
+  for (std::size_t l = 0; l < lists_.size(); ++l) {
+    if (adding[l] > 0) check_row_room(lists_[l].rows(), adding[l], "an IVF list");
+  }
   where_.reserve(where_.size() + n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint32_t l = lists[i];
@@ -178,8 +202,9 @@ void IVFIndex::append_locked(const std::uint64_t* ids, const float* prepared, st
 }
 
 void IVFIndex::add(const std::uint64_t* ids, const float* vectors, std::size_t n, int threads) {
-  check_finite(vectors, n * dim_, "vectors");
-  std::vector<float> prepared(vectors, vectors + n * dim_);
+  const std::size_t total = checked_mul(n, dim_, "the batch");
+  check_finite(vectors, total, "vectors");
+  std::vector<float> prepared(vectors, vectors + total);
   if (metric_ == Metric::cos) {
     for (std::size_t i = 0; i < n; ++i) normalize(prepared.data() + i * dim_, dim_);
   }
@@ -227,12 +252,14 @@ void IVFIndex::get(const std::uint64_t* ids, std::size_t n, float* out) const {
 }
 
 void IVFIndex::search(const SearchArgs& a, std::size_t nprobe) const {
-  if (a.k == 0) throw std::invalid_argument("k must be at least 1");
-  check_finite(a.queries, a.m * dim_, "queries");
+  check_range(a.k, 1, kMaxK, "k");
+  check_finite(a.queries, checked_mul(a.m, dim_, "the query batch"), "queries");
   std::vector<float> offsets;
   const std::vector<float> q = prepare_queries(a.queries, a.m, dim_, metric_, offsets);
   std::shared_lock<std::shared_mutex> lk(mu_);
-  HeapSet results(a.m, a.k);
+  // Heaps never hold more than the stored rows; the rest of k is padding.
+  const std::size_t kk = std::max<std::size_t>(1, std::min(a.k, where_.size()));
+  HeapSet results(a.m, kk);
   const bool l2 = metric_ == Metric::l2;
   if (trained_ && !where_.empty() && !(a.filtered && a.n_allowed == 0)) {
     const std::size_t nlist = lists_.size();
@@ -267,7 +294,7 @@ void IVFIndex::search(const SearchArgs& a, std::size_t nprobe) const {
       const std::size_t kc = a.filtered ? nlist : nprobe;
       HeapSet near(a.m, kc);
       scan_store(centroids_, q.data(), a.m, centroid_l2(metric_), nullptr, a.threads, near);
-      order.assign(a.m * nprobe, 0);
+      order.assign(checked_mul(a.m, nprobe, "the query batch"), 0);
       per_query = nprobe;
       std::vector<std::uint64_t> ids(kc);
       std::vector<float> scores(kc);
@@ -290,7 +317,7 @@ void IVFIndex::search(const SearchArgs& a, std::size_t nprobe) const {
     const std::size_t slices = a.m >= t ? 1 : std::min<std::size_t>(t, std::max<std::size_t>(1, per_query));
     std::vector<HeapSet> parts;
     if (slices > 1) {
-      for (std::size_t s = 0; s < slices; ++s) parts.emplace_back(a.m, a.k);
+      for (std::size_t s = 0; s < slices; ++s) parts.emplace_back(a.m, kk);
     }
     const ScanFn scan = kernels().scan;
     parallel_for(a.m * slices, static_cast<int>(t), [&](std::size_t task) {
@@ -365,36 +392,44 @@ std::string IVFIndex::serialize() const {
 
 std::unique_ptr<IVFIndex> IVFIndex::deserialize(const char* data, std::size_t size) {
   Reader r(data, size, kKindIvf);
-  const std::uint32_t metric = r.u32();
-  if (metric > 2) throw format_error("unknown metric code " + std::to_string(metric));
-  const std::uint64_t dim = r.u64();
-  if (dim < 1 || dim > (1u << 20)) throw format_error("implausible dimension " + std::to_string(dim));
+  const Metric metric = read_metric(r);
+  const std::size_t dim = read_dim(r);
   IvfOptions opt;
   opt.nlist = r.u64();
   opt.nprobe = r.u64();
   opt.train_iters = r.u64();
   opt.max_train = r.u64();
   opt.seed = r.u64();
-  if (opt.nprobe < 1 || opt.train_iters < 1 || opt.nlist > size) {
-    throw format_error("implausible IVF parameters");
+  try {
+    check_options(opt);
+  } catch (const std::invalid_argument& e) {
+    throw format_error(std::string("implausible IVF parameters: ") + e.what());
   }
-  const bool trained = r.u32() != 0;
-  auto index = std::make_unique<IVFIndex>(dim, static_cast<Metric>(metric), opt);
-  if (trained) {
+  const std::uint32_t trained = r.u32();
+  if (trained > 1) throw format_error("invalid trained flag " + std::to_string(trained));
+  auto index = std::make_unique<IVFIndex>(dim, metric, opt);
+  if (trained == 1) {
     if (opt.nlist < 1) throw format_error("a trained IVF index with no lists");
-    const std::vector<float> cent = r.array<float>(opt.nlist * dim);
+    std::vector<float> cent = r.array<float>(Reader::product(opt.nlist, dim));
+    check_finite_or_format_error(cent);
+    if (metric == Metric::cos) {
+      for (std::size_t c = 0; c < opt.nlist; ++c) {
+        if (!unit_or_zero(cent.data() + c * dim, dim)) {
+          throw format_error("invalid index contents: a cos centroid is not unit length");
+        }
+      }
+    }
     index->set_centroids(cent);
     for (std::size_t l = 0; l < opt.nlist; ++l) {
       const std::uint64_t n = r.u64();
-      if (n > size / 8) throw format_error("implausible list length");
-      const std::vector<std::uint64_t> ids = r.array<std::uint64_t>(n);
-      const std::vector<float> vecs = r.array<float>(n * dim);
-      try {
-        check_new_ids(ids.data(), n, [&](std::uint64_t id) { return index->where_.count(id) != 0; });
-        check_finite(vecs.data(), vecs.size(), "stored vectors");
-      } catch (const std::exception& e) {
-        throw format_error(std::string("invalid index contents: ") + e.what());
+      if (n > kMaxRows || n > r.remaining() / sizeof(std::uint64_t)) {
+        throw format_error("implausible length " + std::to_string(n) + " of list " +
+                           std::to_string(l));
       }
+      const std::vector<std::uint64_t> ids = r.array<std::uint64_t>(n);
+      const std::vector<float> vecs = r.array<float>(Reader::product(n, dim));
+      check_stored_rows(ids.data(), vecs.data(), n, dim, metric,
+                        [&](std::uint64_t id) { return index->where_.count(id) != 0; });
       index->append_locked(ids.data(), vecs.data(), n, std::vector<std::uint32_t>(n, l));
     }
   }

@@ -1,6 +1,9 @@
 #include "sage/thread_pool.hpp"
 
 #include <pthread.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -119,6 +122,29 @@ Pool& pool() {
 }  // namespace
 
 std::size_t hardware_threads() {
+#if defined(__linux__)
+  // The CPUs this process may run on: taskset, cgroup cpusets and Dask's worker
+  // pinning all show up in the affinity mask, which hardware_concurrency() ignores.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return static_cast<std::size_t>(n);
+  } else {
+    // More CPUs than a cpu_set_t holds: ask with a mask of the kernel's size.
+    for (int ncpu = 2 * CPU_SETSIZE; ncpu <= (1 << 20); ncpu *= 2) {
+      cpu_set_t* big = CPU_ALLOC(ncpu);
+      if (big == nullptr) break;
+      const std::size_t bytes = CPU_ALLOC_SIZE(ncpu);
+      CPU_ZERO_S(bytes, big);
+      const bool ok = sched_getaffinity(0, bytes, big) == 0;
+      const int n = ok ? CPU_COUNT_S(bytes, big) : 0;
+      CPU_FREE(big);
+      if (n > 0) return static_cast<std::size_t>(n);
+      if (ok) break;
+    }
+  }
+#endif
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : n;
 }

@@ -1,4 +1,8 @@
-"""The Python DSL: environments and streams, plus the Function bases and Contract."""
+"""The Python DSL: environments and streams, plus the Function bases and Contract.
+
+``__all__`` here is the one list of DSL names: ``sage_core`` exports each of them too.
+``DaskEnvironment`` loads on first use (it imports ``distributed``).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ __all__ = [
     "CoMapFunction",
     "ConnectedStreams",
     "Contract",
+    "DaskEnvironment",
     "DataStream",
     "Environment",
     "FilterFunction",
@@ -48,3 +53,11 @@ __all__ = [
     "SinkStream",
     "SourceFunction",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "DaskEnvironment":
+        from sage_core.api.dask_environment import DaskEnvironment
+
+        return DaskEnvironment
+    raise AttributeError(f"module 'sage_core.api' has no attribute {name!r}")

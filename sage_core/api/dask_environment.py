@@ -3,16 +3,20 @@
 Without an address it starts an in-process ``LocalCluster`` (the embedded default:
 workers are threads of this process, with SAGE's dashboard page); with
 ``address="tcp://host:8786"`` or ``scheduler_file=...`` it connects to a cluster
-started by ``sage scheduler`` / ``sage worker``; ``client=`` reuses a Client.
+started by ``sage scheduler`` / ``sage worker`` (``security=`` a Dask ``Security`` for
+a ``tls://`` cluster); ``client=`` reuses a Client.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sage_core.api.environment import Environment
+from sage_core.common.errors import ClusterSecurityError
 from sage_core.compiler.compile import compile_plan, resolve_policy
 from sage_core.compiler.placement import ClusterView, PlacementError, PlacementPolicy
 from sage_core.compiler.plan import ExecutionPlan
@@ -36,6 +40,9 @@ class DaskEnvironment(Environment):
             ``scheduler_file`` and no ``client`` starts an in-process LocalCluster.
         scheduler_file: a Dask scheduler file to read the address from.
         client: an existing ``distributed.Client`` to use (not closed by ``close``).
+        security: a ``distributed.security.Security`` with the client's TLS
+            certificate, CA and key, for a cluster started with ``--tls-*`` options
+            (``tls://`` address); None uses Dask's config.
         n_workers: workers of the embedded cluster.
         threads_per_worker: threads of each embedded worker.
         worker_resources: resources of each embedded worker, by index
@@ -52,6 +59,7 @@ class DaskEnvironment(Environment):
         address: str | None = None,
         scheduler_file: str | None = None,
         client: Any = None,
+        security: Any = None,
         n_workers: int = 2,
         threads_per_worker: int = 1,
         worker_resources: Mapping[int, Mapping[str, float]] | None = None,
@@ -63,6 +71,7 @@ class DaskEnvironment(Environment):
             policy = resolve_policy(policy, priority=priority)
         super().__init__(name, policy=policy, **kwargs)
         self.address, self.scheduler_file = address, scheduler_file
+        self.security = security
         self.priority = priority
         self._client = client
         self._own_client = client is None
@@ -85,9 +94,7 @@ class DaskEnvironment(Environment):
         from distributed import Client
 
         if self.address or self.scheduler_file:
-            return Client(
-                self.address, scheduler_file=self.scheduler_file, timeout="30s"
-            )
+            return connect_client(self.address, self.scheduler_file, self.security)
         routes = list(dask.config.get("distributed.scheduler.http.routes"))
         if ROUTES_MODULE not in routes:
             routes.append(ROUTES_MODULE)
@@ -158,6 +165,52 @@ class DaskEnvironment(Environment):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _scheduler_address(address: str | None, scheduler_file: str | None) -> str:
+    if address or not scheduler_file:
+        return address or ""
+    try:
+        return str(json.loads(Path(scheduler_file).read_text())["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # Dask's Client reports an unreadable file itself
+
+
+def connect_client(
+    address: str | None,
+    scheduler_file: str | None,
+    security: Any = None,
+    *,
+    timeout: str = "30s",
+) -> Any:
+    """A ``distributed.Client`` of a running cluster.
+
+    Args:
+        address: the scheduler's address (``tcp://...`` or ``tls://...``).
+        scheduler_file: a Dask scheduler file to read the address from instead.
+        security: a ``distributed.security.Security`` for a TLS cluster; None uses
+            Dask's config.
+        timeout: how long to try to connect.
+
+    Raises:
+        ClusterSecurityError: the scheduler speaks TLS and neither ``security`` nor
+            Dask's config gives the client a certificate.
+    """
+    import dask
+    from distributed import Client
+
+    target = _scheduler_address(address, scheduler_file)
+    configured = dask.config.get("distributed.comm.tls.client.cert", None)
+    if target.startswith("tls://") and security is None and not configured:
+        raise ClusterSecurityError(
+            f"the scheduler at {target} speaks TLS: pass security="
+            f"Security(tls_ca_file=..., tls_client_cert=..., tls_client_key=...) "
+            f"(distributed.security), or --tls-ca-file/--tls-cert/--tls-key to "
+            f"`sage run`"
+        )
+    return Client(
+        address, scheduler_file=scheduler_file, security=security, timeout=timeout
+    )
 
 
 def _embedded_cluster(

@@ -1,16 +1,24 @@
 """DataStream: the fluent DSL that builds a logical graph.
 
 Every operator method takes the operator as a plugin name, a ``"pkg.mod:attr"`` path,
-a callable or a Function class, plus ``name=``, ``parallelism=``, ``contract=``
-(a mapping of Contract fields or a Contract), ``on_error=`` and the operator's config
-as further keyword arguments.
+a callable or a Function class, then keyword-only options of the node itself and the
+operator's config:
+
+* ``name``: the operator's name in the graph (default: derived from ``op``);
+* ``parallelism``: its replicas (default: the environment's ``parallelism``);
+* ``contract``: Contract fields overriding what the operator declares (a mapping or
+  a Contract);
+* ``on_error``: ``"fail"`` (default) or ``"dead-letter"``;
+* any other keyword: the operator's config (``op(**config)`` for Function classes).
+
+These four names are therefore never part of an operator's config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sage_core.contract import Contract
 from sage_core.graph.model import Edge, KeySpec, Node
@@ -18,6 +26,18 @@ from sage_core.graph.refs import key_spec, operator_ref
 
 if TYPE_CHECKING:
     from sage_core.api.environment import Environment
+
+#: what an operator does with an item it fails on (``graph.model.ON_ERROR``)
+OnError = Literal["fail", "dead-letter"]
+
+
+class _NodeOptions(NamedTuple):
+    """The keyword-only options of a DSL operator method that are not config."""
+
+    name: str | None
+    parallelism: int | None
+    contract: Mapping[str, Any] | Contract | None
+    on_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,36 +123,80 @@ class DataStream:
             )
         return node_name
 
-    def _one_input(self, role: str, op: Any, kw: dict[str, Any]) -> DataStream:
-        opts = {k: kw.pop(k) for k in ("name", "parallelism", "contract") if k in kw}
-        on_error = kw.pop("on_error", "fail")
-        node = self._add(
+    def _one_input(
+        self,
+        role: str,
+        op: Any,
+        node: _NodeOptions,
+        config: dict[str, Any],
+    ) -> DataStream:
+        name = self._add(
             role,
             op,
             inputs=[(h, 0) for h in self._heads],
-            name=opts.get("name"),
-            parallelism=opts.get("parallelism"),
-            contract=opts.get("contract"),
-            on_error=on_error,
-            config=kw,
+            name=node.name,
+            parallelism=node.parallelism,
+            contract=node.contract,
+            on_error=node.on_error,
+            config=config,
         )
-        return DataStream(self.env, [_Head(node)])
+        return DataStream(self.env, [_Head(name)])
 
-    def map(self, op: Any, **kw: Any) -> DataStream:
+    def map(
+        self,
+        op: Any,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> DataStream:
         """One output per item (``op(item)`` or a MapFunction)."""
-        return self._one_input("map", op, kw)
+        node = _NodeOptions(name, parallelism, contract, on_error)
+        return self._one_input("map", op, node, config)
 
-    def filter(self, op: Any, **kw: Any) -> DataStream:
+    def filter(
+        self,
+        op: Any,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> DataStream:
         """Keep the items for which ``op(item)`` is true."""
-        return self._one_input("filter", op, kw)
+        node = _NodeOptions(name, parallelism, contract, on_error)
+        return self._one_input("filter", op, node, config)
 
-    def flat_map(self, op: Any, **kw: Any) -> DataStream:
+    def flat_map(
+        self,
+        op: Any,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> DataStream:
         """Zero or more outputs per item (``op(item)`` returns an iterable)."""
-        return self._one_input("flat_map", op, kw)
+        node = _NodeOptions(name, parallelism, contract, on_error)
+        return self._one_input("flat_map", op, node, config)
 
-    def sink(self, op: Any, **kw: Any) -> SinkStream:
+    def sink(
+        self,
+        op: Any,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> SinkStream:
         """End the stream in a sink (``"collect"``, ``"jsonl"``, a callable ...)."""
-        stream = self._one_input("sink", op, kw)
+        node = _NodeOptions(name, parallelism, contract, on_error)
+        stream = self._one_input("sink", op, node, config)
         return SinkStream(self.env, stream.name)
 
     def collect(self, *, name: str | None = None, parallelism: int = 1) -> SinkStream:
@@ -172,23 +236,36 @@ class DataStream:
         """Pair two streams for ``co_map``: input 0 is this one, input 1 ``other``."""
         return ConnectedStreams(self, other)
 
-    def join(self, other: DataStream, op: Any, **kw: Any) -> DataStream:
+    def join(
+        self,
+        other: DataStream,
+        op: Any,
+        *,
+        window: int | None = None,
+        window_s: float | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> DataStream:
         """Keyed join: ``op(left, right)`` for each pair with equal keys (both sides
         must be ``key_by``). ``window=N`` keeps the last N items per key and side,
         ``window_s=T`` those of the last T seconds; default: all of them."""
-        options: dict[str, Any] = {
-            k: kw.pop(k) for k in ("window", "window_s") if k in kw
+        options = {
+            k: v
+            for k, v in (("window", window), ("window_s", window_s))
+            if v is not None
         }
-        opts = {k: kw.pop(k) for k in ("name", "parallelism", "contract") if k in kw}
         node = self._add(
             "join",
             op,
             inputs=[(h, 0) for h in self._heads] + [(h, 1) for h in other._heads],
-            name=opts.get("name"),
-            parallelism=opts.get("parallelism"),
-            contract=opts.get("contract"),
-            on_error=kw.pop("on_error", "fail"),
-            config=kw,
+            name=name,
+            parallelism=parallelism,
+            contract=contract,
+            on_error=on_error,
+            config=config,
             options=options,
         )
         return DataStream(self.env, [_Head(node)])
@@ -208,21 +285,30 @@ class ConnectedStreams:
     def __init__(self, first: DataStream, second: DataStream) -> None:
         self.first, self.second = first, second
 
-    def co_map(self, op: Any, op2: Any = None, **kw: Any) -> DataStream:
+    def co_map(
+        self,
+        op: Any,
+        op2: Any = None,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        contract: Mapping[str, Any] | Contract | None = None,
+        on_error: OnError = "fail",
+        **config: Any,
+    ) -> DataStream:
         """``op`` is a CoMapFunction (class/plugin/path), or two callables: ``op``
         for items of the first stream, ``op2`` for the second."""
-        opts = {k: kw.pop(k) for k in ("name", "parallelism", "contract") if k in kw}
         impl = (op, op2) if op2 is not None else op
         node = self.first._add(
             "co_map",
             impl,
             inputs=[(h, 0) for h in self.first._heads]
             + [(h, 1) for h in self.second._heads],
-            name=opts.get("name"),
-            parallelism=opts.get("parallelism"),
-            contract=opts.get("contract"),
-            on_error=kw.pop("on_error", "fail"),
-            config=kw,
+            name=name,
+            parallelism=parallelism,
+            contract=contract,
+            on_error=on_error,
+            config=config,
         )
         return DataStream(self.first.env, [_Head(node)])
 

@@ -12,7 +12,6 @@ import sys
 import click
 
 from sage_core.cli.cluster import scheduler, worker
-from sage_core.cli.demo import demo
 from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.explain import explain_cmd
@@ -34,7 +33,8 @@ def cli() -> None:
     type=click.Choice(
         [
             "operator",
-            "scheduler",
+            "placement-policy",
+            "request-policy",
             "router",
             "backend",
             "vector-index",
@@ -99,7 +99,6 @@ cli.add_command(scheduler)
 cli.add_command(worker)
 cli.add_command(gateway)
 cli.add_command(engine)
-cli.add_command(demo)
 attach_engine_admin(engine)
 attach_pipeline(cli)
 cli.add_command(explain_cmd)

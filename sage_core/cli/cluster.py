@@ -2,17 +2,21 @@
 
 Option names are Dask's (``dask scheduler`` / ``dask worker``) so existing deployment
 scripts carry over. Each process preloads ``sage_core.runtime.preload`` so SAGE plugins
-load there; the scheduler also mounts SAGE's dashboard routes.
+load there; the scheduler also mounts SAGE's dashboard routes. They listen where Dask's
+do (every interface by default) and warn when that is beyond loopback without TLS
+(``--tls-*``, see :mod:`sage_core.cli.tls`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from sage_core.cli.tls import check_scheme, security_from, tls_options, warn_if_exposed
 from sage_core.common.settings import DEFAULT_DASHBOARD_ADDRESS, DEFAULT_SCHEDULER_PORT
 
 logger = logging.getLogger(__name__)
@@ -131,6 +135,7 @@ async def _serve_until_signal(servers: list[Any]) -> None:
     default=None,
     help="Time of inactivity after which to stop the scheduler (e.g. '1h').",
 )
+@tls_options
 def scheduler(
     host: str,
     port: int,
@@ -139,15 +144,25 @@ def scheduler(
     scheduler_file: str | None,
     preload: tuple[str, ...],
     idle_timeout: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
-    """Start a Dask scheduler that loads SAGE plugins and serves the /sage pages."""
+    """Start a Dask scheduler that loads SAGE plugins and serves the /sage pages.
+
+    Anyone who reaches its port can run code on the cluster: on a shared network
+    give --tls-ca-file, --tls-cert and --tls-key (workers and clients need them too).
+    """
     import dask
     from dask.utils import parse_timedelta
     from distributed import Scheduler
     from distributed.compatibility import asyncio_run
     from distributed.config import get_loop_factory
 
+    security = security_from("scheduler", tls_ca_file, tls_cert, tls_key)
+    check_scheme(host, security)
     _logging()
+    warn_if_exposed("scheduler", host, security)
     routes = list(dask.config.get("distributed.scheduler.http.routes"))
     if ROUTES_MODULE not in routes:
         routes.append(ROUTES_MODULE)
@@ -161,6 +176,7 @@ def scheduler(
             scheduler_file=scheduler_file,
             preload=[PRELOAD, *preload],
             idle_timeout=parse_timedelta(idle_timeout) if idle_timeout else None,
+            security=security,
         )
         await _serve_until_signal([server])
 
@@ -168,10 +184,29 @@ def scheduler(
         asyncio_run(run(), loop_factory=get_loop_factory())
 
 
-async def _check_reachable(address: str, timeout: float) -> None:
+FIRST_TRY_S = 1.0
+
+
+async def _wait_for_scheduler(
+    address: str,
+    timeout: float,
+    connection_args: dict[str, Any],
+    on_wait: Callable[[], None],
+) -> None:
+    """Connect to the scheduler once (proof it is there), within ``timeout``.
+
+    ``on_wait`` is called when a first short try fails, before waiting for the rest.
+    """
     from distributed.comm import connect
 
-    comm = await connect(address, timeout=timeout)
+    first = min(FIRST_TRY_S, timeout)
+    try:
+        comm = await connect(address, timeout=first, **connection_args)
+    except (OSError, asyncio.TimeoutError):
+        if timeout <= first:
+            raise
+        on_wait()
+        comm = await connect(address, timeout=timeout - first, **connection_args)
     await comm.close()
 
 
@@ -254,6 +289,7 @@ def _scheduler_address(address: str | None, scheduler_file: str | None) -> str:
     "--local-directory", default=None, help="Directory for the workers' scratch files."
 )
 @click.option("--preload", multiple=True, help="Extra module to preload (repeatable).")
+@tls_options
 def worker(
     address: str | None,
     scheduler_file: str | None,
@@ -269,6 +305,9 @@ def worker(
     profile: bool,
     local_directory: str | None,
     preload: tuple[str, ...],
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Start Dask worker(s) connected to ADDRESS that load SAGE plugins.
 
@@ -286,16 +325,34 @@ def worker(
         raise click.UsageError("--no-nanny cannot start more than one worker")
     offered = parse_resources(resources)
     target = _scheduler_address(address, scheduler_file)
+    security = security_from("worker", tls_ca_file, tls_cert, tls_key)
+    check_scheme(host, security)
+    if target.startswith("tls://") and security is None:
+        raise click.UsageError(
+            f"the scheduler at {target} speaks TLS: give --tls-ca-file, --tls-cert "
+            f"and --tls-key"
+        )
     _logging()
+    warn_if_exposed("worker", host, security)
 
+    def waiting() -> None:
+        click.echo(
+            f"waiting up to {death_timeout:g} s (--death-timeout) for the scheduler "
+            f"at {target} ...",
+            err=True,
+        )
+
+    connection_args = security.get_connection_args("worker") if security else {}
     try:
         asyncio_run(
-            _check_reachable(target, death_timeout), loop_factory=get_loop_factory()
+            _wait_for_scheduler(target, death_timeout, connection_args, waiting),
+            loop_factory=get_loop_factory(),
         )
     except (OSError, asyncio.TimeoutError) as exc:
         raise click.ClickException(
             f"no scheduler reachable at {target} within {death_timeout:g}s ({exc}). "
-            f"Start one with `sage scheduler`, or check the address and port."
+            f"Start one with `sage scheduler`, or check the address, the port and "
+            f"the TLS options."
         ) from None
 
     server_class: Any = Nanny if nanny else Worker
@@ -316,6 +373,7 @@ def worker(
                     death_timeout=death_timeout,
                     local_directory=local_directory,
                     preload=[PRELOAD, *preload],
+                    security=security,
                 )
             )
         await _serve_until_signal(servers)

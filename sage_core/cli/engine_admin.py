@@ -2,7 +2,8 @@
 
 With ``--config FILE`` the commands edit a gateway config file (read at the next
 ``sage gateway --config FILE``); otherwise they call a running gateway's admin API
-(``--gateway``, default ``$SAGE_GATEWAY_URL`` or ``http://127.0.0.1:8889``).
+(``--gateway``, default ``$SAGE_GATEWAY_URL`` or ``http://127.0.0.1:8889``) with its
+admin key (``--admin-key``, default ``$SAGE_ADMIN_KEY``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ gateway_option = click.option(
     help="Base URL of the running gateway.",
 )
 key_option = click.option(
-    "--api-key",
-    default=lambda: os.environ.get("SAGE_API_KEY"),
-    help="API key of the gateway (default $SAGE_API_KEY).",
+    "--admin-key",
+    default=lambda: os.environ.get("SAGE_ADMIN_KEY"),
+    help="Admin key of the gateway (default $SAGE_ADMIN_KEY); API keys do not open "
+    "/admin.",
 )
 config_option = click.option(
     "--config",
@@ -39,10 +41,10 @@ config_option = click.option(
 )
 
 
-def _call(method: str, url: str, api_key: str | None, **kwargs: Any) -> Any:
+def _call(method: str, url: str, admin_key: str | None, **kwargs: Any) -> Any:
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     try:
         resp = httpx.request(method, url, headers=headers, timeout=120, **kwargs)
     except httpx.HTTPError as exc:
@@ -114,12 +116,12 @@ def add_engine(
     engine_id: str | None,
     max_inflight: int,
     gateway_url: str,
-    api_key: str | None,
+    admin_key: str | None,
     config_path: str | None,
 ) -> None:
     """Register an engine; prints it as JSON."""
+    from sage_core.llm.engine_spec import EngineSpec
     from sage_core.llm.errors import ConfigError
-    from sage_core.llm.registry import EngineSpec
 
     entry: dict[str, Any] = {"url": url, "kind": kind, "max_inflight": max_inflight}
     if models:
@@ -141,7 +143,9 @@ def add_engine(
         _save(path, data)
         click.echo(json.dumps(spec.to_dict(), indent=2))
         return
-    added = _call("POST", f"{gateway_url}/admin/engines", api_key, json=spec.to_dict())
+    added = _call(
+        "POST", f"{gateway_url}/admin/engines", admin_key, json=spec.to_dict()
+    )
     click.echo(json.dumps(added, indent=2))
 
 
@@ -150,13 +154,13 @@ def add_engine(
 @key_option
 @config_option
 def list_engines(
-    gateway_url: str, api_key: str | None, config_path: str | None
+    gateway_url: str, admin_key: str | None, config_path: str | None
 ) -> None:
     """List engines (with live state when asking a gateway) as JSON."""
     if config_path:
         engines = _load(Path(config_path)).get("engines") or []
     else:
-        engines = _call("GET", f"{gateway_url}/admin/engines", api_key)["engines"]
+        engines = _call("GET", f"{gateway_url}/admin/engines", admin_key)["engines"]
     click.echo(json.dumps(engines, indent=2))
 
 
@@ -175,7 +179,7 @@ def remove_engine(
     engine_id: str,
     drain: bool,
     gateway_url: str,
-    api_key: str | None,
+    admin_key: str | None,
     config_path: str | None,
 ) -> None:
     """Remove an engine (drained first by default); prints it as JSON."""
@@ -192,7 +196,7 @@ def remove_engine(
         return
     params = {"drain": "true" if drain else "false"}
     removed = _call(
-        "DELETE", f"{gateway_url}/admin/engines/{engine_id}", api_key, params=params
+        "DELETE", f"{gateway_url}/admin/engines/{engine_id}", admin_key, params=params
     )
     click.echo(json.dumps(removed, indent=2))
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from sage_core.cli.tls import security_from, tls_options
+
 
 def _fmt_free(free: dict[str, Any]) -> str:
     shown = {k: v for k, v in free.items() if k != "memory"}
@@ -52,10 +54,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _from_scheduler(address: str, job: str) -> dict[str, Any]:
-    from distributed import Client
+def _from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
+    from sage_core.api.dask_environment import connect_client
+    from sage_core.common.errors import ClusterSecurityError
 
-    with Client(address, timeout="30s") as client:
+    try:
+        client = connect_client(address, None, security)
+    except ClusterSecurityError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, TimeoutError) as exc:
+        raise click.ClickException(f"no Dask scheduler at {address}: {exc}") from None
+    with client:
         found = client.sync(client.scheduler.sage_job, job=job)
     if found is None:
         raise click.ClickException(f"the scheduler at {address} has no job {job!r}")
@@ -66,12 +75,23 @@ def _from_scheduler(address: str, job: str) -> dict[str, Any]:
 @click.argument("job")
 @click.option("--address", default=None, help="Ask this scheduler's job board.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
-def explain_cmd(job: str, address: str | None, as_json: bool) -> None:
+@tls_options
+def explain_cmd(
+    job: str,
+    address: str | None,
+    as_json: bool,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """Show why each replica of JOB (id or unique prefix) landed where it did."""
     from sage_core.observe.records import JobRecordNotFound, load_record
 
+    if (tls_ca_file or tls_cert or tls_key) and not address:
+        raise click.UsageError("--tls-* options need --address")
     if address:
-        record = _from_scheduler(address, job)
+        security = security_from("client", tls_ca_file, tls_cert, tls_key)
+        record = _from_scheduler(address, job, security)
     else:
         try:
             record = load_record(job)

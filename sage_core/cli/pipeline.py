@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from sage_core.cli.tls import security_from, tls_options
+
 
 def _settings(spec_settings: dict[str, Any], overrides: dict[str, Any]) -> Any:
     from sage_core.compiler.plan import PlanFormatError, RuntimeSettings
@@ -111,6 +113,7 @@ def plan_cmd(
 )
 @click.option("--scheduler-file", default=None, help="Read the scheduler address here.")
 @click.option("--priority", type=int, default=0, help="Job priority (priority policy).")
+@tls_options
 def run_cmd(
     spec: Path,
     timeout: float | None,
@@ -122,12 +125,18 @@ def run_cmd(
     address: str | None,
     scheduler_file: str | None,
     priority: int,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run SPEC (YAML/JSON): in this process (threads over native queues), or with
     --address/--scheduler-file as actors on a Dask cluster placed by --policy.
 
     Sinks write where they are told (``print`` to stdout); a summary line goes to
     stderr, and ``collect`` sinks' items are printed as JSON lines on stdout.
+
+    A spec is code, like a Python file: operators named ``pkg.module:attr`` import
+    and run that module here and on every worker. Run only specs you trust.
     """
 
     overrides = {
@@ -136,11 +145,17 @@ def run_cmd(
         "trace_path": trace_out,
     }
     client = None
+    if (tls_ca_file or tls_cert or tls_key) and not (address or scheduler_file):
+        raise click.UsageError("--tls-* options need --address or --scheduler-file")
     if address or scheduler_file:
-        from distributed import Client
+        from sage_core.api.dask_environment import connect_client
+        from sage_core.common.errors import ClusterSecurityError
 
+        security = security_from("client", tls_ca_file, tls_cert, tls_key)
         try:
-            client = Client(address, scheduler_file=scheduler_file, timeout="30s")
+            client = connect_client(address, scheduler_file, security)
+        except ClusterSecurityError as exc:
+            raise click.ClickException(str(exc)) from None
         except (OSError, TimeoutError) as exc:
             raise click.ClickException(
                 f"no Dask scheduler at {address or scheduler_file}: {exc}"

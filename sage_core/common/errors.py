@@ -14,6 +14,10 @@ class SageError(Exception):
     """Base class of every error SAGE raises on purpose."""
 
 
+class ClusterSecurityError(SageError):
+    """A cluster connection lacks what its security needs (e.g. TLS credentials)."""
+
+
 class PluginError(SageError):
     """A plugin could not be loaded or registered."""
 

@@ -24,7 +24,7 @@ def _xdg(var: str, fallback: str, sub: str) -> Path:
 
 
 def data_dir() -> Path:
-    """Persistent data: vector collections, checkpoints (``$XDG_DATA_HOME/sage``)."""
+    """Persistent data: vector collections (``$XDG_DATA_HOME/sage``)."""
     return _xdg("XDG_DATA_HOME", ".local/share", "data")
 
 

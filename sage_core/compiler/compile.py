@@ -47,22 +47,17 @@ def resolve_policy(
     """A placement policy instance from an instance, a plugin name or None (local).
 
     Raises:
-        UnknownPluginError: no scheduler plugin has that name.
-        SageError: the named scheduler is not a placement policy.
+        UnknownPluginError: no placement policy plugin has that name.
+        SageError: the plugin of that name is not a PlacementPolicy.
     """
     if policy is None or policy == "local":
         return LocalPlacement(**config)
     if isinstance(policy, PlacementPolicy):
         return policy
-    entry = plugins.resolve("scheduler", policy, scope="placement")
-    if entry.meta.get("scope", "placement") not in ("placement", "any"):
-        raise SageError(
-            f"scheduler {policy!r} orders requests; it is not a placement policy "
-            f"(see `sage plugins --kind scheduler`)"
-        )
+    entry = plugins.resolve("placement-policy", policy)
     instance = entry.obj(**config)
     if not isinstance(instance, PlacementPolicy):
-        raise SageError(f"scheduler {policy!r} is not a PlacementPolicy")
+        raise SageError(f"placement policy {policy!r} is not a PlacementPolicy")
     return instance
 
 

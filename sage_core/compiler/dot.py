@@ -6,7 +6,9 @@ from sage_core.compiler.plan import ExecutionPlan
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT quoted string; a newline in ``text`` becomes DOT's ``\\n`` line break."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def plan_to_dot(plan: ExecutionPlan) -> str:
@@ -18,7 +20,7 @@ def plan_to_dot(plan: ExecutionPlan) -> str:
         lines.append(f"    label={_q(task.name)};")
         for r in plan.replicas_of(task.name):
             cap = f"q={r.queue_capacity}" if r.queue_capacity else "source"
-            label = f"{r.id}\\n{r.placement.worker} {cap}"
+            label = f"{r.id}\n{r.placement.worker} {cap}"
             lines.append(f"    {_q(r.id)} [label={_q(label)}];")
         lines.append("  }")
     for ch in plan.channels:

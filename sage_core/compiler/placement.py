@@ -5,7 +5,7 @@ operators, priority) and a ``ClusterView`` (workers with their threads, resource
 the replicas already resident on them). It returns one ``PlacementDecision`` per
 replica with a decision trace: every candidate worker with its free resources at that
 moment, the filters that removed candidates and why, the scores of the survivors and
-the choice. Policies are plugins (``register_schedulers`` with ``scope="placement"``);
+the choice. Policies are plugins (``register_placement_policies``);
 ``LocalPlacement`` is the built-in for one process, where the only candidate is "this
 process".
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from sage_core.common.errors import SageError
@@ -91,12 +91,17 @@ class ReplicaDemand:
 
 @dataclass(frozen=True, slots=True)
 class CandidateTrace:
-    """A worker considered for a replica, with its free capacity at that moment."""
+    """A worker considered for a replica, with its free capacity at that moment.
+
+    ``free`` never goes below 0; ``cpu_in_use`` is the CPU (threads) the worker's
+    replicas ask for, which exceeds its threads when it is oversubscribed.
+    """
 
     worker: str
     free: Mapping[str, float]
     replicas: int
     score: float | None = None
+    cpu_in_use: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class PlacementDecision:
                     "free": dict(c.free),
                     "replicas": c.replicas,
                     "score": c.score,
+                    "cpu_in_use": c.cpu_in_use,
                 }
                 for c in self.candidates
             ],
@@ -146,7 +152,11 @@ class PlacementDecision:
             policy=data["policy"],
             candidates=tuple(
                 CandidateTrace(
-                    c["worker"], dict(c["free"]), int(c["replicas"]), c["score"]
+                    c["worker"],
+                    dict(c["free"]),
+                    int(c["replicas"]),
+                    c["score"],
+                    float(c.get("cpu_in_use", 0.0)),
                 )
                 for c in data["candidates"]
             ),
@@ -170,7 +180,8 @@ class Ledger:
         }
 
     def free(self, worker: str) -> dict[str, float]:
-        """Free amount of every resource of ``worker``, plus ``cpu`` (threads)."""
+        """Free amount of every resource of ``worker``, plus ``cpu`` (threads); 0
+        when replicas ask for more than it has (see ``cpu_in_use``)."""
         w = self.workers[worker]
         used = self.used[worker]
         totals = {
@@ -179,11 +190,20 @@ class Ledger:
         }
         if w.memory:
             totals["memory"] = float(w.memory)
-        return {k: v - used.get(k, 0.0) for k, v in totals.items()}
+        return {k: max(0.0, v - used.get(k, 0.0)) for k, v in totals.items()}
+
+    def cpu_in_use(self, worker: str) -> float:
+        """CPU (threads) the replicas on ``worker`` ask for; may exceed its threads."""
+        return self.used[worker].get("cpu", 0.0)
 
     def candidates(self) -> list[CandidateTrace]:
         return [
-            CandidateTrace(name, self.free(name), len(self.resident[name]))
+            CandidateTrace(
+                name,
+                self.free(name),
+                len(self.resident[name]),
+                cpu_in_use=self.cpu_in_use(name),
+            )
             for name in self.workers
         ]
 
@@ -286,8 +306,7 @@ class LocalPlacement(PlacementPolicy):
             worker=chosen.worker,
             policy=self.name,
             candidates=tuple(
-                CandidateTrace(c.worker, c.free, c.replicas, 0.0 if c in left else None)
-                for c in candidates
+                replace(c, score=0.0 if c in left else None) for c in candidates
             ),
             filters=(resources,),
             reason="the only candidate: replicas run as threads of this process",

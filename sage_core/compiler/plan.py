@@ -40,7 +40,12 @@ class RuntimeSettings:
     Attributes:
         buffer_size: most items in one packet (a micro-batch on a channel); 1 sends
             every item on its own.
-        linger_ms: how long a source may hold a partial packet to fill it.
+        linger_ms: about how long a source may hold a partial packet to fill it:
+            half of it while the downstream is idle, twice it while items are on
+            the way downstream (0: every packet is sent with the first item).
+        latency_target_ms: the emission-to-sink latency batching aims to stay within
+            at moderate load: ``linger_ms`` is capped at a quarter of it, and while
+            the downstream has a backlog a source packet may fill for up to half of it.
         queue_capacity: default packets a replica's input queue holds.
         max_packets: most packets a replica takes from its queue per step.
         chaining: fuse consecutive stateless operators of equal parallelism.
@@ -53,6 +58,7 @@ class RuntimeSettings:
 
     buffer_size: int = 64
     linger_ms: float = 1.0
+    latency_target_ms: float = 5.0
     queue_capacity: int = 64
     max_packets: int = 64
     chaining: bool = True
@@ -71,6 +77,9 @@ class RuntimeSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 out.append(f"{name}: must be a number >= 0, got {v!r}")
+        v = self.latency_target_ms
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            out.append(f"latency_target_ms: must be a number > 0, got {v!r}")
         v = self.trace_every
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             out.append(f"trace_every: must be an integer >= 0, got {v!r}")

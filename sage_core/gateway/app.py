@@ -3,7 +3,9 @@
 Every error leaves in OpenAI's shape ``{"error": {message, type, param, code}}``:
 400 malformed/invalid (``param`` names the field), 401 missing/wrong API key when keys
 are configured, 404 unknown model or route, 413 body over ``max_body_bytes``, 429
-overload (``Retry-After``), 503 no healthy engine.
+overload (``Retry-After``), 503 no healthy engine. Admin routes take admin keys
+only (403 for an inference key, see :mod:`sage_core.gateway.access`). Every response
+an engine produced carries ``X-Sage-Engine`` (the engine's id).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,11 +27,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sage_core.common.errors import SageError, UnknownPluginError
+from sage_core.gateway.access import Access, EngineHosts
 from sage_core.gateway.schema import openapi_schema
 from sage_core.llm.classify import classify
 from sage_core.llm.config import GatewayConfig
+from sage_core.llm.engine_spec import EngineSpec
 from sage_core.llm.errors import (
-    AuthenticationError,
     ConfigError,
     GatewayError,
     InvalidRequestError,
@@ -37,11 +40,11 @@ from sage_core.llm.errors import (
     PayloadTooLargeError,
 )
 from sage_core.llm.plane import ControlPlane
-from sage_core.llm.registry import EngineSpec
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+T = TypeVar("T")
 
 
 class ConflictError(GatewayError):
@@ -107,7 +110,7 @@ class SSEResponse(StreamingResponse):
                 await aclose()
 
 
-async def _until_disconnect(request: Request, work: Awaitable[bytes]) -> bytes | None:
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
     """Await ``work``; if the client disconnects first, cancel it and return None."""
     me = asyncio.current_task()
     assert me is not None
@@ -139,19 +142,17 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.plane = ControlPlane(config)
-        self.keys = frozenset(config.api_keys)
+        self.access = Access(config.api_keys, config.admin_keys)
+        self.engine_hosts = EngineHosts(
+            (spec.url for spec in config.engines), config.allowed_engine_hosts
+        )
 
     # -- helpers ----------------------------------------------------------------------
     def _auth(self, request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        key = header[7:].strip() if header.lower().startswith("bearer ") else None
-        if self.keys and key not in self.keys:
-            raise AuthenticationError(
-                "missing API key: send 'Authorization: Bearer <key>'"
-                if key is None
-                else "the API key is not valid for this gateway"
-            )
-        return key
+        return self.access.inference(request.headers)
+
+    def _admin(self, request: Request) -> None:
+        self.access.admin(request.headers)
 
     async def _json(self, request: Request) -> Any:
         limit = self.config.max_body_bytes
@@ -181,10 +182,11 @@ class Gateway:
             handle = await self.plane.open_stream(llm_request)
             headers["X-Sage-Engine"] = handle.engine
             return SSEResponse(handle.chunks, headers)
-        payload = await _until_disconnect(request, self.plane.run(llm_request))
-        if payload is None:  # the client is gone; nobody reads this
+        answer = await _until_disconnect(request, self.plane.run(llm_request))
+        if answer is None:  # the client is gone; nobody reads this
             return Response(status_code=499)
-        return Response(payload, media_type=JSON, headers=headers)
+        headers["X-Sage-Engine"] = answer.engine
+        return Response(answer.payload, media_type=JSON, headers=headers)
 
     async def models(self, request: Request) -> Response:
         self._auth(request)
@@ -203,12 +205,9 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
-        engines = self.plane.registry.describe()
-        healthy = [e["id"] for e in engines if e["state"] == "healthy"]
-        status = "ok" if healthy else "unavailable"
+        report = self.plane.registry.health_report()
         return JSONResponse(
-            {"status": status, "healthy_engines": healthy, "engines": len(engines)},
-            status_code=200 if healthy else 503,
+            report, status_code=503 if report["status"] == "unavailable" else 200
         )
 
     async def prometheus(self, request: Request) -> Response:
@@ -220,7 +219,7 @@ class Gateway:
 
     # -- admin routes ---------------------------------------------------------------------
     async def admin_metrics(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         snap = self.plane.metrics.snapshot()
         snap["queued"] = dict(self.plane.admission.waiting)
         snap["policy"] = self.plane.policy.describe()
@@ -229,11 +228,11 @@ class Gateway:
         return JSONResponse(snap)
 
     async def get_policy(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         return JSONResponse(self.plane.policy.describe())
 
     async def put_policy(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         body = await self._json(request)
         if not isinstance(body, dict):
             raise InvalidRequestError('send {"policy": NAME, "config": {...}}')
@@ -252,16 +251,17 @@ class Gateway:
         return JSONResponse(self.plane.policy.describe())
 
     async def list_engines(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         return JSONResponse({"engines": self.plane.registry.describe()})
 
     async def add_engine(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         body = await self._json(request)
         try:
             spec = EngineSpec.from_dict(body)
         except ConfigError as exc:
             raise InvalidRequestError(str(exc)) from None
+        self.engine_hosts.check(spec.url)
         if spec.id in self.plane.registry.engines:
             raise ConflictError(f"engine {spec.id!r} is already registered", param="id")
         engine = self.plane.registry.add(spec)
@@ -269,7 +269,7 @@ class Gateway:
         return JSONResponse(engine.describe(), status_code=201)
 
     async def remove_engine(self, request: Request) -> Response:
-        self._auth(request)
+        self._admin(request)
         drain = request.query_params.get("drain", "true").lower() not in (
             "0",
             "false",

@@ -15,6 +15,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed JSON or an invalid field",
         401: "Missing or wrong API key (when keys are configured)",
+        403: "Admin route without an admin key, or an engine host not allowed",
         404: "Unknown model, engine or route",
         409: "The engine id exists",
         413: "The body is over max_body_bytes",
@@ -181,7 +182,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["url"],
         "properties": {
             "id": {"type": "string"},
-            "url": {"type": "string"},
+            "url": {"type": "string", "pattern": "^https?://"},
             "kind": {"type": "string", "enum": ["llm", "embedding"]},
             "model": {"type": "string"},
             "models": {"type": "array", "items": {"type": "string"}},
@@ -213,10 +214,10 @@ def openapi_schema() -> dict[str, Any]:
             },
             "/health": {
                 "get": {
-                    "summary": "Whether any engine is healthy",
+                    "summary": "ok, degraded (some engine down) or unavailable",
                     "responses": {
-                        "200": _ok(obj),
-                        "503": _ok(obj, "No healthy engine"),
+                        "200": _ok(obj, "Every model has a healthy engine"),
+                        "503": _ok(obj, "Some model has no healthy engine"),
                     },
                 }
             },
@@ -234,38 +235,38 @@ def openapi_schema() -> dict[str, Any]:
             "/admin/metrics": {
                 "get": {
                     "summary": "Gateway metrics as JSON",
-                    "responses": {"200": _ok(obj), **_errors(401)},
+                    "responses": {"200": _ok(obj), **_errors(401, 403)},
                 }
             },
             "/admin/policy": {
                 "get": {
                     "summary": "The active request policy",
-                    "responses": {"200": _ok(obj), **_errors(401)},
+                    "responses": {"200": _ok(obj), **_errors(401, 403)},
                 },
                 "put": {
                     "summary": "Switch the request policy",
                     "requestBody": _json_body("#/components/schemas/PolicyChange"),
-                    "responses": {"200": _ok(obj), **_errors(400, 401, 413)},
+                    "responses": {"200": _ok(obj), **_errors(400, 401, 403, 413)},
                 },
             },
             "/admin/set_policy": {
                 "post": {
                     "summary": "Switch the request policy (same as PUT /admin/policy)",
                     "requestBody": _json_body("#/components/schemas/PolicyChange"),
-                    "responses": {"200": _ok(obj), **_errors(400, 401, 413)},
+                    "responses": {"200": _ok(obj), **_errors(400, 401, 403, 413)},
                 }
             },
             "/admin/engines": {
                 "get": {
                     "summary": "Registered engines and their state",
-                    "responses": {"200": _ok(obj), **_errors(401)},
+                    "responses": {"200": _ok(obj), **_errors(401, 403)},
                 },
                 "post": {
                     "summary": "Register an engine",
                     "requestBody": _json_body("#/components/schemas/EngineSpec"),
                     "responses": {
                         "201": _ok(obj, "Registered"),
-                        **_errors(400, 401, 409, 413),
+                        **_errors(400, 401, 403, 409, 413),
                     },
                 },
             },
@@ -286,7 +287,7 @@ def openapi_schema() -> dict[str, Any]:
                             "schema": {"type": "boolean"},
                         },
                     ],
-                    "responses": {"200": _ok(obj), **_errors(401, 404)},
+                    "responses": {"200": _ok(obj), **_errors(401, 403, 404)},
                 }
             },
         },

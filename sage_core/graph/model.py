@@ -9,7 +9,7 @@ optional key (``key_by``) and the input index of the downstream operator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -171,9 +171,6 @@ class LogicalGraph:
     def sources(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.role == "source"]
 
-    def sinks(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.role == "sink"]
-
     def topological(self) -> list[str]:
         """Node names so that every non-feedback edge points forward.
 
@@ -270,8 +267,3 @@ def _cycle_message(cycle: list[str]) -> str:
 def cycle_message(cycle: list[str]) -> str:
     """The validation message for a cycle without a feedback edge."""
     return _cycle_message(cycle)
-
-
-def config_of(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A fresh dict copy of an optional mapping."""
-    return dict(mapping or {})

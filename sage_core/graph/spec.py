@@ -6,7 +6,7 @@ settings: {buffer_size: 64, queue_capacity: 64}   # runtime settings (optional)
 operators:
   - name: read
     use: text-lines                 # plugin name, or "package.module:attr"
-    config: {path: input.txt}
+    config: {path: input.txt}       # relative to this file's directory
   - name: stats
     use: text-stats
     parallelism: 2
@@ -25,6 +25,7 @@ plugins registered with ``role=``). Every problem is reported at once with its p
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,13 @@ from sage_core.graph.model import (
     OperatorRef,
     Problem,
 )
-from sage_core.graph.refs import key_spec, load_path, plugin_entry_role
+from sage_core.graph.refs import (
+    for_role,
+    key_spec,
+    load_operator,
+    load_path,
+    plugin_entry_role,
+)
 
 _TOP = {"name", "settings", "operators", "edges"}
 _OP = {
@@ -183,14 +190,37 @@ def _edge(raw: Any, where: str, out: list[Problem], dst: str | None) -> Edge | N
     )
 
 
-def load_spec(data: Mapping[str, Any] | str | Path) -> PipelineSpec:
+def _resolve_paths(graph: LogicalGraph, base: Path) -> None:
+    """Make the relative file paths in operator configs relative to ``base`` (the
+    config keys an operator class lists in ``path_config``)."""
+    for node in graph.nodes.values():
+        try:
+            impl = for_role(load_operator(node.ref), node.role)
+        except (SageError, LookupError):
+            continue  # reported by validation
+        keys = getattr(impl, "path_config", ()) if inspect.isclass(impl) else ()
+        for key in keys:
+            value = node.config.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                node.config[key] = str(base / value)
+
+
+def load_spec(
+    data: Mapping[str, Any] | str | Path, *, base_dir: str | Path | None = None
+) -> PipelineSpec:
     """Build the logical graph a spec describes (a mapping, or a file path).
+
+    Relative file paths in operator configs (the keys an operator lists in
+    ``path_config``, such as ``path`` of ``text-lines``) are taken from the spec
+    file's directory, or from ``base_dir`` for a mapping (default: left as given,
+    i.e. the current directory).
 
     Raises:
         SpecError: the spec's structure is wrong (all problems at once). Semantic
             problems (unknown plugins, cycles ...) are found by ``validate``.
     """
     if not isinstance(data, Mapping):
+        base_dir = Path(data).resolve().parent
         data = read_spec_file(data)
     out: list[Problem] = []
     for extra in sorted(set(data) - _TOP):
@@ -314,4 +344,6 @@ def load_spec(data: Mapping[str, Any] | str | Path) -> PipelineSpec:
             )
     if out:
         raise SpecError(out, what="pipeline spec")
+    if base_dir is not None:
+        _resolve_paths(graph, Path(base_dir))
     return PipelineSpec(graph, dict(settings))

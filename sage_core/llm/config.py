@@ -5,7 +5,8 @@ Example (``sage gateway --config gateway.yaml``)::
     engines:
       - {id: llm-a, url: "http://127.0.0.1:8001", kind: llm, model: tiny}
       - {id: emb, url: "http://127.0.0.1:8003", kind: embedding, max_inflight: 4}
-    managed:                      # vLLM subprocesses the gateway starts and stops
+    managed:                      # engine processes the gateway starts and stops,
+                                  # through the launch_engine hook (launcher: vllm)
       - {id: llm-c, model_dir: /path/to/model, served_model_name: tiny, port: 8005}
     policy: hybrid
     policy_config: {max_batch: 32, max_wait_ms: 5}
@@ -13,13 +14,16 @@ Example (``sage gateway --config gateway.yaml``)::
     embedding_router: least-load
     queue_limits: {chat: 256, completion: 256, embedding: 1024}
     rate_limit: {requests_per_s: 50, burst: 100}
-    api_keys: [secret-1]
+    api_keys: [secret-1]          # inference routes (/v1/*)
+    admin_keys: [admin-secret]    # admin routes (/admin/*); also SAGE_ADMIN_KEY
+    allowed_engine_hosts: [10.0.0.0/24, gpu-7]  # more hosts POST /admin/engines accepts
     max_body_bytes: 4194304
     health: {interval_s: 2, timeout_s: 2, failures: 2, cooldown_s: 5}
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -27,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sage_core.llm.admission import DEFAULT_QUEUE_LIMITS, RateLimit
+from sage_core.llm.engine_spec import EngineSpec, HealthConfig, specs_from
 from sage_core.llm.errors import ConfigError
-from sage_core.llm.registry import EngineSpec, HealthConfig, specs_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class GatewayConfig:
     )
     rate_limit: RateLimit | None = None
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    allowed_engine_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
     health: HealthConfig = field(default_factory=HealthConfig)
     max_attempts: int = 3
@@ -80,15 +86,8 @@ class GatewayConfig:
                     kwargs[name] = HealthConfig(**(value or {}))
                 elif name == "rate_limit":
                     kwargs[name] = RateLimit(**value) if value else None
-                elif name == "api_keys":
-                    keys = value or ()
-                    if isinstance(keys, str) or not all(
-                        isinstance(k, str) and k for k in keys
-                    ):
-                        raise ConfigError(
-                            "api_keys must be a list of non-empty strings"
-                        )
-                    kwargs[name] = tuple(keys)
+                elif name in ("api_keys", "admin_keys", "allowed_engine_hosts"):
+                    kwargs[name] = _strings(name, value)
                 elif name in ("policy_config", "router_config", "queue_limits"):
                     if not isinstance(value or {}, Mapping):
                         raise ConfigError(f"{name} must be a mapping")
@@ -102,6 +101,7 @@ class GatewayConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid gateway config: {exc}") from None
         config = cls(**kwargs)
+        _check_access(config)
         if config.max_body_bytes < 1024 or config.max_attempts < 1:
             raise ConfigError("max_body_bytes must be >= 1024 and max_attempts >= 1")
         return config
@@ -129,5 +129,35 @@ class GatewayConfig:
         return cls.from_dict(data)
 
     def with_overrides(self, **changes: Any) -> GatewayConfig:
-        """A copy with some fields replaced (CLI options); None values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields replaced (CLI options); None values are ignored.
+
+        Raises:
+            ConfigError: the result is invalid (e.g. a key both inference and admin).
+        """
+        config = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        _check_access(config)
+        return config
+
+
+def _strings(name: str, value: Any) -> tuple[str, ...]:
+    items = value or ()
+    if isinstance(items, str) or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"{name} must be a list of non-empty strings")
+    return tuple(items)
+
+
+def _check_access(config: GatewayConfig) -> None:
+    """Admin keys differ from inference keys; allowed engine networks parse."""
+    if set(config.api_keys) & set(config.admin_keys):
+        raise ConfigError(
+            "a key is in both api_keys and admin_keys: admin keys must differ from "
+            "inference keys, so that an inference key never opens /admin"
+        )
+    for entry in config.allowed_engine_hosts:
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"allowed_engine_hosts: {entry!r} is not a network: {exc}"
+                ) from None

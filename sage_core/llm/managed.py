@@ -1,73 +1,42 @@
-"""Managed engines: vLLM servers the gateway starts, health-checks and stops itself.
+"""Managed engines: engine processes the gateway starts, health-checks and stops itself.
 
-A ``managed`` entry of the gateway config names a model directory; the gateway launches
-``VLLMServer`` for it (``pooling`` runner for ``kind: embedding``), registers it as
-``starting`` — requests for its model wait instead of failing while it loads — and
-stops it (SIGTERM to its process group) when the gateway shuts down or the engine is
-removed.
+A ``managed`` entry of the gateway config describes an engine process; the gateway asks
+the ``launch_engine`` hook to start it (the built-in launcher, in
+``sage_plugins.engines``, runs vLLM's OpenAI server), registers it as ``starting`` —
+requests for its model wait instead of failing while it loads — and calls the stop
+function the launcher returned when the gateway shuts down or the engine is removed.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from sage_core.llm.errors import ConfigError
 from sage_core.llm.registry import EngineSpec
-from sage_core.llm.vllm_server import VLLMServer
-
-KEYS = {
-    "id",
-    "model_dir",
-    "served_model_name",
-    "kind",
-    "port",
-    "python",
-    "max_inflight",
-    "max_model_len",
-    "extra_args",
-    "startup_timeout_s",
-}
 
 
 def launch(entry: Mapping[str, Any]) -> tuple[EngineSpec, Callable[[], object], float]:
-    """Start the vLLM server of one ``managed`` entry without waiting for it.
+    """Start the engine of one ``managed`` entry through the ``launch_engine`` hook,
+    without waiting for it to load.
 
-    Returns the engine spec to register, the function stopping the server, and the
+    Returns the engine spec to register, the function stopping the engine, and the
     time (monotonic) until which it may still be loading.
 
     Raises:
-        ConfigError: an unknown or missing key.
-        EngineStartError: vLLM is not installed for the chosen interpreter.
+        ConfigError: no installed plugin launches this entry, or the entry is
+            malformed (the launcher names the key).
     """
-    unknown = sorted(set(entry) - KEYS)
-    if unknown or "model_dir" not in entry:
+    from sage_core.plugins import load_plugins, pm
+
+    load_plugins()
+    launched = pm.hook.launch_engine(entry=entry)
+    if launched is None:
         raise ConfigError(
-            f"managed engine {entry.get('id', '?')}: needs model_dir; unknown "
-            f"key(s) {', '.join(unknown) or 'none'}; known: {', '.join(sorted(KEYS))}"
+            f"managed engine {entry.get('id', '?')}: no installed plugin launches "
+            f"engines of launcher {entry.get('launcher', 'vllm')!r}; `sage plugins "
+            f"--hook launch_engine` lists the launchers (the built-in one is in "
+            f"sage-dask's sage_plugins.engines)"
         )
-    kind = str(entry.get("kind", "llm"))
-    served = str(entry.get("served_model_name") or "")
-    timeout_s = float(entry.get("startup_timeout_s", 600.0))
-    server = VLLMServer(
-        entry["model_dir"],
-        port=entry.get("port"),
-        served_model_name=served or None,
-        runner="pooling" if kind == "embedding" else "generate",
-        max_model_len=int(
-            entry.get("max_model_len", 256 if kind == "embedding" else 512)
-        ),
-        python=entry.get("python"),
-        extra_args=[str(a) for a in entry.get("extra_args", ())],
-        startup_timeout_s=timeout_s,
-    )
-    spec = EngineSpec(
-        id=str(entry.get("id") or f"managed-{server.port}"),
-        url=server.base_url,
-        kind=kind,
-        models=(server.served_model_name,),
-        max_inflight=int(entry.get("max_inflight", 8)),
-    )
-    server.start(wait=False)
-    return spec, server.stop, time.monotonic() + timeout_s
+    spec, stop, loading_until = launched
+    return spec, stop, float(loading_until)

@@ -53,15 +53,10 @@ def make_policy(name: str, config: dict[str, Any] | None = None) -> RequestPolic
     """Instantiate a request policy plugin by name.
 
     Raises:
-        UnknownPluginError: no scheduler of that name.
-        ConfigError: it is not a request policy, or rejects its config.
+        UnknownPluginError: no request policy of that name.
+        ConfigError: it rejects its config.
     """
-    entry = plugins.resolve("scheduler", name, scope="requests")
-    if entry.meta.get("scope") not in ("requests", "any"):
-        raise ConfigError(
-            f"scheduler {name!r} is a {entry.meta.get('scope', 'placement')} policy, "
-            f"not a request policy; see `sage plugins --kind scheduler`"
-        )
+    entry = plugins.resolve("request-policy", name)
     try:
         return entry.obj(**(config or {}))
     except (TypeError, ValueError) as exc:

@@ -12,135 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from sage_core.llm.engine_spec import EngineSpec, HealthConfig
 from sage_core.llm.errors import ConfigError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-ENGINE_KINDS = ("llm", "embedding")
 STARTING, HEALTHY, DOWN, DRAINING = "starting", "healthy", "down", "draining"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSpec:
-    """How to reach one engine.
-
-    Attributes:
-        id: unique name (letters, digits, ``.``, ``_``, ``-``).
-        url: base URL without ``/v1`` (``http://127.0.0.1:8001``).
-        kind: ``"llm"`` or ``"embedding"``.
-        models: model names it serves; empty = ask its ``/v1/models``.
-        max_inflight: requests (or embedding batches) sent to it at once.
-        api_key: bearer token the engine expects, if any.
-    """
-
-    id: str
-    url: str
-    kind: str = "llm"
-    models: tuple[str, ...] = ()
-    max_inflight: int = 8
-    api_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if not _ID.match(self.id):
-            raise ConfigError(
-                f"engine id {self.id!r} is invalid: use 1-64 letters, digits, '.', "
-                f"'_' or '-'"
-            )
-        if not re.match(r"^https?://[^/\s]+", self.url):
-            raise ConfigError(
-                f"engine {self.id}: url {self.url!r} must look like "
-                f"http://host:port (without /v1)"
-            )
-        if self.kind not in ENGINE_KINDS:
-            raise ConfigError(
-                f"engine {self.id}: kind {self.kind!r} must be one of "
-                f"{', '.join(ENGINE_KINDS)}"
-            )
-        if self.max_inflight < 1:
-            raise ConfigError(f"engine {self.id}: max_inflight must be >= 1")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EngineSpec:
-        """Build from config/JSON: ``model`` (one) or ``models`` (list) accepted.
-
-        Raises:
-            ConfigError: a field is missing, unknown or malformed.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"an engine entry must be a mapping, got {data!r}")
-        known = {"id", "url", "kind", "model", "models", "max_inflight", "api_key"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"engine entry has unknown field(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known))}"
-            )
-        if "url" not in data:
-            raise ConfigError(f"engine entry {dict(data)!r} needs a 'url'")
-        url = str(data["url"]).rstrip("/")
-        url = url.removesuffix("/v1")
-        models = data.get("models") or ([data["model"]] if data.get("model") else [])
-        if isinstance(models, str) or not all(isinstance(m, str) for m in models):
-            raise ConfigError(
-                f"engine {data.get('id')}: models must be a list of names"
-            )
-        engine_id = data.get("id") or re.sub(
-            r"[^A-Za-z0-9._-]", "-", url.split("//")[-1]
-        )
-        try:
-            max_inflight = int(data.get("max_inflight", 8))
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"engine {engine_id}: max_inflight must be an integer"
-            ) from None
-        return cls(
-            id=str(engine_id),
-            url=url,
-            kind=str(data.get("kind", "llm")),
-            models=tuple(models),
-            max_inflight=max_inflight,
-            api_key=data.get("api_key"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "url": self.url,
-            "kind": self.kind,
-            "models": list(self.models),
-            "max_inflight": self.max_inflight,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class HealthConfig:
-    """Health checking and circuit breaking.
-
-    Attributes:
-        interval_s: time between health checks of one engine.
-        timeout_s: a health check slower than this fails.
-        failures: consecutive failures (checks or dispatches) that trip the breaker.
-        cooldown_s: how long a tripped engine stays out before checks may restore it.
-    """
-
-    interval_s: float = 2.0
-    timeout_s: float = 2.0
-    failures: int = 2
-    cooldown_s: float = 5.0
 
 
 @dataclass(slots=True, eq=False)
 class Engine:
-    """One engine's live state (owned by the registry's event loop)."""
+    """One engine's live state (owned by the registry's event loop).
+
+    ``served`` counts the requests it completed (each request of an embedding batch
+    counts); ``retried`` counts the requests that failed on it before answering and
+    went back to the queue for another engine.
+    """
 
     spec: EngineSpec
     state: str = STARTING
@@ -150,8 +44,8 @@ class Engine:
     failures: int = 0
     open_until: float = 0.0
     last_error: str = ""
-    last_check: float = 0.0
     served: int = 0
+    retried: int = 0
     loading_until: float = 0.0
     on_stop: Callable[[], object] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -180,6 +74,7 @@ class Engine:
             "inflight": self.inflight,
             "inflight_tokens": self.inflight_tokens,
             "served": self.served,
+            "retried": self.retried,
             "failures": self.failures,
             "last_error": self.last_error,
         }
@@ -297,13 +192,18 @@ class EngineRegistry:
     def release(self, engine: Engine, tokens: int) -> None:
         engine.inflight -= 1
         engine.inflight_tokens -= tokens
-        engine.served += 1
         if engine.inflight == 0:
             engine.idle.set()
         self.on_change()
 
-    def record_success(self, engine: Engine) -> None:
+    def record_success(self, engine: Engine, *, served: int = 1) -> None:
+        """The engine answered; ``served`` requests were completed by it."""
         engine.failures = 0
+        engine.served += served
+
+    def record_retry(self, engine: Engine) -> None:
+        """A request that failed on the engine goes to another one."""
+        engine.retried += 1
 
     def record_failure(self, engine: Engine, error: str, *, trip: bool = False) -> None:
         """Count a failure; at ``health.failures`` in a row (or at once with ``trip``,
@@ -323,7 +223,6 @@ class EngineRegistry:
     async def check(self, engine: Engine) -> bool:
         """One health check; updates the engine's state. Returns True when healthy."""
         assert self._http is not None
-        engine.last_check = time.monotonic()
         headers = (
             {"Authorization": f"Bearer {engine.spec.api_key}"}
             if engine.spec.api_key
@@ -415,13 +314,33 @@ class EngineRegistry:
     def describe(self) -> list[dict[str, Any]]:
         return [e.describe() for e in sorted(self.engines.values(), key=lambda e: e.id)]
 
+    def health_report(self) -> dict[str, Any]:
+        """What ``GET /health`` answers.
 
-def specs_from(entries: Iterable[Mapping[str, Any]]) -> list[EngineSpec]:
-    """Engine specs from config entries; duplicate ids raise ConfigError."""
-    specs = [EngineSpec.from_dict(entry) for entry in entries]
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.id in seen:
-            raise ConfigError(f"engine id {spec.id!r} appears twice in the config")
-        seen.add(spec.id)
-    return specs
+        ``status`` is ``ok`` when every engine is healthy, ``degraded`` when some
+        engine is not (listed in ``down_engines``) but every model still has a
+        healthy engine, and ``unavailable`` when a model has none (listed in
+        ``unavailable_models``) or no engine serves any model.
+        """
+        models = self.models()
+        unavailable = sorted(
+            model
+            for model, kind in models.items()
+            if not any(e.healthy for e in self.serving(kind, model))
+        )
+        down = [
+            {"id": e.id, "state": e.state, "last_error": e.last_error}
+            for e in sorted(self.engines.values(), key=lambda e: e.id)
+            if e.state in (STARTING, DOWN)
+        ]
+        if unavailable or not models:
+            status = "unavailable"
+        else:
+            status = "degraded" if down else "ok"
+        return {
+            "status": status,
+            "healthy_engines": sorted(e.id for e in self.engines.values() if e.healthy),
+            "down_engines": down,
+            "unavailable_models": unavailable,
+            "engines": len(self.engines),
+        }

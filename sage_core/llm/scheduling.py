@@ -7,7 +7,7 @@ into one engine call — or None. ``view`` says which pools (``"llm:<model>"``,
 ``"embedding:<model>"``) have a free engine slot right now and how many requests are in
 flight, so a policy can hold work back (batching, reserving capacity).
 
-Policies are plugins (``register_schedulers`` with ``scope="requests"``); the built-in
+Policies are plugins (``register_request_policies``); the built-in
 ones live in ``schedulers/requests.py``. :class:`KeyedPolicy` is the machinery they
 share: one heap per pool, ordered by a key, with O(log n) removal by tombstone.
 """
@@ -179,6 +179,3 @@ class KeyedPolicy(RequestPolicy):
 
     def __len__(self) -> int:
         return len(self._where)
-
-    def pool_sizes(self) -> dict[str, int]:
-        return {pool: heap.live for pool, heap in self._pools.items() if heap.live}

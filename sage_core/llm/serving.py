@@ -47,6 +47,15 @@ class _Grant:
     payload: bytes | None = None
     prompt_tokens: int = 0
     requeued: bool = False
+    answered_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A non-streamed request's answer: the engine's JSON body and the engine's id."""
+
+    payload: bytes
+    engine: str
 
 
 class StreamHandle:
@@ -105,6 +114,7 @@ class Serving:
                 f"{request.model!r} failed on {len(tried)} engine(s), last "
                 f"{engine.id}: {exc}"
             )
+        self.registry.record_retry(engine)
         self.metrics.retry(engine.id)
         self.admission.waiting[request.kind] += 1
         self._futures[request.seq] = asyncio.get_running_loop().create_future()
@@ -141,13 +151,17 @@ class Serving:
             except Retryable as exc:
                 self.registry.release(engine, request.tokens)
                 self._retry_or_raise(request, engine, exc)
+            except GatewayError as exc:  # the engine's own 4xx: it answered
+                self.registry.release(engine, request.tokens)
+                exc.headers.setdefault("X-Sage-Engine", engine.id)
+                raise
             except BaseException:
                 self.registry.release(engine, request.tokens)
                 raise
 
     # -- non-streamed requests ---------------------------------------------------------------
-    async def run(self, request: LLMRequest) -> bytes:
-        """Serve a submitted request; returns the engine's JSON answer.
+    async def run(self, request: LLMRequest) -> Answer:
+        """Serve a submitted request; returns the engine's JSON answer and its id.
 
         Raises:
             GatewayError: 4xx passed on from the engine, 502 after failed attempts,
@@ -163,12 +177,12 @@ class Serving:
             if engine is None:  # answered as part of an embedding batch
                 status, usage = "ok", Usage(grant.prompt_tokens, 0)
                 assert grant.payload is not None
-                return grant.payload
+                return Answer(grant.payload, grant.answered_by)
             payload, data = answer
             self.registry.record_success(engine)
             self.registry.release(engine, request.tokens)
             status, usage = "ok", usage_of(data)
-            return payload
+            return Answer(payload, engine.id)
         except GatewayError as exc:
             status = exc.code or "error"
             raise
@@ -201,6 +215,7 @@ class Serving:
         except (GatewayError, SageError, asyncio.CancelledError) as exc:
             self.registry.release(engine, tokens)
             failure = exc if isinstance(exc, GatewayError) else UpstreamError(str(exc))
+            failure.headers.setdefault("X-Sage-Engine", engine.id)
             for request in batch:
                 future = self._futures.get(request.seq)
                 if future is not None and not future.done():
@@ -208,12 +223,18 @@ class Serving:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self.registry.record_success(engine)
+        self.registry.record_success(engine, served=len(batch))
         self.registry.release(engine, tokens)
         for request, (payload, prompt_tokens) in zip(batch, answers, strict=True):
             future = self._futures.get(request.seq)
             if future is not None and not future.done():
-                future.set_result(_Grant(payload=payload, prompt_tokens=prompt_tokens))
+                future.set_result(
+                    _Grant(
+                        payload=payload,
+                        prompt_tokens=prompt_tokens,
+                        answered_by=engine.id,
+                    )
+                )
 
     # -- streamed requests ---------------------------------------------------------------------
     async def open_stream(self, request: LLMRequest) -> StreamHandle:
@@ -260,7 +281,7 @@ class Serving:
                 meter.feed(chunk)
                 yield chunk
             status = "error" if meter.error else "ok"
-            self.registry.record_success(engine)
+            self.registry.record_success(engine, served=0 if meter.error else 1)
         except HTTPError as exc:
             self.registry.record_failure(engine, f"stream broke: {exc}")
             yield error_event(f"engine {engine.id} failed mid-stream: {exc}")

@@ -1,4 +1,5 @@
-"""The SAGE page of the Dask dashboard: ``/sage`` (HTML) and ``/sage/api/jobs`` (JSON).
+"""The SAGE page of the Dask dashboard: ``/sage`` (HTML) and ``/sage/api/jobs`` (JSON);
+``/sage/`` redirects to ``/sage``.
 
 The page lists jobs (status, policy, priority), draws the selected job's plan as a
 graph (tasks in topological columns, channels with their router) and shows, per
@@ -152,6 +153,13 @@ class SagePage(RequestHandler):
         self.write(PAGE)
 
 
+class SageSlash(RequestHandler):
+    """``GET /sage/``: a redirect to ``/sage`` (the page's links are relative)."""
+
+    def get(self) -> None:
+        self.redirect(self.request.path.rstrip("/"), permanent=True)
+
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>SAGE jobs</title>
 <style>
@@ -217,4 +225,8 @@ refresh(); setInterval(refresh, 1000);
 </script></body></html>
 """
 
-ROUTES: list[tuple[str, Any]] = [("/sage", SagePage), ("/sage/api/jobs", JobsAPI)]
+ROUTES: list[tuple[str, Any]] = [
+    ("/sage", SagePage),
+    ("/sage/", SageSlash),
+    ("/sage/api/jobs", JobsAPI),
+]

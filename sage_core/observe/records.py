@@ -68,19 +68,3 @@ def load_record(job_id: str) -> dict[str, Any]:
         f"no job record {job_id!r} under {folder}; recent jobs: "
         f"{', '.join(known) or 'none'} (`sage explain --address` asks a scheduler)"
     )
-
-
-def list_records(limit: int = 50) -> list[dict[str, Any]]:
-    """Recent records, newest first (``job``, ``status``, ``runtime``, ``policy``)."""
-    folder = jobs_dir()
-    if not folder.is_dir():
-        return []
-    paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    out = []
-    for p in paths[:limit]:
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        out.append({k: r.get(k) for k in ("job", "status", "runtime", "policy")})
-    return out

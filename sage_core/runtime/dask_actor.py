@@ -189,6 +189,7 @@ class ReplicaActor:
             )
         outlets = self.outlets
         self.core.load_of = lambda slot: outlets[slot].depth()
+        self.core.pressure_of = lambda slot: outlets[slot].pressure()
         return self.worker
 
     # -- receiving -------------------------------------------------------------

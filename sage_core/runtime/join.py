@@ -76,11 +76,3 @@ class JoinExecutor(Executor):
             k: {"left": [x for _, x in left], "right": [x for _, x in right]}
             for k, (left, right) in self.store.items()
         }
-
-    def restore_state(self, state: dict[str, Any]) -> None:
-        now = time.monotonic()
-        self.store = {}
-        for k, sides in state.items():
-            left, right = self._side(k, 0)
-            left.extend((now, x) for x in sides["left"])
-            right.extend((now, x) for x in sides["right"])

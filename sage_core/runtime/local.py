@@ -42,6 +42,11 @@ def _push_all(
         core.note_blocked(blocked)
 
 
+def _pressure(q: BoundedQueue) -> int:
+    size = q.size
+    return 0 if not size else (2 if size >= q.capacity else 1)
+
+
 def drive(
     core: ReplicaCore,
     inq: BoundedQueue | None,
@@ -51,6 +56,7 @@ def drive(
 ) -> None:
     """Run one replica to the end of its input (blocking; the thread driver)."""
     core.load_of = lambda slot: float(queues[slot].size)
+    core.pressure_of = lambda slot: _pressure(queues[slot])
     if core.is_source:
         produce = core.produce
         while not cancelled.is_set():

@@ -14,10 +14,11 @@ import inspect
 import itertools
 import operator as _op
 import traceback
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from sage_core.common.errors import SageError
+from sage_core.common.preview import preview
 from sage_core.compiler.plan import OperatorPlan
 from sage_core.functions import (
     CoMapFunction,
@@ -55,11 +56,10 @@ class OperatorFailure(SageError):
             f"item #{sequence}" if batch == 1 else f"batch of {batch} from #{sequence}"
         )
         keyed = f" (key {key!r})" if key is not None else ""
-        preview = repr(item)
-        preview = preview if len(preview) <= 200 else preview[:197] + "..."
+        shown = preview(item)
         super().__init__(
             f"operator {operator!r} (replica {replica}) failed on {what}{keyed}: "
-            f"{type(cause).__name__}: {cause}; item: {preview}. Fix the operator, "
+            f"{type(cause).__name__}: {cause}; item: {shown}. Fix the operator, "
             f"or set on_error='dead-letter' to route failing items to the "
             f"dead-letter sink"
         )
@@ -165,6 +165,9 @@ DeadLetter = Callable[[str, Any, BaseException, int], None]
 class Executor:
     """Runs one operator of a replica on batches of items."""
 
+    #: whether the operator's outputs go on (a sink's ``sink_batch`` result does not)
+    emits = True
+
     def __init__(
         self,
         op: OperatorPlan,
@@ -203,10 +206,19 @@ class Executor:
             return None
 
     def failed(
-        self, items: list[Any], item: Any, exc: BaseException, batch: int = 1
+        self,
+        items: list[Any],
+        item: Any,
+        exc: BaseException,
+        batch: int = 1,
+        *,
+        pos: int | None = None,
     ) -> None:
-        """Handle a failure on ``item`` (or a whole chunk): dead-letter or raise."""
-        pos = next((i for i, x in enumerate(items) if x is item), 0)
+        """Handle a failure on ``item`` (or a whole chunk starting there): dead-letter
+        or raise. ``pos`` is the item's index in ``items`` where the caller knows it
+        (otherwise the first item that is ``item``)."""
+        if pos is None:
+            pos = next((i for i, x in enumerate(items) if x is item), 0)
         seq = self.seq + pos
         self.stats.errors += batch
         if self.dead_letter_mode:
@@ -223,128 +235,112 @@ class Executor:
             batch=batch,
         ) from exc
 
-    def _chunks(self, items: list[Any]) -> Iterable[list[Any]]:
+    def _chunks(self, items: list[Any]) -> Iterable[tuple[int, list[Any]]]:
         b = self.batch_size
         if len(items) <= b:
-            yield items
+            yield 0, items
         else:
             for i in range(0, len(items), b):
-                yield items[i : i + b]
+                yield i, items[i : i + b]
 
     def _batch(self, items: list[Any], call: Callable[[list[Any]], Any]) -> list[Any]:
         """Run a batch method per chunk; a failing chunk fails (or dead-letters)
         each of its items."""
         out: list[Any] = []
-        for chunk in self._chunks(items):
+        for start, chunk in self._chunks(items):
             try:
                 got = call(chunk)
             except Exception as exc:  # noqa: BLE001 - operator errors are reported
                 if not self.dead_letter_mode:
-                    self.failed(items, chunk[0], exc, batch=len(chunk))
-                for item in chunk:
-                    self.failed(items, item, exc)
+                    self.failed(items, chunk[0], exc, batch=len(chunk), pos=start)
+                for i, item in enumerate(chunk, start):
+                    self.failed(items, item, exc, pos=i)
                 continue
             if got is not None:
                 out.extend(got)
         return out
 
     def process(self, items: list[Any], input_index: int) -> list[Any]:
-        raise TypeError(f"{type(self).__name__} must implement process()")
+        """Run the operator on ``items`` (from input ``input_index``); its outputs."""
+        if self.batched:
+            got = self._batch(items, self.batch_call(input_index))
+            return got if self.emits else []
+        out: list[Any] = []
+        it = iter(items)
+        while True:
+            try:
+                self.run(it, out, input_index)
+                return out
+            except Exception as exc:  # noqa: BLE001 - operator errors are reported
+                # ``run`` takes an item from ``it`` and then calls the function on
+                # it: the failing item is the last one taken
+                pos = len(items) - _op.length_hint(it) - 1
+                self.failed(items, items[pos], exc, pos=pos)
+
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        """The per-item loop: call the function on each item of ``it`` in turn and
+        add its outputs to ``out``. On a failure ``process`` reports the item and
+        calls ``run`` again with the rest of the iterator."""
+        raise TypeError(f"{type(self).__name__} must implement run()")
+
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        """The ``*_batch`` method the operator overrides."""
+        raise TypeError(f"{type(self).__name__} must implement batch_call()")
 
 
 class MapExecutor(Executor):
-    def process(self, items: list[Any], input_index: int) -> list[Any]:
-        fn = self.fn
-        assert isinstance(fn, MapFunction)
-        if self.batched:
-            return self._batch(items, fn.map_batch)
-        m = fn.map
-        out: list[Any] = []
-        append = out.append
-        it = iter(items)
-        while True:
-            try:
-                for x in it:
-                    append(m(x))
-                return out
-            except Exception as exc:  # noqa: BLE001
-                self.failed(items, x, exc)
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        m, append = cast(MapFunction, self.fn).map, out.append
+        for x in it:
+            append(m(x))
 
-
-class FilterExecutor(Executor):
-    def process(self, items: list[Any], input_index: int) -> list[Any]:
-        fn = self.fn
-        assert isinstance(fn, FilterFunction)
-        if self.batched:
-            return self._batch(items, fn.filter_batch)
-        f = fn.filter
-        out: list[Any] = []
-        append = out.append
-        it = iter(items)
-        while True:
-            try:
-                for x in it:
-                    if f(x):
-                        append(x)
-                return out
-            except Exception as exc:  # noqa: BLE001
-                self.failed(items, x, exc)
-
-
-class FlatMapExecutor(Executor):
-    def process(self, items: list[Any], input_index: int) -> list[Any]:
-        fn = self.fn
-        assert isinstance(fn, FlatMapFunction)
-        if self.batched:
-            return self._batch(items, fn.flat_map_batch)
-        f = fn.flat_map
-        out: list[Any] = []
-        extend = out.extend
-        it = iter(items)
-        while True:
-            try:
-                for x in it:
-                    extend(f(x))
-                return out
-            except Exception as exc:  # noqa: BLE001
-                self.failed(items, x, exc)
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        return cast(MapFunction, self.fn).map_batch
 
 
 class CoMapExecutor(Executor):
-    def process(self, items: list[Any], input_index: int) -> list[Any]:
-        fn = self.fn
-        assert isinstance(fn, CoMapFunction)
-        if self.batched:
-            return self._batch(items, lambda chunk: fn.co_map_batch(chunk, input_index))
-        m = fn.map1 if input_index == 0 else fn.map2
-        out: list[Any] = []
-        append = out.append
-        it = iter(items)
-        while True:
-            try:
-                for x in it:
-                    append(m(x))
-                return out
-            except Exception as exc:  # noqa: BLE001
-                self.failed(items, x, exc)
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        fn = cast(CoMapFunction, self.fn)
+        m, append = (fn.map1 if input_index == 0 else fn.map2), out.append
+        for x in it:
+            append(m(x))
+
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        fn = cast(CoMapFunction, self.fn)
+        return lambda chunk: fn.co_map_batch(chunk, input_index)
+
+
+class FilterExecutor(Executor):
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        f, append = cast(FilterFunction, self.fn).filter, out.append
+        for x in it:
+            if f(x):
+                append(x)
+
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        return cast(FilterFunction, self.fn).filter_batch
+
+
+class FlatMapExecutor(Executor):
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        f, extend = cast(FlatMapFunction, self.fn).flat_map, out.extend
+        for x in it:
+            extend(f(x))
+
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        return cast(FlatMapFunction, self.fn).flat_map_batch
 
 
 class SinkExecutor(Executor):
-    def process(self, items: list[Any], input_index: int) -> list[Any]:
-        fn = self.fn
-        assert isinstance(fn, SinkFunction)
-        if self.batched:
-            self._batch(items, fn.sink_batch)
-            return []
-        s = fn.sink
-        it = iter(items)
-        while True:
-            try:
-                for x in it:
-                    s(x)
-                return []
-            except Exception as exc:  # noqa: BLE001
-                self.failed(items, x, exc)
+    emits = False
+
+    def run(self, it: Iterator[Any], out: list[Any], input_index: int) -> None:
+        s = cast(SinkFunction, self.fn).sink
+        for x in it:
+            s(x)
+
+    def batch_call(self, input_index: int) -> Callable[[list[Any]], Any]:
+        return cast(SinkFunction, self.fn).sink_batch
 
 
 EXECUTORS: dict[str, type[Executor]] = {

@@ -1,5 +1,12 @@
 """The source side of a replica: pulling micro-batches (or fused chunks) from the
-source iterator and running them through the replica's chain."""
+source iterator and running them through the replica's chain.
+
+Packets fill adaptively (``fill``): how long a partial packet may wait for more items
+depends on the downstream's pressure when the packet starts (idle, busy, backlog;
+``linger_for``), bounded by ``linger_ms`` and the plan's ``latency_target_ms``. At
+moderate load packets go out small and soon; as a backlog builds they grow towards
+``buffer_size``, which is what keeps throughput at peak load.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,57 @@ if TYPE_CHECKING:
 
 _perf = time.perf_counter
 
+#: downstream pressure levels (``ReplicaCore.pressure``)
+IDLE, BUSY, BACKLOG = 0, 1, 2
+
+
+def linger_for(core: ReplicaCore, pressure: int) -> float:
+    """Seconds a source packet may wait to fill, given its downstream's pressure:
+    half the linger while the downstream is idle (items go out soon), twice it while
+    items are on the way, and half the latency target while packets wait for credit
+    (the packet would wait behind them anyway, so it may as well grow)."""
+    if pressure >= BACKLOG:
+        return max(2 * core.linger_s, core.latency_target_s / 2)
+    if pressure == BUSY:
+        return 2 * core.linger_s
+    return core.linger_s / 2
+
+
+def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
+    """The next packet's items: up to ``buffer_size``, pulled until the first one has
+    waited ``linger_for(core, pressure)``.
+
+    Items are pulled in chunks at C speed (``islice``), doubling while the source
+    keeps up; a chunk is never larger than the time left fits at the source's
+    measured pace, so a slow or paced source does not overshoot the linger.
+    """
+    size = core.buffer_size
+    t0 = _perf()
+    items = list(islice(it, 1))
+    if not items or size == 1 or not core.linger_s:
+        return items
+    first = _perf()
+    deadline = first + linger_for(core, core.pressure())
+    per_item = first - t0  # the source's pace so far
+    k = 1
+    while len(items) < size:
+        now = _perf()
+        left = deadline - now
+        if left <= 0:
+            break
+        k = min(2 * k, size - len(items))
+        if per_item > 0:
+            k = min(k, int(left / per_item))
+            if k < 1:
+                break  # the next item would most likely come after the deadline
+        before = len(items)
+        items.extend(islice(it, k))
+        got = len(items) - before
+        if got < k:
+            break  # exhausted: the next produce() returns None
+        per_item = (_perf() - now) / got
+    return items
+
 
 def produce(core: ReplicaCore) -> Outbound | None:
     """The next micro-batch of a source replica, run through its chain; None when
@@ -25,20 +83,8 @@ def produce(core: ReplicaCore) -> Outbound | None:
     assert it is not None, "produce() before open()"
     if core._fused is not None and not core.trace_due(core._batches + 1):
         return _produce_fused(core, it, core._fused)
-    size, linger = core.buffer_size, core.linger_s
     try:
-        items = list(islice(it, 1))
-        if items and size > 1 and linger:
-            # pull in doubling chunks at C speed, checking the clock between
-            # chunks: a partial packet waits about linger (at most ~2x) for a
-            # steady source, and a fast source fills packets in few checks
-            first, k = _perf(), 1
-            while len(items) < size and _perf() - first < linger:
-                k = min(2 * k, size - len(items))
-                before = len(items)
-                items.extend(islice(it, k))
-                if len(items) - before < k:
-                    break  # exhausted: the next produce() returns None
+        items = fill(core, it)
     except Exception as exc:
         raise OperatorFailure(
             operator=core.ops[0].name,

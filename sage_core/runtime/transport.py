@@ -94,14 +94,19 @@ class Inbox:
             raise TransportError("the receiving replica has stopped")
         if sender not in self._owed:
             raise TransportError(f"{sender!r} is not an upstream replica here")
-        push = self.queue.try_push
-        for p in packets:
-            if not push(p):
-                raise TransportError(
-                    f"{sender!r} sent more packets than its {self.quota} credits"
-                )
-        self._origins.extend([sender] * len(packets))
-        self._event().set()
+        # Each packet's origin is recorded as it enters the queue, so a push that
+        # fails part-way leaves every queued packet with its origin (and its credit
+        # returned when popped).
+        push, origins = self.queue.try_push, self._origins
+        try:
+            for p in packets:
+                if not push(p):
+                    raise TransportError(
+                        f"{sender!r} sent more packets than its {self.quota} credits"
+                    )
+                origins.append(sender)
+        finally:
+            self._event().set()
 
     def accept_in_order(self, sender: str, seq: int, packets: list[Any]) -> None:
         """Enqueue the sender's blob number ``seq`` once blobs ``0..seq-1`` are in;
@@ -213,6 +218,12 @@ class LocalOutlet:
     def depth(self) -> float:
         return float(self.inbox.queue.size)
 
+    def pressure(self) -> int:
+        """0: the target's queue is empty; 1: it holds packets; 2: no credit left."""
+        if self.credits <= 0:
+            return 2
+        return 1 if self.inbox.queue.size else 0
+
     async def send(self, packets: list[Any]) -> float:
         """Deliver ``packets``; returns seconds spent waiting for credit."""
         blocked = 0.0
@@ -280,6 +291,12 @@ class RemoteOutlet:
 
     def depth(self) -> float:
         return float(len(self.pending) + self.in_flight)
+
+    def pressure(self) -> int:
+        """0: nothing on the way; 1: calls in flight; 2: packets wait to be sent."""
+        if self.pending:
+            return 2
+        return 1 if self.in_flight else 0
 
     def _check(self) -> None:
         if self.error is not None:

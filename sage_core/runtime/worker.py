@@ -127,7 +127,9 @@ class ReplicaCore:
                 )
             self.executors.append(ex)
         s = plan.settings
-        self.buffer_size, self.linger_s = s.buffer_size, s.linger_ms / 1000.0
+        self.buffer_size = s.buffer_size
+        self.latency_target_s = s.latency_target_ms / 1000.0
+        self.linger_s = min(s.linger_ms / 1000.0, self.latency_target_s / 4)
         self.trace_every, self.traces = s.trace_every, traces
         head = self.ops[0].contract
         self.fill_wait_s = head.max_wait_ms / 1000.0 if head.batch_size > 1 else 0.0
@@ -184,6 +186,8 @@ class ReplicaCore:
         self.pending_traces: list[tuple[dict[str, Any], float]] = []
         self.pending_since = 0.0
         self.load_of: Callable[[int], float] = lambda slot: 0.0
+        #: the driver's view of a target slot: 0 idle, 1 busy, 2 backlog
+        self.pressure_of: Callable[[int], int] = lambda slot: 0
         self._step_hops: list[dict[str, Any]] = []
         self._source_iter: Iterator[Any] | None = None
         self._produced = 0
@@ -400,6 +404,12 @@ class ReplicaCore:
     def produce(self) -> Outbound | None:
         """Pull the next micro-batch from the source; None when it is exhausted."""
         return produce(self)
+
+    def pressure(self) -> int:
+        """The highest pressure among the downstream targets (0 idle, 1 busy: items
+        on the way, 2 backlog: items waiting for credit or queue room)."""
+        of = self.pressure_of
+        return max((of(slot) for slot in range(len(self.targets))), default=0)
 
     def trace_due(self, batch: int) -> bool:
         """Whether source batch number ``batch`` starts a sampled trace."""

@@ -17,7 +17,10 @@ without changing meaning:
 * ``allowed_ids`` restricts results to those ids during the search (not by dropping
   results afterwards), so up to ``k`` allowed results come back;
 * ``save(path)`` writes one file (header naming the backend + checksummed payload);
-  a corrupt, truncated or foreign file raises ``IndexFormatError``.
+  a corrupt, truncated or foreign file raises ``IndexFormatError``;
+* ``load_index(path)`` treats the file as untrusted input: it checks every field and
+  raises ``IndexFormatError`` on a forged one; backends whose library loader cannot
+  be made safe that way (``usearch``) open files only with ``trusted=True``.
 
 This module and ``sage_core.channels`` are the only importers of ``_native``.
 """
@@ -34,15 +37,15 @@ from sage_core.vector_index.base import (
     IndexNotTrainedError,
     UnknownIdError,
     UnsupportedByBackendError,
+    UntrustedIndexError,
     VectorIndex,
     VectorIndexError,
     as_ids,
     as_matrix,
     check_metric,
     create_index,
-    load_index,
-    read_index_header,
 )
+from sage_core.vector_index.files import load_index, read_index_header
 from sage_core.vector_index.native import FlatIndex, IVFIndex
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "IndexNotTrainedError",
     "UnknownIdError",
     "UnsupportedByBackendError",
+    "UntrustedIndexError",
     "VectorIndex",
     "VectorIndexError",
     "as_ids",

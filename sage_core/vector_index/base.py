@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import numbers
 import os
 import struct
 from pathlib import Path
@@ -18,6 +19,8 @@ from sage_core.common.errors import SageError
 
 MISSING_ID = 2**64 - 1
 METRICS = ("ip", "l2", "cos")
+MAX_K = 2**16
+"""Largest ``k`` a search accepts (the native indexes enforce the same bound)."""
 FILE_MAGIC = b"SAGEVIF\n"
 FILE_VERSION = 1
 
@@ -56,11 +59,30 @@ class UnsupportedByBackendError(VectorIndexError):
     """The chosen backend cannot do what was asked; the message says which can."""
 
 
+class UntrustedIndexError(VectorIndexError):
+    """A saved index of a backend whose loader is unsafe on hostile files."""
+
+
 def check_metric(metric: str) -> str:
     """Return ``metric`` if it is one of ``METRICS``; raise ValueError otherwise."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     return metric
+
+
+def check_k(k: Any) -> int:
+    """``k`` as an int in ``1..MAX_K``.
+
+    Raises:
+        TypeError: ``k`` is not an integer.
+        ValueError: ``k`` is out of range (the message names the limit).
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    value = int(k)
+    if not 1 <= value <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K} (MAX_K), got {value}")
+    return value
 
 
 def as_ids(ids: Any) -> Ids:
@@ -100,6 +122,12 @@ class VectorIndex(abc.ABC):
     """
 
     backend: ClassVar[str]
+    #: True when ``_from_bytes`` checks every byte before a library reads it, so
+    #: files from anyone may be loaded; otherwise ``load`` needs ``trusted=True``.
+    validates_files: ClassVar[bool] = False
+    #: options a saved file may carry, each an integer within inclusive bounds;
+    #: ``None`` leaves the options to the backend (checked only if trusted).
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = None
 
     @property
     @abc.abstractmethod
@@ -163,19 +191,25 @@ class VectorIndex(abc.ABC):
         os.replace(tmp, target)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> VectorIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, trusted: bool = False
+    ) -> VectorIndex:
         """Open an index this class saved.
 
+        Every field of the header is checked against bounds and against the
+        payload before the backend reads it. Backends whose own loader cannot be
+        made safe by such checks (``validates_files`` is False: usearch, and
+        plugins that do not declare otherwise) may crash or misbehave on a
+        hostile file, so they open only files you trust, with ``trusted=True``.
+
         Raises:
-            IndexFormatError: corrupt or foreign file, or saved by another backend.
+            IndexFormatError: corrupt, hostile or foreign file, or saved by
+                another backend.
+            UntrustedIndexError: the backend needs ``trusted=True``.
         """
-        header, payload = _read_file(Path(path))
-        if header["backend"] != cls.backend:
-            raise IndexFormatError(
-                f"{path} holds a {header['backend']!r} index, not {cls.backend!r}; "
-                f"open it with load_index()"
-            )
-        return cls._from_bytes(payload, header)
+        from sage_core.vector_index.files import open_saved  # (imports this module)
+
+        return open_saved(cls, path, trusted=trusted)
 
     def __reduce__(self) -> Any:
         return (_unpickle, (type(self), self._to_bytes(), self._header()))
@@ -196,45 +230,6 @@ def _unpickle(
     return cls._from_bytes(payload, header)
 
 
-def read_index_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The header of a saved index (backend, dim, metric, count, options)."""
-    with open(path, "rb") as f:
-        return _parse_head(f.read(len(FILE_MAGIC) + 8), f, Path(path))
-
-
-def _parse_head(start: bytes, f: Any, path: Path) -> dict[str, Any]:
-    if len(start) < len(FILE_MAGIC) + 8 or not start.startswith(FILE_MAGIC):
-        raise IndexFormatError(f"{path} is not a SAGE vector index file")
-    version, head_len = struct.unpack("<II", start[len(FILE_MAGIC) :])
-    if version > FILE_VERSION:
-        raise IndexFormatError(
-            f"{path} uses index file version {version}; this SAGE reads up to "
-            f"{FILE_VERSION} (upgrade sage-dask)"
-        )
-    try:
-        header = json.loads(f.read(head_len))
-        if not isinstance(header, dict) or not isinstance(header.get("backend"), str):
-            raise TypeError("the header names no backend")
-    except (ValueError, TypeError) as exc:
-        raise IndexFormatError(f"{path} has a damaged header: {exc}") from None
-    return header
-
-
-def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
-    with open(path, "rb") as f:
-        header = _parse_head(f.read(len(FILE_MAGIC) + 8), f, path)
-        payload = f.read()
-    if len(payload) != header.get("payload_bytes"):
-        raise IndexFormatError(
-            f"{path} is truncated or padded: payload has {len(payload)} bytes, "
-            f"header says {header.get('payload_bytes')}"
-        )
-    digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
-    if digest != header.get("payload_blake2b"):
-        raise IndexFormatError(f"{path} is corrupt (payload checksum mismatch)")
-    return header, payload
-
-
 def create_index(
     name: str, *, dim: int, metric: str = "cos", **options: Any
 ) -> VectorIndex:
@@ -245,12 +240,4 @@ def create_index(
     """
     cls = plugins.get("vector-index", name)
     index: VectorIndex = cls(dim, check_metric(metric), **options)
-    return index
-
-
-def load_index(path: str | os.PathLike[str]) -> VectorIndex:
-    """Reopen an index saved by any registered backend (named in the file)."""
-    header = read_index_header(path)
-    cls = plugins.get("vector-index", header["backend"])
-    index: VectorIndex = cls.load(path)
     return index

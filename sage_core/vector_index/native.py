@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import numbers
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from sage_core.common.extension import load_extension
 from sage_core.vector_index.base import (
     DimensionMismatchError,
     DuplicateIdError,
@@ -17,23 +18,24 @@ from sage_core.vector_index.base import (
     Scores,
     UnknownIdError,
     VectorIndex,
+    VectorIndexError,
     as_ids,
     as_matrix,
+    check_k,
     check_metric,
 )
 
 if TYPE_CHECKING:
     from sage_core import _native
-else:  # imported by name: the compiled module is not a layer import-linter can see
-    try:
-        _native = importlib.import_module("sage_core._native")
-    except ImportError as exc:  # pragma: no cover - only on broken installs
-        raise ImportError(
-            "sage_core._native is missing or stale: the C++ extension was not "
-            "built. Rebuild it with `pip install --no-build-isolation -ve .` from "
-            "the source tree (needs nanobind and scikit-build-core), or reinstall "
-            "the package."
-        ) from exc
+else:
+    _native = load_extension()
+
+
+class IndexCapacityError(VectorIndexError):
+    """An add would put more rows in one native row store (a ``FlatIndex``, or one
+    list of an ``IVFIndex``) than its uint32 row numbers address; split the data
+    over several indexes (shards)."""
+
 
 _native.install_errors(
     {
@@ -42,8 +44,55 @@ _native.install_errors(
         "UnknownIdError": UnknownIdError,
         "DimensionMismatchError": DimensionMismatchError,
         "IndexNotTrainedError": IndexNotTrainedError,
+        "IndexCapacityError": IndexCapacityError,
     }
 )
+
+LIMITS: dict[str, int] = dict(_native.limits())
+"""Bounds the native indexes and queues enforce (``max_dim``, ``max_k``, ...)."""
+
+
+def check_threads(threads: Any) -> int:
+    """``threads`` as an int >= 0 (0: every CPU this process may run on).
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: negative.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be an integer, got {type(threads).__name__}")
+    value = int(threads)
+    if not 0 <= value <= 2**31 - 1:
+        raise ValueError(
+            f"threads must be between 0 (every CPU this process may run on) and "
+            f"2**31-1, got {value}"
+        )
+    return value
+
+
+def _matching_header(index: _NativeIndex, header: dict[str, Any]) -> None:
+    """IndexFormatError unless the loaded index is what the file's header says."""
+    for key, value in (("dim", index.dim), ("metric", index.metric)):
+        if key in header and header[key] != value:
+            raise IndexFormatError(
+                f"the file's header says {key}={header[key]!r} but its payload "
+                f"holds {key}={value!r}; the file is corrupt or was tampered with"
+            )
+    if "count" in header and header["count"] != len(index):
+        raise IndexFormatError(
+            f"the file's header says count={header['count']!r} but its payload "
+            f"holds {len(index)} vectors; the file is corrupt or was tampered with"
+        )
+
+
+def _saved_threads(header: dict[str, Any]) -> int:
+    """The ``threads`` option stored in a saved index's header (0 when absent)."""
+    options = header.get("options", {})
+    threads = options.get("threads", 0) if isinstance(options, dict) else None
+    try:
+        return check_threads(threads)
+    except (TypeError, ValueError) as exc:
+        raise IndexFormatError(f"the saved options are invalid: {exc}") from None
 
 
 class _NativeIndex(VectorIndex):
@@ -51,6 +100,7 @@ class _NativeIndex(VectorIndex):
 
     _impl: Any
     threads: int
+    validates_files = True  # from_bytes checks the payload in C++
 
     @property
     def dim(self) -> int:
@@ -92,14 +142,20 @@ class FlatIndex(_NativeIndex):
     Args:
         dim: vector dimension.
         metric: ``"ip"``, ``"l2"`` or ``"cos"`` (vectors stored normalised).
-        threads: threads per search; 0 uses every hardware thread.
+        threads: threads per search; 0 uses every CPU this process may run on.
+
+    Raises:
+        ValueError: ``dim`` outside 1..``LIMITS["max_dim"]``, or ``threads`` < 0.
     """
 
     backend = "native-flat"
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {
+        "threads": (0, 2**31 - 1)
+    }
 
     def __init__(self, dim: int, metric: str = "cos", *, threads: int = 0) -> None:
+        self.threads = check_threads(threads)
         self._impl = _native.FlatIndex(dim, check_metric(metric))
-        self.threads = threads
 
     def options(self) -> dict[str, Any]:
         return {"threads": self.threads}
@@ -111,14 +167,15 @@ class FlatIndex(_NativeIndex):
         self, queries: Any, k: int, *, allowed_ids: Any = None
     ) -> tuple[Ids, Scores]:
         q, allowed = self._search_args(queries, allowed_ids)
-        ids, scores = self._impl.search(q, k, allowed, self.threads)
+        ids, scores = self._impl.search(q, check_k(k), allowed, self.threads)
         return ids, scores
 
     @classmethod
     def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> FlatIndex:
         index = cls.__new__(cls)
+        index.threads = _saved_threads(header)
         index._impl = _native.FlatIndex.from_bytes(payload)
-        index.threads = int(header.get("options", {}).get("threads", 0))
+        _matching_header(index, header)
         return index
 
 
@@ -136,10 +193,19 @@ class IVFIndex(_NativeIndex):
         train_iters: k-means iterations.
         max_train: most vectors k-means trains on (0: 256 * nlist).
         seed: seed of the training sample and initial centroids.
-        threads: threads per search/add; 0 uses every hardware thread.
+        threads: threads per search/add; 0 uses every CPU this process may run on.
+
+    Raises:
+        ValueError: an option outside the bounds in ``LIMITS`` (``dim``, ``nlist``,
+            ``nprobe``, ``train_iters``), or ``threads`` < 0.
     """
 
     backend = "native-ivf"
+    file_options: ClassVar[dict[str, tuple[int, int]] | None] = {
+        "nlist": (0, 2**31 - 1),
+        "nprobe": (0, 2**31 - 1),
+        "threads": (0, 2**31 - 1),
+    }
 
     def __init__(
         self,
@@ -153,10 +219,10 @@ class IVFIndex(_NativeIndex):
         seed: int = 0,
         threads: int = 0,
     ) -> None:
+        self.threads = check_threads(threads)
         self._impl = _native.IVFIndex(
             dim, check_metric(metric), nlist, nprobe, train_iters, max_train, seed
         )
-        self.threads = threads
 
     @property
     def nprobe(self) -> int:
@@ -196,7 +262,9 @@ class IVFIndex(_NativeIndex):
         q, allowed = self._search_args(queries, allowed_ids)
         if nprobe is not None and nprobe < 1:
             raise ValueError("nprobe must be at least 1")
-        ids, scores = self._impl.search(q, k, allowed, self.threads, nprobe or 0)
+        ids, scores = self._impl.search(
+            q, check_k(k), allowed, self.threads, nprobe or 0
+        )
         return ids, scores
 
     def list_sizes(self) -> list[int]:
@@ -206,6 +274,7 @@ class IVFIndex(_NativeIndex):
     @classmethod
     def _from_bytes(cls, payload: bytes, header: dict[str, Any]) -> IVFIndex:
         index = cls.__new__(cls)
+        index.threads = _saved_threads(header)
         index._impl = _native.IVFIndex.from_bytes(payload)
-        index.threads = int(header.get("options", {}).get("threads", 0))
+        _matching_header(index, header)
         return index

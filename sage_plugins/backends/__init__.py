@@ -6,7 +6,9 @@
 * ``transformers``: in-process generation with Hugging Face transformers;
 * ``sentence-transformers``: local sentence embeddings, by default the packaged
   all-MiniLM-L6-v2, with micro-batching across callers;
-* ``hash``: a deterministic feature-hashing embedder (lexical, not semantic).
+* ``hash``: a deterministic feature-hashing embedder (lexical, not semantic);
+* ``extractive``: answers made of the context sentences closest to the question (by
+  embedding similarity), with their ``[n]`` sources; no generative model.
 
 Heavy libraries (torch, vLLM, sentence-transformers) load only when a backend of
 theirs is built, so registering costs nothing.
@@ -17,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from sage_core import hookimpl
+from sage_plugins.backends.extractive import ExtractiveBackend
 from sage_plugins.backends.hashing import HashEmbedding
 from sage_plugins.backends.hf_transformers import TransformersBackend
 from sage_plugins.backends.openai_http import OpenAIBackend
@@ -24,6 +27,7 @@ from sage_plugins.backends.sentence_tf import SentenceTransformersBackend
 from sage_plugins.backends.vllm_engine import VLLMBackend
 
 __all__ = [
+    "ExtractiveBackend",
     "HashEmbedding",
     "OpenAIBackend",
     "SentenceTransformersBackend",
@@ -64,4 +68,10 @@ def register_backends(register: Any) -> None:
         HashEmbedding,
         capabilities=HashEmbedding.capabilities,
         description="deterministic feature-hashing embedder (lexical, offline)",
+    )
+    register(
+        "extractive",
+        ExtractiveBackend,
+        capabilities=ExtractiveBackend.capabilities,
+        description="context sentences closest to the question (no model)",
     )

@@ -12,6 +12,13 @@ parallelism) into a temporary directory, renames it into place, then adds it to 
 manifest under a file lock. ``mode="overwrite"``: the first shard of a new generation
 (one indexing job) replaces the previous generation's shards; ``"append"`` keeps them.
 Readers search every shard and merge the top-k by score.
+
+A collection directory may come from someone else, so ``collection.json`` is
+untrusted input: shard directories must be named ``shard-<generation>-<replica>``
+and lie directly inside the collection directory (nothing outside it is ever read or
+deleted), counts must match the documents, and the index files are opened with
+``load_index`` (``trusted=True`` is needed for backends whose loader trusts its
+file, such as usearch).
 """
 
 from __future__ import annotations
@@ -37,10 +44,15 @@ from sage_plugins.rag.common import RagError
 
 MANIFEST = "collection.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHARD = re.compile(r"^shard-[A-Za-z0-9_-]{1,200}-[0-9]{1,9}$")
 
 
 class CollectionError(RagError):
     """A collection is missing, empty, or does not match what is written to it."""
+
+
+class EmbeddingDimensionError(CollectionError, ValueError):
+    """Query vectors whose width is not the collection's (another embedder)."""
 
 
 def collections_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -69,12 +81,56 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The checked manifest of the collection in ``directory`` (None: none yet).
+
+    Raises:
+        CollectionError: unreadable JSON, or a field of the wrong type, or a shard
+            directory that is not one of ours inside ``directory``.
+    """
+    path = directory / MANIFEST
     try:
-        return dict(json.loads((directory / MANIFEST).read_text()))
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError as exc:
-        raise CollectionError(f"{directory / MANIFEST} is corrupt: {exc}") from None
+        raise CollectionError(f"{path} is corrupt: {exc}") from None
+    problem = _manifest_problem(manifest)
+    if problem is None:
+        for entry in manifest["shards"]:
+            shard = directory / entry["dir"]
+            if shard.resolve().parent != directory.resolve():
+                problem = f"shard {entry['dir']!r} leads outside the collection"
+    if problem is not None:
+        raise CollectionError(
+            f"{path} is damaged or hostile ({problem}); nothing was read or "
+            f"deleted. Remove the collection directory and write it again."
+        )
+    return dict(manifest)
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest's types and names, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    dim, shards = manifest.get("dim"), manifest.get("shards")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        return f"dim {dim!r}"
+    for key in ("metric", "index", "generation"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key} {manifest.get(key)!r}"
+    if not isinstance(shards, list):
+        return "shards is not a list"
+    seen: set[str] = set()
+    for entry in shards:
+        if not isinstance(entry, dict):
+            return f"shard entry {entry!r}"
+        name, count = entry.get("dir"), entry.get("count")
+        if not isinstance(name, str) or not _SHARD.match(name) or name in seen:
+            return f"shard directory {name!r} is not a shard-<generation>-<n> name"
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return f"shard {name!r} has count {count!r}"
+        seen.add(name)
+    return None
 
 
 def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
@@ -117,6 +173,11 @@ def write_shard(
     vector_index = create_index(index, dim=dim, metric=metric, **(index_options or {}))
     vector_index.add(np.arange(len(docs), dtype=np.uint64), matrix)
     shard = f"shard-{re.sub(r'[^A-Za-z0-9_-]', '_', generation)}-{replica}"
+    if not _SHARD.match(shard):
+        raise CollectionError(
+            f"generation {generation!r} / replica {replica!r} make no shard name: "
+            f"use 1-200 characters and a replica number from 0"
+        )
     staging = Path(tempfile.mkdtemp(prefix=f".{shard}.", dir=directory))
     try:
         vector_index.save(staging / "index.bin")
@@ -174,6 +235,26 @@ class _Shard:
     docs: list[dict[str, Any]]
 
 
+def _load_shard(directory: Path, count: int, trusted: bool) -> _Shard:
+    """One shard's index and documents, checked against the manifest's count."""
+    index = load_index(directory / "index.bin", trusted=trusted)
+    docs = []
+    for line in (directory / "docs.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise CollectionError(f"{directory}/docs.jsonl is corrupt: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict):
+            raise CollectionError(f"{directory}/docs.jsonl holds a non-document line")
+        docs.append(doc)
+    if not len(index) == len(docs) == count:
+        raise CollectionError(
+            f"{directory} holds {len(index)} vectors and {len(docs)} documents, the "
+            f"manifest says {count}; remove the collection and write it again"
+        )
+    return _Shard(index, docs)
+
+
 def _matches(meta: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     for key, wanted in where.items():
         value = meta.get(key)
@@ -186,9 +267,27 @@ def _matches(meta: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
 
 
 class Collection:
-    """A collection opened for search (all shards loaded)."""
+    """A collection opened for search (all shards loaded).
 
-    def __init__(self, name: str, root: str | os.PathLike[str] | None = None) -> None:
+    Args:
+        name: the collection's name (letters, digits, ``.``, ``_``, ``-``).
+        root: directory holding collections (default: the data dir's).
+        trusted: open index files of backends whose loader trusts its file
+            (usearch); only for collections you wrote or whose source you trust.
+
+    Raises:
+        CollectionError: no such collection, or a damaged or hostile one.
+        IndexFormatError: a shard's index file is damaged or forged.
+        UntrustedIndexError: a shard's backend needs ``trusted=True``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        trusted: bool = False,
+    ) -> None:
         self.name = name
         self.path = collection_path(name, root)
         with _locked(self.path):
@@ -200,15 +299,7 @@ class Collection:
                 )
             self.manifest = manifest
             self.shards = [
-                _Shard(
-                    load_index(self.path / s["dir"] / "index.bin"),
-                    [
-                        json.loads(line)
-                        for line in (self.path / s["dir"] / "docs.jsonl")
-                        .read_text(encoding="utf-8")
-                        .splitlines()
-                    ],
-                )
+                _load_shard(self.path / s["dir"], s["count"], trusted)
                 for s in manifest["shards"]
             ]
         if len(self) == 0:
@@ -233,10 +324,11 @@ class Collection:
         given values — applied inside the index search, so up to k come back."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
-            raise CollectionError(
-                f"collection {self.name!r} holds {self.dim}-d vectors (model "
-                f"{self.embedding_model!r}); the queries are {q.shape[-1]}-d — embed "
-                f"them with the same model"
+            model = self.embedding_model or "not recorded"
+            raise EmbeddingDimensionError(
+                f"collection {self.name!r} holds {self.dim}-d vectors (embedding "
+                f"model: {model}); the queries are {q.shape[-1]}-d: embed them with "
+                f"the model that built the collection"
             )
         merged: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in range(len(q))]
         for shard in self.shards:
@@ -251,6 +343,11 @@ class Collection:
             ids, scores = shard.index.search(
                 q, min(k, len(shard.docs)), allowed_ids=allowed
             )
+            if ((ids != MISSING_ID) & (ids >= len(shard.docs))).any():
+                raise CollectionError(
+                    f"collection {self.name!r}: an index returned an id without a "
+                    f"document; remove the collection and write it again"
+                )
             for row in range(len(q)):
                 for i, score in zip(ids[row], scores[row], strict=True):
                     if i != MISSING_ID:

@@ -37,6 +37,8 @@ class EmptyCorpusError(RagError):
 class _DocumentSource(SourceFunction):
     """Shared bad-record handling of the document sources."""
 
+    path_config = ("path", "dead_letter")
+
     def __init__(
         self, *, on_bad_record: str = "fail", dead_letter: str | None = None, **cfg: Any
     ) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from sage_core import plugins
 from sage_core.backends import EmbeddingBackend, create_embedding_backend
 from sage_core.contract import Contract
-from sage_core.functions import MapFunction, OperatorContext, SinkFunction
+from sage_core.functions import Function, MapFunction, OperatorContext, SinkFunction
 from sage_plugins.rag.collection import Collection, write_shard
 from sage_plugins.rag.common import (
     RagError,
@@ -21,6 +23,12 @@ from sage_plugins.rag.common import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def contract_threads(function: Function) -> int:
+    """Threads an operator's index calls use: the CPUs its contract declares (at
+    least 1), so replicas sharing a worker do not oversubscribe its CPUs."""
+    return max(1, int(type(function).contract_for(function.config).cpu))
 
 
 class Embed(MapFunction):
@@ -102,6 +110,8 @@ class IndexWriter(SinkFunction):
     ``index_options``, ``mode`` (``overwrite``: this job's documents replace the
     collection; ``append``), ``root`` (default: the data dir's ``collections``),
     ``embedding_model`` (recorded so readers can check), ``field`` (``embedding``).
+    The index builds on as many threads as the contract's ``cpu`` (unless
+    ``index_options`` sets ``threads``).
     Each replica keeps its items and writes its shard when it closes; ``result()``
     is the number of documents it wrote. A job that fails still publishes what each
     replica received — re-run the indexing job after a failure.
@@ -163,6 +173,10 @@ class IndexWriter(SinkFunction):
             return
         ctx = self._context
         cfg = self.config
+        options = dict(cfg["index_options"])
+        backend = plugins.get("vector-index", cfg["index"])
+        if "threads" in inspect.signature(backend).parameters:
+            options.setdefault("threads", contract_threads(self))
         write_shard(
             self.collection,
             docs=self.docs,
@@ -171,7 +185,7 @@ class IndexWriter(SinkFunction):
             replica=ctx.replica_index,
             index=cfg["index"],
             metric=cfg["metric"],
-            index_options=cfg["index_options"],
+            index_options=options,
             embedding_model=cfg["embedding_model"],
             mode=cfg["mode"],
             root=cfg["root"],
@@ -190,7 +204,10 @@ class Retrieve(MapFunction):
     Config: ``collection``, ``top_k`` (5), ``where`` (meta filter: ``{"source":
     "a.md"}`` or ``{"source": ["a.md", "b.md"]}``; an item's own ``where`` field
     overrides it), ``root``, ``field`` (``embedding``), ``out`` (``contexts``),
-    ``keep_embedding`` (False drops the query vector from the output).
+    ``keep_embedding`` (False drops the query vector from the output), ``trusted``
+    (open index files whose backend's loader trusts them, such as usearch: only
+    for collections you wrote or trust). Searches run on as many threads as the
+    contract's ``cpu``.
     """
 
     contract = Contract(batch_size=32)
@@ -205,6 +222,7 @@ class Retrieve(MapFunction):
         field: str = "embedding",
         out: str = "contexts",
         keep_embedding: bool = False,
+        trusted: bool = False,
     ) -> None:
         super().__init__(
             collection=collection,
@@ -214,6 +232,7 @@ class Retrieve(MapFunction):
             field=field,
             out=out,
             keep_embedding=keep_embedding,
+            trusted=trusted,
         )
         if top_k < 1:
             raise RagError(f"retrieve: top_k must be >= 1, got {top_k}")
@@ -222,7 +241,15 @@ class Retrieve(MapFunction):
         self.store: Collection | None = None
 
     def open(self, context: OperatorContext) -> None:
-        self.store = Collection(self.config["collection"], self.config["root"])
+        self.store = Collection(
+            self.config["collection"],
+            self.config["root"],
+            trusted=self.config["trusted"],
+        )
+        threads = contract_threads(self)
+        for shard in self.store.shards:
+            if hasattr(shard.index, "threads"):
+                shard.index.threads = threads
 
     def map_batch(self, items: list[Any]) -> list[Any]:
         if self.store is None:

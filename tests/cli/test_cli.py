@@ -116,6 +116,9 @@ def test_worker_at_closed_port_fails_clearly_in_bounded_time(
     )
     elapsed = time.monotonic() - started
     assert result.exit_code == 1
+    waiting = f"waiting up to 2 s (--death-timeout) for the scheduler at tcp://127.0.0.1:{port}"
+    assert waiting in result.output  # said before the wait, not only after it
+    assert result.output.index(waiting) < result.output.index("no scheduler reachable")
     assert f"no scheduler reachable at tcp://127.0.0.1:{port}" in result.output
     assert "sage scheduler" in result.output
     assert elapsed < 60  # bounded by --death-timeout, not Dask's connect retries

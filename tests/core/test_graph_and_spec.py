@@ -179,3 +179,34 @@ def test_unreadable_and_malformed_spec_files(tmp_path: Path) -> None:
     broken.write_text("operators: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML/JSON"):
         load_spec(broken)
+
+
+def test_relative_paths_in_a_spec_file_are_taken_from_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = {
+        "operators": [
+            {"name": "read", "use": "jsonl", "config": {"path": "data/in.jsonl"}},
+            {"name": "lines", "use": "text-lines", "config": {"path": "/abs/x.txt"}},
+            {
+                "name": "write",
+                "use": "jsonl",
+                "config": {"path": "out.jsonl"},
+                "inputs": ["read"],
+            },
+            {"name": "m", "use": "no-such-op", "config": {"path": "p"}},
+        ]
+    }
+    (specs / "p.json").write_text(json.dumps(spec))
+    monkeypatch.chdir(tmp_path)  # somewhere else than the spec's directory
+    nodes = load_spec(Path("specs/p.json")).graph.nodes
+    assert nodes["read"].config["path"] == str(specs / "data" / "in.jsonl")
+    assert nodes["write"].config["path"] == str(specs / "out.jsonl")
+    assert nodes["lines"].config["path"] == "/abs/x.txt"
+    assert nodes["m"].config["path"] == "p"  # unknown operator: left to validation
+    as_mapping = load_spec(spec).graph.nodes
+    assert as_mapping["read"].config["path"] == "data/in.jsonl"
+    based = load_spec(spec, base_dir=specs).graph.nodes
+    assert based["read"].config["path"] == str(specs / "data" / "in.jsonl")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sage_core import (
     Contract,
@@ -287,3 +289,52 @@ def test_fused_chain_counts_attributes_errors_and_dead_letters() -> None:
     cause = info.value.cause
     assert isinstance(cause, OperatorFailure)
     assert (cause.operator, cause.sequence, cause.item) == ("check", 13, 13)
+
+
+class Failing(Exception):
+    """The error the operators of the executor-loop property raise."""
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    items=st.lists(st.integers(0, 40), max_size=120),
+    bad=st.sets(st.integers(0, 40), max_size=6),
+    kind=st.sampled_from(["map", "filter", "flat_map", "sink"]),
+    buffer_size=st.integers(1, 16),
+)
+def test_every_operator_kind_dead_letters_exactly_the_failing_items(
+    items: list[int], bad: set[int], kind: str, buffer_size: int
+) -> None:
+    """One loop runs every kind of per-item operator: a failing item is
+    dead-lettered with its sequence number and the loop goes on with the next one,
+    in order (packets of any size, thread per replica so nothing is fused)."""
+    seen: list[int] = []
+
+    def step(x: int) -> Any:
+        if x in bad:
+            raise Failing(x)
+        return {"map": x + 100, "filter": x % 2 == 0, "flat_map": [x, -x]}.get(kind)
+
+    def sink(x: int) -> None:
+        step(x)
+        seen.append(x)
+
+    env = LocalEnvironment("loops", chaining=False, buffer_size=buffer_size)
+    s = env.from_collection(items)
+    if kind == "sink":
+        s.sink(sink, name="op", on_error="dead-letter")
+    else:
+        getattr(s, kind)(step, name="op", on_error="dead-letter").collect()
+    result = env.execute(timeout=60)
+    good = [x for x in items if x not in bad]
+    expected = {
+        "map": [x + 100 for x in good],
+        "filter": [x for x in good if x % 2 == 0],
+        "flat_map": [y for x in good for y in (x, -x)],
+        "sink": [],
+    }[kind]
+    assert (seen if kind == "sink" else result.collected()) == (
+        good if kind == "sink" else expected
+    )
+    dead = [(d["item"], d["sequence"]) for d in result.dead_letters]
+    assert dead == [(x, i) for i, x in enumerate(items) if x in bad]

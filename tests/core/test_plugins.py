@@ -135,7 +135,22 @@ class _PolicyB:
     pass
 
 
-def _scheduler_plugin(name: str, cls: type, scope: str | None) -> object:
+def _policy_plugin(name: str, placement: type | None, requests: type | None) -> object:
+    class Plugin:
+        @hookimpl
+        def register_placement_policies(self, register: Any) -> None:
+            if placement is not None:
+                register(name, placement)
+
+        @hookimpl
+        def register_request_policies(self, register: Any) -> None:
+            if requests is not None:
+                register(name, requests)
+
+    return Plugin()
+
+
+def _legacy_scheduler_plugin(name: str, cls: type, scope: str | None) -> object:
     class Plugin:
         @hookimpl
         def register_schedulers(self, register: Any) -> None:
@@ -145,25 +160,55 @@ def _scheduler_plugin(name: str, cls: type, scope: str | None) -> object:
     return Plugin()
 
 
-def test_one_name_may_serve_different_scopes(register_plugin: Callable) -> None:
-    register_plugin(_scheduler_plugin("zq-policy", _PolicyA, "placement"), "p1")
-    register_plugin(_scheduler_plugin("zq-policy", _PolicyB, "requests"), "p2")
-    assert plugins.get("scheduler", "zq-policy", scope="placement") is _PolicyA
-    assert plugins.get("scheduler", "zq-policy", scope="requests") is _PolicyB
-    with pytest.raises(PluginError, match="several scopes"):
-        plugins.resolve("scheduler", "zq-policy")
-    rows = [r for r in plugins.describe_all("scheduler") if r["name"] == "zq-policy"]
-    assert sorted(r["scope"] for r in rows) == ["placement", "requests"]
+def test_placement_and_request_policies_are_separate_families(
+    register_plugin: Callable,
+) -> None:
+    register_plugin(_policy_plugin("zq-policy", _PolicyA, _PolicyB), "p1")
+    assert plugins.get("placement-policy", "zq-policy") is _PolicyA
+    assert plugins.get("request-policy", "zq-policy") is _PolicyB
+    rows = [r for r in plugins.describe_all() if r["name"] == "zq-policy"]
+    assert sorted(r["kind"] for r in rows) == ["placement-policy", "request-policy"]
+    assert all("scope" not in r for r in rows)
+
+
+def test_sage_plugins_lists_each_builtin_policy_once_per_family() -> None:
+    rows = [(r["kind"], r["name"]) for r in plugins.describe_all()]
+    assert len(rows) == len(set(rows)), sorted(r for r in rows if rows.count(r) > 1)
+    assert ("placement-policy", "fifo") in rows
+    assert ("request-policy", "fifo") in rows
+    assert not any(kind == "scheduler" for kind, _ in rows)
+
+
+def test_same_policy_name_twice_in_one_family_conflicts(
+    register_plugin: Callable,
+) -> None:
+    register_plugin(_policy_plugin("zq-policy", _PolicyA, None), "p1")
+    register_plugin(_policy_plugin("zq-policy", _PolicyB, None), "p2")
+    with pytest.raises(PluginConflict, match="zq-policy"):
+        plugins.registry("placement-policy")
+    assert "zq-policy" not in plugins.registry("request-policy")
 
 
 @pytest.mark.parametrize(
-    ("first", "second"),
-    [("placement", "placement"), ("any", "requests"), (None, "requests")],
+    ("scope", "placement", "requests"),
+    [("placement", True, False), ("requests", False, True), (None, True, True)],
 )
-def test_same_name_in_overlapping_scopes_conflicts(
-    register_plugin: Callable, first: str | None, second: str | None
+def test_deprecated_register_schedulers_still_fills_the_families(
+    register_plugin: Callable, scope: str | None, placement: bool, requests: bool
 ) -> None:
-    register_plugin(_scheduler_plugin("zq-policy", _PolicyA, first), "p1")
-    register_plugin(_scheduler_plugin("zq-policy", _PolicyB, second), "p2")
+    with pytest.warns(DeprecationWarning, match="register_placement_policies"):
+        register_plugin(_legacy_scheduler_plugin("zq-old", _PolicyA, scope), "old")
+    assert ("zq-old" in plugins.registry("placement-policy")) is placement
+    assert ("zq-old" in plugins.registry("request-policy")) is requests
+    if placement:
+        assert plugins.resolve("placement-policy", "zq-old").meta == {}
+
+
+def test_deprecated_hook_conflicts_with_the_new_one(register_plugin: Callable) -> None:
+    register_plugin(_policy_plugin("zq-policy", _PolicyA, None), "p1")
+    with pytest.warns(DeprecationWarning):
+        register_plugin(
+            _legacy_scheduler_plugin("zq-policy", _PolicyB, "placement"), "p2"
+        )
     with pytest.raises(PluginConflict, match="zq-policy"):
-        plugins.registry("scheduler")
+        plugins.registry("placement-policy")

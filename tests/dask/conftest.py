@@ -11,9 +11,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def sage_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SAGE_HOME", str(tmp_path / "sage-home"))
-    return tmp_path / "sage-home"
+def _own_sage_home(sage_home: Path) -> Path:
+    """Every test here keeps its job records in its own ``SAGE_HOME``."""
+    return sage_home
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ processes and a lost worker."""
 
 from __future__ import annotations
 
+import ast
 import bisect
 import json
 import shutil
@@ -238,6 +239,74 @@ def test_sage_run_address_and_explain(
     )
     assert board.returncode == 0, board.stderr
     assert {d["policy"] for d in json.loads(board.stdout)} == {"load-aware-pack"}
+
+
+REPO = Path(__file__).resolve().parents[2]
+README_ADDRESS = "tcp://127.0.0.1:8786"
+
+
+def _readme_cluster_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Running a cluster")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_cluster_section_submits_and_collects(
+    cluster: dict[str, Any], sage_cmd: list[str], tmp_path: Path, sage_home: Path
+) -> None:
+    """The README's commands, run as written against this cluster's address."""
+    section = _readme_cluster_section()
+    run_line = next(
+        line for line in section.splitlines() if line.startswith("sage run ")
+    )
+    assert README_ADDRESS in run_line
+    words = (REPO / "examples/pipelines/words.txt").read_text().split()
+    expected = Counter(w.upper() for w in words)
+    env = {"SAGE_HOME": str(sage_home), "PATH": str(Path(sys.executable).parent)}
+    args = run_line.replace(README_ADDRESS, cluster["address"]).split()[1:]
+    run = subprocess.run(
+        [*sage_cmd, *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr
+    # the print sink ran on the workers: its lines are in their output, not ours
+    assert run.stdout == ""
+    assert f"succeeded: {len(words)} items into sinks" in run.stderr
+
+    def printed_on_workers() -> bool:
+        lines = Counter(
+            line.strip()
+            for log in cluster["tmp"].glob("worker-*.log")
+            for line in log.read_text(errors="replace").splitlines()
+        )
+        return all(lines[w] >= n for w, n in expected.items())
+
+    deadline = time.monotonic() + 30
+    while not printed_on_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert printed_on_workers(), "the print sink's lines are not in the worker logs"
+
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "from sage_core import DaskEnvironment" in block
+    script = tmp_path / "readme_cluster.py"
+    script.write_text(block.replace(README_ADDRESS, cluster["address"]))
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=REPO,  # the README runs it from the repository root
+    )
+    assert ran.returncode == 0, ran.stderr
+    collected = ast.literal_eval(ran.stdout.strip().splitlines()[-1])
+    assert Counter(collected) == expected
 
 
 class Paced(SinkFunction):

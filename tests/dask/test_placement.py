@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 from distributed.utils_test import gen_cluster
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sage_core import Contract, plugins
 from sage_core.compiler import (
@@ -13,6 +15,7 @@ from sage_core.compiler import (
     PlacementError,
     ReplicaDemand,
     WorkerView,
+    compile_plan,
     resolve_policy,
 )
 from sage_core.runtime.cluster_view import cluster_view_async
@@ -48,9 +51,9 @@ def _workers(policy: str, n: int, cluster: ClusterView, **cfg: Any) -> list[str]
 
 
 def test_every_policy_is_a_placement_plugin_with_its_own_name() -> None:
-    reg = plugins.registry("scheduler").scoped("placement")
+    reg = plugins.registry("placement-policy")
     for name in NAMES:
-        assert reg[name].meta["scope"] == "placement"
+        assert reg[name].obj.name == name
         assert resolve_policy(name).name == name
 
 
@@ -151,3 +154,42 @@ async def test_gpu_replica_becomes_an_actor_on_the_gpu_worker(
     assert "t-model#0" not in b.state.actors
     # Dask released the GPU once the constructor returned: placement must count it
     assert s.workers[a.address].used_resources["GPU"] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    policy=st.sampled_from(NAMES),
+    workers=st.integers(1, 3),
+    threads=st.integers(1, 3),
+    replicas=st.integers(1, 12),
+    cpu=st.sampled_from([0.5, 1.0, 2.0]),
+)
+def test_free_resources_in_traces_never_go_negative(
+    policy: str, workers: int, threads: int, replicas: int, cpu: float
+) -> None:
+    decisions = resolve_policy(policy).place(
+        _demands(replicas, cpu=cpu), _cluster(workers, threads=threads)
+    )
+    asked = {f"w{i}": 0.0 for i in range(workers)}
+    for decision in decisions:
+        for c in decision.candidates:
+            assert min(c.free.values()) >= 0.0, (decision.replica, c)
+            assert c.cpu_in_use == asked[c.worker]
+            assert c.free["cpu"] == max(0.0, threads - asked[c.worker])
+        asked[decision.worker] += cpu
+    assert sum(asked.values()) == replicas * cpu
+
+
+def test_oversubscribed_local_plan_reports_zero_free_cpu_and_the_overflow() -> None:
+    from sage_core import LocalEnvironment
+
+    env = LocalEnvironment("busy", chaining=False)
+    env.from_collection(range(4)).map(abs, parallelism=3).collect()
+    plan = compile_plan(
+        env.graph, ClusterView((WorkerView("local", threads=2),)), "local"
+    )
+    last = plan.replicas[-1].placement.candidates[0]
+    assert last.free["cpu"] == 0.0
+    assert last.cpu_in_use == 4.0  # collection + 3 x abs before the sink
+    as_json = plan.to_dict()["replicas"][-1]["placement"]["candidates"][0]
+    assert as_json["free"]["cpu"] == 0.0 and as_json["cpu_in_use"] == 4.0

@@ -1,4 +1,4 @@
-"""The gateway tests share the control-plane fixtures (EngineDouble, served gateway)."""
+"""The gateway tests share the control-plane fixtures (served gateway)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,5 @@ _module = importlib.util.module_from_spec(_spec)
 sys.modules["sage_tests_llm_conftest"] = _module
 _spec.loader.exec_module(_module)
 
-engine_double = _module.engine_double
 gateway = _module.gateway
 double = _module.double

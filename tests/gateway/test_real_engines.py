@@ -141,7 +141,7 @@ def test_official_openai_client_against_the_gateway(real_gateway) -> None:
 
 
 def test_engine_killed_mid_test_fails_over_and_comes_back(engines, real_gateway):
-    from sage_core.llm.vllm_server import VLLMServer
+    from sage_plugins.engines.vllm_server import VLLMServer
 
     old = engines["servers"]["a"]
     body = {

@@ -6,24 +6,30 @@ Recall threshold (measured, then set with a margin): on tests/data/retrieval_set
 recall@5 = 47/48 = 0.979 and recall@1 = 39/48 = 0.81 on CPU (torch 2.13); the lexical
 hash embedder reaches recall@5 0.31-0.46. The test demands recall@5 >= 0.90 (4 misses
 allowed: room for other CPUs' float rounding, not for a broken embedder or index) and
-recall@1 >= 0.70, and that MiniLM beats lexical hashing by at least 0.3.
+recall@1 >= 0.70, and that MiniLM beats lexical hashing by at least 0.3. The
+extractive backend's one-sentence answers quote a relevant passage for 39/48 questions;
+the test demands 0.70 and that every quoted sentence is in the passage it cites.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from sage_core.api import LocalEnvironment
-from sage_core.common.corpus import corpus_path, questions_path
+from sage_plugins.demo.corpus import corpus_path, questions_path
 
 pytestmark = [pytest.mark.inference, pytest.mark.slow]
 
 DATA = Path(__file__).parents[1] / "data" / "retrieval_set.json"
 MINILM = {"backend": "sentence-transformers"}
 HASH = {"backend": "hash", "backend_config": {"dim": 1024, "char_ngrams": 3}}
+#: share of extractive answers (one sentence, top-3 passages) quoting a passage labelled
+#: relevant: measured 39/48 = 0.81 with MiniLM on CPU; demanded with a margin
+EXTRACTIVE_RELEVANT = 0.70
 
 
 def recall(tmp_path: Path, embed: dict, index: str) -> tuple[float, float]:
@@ -113,3 +119,43 @@ def test_rag_pipeline_streams_through_a_real_vllm_server(
         assert p["generation"]["ttft_s"] is None
         assert s["answer"] == p["answer"]  # greedy: the same tokens either way
         assert s["refine"]["tokens_out"] <= 200 and len(s["contexts"]) == 4
+
+
+def test_extractive_answers_quote_relevant_passages_with_minilm(
+    tmp_path, needs_inference
+):
+    needs_inference("sentence_transformers", "sentence-transformers")
+    data = json.loads(DATA.read_text())
+    corpus = tmp_path / "passages.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in data["passages"]))
+    texts = {p["id"]: p["text"] for p in data["passages"]}
+    root = str(tmp_path / "collections")
+    env = LocalEnvironment("index")
+    (
+        env.from_source("jsonl-documents", path=str(corpus))
+        .map("embed", **MINILM)
+        .sink("index-writer", collection="set", root=root)
+    )
+    env.execute(timeout=600)
+    env = LocalEnvironment("ask")
+    (
+        env.from_collection(data["questions"])
+        .map("embed", field="query", **MINILM)
+        .map("retrieve", collection="set", root=root, top_k=3)
+        .map("prompt", max_prompt_tokens=1000)
+        .map(
+            "generate",
+            backend="extractive",
+            backend_config={"embedder": "sentence-transformers", "max_sentences": 1},
+            max_tokens=200,
+        )
+        .collect()
+    )
+    answers = env.execute(timeout=600).collected()
+    relevant = 0
+    for a in answers:
+        [(sentence, n)] = re.findall(r"^(.+) \[(\d+)\]$", a["answer"])
+        source = a["contexts"][int(n) - 1]["id"]
+        assert sentence in texts[source]  # quoted, never made up
+        relevant += source in a["relevant"]
+    assert relevant / len(answers) >= EXTRACTIVE_RELEVANT, relevant

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from sage_core.cli import cli
-from sage_core.llm.tiny_model import MARKER, TinyModelError, make_tiny_model
+from sage_plugins.engines.tiny_model import MARKER, TinyModelError, make_tiny_model
 
 pytestmark = pytest.mark.inference
 
@@ -56,7 +56,7 @@ def _digest(path: Path) -> str:
 
 @pytest.mark.slow
 def test_same_seed_same_weights_and_existing_model_is_reused(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, sage_cli: Any
 ) -> None:
     again = make_tiny_model(tmp_path / "again")
     assert _digest(again) == _digest(tiny_model)
@@ -64,7 +64,7 @@ def test_same_seed_same_weights_and_existing_model_is_reused(
         tiny_model / "tokenizer.json"
     ).read_bytes()
     stamp = (again / "model.safetensors").stat().st_mtime_ns
-    result = CliRunner().invoke(cli, ["engine", "make-tiny-model", str(again)])
+    result = CliRunner().invoke(sage_cli, ["engine", "make-tiny-model", str(again)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"model": str(again), "meaningful": False}
     assert (again / "model.safetensors").stat().st_mtime_ns == stamp

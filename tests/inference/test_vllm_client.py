@@ -25,7 +25,7 @@ from sage_core.llm.client import (
     OpenAIClient,
     UnknownModelError,
 )
-from sage_core.llm.vllm_server import EngineStartError, VLLMServer
+from sage_plugins.engines.vllm_server import EngineStartError, VLLMServer
 
 pytestmark = [pytest.mark.inference, pytest.mark.slow]
 

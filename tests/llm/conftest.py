@@ -1,50 +1,18 @@
-"""Fixtures of the control-plane tests: served EngineDouble engines and gateways."""
+"""Fixtures of the control-plane tests: served gateways (``engine_double`` is in the
+root conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-
-def load_double() -> Any:
-    """tests/llm/engine_double.py as a module (tests are not a package)."""
-    name = "sage_tests_engine_double"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).with_name("engine_double.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-double = load_double()
-
-
-@pytest.fixture
-def engine_double() -> Iterator[Callable[..., Any]]:
-    """``engine_double(model, kind="llm", **state)`` starts a served EngineDouble."""
-    started: list[Any] = []
-
-    def start(model: str, kind: str = "llm", **state: Any) -> Any:
-        engine = double.EngineDouble(model, kind, **state).start()
-        started.append(engine)
-        return engine
-
-    try:
-        yield start
-    finally:
-        for engine in started:
-            engine.stop()
+# the EngineDouble module, loaded once by the root conftest.py
+double = sys.modules["sage_tests_engine_double"]
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_bad_input_gets_named_errors() -> None:
         index.add([-1], np.ones((1, 4)))
     with pytest.raises(TypeError, match="integers"):
         index.add([1.5], np.ones((1, 4)))
-    with pytest.raises(ValueError, match="k must be at least 1"):
+    with pytest.raises(ValueError, match="k must be between 1 and 65536"):
         index.search(np.ones((1, 4)), 0)
     with pytest.raises(ValueError, match="metric must be"):
         FlatIndex(4, "dot")

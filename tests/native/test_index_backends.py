@@ -16,6 +16,7 @@ from sage_core.vector_index import (
     DuplicateIdError,
     IndexFormatError,
     UnknownIdError,
+    UntrustedIndexError,
     VectorIndex,
     create_index,
     load_index,
@@ -87,7 +88,10 @@ def test_lifecycle_errors_filters_and_padding(name: str, tmp_path: Path) -> None
     path = tmp_path / f"{name}.sidx"
     index.save(path)
     assert read_index_header(path)["backend"] == name
-    again = load_index(path)
+    if name == "usearch":  # its loader trusts the file: opening needs consent
+        with pytest.raises(UntrustedIndexError, match="trusted=True"):
+            load_index(path)
+    again = load_index(path, trusted=name == "usearch")
     assert type(again) is type(index) and len(again) == len(index)
     np.testing.assert_array_equal(
         again.search(x[:10], 5)[0], index.search(x[:10], 5)[0]

@@ -65,7 +65,7 @@ def test_timeouts_raise_named_errors() -> None:
     assert issubclass(QueueClosed, SageError)
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-1.0, -1e-9, float("nan"), float("-inf")])
 def test_bad_timeout_is_rejected(bad: float) -> None:
     q = BoundedQueue(1)
     with pytest.raises(ValueError, match="timeout must be"):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_core.common.corpus import corpus_path, questions_path
 from sage_core.functions import OperatorContext
+from sage_plugins.demo.corpus import corpus_path, questions_path
 from sage_plugins.rag.common import RagError
 from sage_plugins.rag.documents import (
     Chunk,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sage_core.api import LocalEnvironment
-from sage_core.common.corpus import corpus_path, questions_path
 from sage_core.common.errors import SageError
+from sage_plugins.demo.corpus import corpus_path, questions_path
 
 EMBED = {"backend": "hash", "backend_config": {"dim": 256}}
 
@@ -111,3 +111,27 @@ def test_generation_on_vllm_declares_a_gpu_the_embedded_default_lacks() -> None:
     plan = cpu.compile()
     [generate] = [op for op in plan.operators if op.name == "generate"]
     assert generate.contract.gpu == 0
+
+
+def test_wrong_embedder_dimension_is_a_short_named_error(tmp_path: Path) -> None:
+    env = LocalEnvironment("index-64")
+    (
+        env.from_collection([{"id": "a", "text": "queues and backpressure"}])
+        .map("embed", backend="hash", backend_config={"dim": 64})
+        .sink("index-writer", collection="dims", root=str(tmp_path))
+    )
+    env.execute(timeout=60)
+    env = LocalEnvironment("ask-384")
+    (
+        env.from_collection([{"query": "what is backpressure?"}])
+        .map("embed", field="query", backend="hash", backend_config={"dim": 384})
+        .map("retrieve", collection="dims", root=str(tmp_path))
+        .collect()
+    )
+    with pytest.raises(SageError) as info:
+        env.execute(timeout=60)
+    message = str(info.value)
+    assert "EmbeddingDimensionError" in message
+    assert "holds 64-d vectors" in message and "the queries are 384-d" in message
+    assert "ndarray(shape=(384,), dtype=float32)" in message  # not its 384 values
+    assert "0.," not in message and len(message) < 800

@@ -19,7 +19,10 @@
 #include <mutex>
 #include <stdexcept>
 #include <type_traits>
+#include <string>
 #include <vector>
+
+#include "sage/limits.hpp"
 
 namespace sage {
 
@@ -45,9 +48,9 @@ class BoundedQueue {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit BoundedQueue(std::size_t capacity) : buf_(capacity), cap_(capacity) {
-    if (capacity < 1) throw std::invalid_argument("capacity must be at least 1");
-  }
+  // Throws std::invalid_argument unless 1 <= capacity <= kMaxQueueCapacity (checked
+  // before the ring is allocated).
+  explicit BoundedQueue(std::size_t capacity) : buf_(valid_capacity(capacity)), cap_(capacity) {}
 
   BoundedQueue(const BoundedQueue&) = delete;
   BoundedQueue& operator=(const BoundedQueue&) = delete;
@@ -234,6 +237,16 @@ class BoundedQueue {
   }
 
  private:
+  static std::size_t valid_capacity(std::size_t capacity) {
+    if (capacity < 1) throw std::invalid_argument("capacity must be at least 1");
+    if (capacity > kMaxQueueCapacity) {
+      throw std::invalid_argument("capacity must be at most " +
+                                  std::to_string(kMaxQueueCapacity) + " slots, got " +
+                                  std::to_string(capacity));
+    }
+    return capacity;
+  }
+
   static std::int64_t elapsed_ns(Clock::time_point t0) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
   }

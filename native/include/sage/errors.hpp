@@ -27,6 +27,10 @@ inline Error unknown_id(const std::string& what) { return Error("UnknownIdError"
 inline Error dimension_error(const std::string& what) {
   return Error("DimensionMismatchError", what);
 }
+// A row store asked to hold more rows than its row numbers can address.
+inline Error capacity_error(const std::string& what) {
+  return Error("IndexCapacityError", what);
+}
 // An IVF index asked to search or add before it has centroids.
 inline Error not_trained(const std::string& what) { return Error("IndexNotTrainedError", what); }
 

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "sage/index_common.hpp"
+#include "sage/serialize.hpp"
 
 namespace sage {
 
@@ -78,6 +79,44 @@ void check_new_ids(const std::uint64_t* ids, std::size_t n, Contains&& contains)
     if (contains(sorted[i])) {
       throw duplicate_id("id " + std::to_string(sorted[i]) +
                          " is already in the index; remove it first to replace it");
+    }
+  }
+}
+
+// Reads a metric code of a saved index; IndexFormatError unless it is known.
+inline Metric read_metric(Reader& r) {
+  const std::uint32_t code = r.u32();
+  if (code > 2) throw format_error("unknown metric code " + std::to_string(code));
+  return static_cast<Metric>(code);
+}
+
+// Reads the dimension of a saved index; IndexFormatError unless 1 <= dim <= kMaxDim.
+inline std::size_t read_dim(Reader& r) {
+  const std::uint64_t dim = r.u64();
+  if (dim < 1 || dim > kMaxDim) {
+    throw format_error("implausible dimension " + std::to_string(dim) + " (at most " +
+                       std::to_string(kMaxDim) + ")");
+  }
+  return static_cast<std::size_t>(dim);
+}
+
+// Checks n stored rows of a saved index before they are used: ids valid and new
+// (per `contains`), vectors finite, and unit length (or zero) for cos, as the index
+// stores them. Throws IndexFormatError.
+template <class Contains>
+void check_stored_rows(const std::uint64_t* ids, const float* vectors, std::size_t n,
+                       std::size_t dim, Metric metric, Contains&& contains) {
+  try {
+    check_new_ids(ids, n, contains);
+    check_finite(vectors, n * dim, "stored vectors");
+  } catch (const std::exception& e) {
+    throw format_error(std::string("invalid index contents: ") + e.what());
+  }
+  if (metric == Metric::cos) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!unit_or_zero(vectors + i * dim, dim)) {
+        throw format_error("invalid index contents: a stored cos vector is not unit length");
+      }
     }
   }
 }

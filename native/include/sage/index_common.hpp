@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "sage/errors.hpp"
+#include "sage/limits.hpp"
 #include "sage/scan_job.hpp"
 
 namespace sage {
@@ -46,6 +47,22 @@ inline const char* metric_name(Metric m) {
   return "?";
 }
 
+// Returns dim, or throws std::invalid_argument unless 1 <= dim <= kMaxDim.
+inline std::size_t check_dim(std::size_t dim) {
+  check_range(dim, 1, kMaxDim, "dim");
+  return dim;
+}
+
+// Throws IndexCapacityError when `rows` stored rows plus `n` new ones exceed what
+// row numbers (uint32) address.
+inline void check_row_room(std::size_t rows, std::size_t n, const char* what) {
+  if (n > kMaxRows || rows > kMaxRows - n) {
+    throw capacity_error(std::string(what) + " holds at most " + std::to_string(kMaxRows) +
+                         " rows (it has " + std::to_string(rows) + ", " + std::to_string(n) +
+                         " more were given); split the data over several indexes");
+  }
+}
+
 // Scales v to unit length in place (zero vectors stay zero).
 inline void normalize(float* v, std::size_t dim) {
   double s = 0;
@@ -60,6 +77,12 @@ inline float squared_norm(const float* v, std::size_t dim) {
   double s = 0;
   for (std::size_t d = 0; d < dim; ++d) s += static_cast<double>(v[d]) * v[d];
   return static_cast<float>(s);
+}
+
+// Whether v is unit length (as normalize() leaves it, within float rounding) or zero.
+inline bool unit_or_zero(const float* v, std::size_t dim) {
+  const float s = squared_norm(v, dim);
+  return s == 0.0f || std::fabs(s - 1.0f) <= 1e-3f;
 }
 
 // Sorts a heap best-first (score descending, id ascending on ties) and writes k

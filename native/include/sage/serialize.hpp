@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "sage/errors.hpp"
+#include "sage/limits.hpp"
 
 namespace sage {
 
@@ -125,6 +126,14 @@ class Reader {
     if (count > (n_ - pos_) / sizeof(T)) throw format_error("index data ends early");
     std::vector<T> out(count);
     raw(out.data(), count * sizeof(T));
+    return out;
+  }
+  // Bytes left before the checksum.
+  std::size_t remaining() const noexcept { return n_ - pos_; }
+  // a * b for a section length; IndexFormatError if it overflows.
+  static std::size_t product(std::size_t a, std::size_t b) {
+    std::size_t out = 0;
+    if (__builtin_mul_overflow(a, b, &out)) throw format_error("implausible section length");
     return out;
   }
   void expect_end() const {

@@ -12,10 +12,10 @@
 
 namespace sage {
 
-// Number of hardware threads (at least 1).
+// Number of CPUs this process may run on (its affinity mask on Linux; at least 1).
 std::size_t hardware_threads();
 
-// threads <= 0 means hardware_threads().
+// threads <= 0 means hardware_threads() (read at each call).
 void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn);
 
 }  // namespace sage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _data(name: str) -> Path:
-    path = Path(str(resources.files("sage_core.common") / "data" / name))
+    path = Path(str(resources.files("sage_plugins.demo") / "data" / name))
     if not path.is_file():
         raise FileNotFoundError(f"the packaged file {name} is missing at {path}")
     return path

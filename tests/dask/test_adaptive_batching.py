@@ -1,0 +1,193 @@
+"""Adaptive batching: a source packet fills for as long as its downstream's pressure
+allows (``linger_for``), never past that at a steady pace, and loses or reorders
+nothing however the pressure and the source's pace change."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage_core import MapFunction
+from sage_core.api.dask_environment import DaskEnvironment
+from sage_core.compiler.plan import PlanFormatError, RuntimeSettings
+from sage_core.runtime import source
+from sage_core.runtime.source import BACKLOG, BUSY, IDLE, fill, linger_for
+
+
+class CoreDouble:
+    """Test double of the few ``ReplicaCore`` fields ``fill`` reads."""
+
+    def __init__(
+        self, buffer_size: int, linger_s: float, target_s: float, pressures: list[int]
+    ) -> None:
+        self.buffer_size, self.linger_s = buffer_size, linger_s
+        self.latency_target_s = target_s
+        self._pressures = iter(pressures)
+        self.seen: list[int] = []
+
+    def pressure(self) -> int:
+        p = next(self._pressures, IDLE)
+        self.seen.append(p)
+        return p
+
+
+class VirtualClock:
+    """Test double of ``perf_counter``: time moves only when the source yields."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def paced(self, gaps: list[float]) -> Iterator[tuple[int, float]]:
+        """Item i arrives ``gaps[i]`` after item i-1; yields (i, arrival time)."""
+        for i, gap in enumerate(gaps):
+            self.now += gap
+            yield i, self.now
+
+
+def packets(
+    core: CoreDouble, clock: VirtualClock, gaps: list[float]
+) -> list[list[Any]]:
+    """Every packet ``fill`` makes of a source with these gaps, on the clock."""
+    out = []
+    it = clock.paced(gaps)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(source, "_perf", clock)
+        while batch := fill(core, it):  # type: ignore[arg-type]
+            out.append(batch)
+    return out
+
+
+pressures = st.lists(st.sampled_from([IDLE, BUSY, BACKLOG]), max_size=400)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gap_us=st.integers(0, 3000),
+    n=st.integers(0, 300),
+    size=st.integers(1, 64),
+    linger_us=st.integers(0, 3000),
+    target_us=st.integers(500, 20_000),
+    levels=pressures,
+)
+def test_a_steady_source_never_outwaits_the_linger(
+    gap_us: int,
+    n: int,
+    size: int,
+    linger_us: int,
+    target_us: int,
+    levels: list[int],
+) -> None:
+    core = CoreDouble(size, linger_us * 1e-6, target_us * 1e-6, levels)
+    got = packets(core, VirtualClock(), [gap_us * 1e-6] * n)
+    assert [i for p in got for i, _ in p] == list(range(n))
+    for p, level in zip(got, core.seen, strict=False):
+        assert len(p) <= size
+        # the last item came no later than the linger allowed after the first
+        span = p[-1][1] - p[0][1]
+        assert span <= linger_for(core, level) + 1e-12  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps_us=st.lists(st.integers(0, 5000), max_size=300),
+    size=st.integers(1, 64),
+    linger_us=st.integers(0, 3000),
+    levels=pressures,
+)
+def test_any_pace_and_pressure_keep_every_item_in_order(
+    gaps_us: list[int],
+    size: int,
+    linger_us: int,
+    levels: list[int],
+) -> None:
+    core = CoreDouble(size, linger_us * 1e-6, 5e-3, levels)
+    got = packets(core, VirtualClock(), [g * 1e-6 for g in gaps_us])
+    assert [i for p in got for i, _ in p] == list(range(len(gaps_us)))
+    assert all(1 <= len(p) <= size for p in got)
+
+
+def test_packets_grow_with_the_downstream_pressure() -> None:
+    core = CoreDouble(1024, 1e-3, 10e-3, [IDLE, BUSY, BACKLOG])
+    got = packets(core, VirtualClock(), [10e-6] * 3000)  # 100k items/s
+    sizes = [len(p) for p in got[:3]]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_latency_target_is_a_checked_setting() -> None:
+    assert RuntimeSettings().latency_target_ms > 0
+    for bad in (0, -1.0, float("nan"), "5", True):
+        with pytest.raises(PlanFormatError, match="latency_target_ms"):
+            RuntimeSettings.from_mapping({"latency_target_ms": bad})
+
+
+class KeyOrderCheck(MapFunction):
+    """Counts items that arrive before an earlier item of their key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[int, int] = {}
+        self.out_of_order = 0
+
+    def map(self, item: tuple[int, int]) -> tuple[int, int]:
+        key, i = item
+        if self.last.get(key, -1) > i:
+            self.out_of_order += 1
+        self.last[key] = i
+        return item
+
+    def get_state(self) -> dict[str, int]:
+        return {"out_of_order": self.out_of_order}
+
+
+def bursty(pauses: list[int]) -> Iterator[tuple[int, int]]:
+    """Items in bursts with pauses (ms) between them, so the pressure keeps
+    changing while the job runs."""
+    i = 0
+    for pause in pauses:
+        for _ in range(50):
+            yield (i % 5, i)
+            i += 1
+        time.sleep(pause / 1000)
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    pauses=st.lists(st.integers(0, 3), min_size=1, max_size=20),
+    buffer_size=st.integers(1, 64),
+    linger_ms=st.sampled_from([0.0, 0.2, 1.0, 3.0]),
+    target_ms=st.sampled_from([0.5, 5.0, 50.0]),
+)
+def test_adaptive_packets_keep_per_key_order_across_workers(
+    embedded: Any,
+    pauses: list[int],
+    buffer_size: int,
+    linger_ms: float,
+    target_ms: float,
+) -> None:
+    env = DaskEnvironment(
+        "adaptive",
+        client=embedded,
+        policy="round-robin",
+        chaining=False,
+        buffer_size=buffer_size,
+        linger_ms=linger_ms,
+        latency_target_ms=target_ms,
+        queue_capacity=4,
+    )
+    s = env.from_source(bursty, pauses=pauses).key_by(lambda kv: kv[0])
+    s.map(KeyOrderCheck, parallelism=2, name="order").sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sum(st["out_of_order"] for st in got.state_of("order")) == 0
+    assert sorted(got.collected(), key=lambda kv: kv[1]) == list(bursty(pauses))
