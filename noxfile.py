@@ -148,9 +148,40 @@ def bench_gateway(session: nox.Session) -> None:
 )
 def bench_mixed(session: nox.Session) -> None:
     """Mixed LLM + embedding workload on real vLLM CPU engines: hybrid/fifo/siloed."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-mixed")
+
+
+# The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
+# so `bench-smoke-inference` can check all three in one virtualenv (CI's time).
+INFERENCE_BENCHES = {
+    "bench-mixed": ["bench/mixed_bench.py"],
+    "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
+    "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
+}
+
+
+def _install_inference_bench(session: nox.Session) -> None:
     _install_inference(session)
     session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
-    session.run("python", "bench/mixed_bench.py", *session.posargs, env=INFERENCE_ENV)
+
+
+def _run_inference_bench(session: nox.Session, name: str, *extra: str) -> None:
+    args = [*INFERENCE_BENCHES[name], *extra, *session.posargs]
+    session.run("python", *args, env=INFERENCE_ENV)
+
+
+@nox.session(
+    name="bench-smoke-inference",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+)
+def bench_smoke_inference(session: nox.Session) -> None:
+    """bench-mixed, bench-index and bench-rag at smoke sizes in one virtualenv (CI)."""
+    _install_inference_bench(session)
+    for name in INFERENCE_BENCHES:
+        _run_inference_bench(session, name, "--smoke")
 
 
 @nox.session(python=PYTHON)
@@ -192,15 +223,8 @@ def bench_queue(session: nox.Session) -> None:
 def bench_index(session: nox.Session) -> None:
     """Vector indexes vs numpy, FAISS (flat, IVF), hnswlib, usearch: recall/QPS curves."""
     # the real-text set embeds the demo corpus with the packaged MiniLM
-    _install_inference(session)
-    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
-    session.run(
-        "python",
-        "bench/bench_index.py",
-        "--out",
-        "bench/results/index.json",
-        *session.posargs,
-    )
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-index")
 
 
 @nox.session(name="bench-runtime", python=PYTHON, default=False, tags=["bench"])
@@ -225,17 +249,8 @@ def bench_runtime(session: nox.Session) -> None:
 )
 def bench_rag(session: nox.Session) -> None:
     """RAG pipeline on real engines: local/Dask runtimes vs the stages in a loop."""
-    session.install("--no-deps", "-r", "requirements/inference.lock.txt")
-    session.install("matplotlib>=3.8")
-    session.install(".")
-    session.run(
-        "python",
-        "bench/rag_bench.py",
-        "--out",
-        "bench/results/rag.json",
-        *session.posargs,
-        env=INFERENCE_ENV,
-    )
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-rag")
 
 
 @nox.session(name="bench-dask", python=PYTHON, default=False, tags=["bench"])
