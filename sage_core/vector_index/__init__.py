@@ -22,7 +22,8 @@ without changing meaning:
   raises ``IndexFormatError`` on a forged one; backends whose library loader cannot
   be made safe that way (``usearch``) open files only with ``trusted=True``.
 
-This module and ``sage_core.channels`` are the only importers of ``_native``.
+``sage_core.common.extension.load_extension`` is the only importer of ``_native``;
+this package and ``sage_core.channels`` reach it through that loader.
 """
 
 from __future__ import annotations
