@@ -125,19 +125,23 @@ def start_gateway(port: int, config: Path) -> Any:
 # -- pipeline sinks --------------------------------------------------------------------
 
 
-def latency_sink() -> type:
+def latency_sink(batch_size: int | None = None) -> type:
     """A SAGE sink class (named ``LatencySink``) collecting per-item latency.
 
     Items carry their emission time in ``item["t"]`` (``time.perf_counter``); the
     sink's result is the list of ``now - t`` in seconds, one per item.
+    ``batch_size`` sets the sink's contract (e.g. whole packets, as peers' sinks).
     """
     import time
 
-    from sage_core import SinkFunction
+    from sage_core import Contract, SinkFunction
 
     perf = time.perf_counter
 
     class LatencySink(SinkFunction):
+        if batch_size is not None:
+            contract = Contract(batch_size=batch_size)
+
         def __init__(self) -> None:
             super().__init__()
             self.lat: list[float] = []

@@ -30,11 +30,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
+import common
 import dask_peers
 from common import add_smoke_flag, machine_info, percentile, smoke_path, spread
 from dask_peers import Run, dask_actors_run, dask_session, ray_session, sage_run
 
 cloudpickle.register_pickle_by_value(dask_peers)
+cloudpickle.register_pickle_by_value(common)
 COSTS = {"noop": 0.0, "100us": 100e-6, "1ms": 1e-3}
 SCALE = {"noop": 1.0, "100us": 0.05, "1ms": 0.01}
 GOAL_P99_MS = 5.0

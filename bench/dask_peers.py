@@ -154,23 +154,11 @@ def sage_run(
     rate: float | None = None,
     **settings: Any,
 ) -> Run:
-    from sage_core import Contract, SinkFunction
+    from common import latency_sink
+
     from sage_core.api.dask_environment import DaskEnvironment
 
-    class LatencySink(SinkFunction):
-        contract = Contract(batch_size=1 << 16)  # whole packets, as the peers' sinks
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.lat: list[float] = []
-
-        def sink_batch(self, items: list[Any]) -> None:
-            now = _perf()
-            self.lat.extend([now - x["t"] for x in items])
-
-        def result(self) -> list[float]:
-            return self.lat
-
+    sink = latency_sink(batch_size=1 << 16)  # whole packets, as the peers' sinks
     env = DaskEnvironment(
         "compute",
         client=client,
@@ -182,7 +170,7 @@ def sage_run(
         **settings,
     )
     env.from_source(source_items, n=n, rate=rate).map(busy(cost_s), name="op").sink(
-        LatencySink
+        sink
     )
     plan = env.compile()
     tree, t0 = ProcessTree(), _perf()
