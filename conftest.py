@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
-
-# Tests assert behaviour, never timings: a loaded CI box must not turn a slow example
-# into a failure, so hypothesis runs without per-example deadlines.
-settings.register_profile(
-    "sage", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile("sage")
 
 
 def pytest_collection_modifyitems(
