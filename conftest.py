@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -218,6 +219,30 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def wait_for() -> Callable[[Callable[[], bool], float, str], None]:
     """Returns ``wait_for(predicate, timeout, what)``: poll until true, else fail."""
     return _wait_for
+
+
+@pytest.fixture(scope="session")
+def start_scheduler(
+    sage_cmd: list[str], free_port: Callable[[], int]
+) -> Callable[..., tuple[Any, str]]:
+    """Returns ``start_scheduler(group, cwd, *extra, dashboard=None)``: a real ``sage
+    scheduler`` on 127.0.0.1 (random port, a free or given dashboard port, a scheduler
+    file in ``cwd``),
+    started in process ``group`` with ``extra`` options; gives (process, address)
+    once the scheduler file is written."""
+
+    def start(
+        group: Any, cwd: Path, *extra: str, dashboard: int | None = None
+    ) -> tuple[Any, str]:
+        scheduler_file = cwd / "scheduler.json"
+        argv = [*sage_cmd, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+        argv += ["--dashboard-address", f"127.0.0.1:{dashboard or free_port()}"]
+        argv += ["--scheduler-file", str(scheduler_file), *extra]
+        proc = group.start(argv, "scheduler", cwd=cwd)
+        _wait_for(scheduler_file.exists, 60, "the scheduler file")
+        return proc, json.loads(scheduler_file.read_text())["address"]
+
+    return start
 
 
 # -- inference: the tiny local model and real vLLM servers --------------------------

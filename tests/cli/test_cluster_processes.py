@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,30 +28,11 @@ def test_scheduler_and_two_workers_one_with_gpu(
     processes: Any,
     sage_cmd: list[str],
     tmp_path: Path,
-    free_port: Callable[[], int],
-    wait_for: Callable,
+    start_scheduler: Callable[..., tuple[Any, str]],
 ) -> None:
     from distributed import Client
 
-    scheduler_file = tmp_path / "scheduler.json"
-    scheduler = processes.start(
-        [
-            *sage_cmd,
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--dashboard-address",
-            f"127.0.0.1:{free_port()}",
-            "--scheduler-file",
-            str(scheduler_file),
-        ],
-        "scheduler",
-        cwd=tmp_path,
-    )
-    wait_for(scheduler_file.exists, 60, "the scheduler file")
-    address = json.loads(scheduler_file.read_text())["address"]
+    scheduler, address = start_scheduler(processes, tmp_path)
     cpu = processes.start(
         [*sage_cmd, "worker", address, "--name", "cpu-0", "--host", "127.0.0.1"],
         "worker-cpu",

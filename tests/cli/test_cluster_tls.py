@@ -24,8 +24,7 @@ def test_pipeline_over_tls_and_strangers_refused(
     processes: Any,
     sage_cmd: list[str],
     tmp_path: Path,
-    free_port: Callable[[], int],
-    wait_for: Callable,
+    start_scheduler: Callable[..., tuple[Any, str]],
     tls_maker: Callable[[Path], tuple[str, str, str]],
 ) -> None:
     from distributed.security import Security
@@ -34,26 +33,8 @@ def test_pipeline_over_tls_and_strangers_refused(
 
     ca, cert, key = tls_maker(tmp_path / "tls")
     tls = ["--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key]
+    scheduler, address = start_scheduler(processes, tmp_path, *tls)
     scheduler_file = tmp_path / "scheduler.json"
-    scheduler = processes.start(
-        [
-            *sage_cmd,
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--dashboard-address",
-            f"127.0.0.1:{free_port()}",
-            "--scheduler-file",
-            str(scheduler_file),
-            *tls,
-        ],
-        "scheduler",
-        cwd=tmp_path,
-    )
-    wait_for(scheduler_file.exists, 60, "the scheduler file")
-    address = json.loads(scheduler_file.read_text())["address"]
     assert address.startswith("tls://127.0.0.1:")
     worker = processes.start(
         [

@@ -60,31 +60,13 @@ def cluster(
     sage_cmd: list[str],
     process_group: Any,
     free_port: Callable[[], int],
-    wait_for: Callable[[Callable[[], bool], float, str], None],
+    start_scheduler: Callable[..., tuple[Any, str]],
 ) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("cluster")
     group = process_group(tmp)
     dash = free_port()
-    sched_file = tmp / "scheduler.json"
-    group.start(
-        [
-            *sage_cmd,
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--dashboard-address",
-            f"127.0.0.1:{dash}",
-            "--scheduler-file",
-            str(sched_file),
-        ],
-        "scheduler",
-        cwd=tmp,
-    )
+    _, address = start_scheduler(group, tmp, dashboard=dash)
     try:
-        wait_for(sched_file.exists, 60, "the scheduler file")
-        address = json.loads(sched_file.read_text())["address"]
         for name, extra in (
             ("cpu-0", []),
             ("cpu-1", []),
