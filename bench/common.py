@@ -154,3 +154,36 @@ def latency_sink(batch_size: int | None = None) -> type:
             return self.lat
 
     return LatencySink
+
+
+def grouped_bars(
+    ax: Any,
+    groups: Sequence[Any],
+    systems: Sequence[str],
+    stat: Any,
+    tick_labels: Sequence[str],
+    **tick_kw: Any,
+) -> None:
+    """One bar per (group, system) on ``ax``: ``stat(group, system)`` gives a
+    ``spread`` dict (drawn as median with min-max bars) or None (no bar). Each
+    system keeps one colour in every panel; groups are the x ticks."""
+    width = 0.8 / len(systems)
+    for j, system in enumerate(systems):
+        xs, stats = [], []
+        for i, group in enumerate(groups):
+            found = stat(group, system)
+            if found is not None:
+                xs.append(i + j * width)
+                stats.append(found)
+        if stats:
+            ax.bar(
+                xs,
+                [s["median"] for s in stats],
+                width,
+                label=system,
+                color=f"C{j}",
+                **errorbar_args(stats),
+            )
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(groups))], tick_labels, **tick_kw
+    )

@@ -32,7 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cloudpickle
 import common
 import dask_peers
-from common import add_smoke_flag, machine_info, percentile, smoke_path, spread
+from common import (
+    add_smoke_flag,
+    grouped_bars,
+    machine_info,
+    percentile,
+    smoke_path,
+    spread,
+)
 from dask_peers import Run, dask_actors_run, dask_session, ray_session, sage_run
 
 cloudpickle.register_pickle_by_value(dask_peers)
@@ -184,42 +191,32 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from common import errorbar_args
 
     labels = sorted({(r["cost"], r["batch"]) for r in rows}, key=lambda x: x[1])
     labels.sort(key=lambda x: list(COSTS).index(x[0]))
     systems = list(dict.fromkeys(r["system"] for r in rows))
     fig, axes = plt.subplots(1, 3, figsize=(18, 5))
-    width = 0.8 / len(systems)
     panels = (
         ("items_per_s", "peak items/s (log)"),
         ("cpu_us_per_item", "CPU us/item, every process (log)"),
         ("half_load_p99_ms", "p99 emission-to-sink at half load (ms, log)"),
     )
     for ax, (metric, title) in zip(axes, panels, strict=True):
-        for j, s in enumerate(systems):
-            xs, stats = [], []
-            for i, (cost, batch) in enumerate(labels):
-                hit = [
-                    r
-                    for r in rows
-                    if (r["cost"], r["system"], r["batch"]) == (cost, s, batch)
-                    and metric in r
-                ]
-                if hit:
-                    xs.append(i + j * width)
-                    stats.append(hit[0][metric])
-            if stats:
-                ax.bar(
-                    xs,
-                    [s_["median"] for s_ in stats],
-                    width,
-                    label=s,
-                    color=f"C{j}",  # the same colour in every panel
-                    **errorbar_args(stats),
-                )
-        ax.set_xticks(
-            [i + 0.4 - width / 2 for i in range(len(labels))],
+
+        def stat(group: tuple[str, int], system: str, metric: str = metric) -> Any:
+            hit = [
+                r
+                for r in rows
+                if (r["cost"], r["system"], r["batch"]) == (group[0], system, group[1])
+                and metric in r
+            ]
+            return hit[0][metric] if hit else None
+
+        grouped_bars(
+            ax,
+            labels,
+            systems,
+            stat,
             [f"{c}\nbatch {b}" for c, b in labels],
             fontsize=8,
         )

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     add_smoke_flag,
-    errorbar_args,
+    grouped_bars,
     machine_info,
     percentile,
     smoke_path,
@@ -147,7 +147,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(len(items), 2, figsize=(15, 5 * len(items)), squeeze=False)
     labels = list(dict.fromkeys((r["cost"], r["mode"]) for r in rows))
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    width = 0.8 / len(systems)
     for row_axes, item in zip(axes, items, strict=True):
         for ax, (metric, title) in zip(
             row_axes,
@@ -157,30 +156,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ),
             strict=True,
         ):
-            for j, s in enumerate(systems):
-                xs, stats = [], []
-                for i, (c, m) in enumerate(labels):
-                    hit = [
-                        r
-                        for r in rows
-                        if (r["cost"], r["item"], r["mode"], r["system"])
-                        == (c, item, m, s)
-                    ]
-                    if hit:
-                        xs.append(i + j * width)
-                        stats.append(hit[0][metric])
-                ax.bar(
-                    xs,
-                    [x["median"] for x in stats],
-                    width,
-                    label=s,
-                    color=f"C{j}",  # the same colour in every panel
-                    **errorbar_args(stats),
-                )
-            ax.set_xticks(
-                [i + 0.4 - width / 2 for i in range(len(labels))],
-                [f"{c}\n{m}" for c, m in labels],
-            )
+
+            def stat(
+                group: tuple[str, str],
+                system: str,
+                item: str = item,
+                metric: str = metric,
+            ) -> Any:
+                hit = [
+                    r
+                    for r in rows
+                    if (r["cost"], r["item"], r["mode"], r["system"])
+                    == (group[0], item, group[1], system)
+                ]
+                return hit[0][metric] if hit else None
+
+            grouped_bars(ax, labels, systems, stat, [f"{c}\n{m}" for c, m in labels])
             ax.set_yscale("log")
             ax.set_title(f"{item} items: {title}")
         row_axes[0].legend(fontsize=8)
