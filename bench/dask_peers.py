@@ -259,6 +259,8 @@ def local_cluster(n_workers: int = 2) -> tuple[Any, Any, list[int]]:
             dashboard_address=":0",
         )
     client = Client(cluster)
+    # a LocalCluster's workers may still be registering when its constructor returns
+    client.wait_for_workers(n_workers, timeout=60)
     pids = list(client.run(os.getpid).values())
     return cluster, client, pids
 

@@ -105,7 +105,11 @@ class DaskEnvironment(Environment):
             }
         ):
             self._cluster = _embedded_cluster(**self._embedded)
-        return Client(self._cluster)
+        client = Client(self._cluster)
+        # workers may still be registering when the cluster's constructor returns;
+        # placing against a partial view would crowd the replicas on the first ones
+        client.wait_for_workers(self._embedded["n_workers"], timeout=60)
+        return client
 
     @property
     def dashboard_link(self) -> str:
