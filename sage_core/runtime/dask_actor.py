@@ -26,6 +26,7 @@ from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog
 from sage_core.plugins import load_plugins
 from sage_core.runtime.deadletter import DeadLetters
+from sage_core.runtime.link import LinkPool, LinkServer
 from sage_core.runtime.operators import OperatorFailure
 from sage_core.runtime.transport import (
     Inbox,
@@ -126,6 +127,8 @@ class ReplicaActor:
             self.inbox = Inbox(rp.queue_capacity, self.senders)
             self.metrics.queue = self.inbox.queue
         self.outlets: list[Any] = []
+        self._links = LinkServer(self.push, self.wait_credit)
+        self._pools: list[LinkPool] = []
         self.service = LatencyHistogram()
         self.latency = LatencyHistogram()
         self._thread: ThreadPoolExecutor | None = None
@@ -170,13 +173,22 @@ class ReplicaActor:
                     raise reply["exception"]
                 return reply["result"]
 
-            async def push(
-                sender: str, seq: int, blob: bytes, _call: Any = call
-            ) -> Any:
-                return await _call("push", sender, seq, blob)
+            link_address, token = await call("link")
+            if link_address is not None:
+                pool = LinkPool(
+                    link_address, token, worker.security.get_connection_args("worker")
+                )
+                self._pools.append(pool)
+                push, wait_credit = pool.push, pool.credit
+            else:
 
-            async def wait_credit(sender: str, _call: Any = call) -> Any:
-                return await _call("wait_credit", sender)
+                async def push(
+                    sender: str, seq: int, blob: bytes, _call: Any = call
+                ) -> Any:
+                    return await _call("push", sender, seq, blob)
+
+                async def wait_credit(sender: str, _call: Any = call) -> Any:
+                    return await _call("wait_credit", sender)
 
             self.outlets.append(
                 RemoteOutlet(
@@ -185,6 +197,7 @@ class ReplicaActor:
                     push,
                     wait_credit,
                     credits=quota(cap, n_senders),
+                    link=link_address is not None,
                 )
             )
         outlets = self.outlets
@@ -193,6 +206,16 @@ class ReplicaActor:
         return self.worker
 
     # -- receiving -------------------------------------------------------------
+
+    async def link(self) -> tuple[str | None, str]:
+        """The address and token of this replica's direct link (started now if
+        needed); ``(None, "")`` where senders must use actor calls."""
+        if self.inbox is None:
+            return None, ""
+        from distributed import get_worker
+
+        address = await self._links.start(get_worker())
+        return address, self._links.token
 
     async def push(self, sender: str, seq: int, blob: bytes) -> int:
         """Blob number ``seq`` of a remote sender's packets (enqueued in sequence
@@ -330,6 +353,7 @@ class ReplicaActor:
         finally:
             if self.inbox is not None:
                 self.inbox.close()  # a push from now on is an error, never a drop
+            self._close_links()
         result, state = None, {}
         if self._opened:
             try:
@@ -365,11 +389,17 @@ class ReplicaActor:
                 f"arrived after end of stream from every upstream replica"
             )
 
+    def _close_links(self) -> None:
+        for pool in self._pools:
+            pool.close()
+        self._links.close()
+
     async def cancel(self) -> None:
         """Stop promptly: the run loop ends, waiting senders and receivers wake."""
         self._cancelled = True
         if self.inbox is not None:
             self.inbox.close()
+        self._close_links()
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
@@ -387,7 +417,11 @@ class ReplicaActor:
             {
                 "remote": o.remote,
                 "credits": o.credits,
-                **({"calls": o.calls, "bytes": o.bytes_sent} if o.remote else {}),
+                **(
+                    {"calls": o.calls, "bytes": o.bytes_sent, "link": o.link}
+                    if o.remote
+                    else {}
+                ),
             }
             for o in self.outlets
         ]

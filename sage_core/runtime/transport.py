@@ -262,6 +262,8 @@ class RemoteOutlet:
         wait_credit: ``await wait_credit(sender) -> credits returned``.
         credits: the receiver's quota for this sender.
         max_calls: most push calls in flight at once.
+        link: whether ``push`` goes over a direct link (``runtime/link.py``) rather
+            than actor calls (reported in the replica's metrics).
     """
 
     remote = True
@@ -275,8 +277,10 @@ class RemoteOutlet:
         *,
         credits: int,
         max_calls: int = 4,
+        link: bool = False,
     ) -> None:
         self.sender, self.target = sender, target
+        self.link = link
         self._push, self._wait_credit = push, wait_credit
         self.credits = credits
         self.max_calls = max_calls
