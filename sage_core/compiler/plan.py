@@ -49,6 +49,10 @@ class RuntimeSettings:
         queue_capacity: default packets a replica's input queue holds.
         max_packets: most packets a replica takes from its queue per step.
         chaining: fuse consecutive stateless operators of equal parallelism.
+        direct_links: cross-worker packets go over direct links between replica
+            actors (a listener per receiving replica on its worker's host, a random
+            port); False sends them by actor calls through the workers' own ports
+            (for networks that only open those, at about twice the CPU per packet).
         trace_every: trace one packet in this many per source replica (0: off).
         trace_path: JSONL file the traces are appended to (None: kept in memory).
         dead_letter_sink: sink plugin that receives dead-letter records as well as
@@ -62,6 +66,7 @@ class RuntimeSettings:
     queue_capacity: int = 64
     max_packets: int = 64
     chaining: bool = True
+    direct_links: bool = True
     trace_every: int = 1000
     trace_path: str | None = None
     dead_letter_sink: str | None = None
@@ -80,6 +85,10 @@ class RuntimeSettings:
         v = self.latency_target_ms
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             out.append(f"latency_target_ms: must be a number > 0, got {v!r}")
+        for name in ("chaining", "direct_links"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                out.append(f"{name}: must be true or false, got {v!r}")
         v = self.trace_every
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             out.append(f"trace_every: must be an integer >= 0, got {v!r}")

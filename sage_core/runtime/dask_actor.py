@@ -173,7 +173,9 @@ class ReplicaActor:
                     raise reply["exception"]
                 return reply["result"]
 
-            link_address, token = await call("link")
+            link_address, token = (
+                await call("link") if self.plan.settings.direct_links else (None, "")
+            )
             if link_address is not None:
                 pool = LinkPool(
                     link_address, token, worker.security.get_connection_args("worker")

@@ -118,3 +118,28 @@ def test_cross_worker_edges_use_links_and_results_are_unchanged(embedded: Any) -
     ]
     assert remote, "the plan had no cross-worker edge"
     assert all(o["link"] and o["calls"] > 0 for o in remote)
+
+
+def test_direct_links_off_sends_by_actor_calls(embedded: Any) -> None:
+    env = DaskEnvironment(
+        "no-links", client=embedded, chaining=False, buffer_size=4, direct_links=False
+    )
+    env.from_collection(list(range(300)), parallelism=2).map(
+        lambda x: -x, parallelism=2
+    ).sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sorted(got.collected()) == sorted(-x for x in range(300))
+    remote = [
+        o
+        for snap in got.metrics["replicas"].values()
+        for o in snap["outlets"]
+        if o["remote"]
+    ]
+    assert remote and not any(o["link"] for o in remote)
+
+
+def test_direct_links_must_be_a_boolean() -> None:
+    from sage_core.compiler.plan import PlanFormatError
+
+    with pytest.raises(PlanFormatError, match="direct_links: must be true or false"):
+        DaskEnvironment("bad", client=object(), direct_links="yes")
