@@ -11,6 +11,10 @@ Op costs no-op / 100 us / 1 ms (busy loop), ~800-byte dict items. Two phases:
   throughput within 10% of SAGE in throughput mode (packets always filled to
   ``buffer_size``: ``linger_ms`` and ``latency_target_ms`` of 1 s).
 
+A "sage-dask (actor calls)" row runs SAGE with ``direct_links=False`` (packets by
+``actor_execute`` calls instead of its direct links), which isolates what the links
+change at the same batch size.
+
 Each repeat starts the Dask cluster for the Dask rows and then Ray for Ray's rows
 (each system runs alone on the machine). Medians of --repeats with min/max; ratios
 come from the same run. Writes JSON and a PNG.
@@ -48,6 +52,7 @@ COSTS = {"noop": 0.0, "100us": 100e-6, "1ms": 1e-3}
 SCALE = {"noop": 1.0, "100us": 0.05, "1ms": 0.01}
 GOAL_P99_MS = 5.0
 THROUGHPUT_MODE = {"linger_ms": 1000.0, "latency_target_ms": 1000.0}
+ACTOR_CALLS = {"direct_links": False}  # SAGE without its direct links
 
 Runner = Callable[[int, float, int, float | None], Run]
 
@@ -62,6 +67,7 @@ def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
             if not args.no_ray:
                 out.append((cost, "ray-actors", batch, n))
         out.append((cost, "sage-dask (throughput mode)", max(args.batches), n))
+        out.append((cost, "sage-dask (actor calls)", min(args.batches), n))
         n1 = max(args.min_n // 10, int(args.n_per_item * min(1.0, SCALE[cost] * 4)))
         out.append((cost, "dask-actors-per-item", 1, n1))
     return out
@@ -72,6 +78,9 @@ def runners(client: Any) -> dict[str, Runner]:
         "sage-dask": lambda n, c, b, r: sage_run(client, n, c, b, r),
         "sage-dask (throughput mode)": lambda n, c, b, r: sage_run(
             client, n, c, b, r, **THROUGHPUT_MODE
+        ),
+        "sage-dask (actor calls)": lambda n, c, b, r: sage_run(
+            client, n, c, b, r, **ACTOR_CALLS
         ),
         "dask-actors": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
         "dask-actors-per-item": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
@@ -173,6 +182,11 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         p = by.get((cost, "dask-actors-per-item", 1))
         if p:
             entry["vs_dask-actors-per-item"] = sage / p["items_per_s"]["median"]
+        ac = by.get((cost, "sage-dask (actor calls)", batch))
+        if ac:
+            entry["vs_actor_calls"] = sage / ac["items_per_s"]["median"]
+            if "half_load_p99_ms" in ac:
+                entry["actor_calls_half_load_p99_ms"] = ac["half_load_p99_ms"]["median"]
         tm = by.get((cost, "sage-dask (throughput mode)", batch))
         if tm:
             entry["peak_vs_throughput_mode"] = sage / tm["items_per_s"]["median"]
