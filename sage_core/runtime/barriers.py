@@ -169,50 +169,42 @@ class _KeyOwner:
 
 def restore(core: ReplicaCore, snaps: Mapping[str, Mapping[str, Any]]) -> None:
     """Load ``core``'s part of a checkpoint (every replica's snapshot by replica id)
-    before ``open()``.
+    before ``open()``. Operators are matched by name, so chaining may differ.
 
     Raises:
-        CheckpointMismatch: the checkpoint lacks this replica's operators, or holds
-            non-keyed state (or source offsets) at another parallelism.
+        CheckpointMismatch: the checkpoint lacks one of this replica's operators, or
+            holds its non-keyed state (or source offset) at another parallelism.
     """
     rp = core.plan_replica
-    mine = snaps.get(core.replica)
-    parallelism = len(core.plan.replicas_of(rp.task))
-    same = mine is not None and mine["parallelism"] == parallelism
-    peers = [s for s in snaps.values() if s["task"] == rp.task]
-    if not peers:
-        raise CheckpointMismatch(
-            f"the checkpoint has no replica of task {rp.task!r}; resume a job with "
-            f"the same operators"
-        )
     owns = _owner(core)
     joins = {ex.name: ex for ex in core.executors if isinstance(ex, JoinExecutor)}
     for op, fn, ctx in zip(core.ops, core.functions, core.contexts, strict=True):
-        entries = [s["ops"].get(op.name, {}) for s in peers]
-        for entry in entries:
-            if "keyed" in entry:
-                restore_groups(ctx.keyed_state, entry["keyed"], owns)
-        if not any("state" in e or "join" in e for e in entries):
-            continue
-        if not same:
+        peers = [s for s in snaps.values() if op.name in s["ops"]]
+        if not peers:
             raise CheckpointMismatch(
-                f"operator {op.name!r} has non-keyed state checkpointed at "
-                f"parallelism {peers[0]['parallelism']}, now {parallelism}; resume "
-                f"with the same parallelism, or keep its state in "
-                f"context.keyed_state"
+                f"the checkpoint has no operator {op.name!r}; resume a job with the "
+                f"same operators"
             )
-        assert mine is not None
-        entry = mine["ops"].get(op.name, {})
+        for peer in peers:
+            if "keyed" in peer["ops"][op.name]:
+                restore_groups(ctx.keyed_state, peer["ops"][op.name]["keyed"], owns)
+        stateful = any(
+            "state" in p["ops"][op.name] or "join" in p["ops"][op.name] for p in peers
+        )
+        if not stateful and not (core.is_source and op is core.ops[0]):
+            continue
+        mine = [p for p in peers if p["index"] == rp.index]
+        if peers[0]["parallelism"] != op.parallelism or len(mine) != 1:
+            raise CheckpointMismatch(
+                f"operator {op.name!r} has non-keyed state or a source offset "
+                f"checkpointed at parallelism {peers[0]['parallelism']}, now "
+                f"{op.parallelism}; resume with the same parallelism, or keep its "
+                f"state in context.keyed_state"
+            )
+        entry = mine[0]["ops"][op.name]
         if "state" in entry:
             fn.restore_state(entry["state"])
         if "join" in entry:
             joins[op.name].restore_state(entry["join"])
-    if core.is_source:
-        if not same:
-            raise CheckpointMismatch(
-                f"source task {rp.task!r} was checkpointed at parallelism "
-                f"{peers[0]['parallelism']}, now {parallelism}; sources must keep "
-                f"their parallelism"
-            )
-        assert mine is not None
-        core.source_offset = int(mine["offset"])
+        if core.is_source and op is core.ops[0]:
+            core.source_offset = int(mine[0]["offset"])
