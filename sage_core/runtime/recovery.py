@@ -52,6 +52,7 @@ class JobRecovery:
 
     Raises:
         CheckpointDirError: the checkpoint directory is unreachable or unwritable.
+        RestartStrategyError: an operator's ``restart`` is malformed.
         CheckpointNotFound: ``resume`` and the job has no usable checkpoint.
     """
 
@@ -62,6 +63,11 @@ class JobRecovery:
         self.plan, self.job_id = plan, job_id
         self.interval_s = s.checkpoint_interval_s
         self.strategy = RestartStrategy.parse(s.restart)
+        self.per_operator = {
+            op.name: RestartStrategy.parse(op.options["restart"])
+            for op in plan.operators
+            if op.options.get("restart") is not None
+        }
         self.stats = CheckpointStats()
         self.store: CheckpointStore | None = None
         self._restored: Checkpoint | None = None
@@ -154,8 +160,7 @@ class JobRecovery:
         The next attempt restores the last committed checkpoint (or starts over
         when there is none)."""
         op = exc.operator if isinstance(exc, OperatorFailure) else ""
-        text = self.plan.operator(op).options.get("restart") if op else None
-        strategy = RestartStrategy.parse(text) if text else self.strategy
+        strategy = self.per_operator.get(op, self.strategy)
         n = self._failures[op] = self._failures.get(op, 0) + 1
         delay = strategy.delay(n)
         if delay is None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_core import JobFailed, LocalEnvironment
+from sage_core import JobFailed, LocalEnvironment, RestartStrategyError
 
 from .recovery_doubles import (
     KEYS,
@@ -137,3 +137,26 @@ def test_resume_at_another_parallelism_gives_the_same_keyed_state(
     result = env2.execute(timeout=60, resume=job.job_id)
     assert result.job_id == job.job_id
     assert _lines(out) == sorted(expected_counts(n))
+
+
+def test_an_operators_own_restart_strategy_applies_to_its_failures(
+    tmp_path: Path,
+) -> None:
+    armed = arm(tmp_path / "faults", {300})
+    env = _env(tmp_path)  # the job's restart: none
+    s = env.from_collection(list(range(1000)))
+    s = s.map(InjectedFaultDouble, faults=armed, restart="fixed(1, 0)")
+    out = s.collect()
+    result = env.execute(timeout=60)
+    assert sorted(result.collected(out.name)) == list(range(1000))
+    armed = arm(tmp_path / "faults", {300})
+    env = _env(tmp_path)
+    env.from_collection(list(range(1000))).map(InjectedFaultDouble, faults=armed)
+    with pytest.raises(JobFailed, match="injected fault"):
+        env.execute(timeout=60)
+
+
+def test_a_malformed_operator_restart_is_named() -> None:
+    env = LocalEnvironment("j")
+    with pytest.raises(RestartStrategyError, match="fixed"):
+        env.from_collection([1]).map(str, restart="fixed(two)")
