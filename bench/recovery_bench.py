@@ -153,8 +153,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for m, r in rates.items():
                     runs[m].append(r)
-                for m in ratios:
-                    ratios[m].append(rates[m] / rates["off"])
+                for m, values in ratios.items():
+                    values.append(rates[m] / rates["off"])
             table: dict[str, Any] = {m: {"items_per_s": spread(runs[m])} for m in MODES}
             for m, values in ratios.items():
                 table[m]["vs_off"] = spread(values)
