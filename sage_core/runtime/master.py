@@ -455,7 +455,8 @@ class DaskRuntime:
                 only the local runtime provides so far.
         """
         s = plan.settings
-        if s.checkpoint_interval_s is not None or s.restart.strip() != "none":
+        per_op = any(op.options.get("restart") for op in plan.operators)
+        if s.checkpoint_interval_s is not None or s.restart.strip() != "none" or per_op:
             raise RecoveryUnsupported(
                 "checkpoints and restarts (checkpoint_interval_s, restart) run on "
                 "the local runtime only so far; unset them for a Dask job or run "

@@ -160,3 +160,43 @@ def test_a_malformed_operator_restart_is_named() -> None:
     env = LocalEnvironment("j")
     with pytest.raises(RestartStrategyError, match="fixed"):
         env.from_collection([1]).map(str, restart="fixed(two)")
+
+
+def test_two_input_operators_align_and_joins_restore_their_store(
+    tmp_path: Path,
+) -> None:
+    armed = arm(tmp_path / "faults", {700})
+    env = _env(tmp_path, restart="fixed(2, 0)")
+    left = env.from_collection([{"k": i % 50, "l": i} for i in range(1000)])
+    right = env.from_collection([{"k": i, "r": i} for i in range(50)])
+    slow = left.map(_fault_on_l, faults=armed)
+    joined = slow.key_by("k").join(
+        right.key_by("k"), lambda a, b: (a["l"], b["r"]), parallelism=2
+    )
+    marks = env.from_collection(list(range(300)))
+    both = joined.connect(marks).co_map(lambda x: ("j", *x), lambda m: ("m", m))
+    out = both.collect()
+    result = env.execute(timeout=60)
+    assert result.metrics["checkpoints"]["restarts"] == 1
+    got = sorted(tuple(x) for x in result.collected(out.name))
+    want = sorted(
+        [("j", i, i % 50) for i in range(1000)] + [("m", m) for m in range(300)]
+    )
+    assert got == want
+
+
+def _fault_on_l(item: dict[str, int], faults: str) -> dict[str, int]:
+    path = Path(faults) / str(item["l"])
+    if path.exists():
+        path.unlink()
+        raise RuntimeError(f"injected fault on {item['l']}")
+    return item
+
+
+def test_dask_jobs_refuse_recovery_settings_by_name() -> None:
+    from sage_core.runtime.master import DaskRuntime, RecoveryUnsupported
+
+    env = LocalEnvironment("j", checkpoint_interval_s=1.0)
+    env.from_collection([1]).collect()
+    with pytest.raises(RecoveryUnsupported, match="local runtime"):
+        DaskRuntime(client=None).submit(env.compile())
