@@ -209,17 +209,19 @@ class JsonlSink(SinkFunction):
         self._lock = threading.Lock()
         self._stage: StagedLines | None = None
         self._recovered: list[tuple[int, str]] | None = None
+        self._closing = threading.Lock()  # commit() may run on another thread
 
     def open(self, context: OperatorContext) -> None:
         self._job = f"{context.job_id}/{context.operator}"
         append = self.append or self._recovered is not None
         self._handle, self._lock = _SharedFile.acquire(self._job, self.path, append)
-        if context.checkpointing:
-            self._stage = StagedLines(
+        if context.checkpointing or self._recovered is not None:
+            stage = StagedLines(
                 Path(f"{self.path}.pending") / context.job_id,
                 f"{context.operator}-{context.replica_index}",
             )
-            self._stage.recover(self._recovered or [], self._publish)
+            stage.recover(self._recovered or [], self._publish)
+            self._stage = stage if context.checkpointing else None
 
     def _publish(self, lines: str) -> None:
         assert self._handle is not None, "sink used before open()"
@@ -246,17 +248,19 @@ class JsonlSink(SinkFunction):
         self._recovered = list(state or [])
 
     def commit(self, epoch: int) -> None:
-        if self._stage is not None and self._handle is not None:
-            self._stage.commit(epoch, self._publish)
+        with self._closing:
+            if self._stage is not None and self._handle is not None:
+                self._stage.commit(epoch, self._publish)
 
     def close(self) -> None:
-        if self._stage is not None:
-            self._stage.close()
-        if self._handle is not None:
-            with self._lock:
-                self._handle.flush()
-            _SharedFile.release(self._job, self.path)
-            self._handle = None
+        with self._closing:
+            if self._stage is not None:
+                self._stage.close()
+            if self._handle is not None:
+                with self._lock:
+                    self._handle.flush()
+                _SharedFile.release(self._job, self.path)
+                self._handle = None
 
 
 _PRINT_LOCK = threading.Lock()

@@ -158,4 +158,13 @@ class CheckpointCoordinator:
         st.last_bytes = size
         st.last_duration_s = time.monotonic() - self._started
         st.last_completed_at = time.time()
-        self.on_commit(epoch)
+        try:
+            self.on_commit(epoch)
+        except Exception as exc:  # noqa: BLE001 - a restore publishes it again
+            logger.warning(
+                "job %s: publishing checkpoint %s failed (%r); a restore from it "
+                "publishes it",
+                self.store.job_id,
+                epoch,
+                exc,
+            )

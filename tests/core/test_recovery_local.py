@@ -122,8 +122,9 @@ def _cancel_after_checkpoint(job: Any, ckpt: Path, timeout: float = 60) -> None:
     job.wait(timeout)
 
 
+@pytest.mark.parametrize("resumed_interval", [0.05, None])
 def test_resume_at_another_parallelism_gives_the_same_keyed_state(
-    tmp_path: Path,
+    tmp_path: Path, resumed_interval: float | None
 ) -> None:
     n = 3000
     out = tmp_path / "out.jsonl"
@@ -132,7 +133,7 @@ def test_resume_at_another_parallelism_gives_the_same_keyed_state(
     job = env.submit()
     _cancel_after_checkpoint(job, tmp_path / "ckpt")
     assert job.status() == "cancelled"
-    env2 = _env(tmp_path, checkpoint_interval_s=0.05)
+    env2 = _env(tmp_path, checkpoint_interval_s=resumed_interval)
     _pipeline(env2, n, "", count_parallelism=3, path=out)
     result = env2.execute(timeout=60, resume=job.job_id)
     assert result.job_id == job.job_id
