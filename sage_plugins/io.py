@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, BinaryIO, ClassVar, TextIO
 
 from sage_core import hookimpl
 from sage_core.common.errors import SageError
@@ -223,11 +224,12 @@ class JsonlSink(SinkFunction):
             stage.recover(self._recovered or [], self._publish)
             self._stage = stage if context.checkpointing else None
 
-    def _publish(self, lines: str) -> None:
+    def _publish(self, staged: BinaryIO) -> None:
         assert self._handle is not None, "sink used before open()"
         with self._lock:
-            self._handle.write(lines)
             self._handle.flush()
+            shutil.copyfileobj(staged, self._handle.buffer, 1 << 20)
+            self._handle.buffer.flush()
 
     def sink_batch(self, items: list[Any]) -> None:
         lines = [json.dumps(item, ensure_ascii=False) + "\n" for item in items]

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 
 class StagedLines:
@@ -45,7 +45,7 @@ class StagedLines:
                 self._sealed.append((epoch, name))
             return list(self._sealed)
 
-    def commit(self, epoch: int, publish: Callable[[str], None]) -> None:
+    def commit(self, epoch: int, publish: Callable[[BinaryIO], None]) -> None:
         with self._lock:
             while self._sealed and self._sealed[0][0] <= epoch:
                 _, name = self._sealed[0]
@@ -53,13 +53,17 @@ class StagedLines:
                 self._sealed.pop(0)
 
     @staticmethod
-    def _publish_file(path: Path, publish: Callable[[str], None]) -> None:
-        if path.exists():  # absent: published before the checkpoint was restored
-            publish(path.read_text(encoding="utf-8"))
-            path.unlink()
+    def _publish_file(path: Path, publish: Callable[[BinaryIO], None]) -> None:
+        try:
+            staged = path.open("rb")
+        except FileNotFoundError:
+            return  # published before the checkpoint was restored
+        with staged:
+            publish(staged)
+        path.unlink()
 
     def recover(
-        self, sealed: list[tuple[int, str]], publish: Callable[[str], None]
+        self, sealed: list[tuple[int, str]], publish: Callable[[BinaryIO], None]
     ) -> None:
         for _, name in sealed:
             self._publish_file(self._path(name), publish)

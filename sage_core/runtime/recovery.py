@@ -182,5 +182,8 @@ class JobRecovery:
         self._restored = self.store.latest() if self.store is not None else None
 
     def metrics(self) -> dict[str, Any]:
-        """Checkpoint and restart counters."""
-        return self.stats.snapshot()
+        """Checkpoint and restart counters, and the seconds this attempt's replicas
+        spent taking snapshots (on their own threads)."""
+        out = self.stats.snapshot()
+        out["snapshot_s"] = sum(c.metrics_checkpoint_s for c in self._cores.values())
+        return out
