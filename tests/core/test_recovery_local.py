@@ -113,9 +113,11 @@ def test_two_sources_are_aligned_at_a_union(tmp_path: Path) -> None:
     assert got == list(range(3000))
 
 
-def _cancel_after_checkpoint(job: Any, ckpt: Path, timeout: float = 60) -> None:
+def _cancel_after_checkpoint(
+    job: Any, ckpt: Path, timeout: float = 60, count: int = 1
+) -> None:
     deadline = time.monotonic() + timeout
-    while not list(ckpt.glob("*/chk-*/MANIFEST.json")):
+    while len(list(ckpt.glob("*/chk-*/MANIFEST.json"))) < count:
         assert time.monotonic() < deadline, "no checkpoint committed"
         time.sleep(0.01)
     job.cancel()
@@ -201,3 +203,24 @@ def test_dask_jobs_refuse_recovery_settings_by_name() -> None:
     env.from_collection([1]).collect()
     with pytest.raises(RecoveryUnsupported, match="local runtime"):
         DaskRuntime(client=None).submit(env.compile())
+
+
+def test_resume_skips_a_corrupt_checkpoint_for_the_previous_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 3000
+    env = _env(tmp_path, checkpoint_interval_s=0.05, checkpoints_retained=3)
+    _pipeline(env, n, "", sink="collect", pause_s=0.0005)
+    job = env.submit()
+    _cancel_after_checkpoint(job, tmp_path / "ckpt", count=2)
+    manifests = (tmp_path / "ckpt" / job.job_id).glob("chk-*/MANIFEST.json")
+    newest = max(m.parent for m in manifests)
+    for snap in newest.glob("*.pkl"):
+        snap.write_bytes(b"corrupt")
+    env2 = _env(tmp_path)
+    _pipeline(env2, n, "", sink="collect")
+    with caplog.at_level("WARNING", logger="sage_core.checkpoint.storage"):
+        result = env2.execute(timeout=60, resume=job.job_id)
+    assert "corrupt" in caplog.text
+    assert result.metrics["checkpoints"]["restored_epoch"] < int(newest.name[4:])
+    assert sorted(result.collected()) == sorted(expected_counts(n))
