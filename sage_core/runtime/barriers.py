@@ -61,6 +61,8 @@ class Aligner:
 
     def handle(self, packets: list[Any]) -> Outbound:
         core = self.core
+        if self.epoch is None and all(type(p) is tuple for p in packets):
+            return core.process(packets)  # no barrier, no end of stream: as is
         out: Outbound = []
         segment: list[Any] = []
         todo = deque(packets)
