@@ -25,6 +25,10 @@ from typing import Any, ClassVar
 
 from sage_core.contract import Contract
 
+#: the epoch under which a job that succeeded commits its sinks' remaining output
+#: (``SinkFunction.commit``); sinks that publish only at the end wait for it
+FINAL_EPOCH = 2**62
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorContext:

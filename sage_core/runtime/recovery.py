@@ -23,7 +23,7 @@ from sage_core.checkpoint.storage import (
     CheckpointStore,
 )
 from sage_core.common import settings as paths
-from sage_core.functions import SinkFunction
+from sage_core.functions import FINAL_EPOCH, SinkFunction
 from sage_core.runtime.barriers import final_snapshot, restore
 from sage_core.runtime.operators import OperatorFailure
 
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from sage_core.runtime.worker import ReplicaCore
 
 logger = logging.getLogger(__name__)
-
-#: the epoch a job's last output is committed under when it succeeds
-FINAL_EPOCH = 2**62
 
 
 def default_checkpoint_dir() -> str:
