@@ -240,6 +240,19 @@ def bench_runtime(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-recovery", python=PYTHON, default=False, tags=["bench"])
+def bench_recovery(session: nox.Session) -> None:
+    """Checkpoint cost (off vs 1 s vs 10 s), duration vs state size, recovery time."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/recovery_bench.py",
+        "--out",
+        "bench/results/recovery.json",
+        *session.posargs,
+    )
+
+
 @nox.session(
     name="bench-rag",
     python=PYTHON,

@@ -8,16 +8,26 @@ natural — per item for simple logic, per batch for embedding/generation.
 
 Stateful operators declare ``contract = Contract(state="stateful")`` and implement
 ``get_state()``: the runtime reads it when a replica finishes (``JobResult.states``).
+With checkpoints on (``checkpoint_interval_s``) the runtime also snapshots it at every
+checkpoint barrier and hands it back to ``restore_state()`` on a fresh instance after
+a failure. Keyed operators can instead keep per-key values in
+``context.keyed_state``, which the runtime snapshots by key group and redistributes
+when a job resumes at another parallelism.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sage_core.contract import Contract
+
+#: the epoch under which a job that succeeded commits its sinks' remaining output
+#: (``SinkFunction.commit``); sinks that publish only at the end wait for it
+FINAL_EPOCH = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,10 @@ class OperatorContext:
         job_id: the job this replica belongs to.
         worker: address/name of the process hosting the replica ("local" in-process).
         config: the operator's config as given in the DSL or spec.
+        keyed_state: managed keyed state, ``{key: value}`` for the keys routed to
+            this replica; checkpointed and restored by the runtime.
+        checkpointing: whether the job takes checkpoints (transactional sinks stage
+            their output per checkpoint epoch only then).
     """
 
     operator: str
@@ -39,6 +53,8 @@ class OperatorContext:
     job_id: str = ""
     worker: str = "local"
     config: Mapping[str, Any] = field(default_factory=dict)
+    keyed_state: dict[Any, Any] = field(default_factory=dict)
+    checkpointing: bool = False
 
     @property
     def logger(self) -> logging.Logger:
@@ -84,9 +100,33 @@ class Function:
         """Snapshot of keyed/operator state (stateful operators override)."""
         return None
 
+    def snapshot_state(self, epoch: int) -> Any:
+        """What checkpoint ``epoch`` stores for this replica (default:
+        ``get_state()``). Called on the replica's thread between batches; the
+        runtime serialises the value at once, so returning live objects is fine."""
+        return self.get_state()
+
+    def restore_state(self, state: Any) -> None:
+        """Take back what ``snapshot_state`` returned, on a fresh instance, before
+        ``open()``. Stateful operators that return state must override this."""
+        if state is not None:
+            raise TypeError(
+                f"{type(self).__name__} returns state from get_state() but does not "
+                f"implement restore_state(state); checkpoints cannot restore it"
+            )
+
 
 class SourceFunction(Function):
-    """Produces the items of a pipeline. Each replica reads its share of the input."""
+    """Produces the items of a pipeline. Each replica reads its share of the input.
+
+    Checkpoints record each source replica's offset: the number of items its
+    ``run()`` iterator has yielded. A restore calls ``run_from(context, offset)``,
+    which by default re-runs ``run()`` and skips ``offset`` items, so any source
+    that yields the same items in the same order on every run is replayable. Sources
+    that can seek (files, ranges, offsets in a log) override ``run_from`` to start
+    there directly; a source that cannot replay (a live feed) loses what was in
+    flight on a restore.
+    """
 
     role = "source"
 
@@ -94,6 +134,10 @@ class SourceFunction(Function):
         """Yield this replica's items in order (replica ``context.replica_index`` of
         ``context.parallelism``). The runtime stops iterating on cancel."""
         raise TypeError(f"{type(self).__name__} must implement run(context)")
+
+    def run_from(self, context: OperatorContext, offset: int) -> Iterable[Any]:
+        """This replica's items after the first ``offset`` (a checkpoint restore)."""
+        return itertools.islice(iter(self.run(context)), offset, None)
 
 
 class MapFunction(Function):
@@ -171,7 +215,19 @@ class JoinFunction(Function):
 
 
 class SinkFunction(Function):
-    """Consumes the items at the end of a pipeline."""
+    """Consumes the items at the end of a pipeline.
+
+    Without checkpoints a sink writes as items arrive. With checkpoints a plain sink
+    is at-least-once: after a restore, items since the last checkpoint reach it
+    again. A transactional sink is exactly-once through a two-phase commit: it
+    stages output under the current epoch while ``context.checkpointing`` is on;
+    ``snapshot_state(epoch)`` seals the staged output of ``epoch`` (pre-commit) and
+    returns what is needed to find it; ``commit(epoch)`` publishes every sealed
+    epoch up to ``epoch`` once the checkpoint is durable (it may run on another
+    thread than ``sink_batch``); ``restore_state(state)`` publishes what the restored
+    checkpoint sealed and discards every later staged output. The ``jsonl`` and
+    ``collect`` sinks are transactional.
+    """
 
     role = "sink"
 
@@ -181,6 +237,10 @@ class SinkFunction(Function):
     def sink_batch(self, items: list[Any]) -> None:
         for item in items:
             self.sink(item)
+
+    def commit(self, epoch: int) -> None:
+        """Publish the output sealed for every epoch up to ``epoch`` (transactional
+        sinks; the default does nothing)."""
 
     def result(self) -> Any:
         """What this replica hands back to the caller when the job ends (e.g. the

@@ -6,30 +6,41 @@ per line), ``text-lines``. Every source replica reads its share: replica ``r`` o
 
 Sinks: ``jsonl`` (one JSON value per line; replicas of one job share the file),
 ``print`` (to stdout or stderr), ``collect`` (items handed back in the job result).
+
+With checkpoints on, every source seeks to its checkpointed offset on a restore, and
+the ``jsonl`` and ``collect`` sinks are exactly-once: ``jsonl`` stages each
+checkpoint epoch's lines in ``PATH.pending/JOB/`` and appends them to ``PATH`` once
+the checkpoint is committed; ``collect`` keeps its items in the checkpoint.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, BinaryIO, ClassVar, TextIO
 
 from sage_core import hookimpl
 from sage_core.common.errors import SageError
 from sage_core.contract import Contract
 from sage_core.functions import ByRole, OperatorContext, SinkFunction, SourceFunction
+from sage_plugins.staged import StagedLines
 
 
 class InputFileError(SageError, ValueError):
     """A source file is missing or has a malformed line (named with its number)."""
 
 
-def _share(items: Iterable[Any], context: OperatorContext) -> Iterator[Any]:
-    return itertools.islice(items, context.replica_index, None, context.parallelism)
+def _share(
+    items: Iterable[Any], context: OperatorContext, offset: int = 0
+) -> Iterator[Any]:
+    """Replica ``r`` of ``p``'s items ``r, r+p, ...`` after its first ``offset``."""
+    p = context.parallelism
+    return itertools.islice(items, context.replica_index + offset * p, None, p)
 
 
 class CollectionSource(SourceFunction):
@@ -40,9 +51,13 @@ class CollectionSource(SourceFunction):
         self.items = items if isinstance(items, (list, tuple, range)) else list(items)
 
     def run(self, context: OperatorContext) -> Iterable[Any]:
+        return self.run_from(context, 0)
+
+    def run_from(self, context: OperatorContext, offset: int) -> Iterable[Any]:
         if isinstance(self.items, (list, tuple, range)):
-            return self.items[context.replica_index :: context.parallelism]
-        return _share(self.items, context)
+            p = context.parallelism
+            return self.items[context.replica_index + offset * p :: p]
+        return _share(self.items, context, offset)
 
 
 class RangeSource(SourceFunction):
@@ -55,7 +70,11 @@ class RangeSource(SourceFunction):
         self.range = range(start, stop, step)
 
     def run(self, context: OperatorContext) -> Iterable[int]:
-        return self.range[context.replica_index :: context.parallelism]
+        return self.run_from(context, 0)
+
+    def run_from(self, context: OperatorContext, offset: int) -> Iterable[int]:
+        p = context.parallelism
+        return self.range[context.replica_index + offset * p :: p]
 
 
 def _check_input(path: str, context: OperatorContext) -> None:
@@ -97,12 +116,15 @@ class TextLinesSource(SourceFunction):
         _check_input(self.path, context)
 
     def run(self, context: OperatorContext) -> Iterable[str]:
+        return self.run_from(context, 0)
+
+    def run_from(self, context: OperatorContext, offset: int) -> Iterable[str]:
         lines = (
             line.rstrip("\r\n") for _, line in _open_lines(self.path, self.encoding)
         )
         if self.skip_empty:
             lines = (line for line in lines if line)
-        return _share(lines, context)
+        return _share(lines, context, offset)
 
 
 class JsonlSource(SourceFunction):
@@ -117,10 +139,8 @@ class JsonlSource(SourceFunction):
     def open(self, context: OperatorContext) -> None:
         _check_input(self.path, context)
 
-    def _values(self) -> Iterator[Any]:
-        for number, line in _open_lines(self.path, self.encoding):
-            if not line.strip():
-                continue
+    def _values(self, lines: Iterable[tuple[int, str]]) -> Iterator[Any]:
+        for number, line in lines:
             try:
                 yield json.loads(line)
             except ValueError as exc:
@@ -129,7 +149,15 @@ class JsonlSource(SourceFunction):
                 ) from None
 
     def run(self, context: OperatorContext) -> Iterable[Any]:
-        return _share(self._values(), context)
+        return self.run_from(context, 0)
+
+    def run_from(self, context: OperatorContext, offset: int) -> Iterable[Any]:
+        lines = (
+            (n, line)
+            for n, line in _open_lines(self.path, self.encoding)
+            if line.strip()
+        )
+        return self._values(_share(lines, context, offset))
 
 
 class _SharedFile:
@@ -167,7 +195,9 @@ class _SharedFile:
 class JsonlSink(SinkFunction):
     """Writes each item as one JSON line to ``path`` (``append`` keeps old lines).
 
-    Items that are not JSON-serialisable fail the item (named in the error)."""
+    Items that are not JSON-serialisable fail the item (named in the error). With
+    checkpoints on, lines are staged per checkpoint epoch and appended on commit
+    (exactly-once; see the module docstring)."""
 
     contract = Contract(batch_size=4096)
     path_config = ("path",)
@@ -178,15 +208,34 @@ class JsonlSink(SinkFunction):
         self._job = ""
         self._handle: TextIO | None = None
         self._lock = threading.Lock()
+        self._stage: StagedLines | None = None
+        self._recovered: list[tuple[int, str]] | None = None
+        self._closing = threading.Lock()  # commit() may run on another thread
 
     def open(self, context: OperatorContext) -> None:
         self._job = f"{context.job_id}/{context.operator}"
-        self._handle, self._lock = _SharedFile.acquire(
-            self._job, self.path, self.append
-        )
+        append = self.append or self._recovered is not None
+        self._handle, self._lock = _SharedFile.acquire(self._job, self.path, append)
+        if context.checkpointing or self._recovered is not None:
+            stage = StagedLines(
+                Path(f"{self.path}.pending") / context.job_id,
+                f"{context.operator}-{context.replica_index}",
+            )
+            stage.recover(self._recovered or [], self._publish)
+            self._stage = stage if context.checkpointing else None
+
+    def _publish(self, staged: BinaryIO) -> None:
+        assert self._handle is not None, "sink used before open()"
+        with self._lock:
+            self._handle.flush()
+            shutil.copyfileobj(staged, self._handle.buffer, 1 << 20)
+            self._handle.buffer.flush()
 
     def sink_batch(self, items: list[Any]) -> None:
         lines = [json.dumps(item, ensure_ascii=False) + "\n" for item in items]
+        if self._stage is not None:
+            self._stage.write(lines)
+            return
         assert self._handle is not None, "sink used before open()"
         with self._lock:
             self._handle.writelines(lines)
@@ -194,12 +243,26 @@ class JsonlSink(SinkFunction):
     def sink(self, item: Any) -> None:
         self.sink_batch([item])
 
+    def snapshot_state(self, epoch: int) -> Any:
+        return None if self._stage is None else self._stage.seal(epoch)
+
+    def restore_state(self, state: Any) -> None:
+        self._recovered = list(state or [])
+
+    def commit(self, epoch: int) -> None:
+        with self._closing:
+            if self._stage is not None and self._handle is not None:
+                self._stage.commit(epoch, self._publish)
+
     def close(self) -> None:
-        if self._handle is not None:
-            with self._lock:
-                self._handle.flush()
-            _SharedFile.release(self._job, self.path)
-            self._handle = None
+        with self._closing:
+            if self._stage is not None:
+                self._stage.close()
+            if self._handle is not None:
+                with self._lock:
+                    self._handle.flush()
+                _SharedFile.release(self._job, self.path)
+                self._handle = None
 
 
 _PRINT_LOCK = threading.Lock()
@@ -249,6 +312,12 @@ class CollectSink(SinkFunction):
 
     def sink(self, item: Any) -> None:
         self.items.append(item)
+
+    def snapshot_state(self, epoch: int) -> list[Any]:
+        return self.items
+
+    def restore_state(self, state: Any) -> None:
+        self.items = list(state)
 
     def result(self) -> list[Any]:
         return self.items

@@ -13,6 +13,12 @@ from sage_core.api.datastream import (
     SinkStream,
 )
 from sage_core.api.environment import Environment, LocalEnvironment
+from sage_core.checkpoint import (
+    CheckpointDirError,
+    CheckpointMismatch,
+    CheckpointNotFound,
+    RestartStrategyError,
+)
 from sage_core.contract import Contract
 from sage_core.functions import (
     ByRole,
@@ -31,6 +37,9 @@ from sage_core.runtime.operators import OperatorFailure
 
 __all__ = [
     "ByRole",
+    "CheckpointDirError",
+    "CheckpointMismatch",
+    "CheckpointNotFound",
     "CoMapFunction",
     "ConnectedStreams",
     "Contract",
@@ -49,6 +58,7 @@ __all__ = [
     "MapFunction",
     "OperatorContext",
     "OperatorFailure",
+    "RestartStrategyError",
     "SinkFunction",
     "SinkStream",
     "SourceFunction",

@@ -146,7 +146,14 @@ class DaskEnvironment(Environment):
                 + f". Workers seen: {seen or 'none'}"
             ) from exc
 
-    def submit(self) -> JobHandle:
+    def submit(self, *, resume: str | None = None) -> JobHandle:
+        if resume is not None:
+            from sage_core.runtime.master import RecoveryUnsupported
+
+            raise RecoveryUnsupported(
+                "resume runs on the local runtime only so far; resume the job with "
+                "LocalEnvironment or `sage run --resume` without --address"
+            )
         return self.submit_plan(self.compile())
 
     def submit_plan(self, plan: Any, *, job_id: str | None = None) -> DaskJob:

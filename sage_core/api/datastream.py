@@ -9,9 +9,12 @@ operator's config:
 * ``contract``: Contract fields overriding what the operator declares (a mapping or
   a Contract);
 * ``on_error``: ``"fail"`` (default) or ``"dead-letter"``;
+* ``restart``: the restart strategy when this operator fails (``"none"``,
+  ``"fixed(N, DELAY_S)"``, ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"``; default:
+  the job's ``restart`` setting); the job restarts from its last checkpoint;
 * any other keyword: the operator's config (``op(**config)`` for Function classes).
 
-These four names are therefore never part of an operator's config.
+These five names are therefore never part of an operator's config.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from sage_core.checkpoint.restart import RestartStrategy
 from sage_core.contract import Contract
 from sage_core.graph.model import Edge, KeySpec, Node
 from sage_core.graph.refs import key_spec, operator_ref
@@ -38,6 +42,7 @@ class _NodeOptions(NamedTuple):
     parallelism: int | None
     contract: Mapping[str, Any] | Contract | None
     on_error: str
+    restart: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +98,13 @@ class DataStream:
         on_error: str,
         config: dict[str, Any],
         options: dict[str, Any] | None = None,
+        restart: str | None = None,
     ) -> str:
         graph = self.env.graph
+        options = dict(options or {})
+        if restart is not None:
+            RestartStrategy.parse(restart)  # RestartStrategyError when malformed
+            options["restart"] = restart
         node_name = name or graph.unique_name(_base_name(op, role))
         graph.add_node(
             Node(
@@ -107,7 +117,7 @@ class DataStream:
                 else parallelism,
                 contract=_contract_overrides(contract),
                 on_error=on_error,
-                options=options or {},
+                options=options,
             )
         )
         for head, index in inputs:
@@ -139,6 +149,7 @@ class DataStream:
             contract=node.contract,
             on_error=node.on_error,
             config=config,
+            restart=node.restart,
         )
         return DataStream(self.env, [_Head(name)])
 
@@ -150,10 +161,11 @@ class DataStream:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> DataStream:
         """One output per item (``op(item)`` or a MapFunction)."""
-        node = _NodeOptions(name, parallelism, contract, on_error)
+        node = _NodeOptions(name, parallelism, contract, on_error, restart)
         return self._one_input("map", op, node, config)
 
     def filter(
@@ -164,10 +176,11 @@ class DataStream:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> DataStream:
         """Keep the items for which ``op(item)`` is true."""
-        node = _NodeOptions(name, parallelism, contract, on_error)
+        node = _NodeOptions(name, parallelism, contract, on_error, restart)
         return self._one_input("filter", op, node, config)
 
     def flat_map(
@@ -178,10 +191,11 @@ class DataStream:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> DataStream:
         """Zero or more outputs per item (``op(item)`` returns an iterable)."""
-        node = _NodeOptions(name, parallelism, contract, on_error)
+        node = _NodeOptions(name, parallelism, contract, on_error, restart)
         return self._one_input("flat_map", op, node, config)
 
     def sink(
@@ -192,10 +206,11 @@ class DataStream:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> SinkStream:
         """End the stream in a sink (``"collect"``, ``"jsonl"``, a callable ...)."""
-        node = _NodeOptions(name, parallelism, contract, on_error)
+        node = _NodeOptions(name, parallelism, contract, on_error, restart)
         stream = self._one_input("sink", op, node, config)
         return SinkStream(self.env, stream.name)
 
@@ -247,6 +262,7 @@ class DataStream:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> DataStream:
         """Keyed join: ``op(left, right)`` for each pair with equal keys (both sides
@@ -267,6 +283,7 @@ class DataStream:
             on_error=on_error,
             config=config,
             options=options,
+            restart=restart,
         )
         return DataStream(self.env, [_Head(node)])
 
@@ -294,6 +311,7 @@ class ConnectedStreams:
         parallelism: int | None = None,
         contract: Mapping[str, Any] | Contract | None = None,
         on_error: OnError = "fail",
+        restart: str | None = None,
         **config: Any,
     ) -> DataStream:
         """``op`` is a CoMapFunction (class/plugin/path), or two callables: ``op``
@@ -309,6 +327,7 @@ class ConnectedStreams:
             contract=contract,
             on_error=on_error,
             config=config,
+            restart=restart,
         )
         return DataStream(self.first.env, [_Head(node)])
 

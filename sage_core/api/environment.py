@@ -36,7 +36,11 @@ class Environment:
         routers: default routers (``{"default": ..., "keyed": ...}``).
         settings: further RuntimeSettings fields (``buffer_size``, ``linger_ms``,
             ``queue_capacity``, ``max_packets``, ``chaining``, ``trace_every``,
-            ``trace_path``, ``dead_letter_sink``, ``dead_letter_config``).
+            ``trace_path``, ``dead_letter_sink``, ``dead_letter_config``) and
+            the recovery settings ``checkpoint_interval_s`` (None: no
+            checkpoints), ``checkpoint_dir`` (path or fsspec URL), ``checkpoints_retained``
+            and ``restart`` (``"none"``, ``"fixed(N, DELAY_S)"``,
+            ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"``).
     """
 
     def __init__(
@@ -119,17 +123,30 @@ class Environment:
             settings=self.settings,
         )
 
-    def submit(self) -> JobHandle:
-        """Compile and start the pipeline; returns the job handle at once."""
+    def submit(self, *, resume: str | None = None) -> JobHandle:
+        """Compile and start the pipeline; returns the job handle at once.
+
+        Args:
+            resume: a job id: continue that job from its last committed checkpoint
+                (the job keeps its id).
+        """
         raise TypeError(f"{type(self).__name__} must implement submit()")
 
-    def execute(self, timeout: float | None = None) -> JobResult:
+    def execute(
+        self, timeout: float | None = None, *, resume: str | None = None
+    ) -> JobResult:
         """Submit and wait: the result with per-operator metrics and sink results.
+
+        Args:
+            timeout: seconds to wait (None: until the job ends).
+            resume: a job id whose last committed checkpoint this run continues.
 
         Raises:
             JobFailed: an operator failed (named, with replica and item).
+            CheckpointDirError: the checkpoint directory is unusable.
+            CheckpointNotFound: ``resume`` names a job without a usable checkpoint.
         """
-        return self.submit().wait(timeout)
+        return self.submit(resume=resume).wait(timeout)
 
 
 def detect_gpus() -> int:
@@ -174,5 +191,7 @@ class LocalEnvironment(Environment):
             resources = {"GPU": float(gpus)} if gpus else {}
         return ClusterView.local(resources)
 
-    def submit(self) -> JobHandle:
-        return self.runtime.submit(self.compile())
+    def submit(self, *, resume: str | None = None) -> JobHandle:
+        return self.runtime.submit(
+            self.compile(), job_id=resume, resume=resume is not None
+        )

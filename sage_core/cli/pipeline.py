@@ -113,6 +113,32 @@ def plan_cmd(
 )
 @click.option("--scheduler-file", default=None, help="Read the scheduler address here.")
 @click.option("--priority", type=int, default=0, help="Job priority (priority policy).")
+@click.option(
+    "--checkpoint-interval",
+    type=float,
+    default=None,
+    help="Seconds between checkpoints (default: the spec's, else off).",
+)
+@click.option(
+    "--checkpoint-dir",
+    default=None,
+    help="Checkpoint directory or fsspec URL (default: the data directory).",
+)
+@click.option(
+    "--checkpoints-retained", type=int, default=None, help="Checkpoints kept per job."
+)
+@click.option(
+    "--restart",
+    default=None,
+    help="Restart strategy: none, 'fixed(N, DELAY_S)' or "
+    "'exponential(INITIAL_S, MAX_S, ATTEMPTS)'.",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="JOB_ID",
+    help="Continue job JOB_ID from its last committed checkpoint.",
+)
 @tls_options
 def run_cmd(
     spec: Path,
@@ -125,6 +151,11 @@ def run_cmd(
     address: str | None,
     scheduler_file: str | None,
     priority: int,
+    checkpoint_interval: float | None,
+    checkpoint_dir: str | None,
+    checkpoints_retained: int | None,
+    restart: str | None,
+    resume: str | None,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -143,6 +174,10 @@ def run_cmd(
         "buffer_size": buffer_size,
         "queue_capacity": queue_capacity,
         "trace_path": trace_out,
+        "checkpoint_interval_s": checkpoint_interval,
+        "checkpoint_dir": checkpoint_dir,
+        "checkpoints_retained": checkpoints_retained,
+        "restart": restart,
     }
     client = None
     if (tls_ca_file or tls_cert or tls_key) and not (address or scheduler_file):
@@ -161,7 +196,9 @@ def run_cmd(
                 f"no Dask scheduler at {address or scheduler_file}: {exc}"
             ) from None
     try:
-        _run_job(spec, overrides, policy, client, timeout, metrics_out, priority)
+        _run_job(
+            spec, overrides, policy, client, timeout, metrics_out, priority, resume
+        )
     finally:
         if client is not None:
             client.close()
@@ -175,6 +212,7 @@ def _run_job(
     timeout: float | None,
     metrics_out: str | None,
     priority: int,
+    resume: str | None = None,
 ) -> None:
     from sage_core.common.errors import SageError
     from sage_core.observe.records import save_record, update_record
@@ -195,9 +233,11 @@ def _run_job(
         if client is not None:
             from sage_core.runtime.master import DaskRuntime
 
+            if resume is not None:
+                raise click.UsageError("--resume runs without --address only so far")
             job = DaskRuntime(client).submit(plan, priority=priority)
         else:
-            job = LocalRuntime().submit(plan)
+            job = LocalRuntime().submit(plan, job_id=resume, resume=resume is not None)
             save_record(
                 {
                     "job": job.job_id,

@@ -58,6 +58,13 @@ class RuntimeSettings:
         dead_letter_sink: sink plugin that receives dead-letter records as well as
             the job result (None: the job result only).
         dead_letter_config: config of that sink (``{"path": "dead.jsonl"}``).
+        checkpoint_interval_s: seconds between aligned checkpoints (None: off).
+        checkpoint_dir: where checkpoints go, a path or fsspec URL (None: the data
+            directory's ``checkpoints/``); each job writes under its id.
+        checkpoints_retained: committed checkpoints kept per job.
+        restart: what a failed job does: ``"none"``, ``"fixed(N, DELAY_S)"`` or
+            ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"`` restarts from the last
+            committed checkpoint (``sage_core.checkpoint.restart``).
     """
 
     buffer_size: int = 64
@@ -71,6 +78,10 @@ class RuntimeSettings:
     trace_path: str | None = None
     dead_letter_sink: str | None = None
     dead_letter_config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_interval_s: float | None = None
+    checkpoint_dir: str | None = None
+    checkpoints_retained: int = 2
+    restart: str = "none"
 
     def problems(self) -> list[str]:
         out = []
@@ -92,6 +103,7 @@ class RuntimeSettings:
         v = self.trace_every
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             out.append(f"trace_every: must be an integer >= 0, got {v!r}")
+        out += _checkpoint_problems(self)
         return out
 
     @classmethod
@@ -109,6 +121,25 @@ class RuntimeSettings:
         if problems:
             raise PlanFormatError("invalid settings: " + "; ".join(problems))
         return settings
+
+
+def _checkpoint_problems(s: RuntimeSettings) -> list[str]:
+    from sage_core.checkpoint.restart import RestartStrategy, RestartStrategyError
+
+    out = []
+    v = s.checkpoint_interval_s
+    if v is not None and (
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+    ):
+        out.append(f"checkpoint_interval_s: must be a number > 0 or None, got {v!r}")
+    v = s.checkpoints_retained
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        out.append(f"checkpoints_retained: must be an integer >= 1, got {v!r}")
+    try:
+        RestartStrategy.parse(s.restart)
+    except RestartStrategyError as exc:
+        out.append(str(exc))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

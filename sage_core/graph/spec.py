@@ -64,6 +64,7 @@ _OP = {
     "parallelism",
     "contract",
     "on_error",
+    "restart",
     "inputs",
     "window",
     "window_s",
@@ -302,7 +303,9 @@ def load_spec(
                 parallelism=raw.get("parallelism", settings.get("parallelism", 1)),
                 contract=dict(contract) if isinstance(contract, Mapping) else {},
                 on_error=str(on_error),
-                options={k: raw[k] for k in ("window", "window_s") if k in raw},
+                options={
+                    k: raw[k] for k in ("window", "window_s", "restart") if k in raw
+                },
             )
         )
         if multi:

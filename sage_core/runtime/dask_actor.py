@@ -225,7 +225,8 @@ class ReplicaActor:
         assert self.inbox is not None, "a source replica has no input"
         now = _perf()
         packets = [
-            p if type(p) is not tuple else (p[0], p[1], now, p[3]) for p in decode(blob)
+            p if type(p) is not tuple else (p[0], p[1], now, p[3], p[4])
+            for p in decode(blob)
         ]
         self.inbox.accept_in_order(sender, seq, packets)
         return self.inbox.take_owed(sender)

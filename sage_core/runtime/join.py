@@ -76,3 +76,11 @@ class JoinExecutor(Executor):
             k: {"left": [x for _, x in left], "right": [x for _, x in right]}
             for k, (left, right) in self.store.items()
         }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back ``get_state()`` (window ages restart at the restore)."""
+        now = time.monotonic()
+        for key, sides in state.items():
+            left, right = self._side(key, 0)
+            left.extend((now, x) for x in sides["left"])
+            right.extend((now, x) for x in sides["right"])

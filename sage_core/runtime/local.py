@@ -19,9 +19,11 @@ from sage_core.channels import BoundedQueue, QueueClosed
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog
+from sage_core.runtime.barriers import checkpoint
 from sage_core.runtime.deadletter import DeadLetters
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
 from sage_core.runtime.operators import OperatorFailure
+from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.worker import ReplicaCore
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ def drive(
     if core.is_source:
         produce = core.produce
         while not cancelled.is_set():
+            if core.barrier_request > core.epoch:
+                _push_all(core, queues, checkpoint(core, core.barrier_request))
             out = produce()
             if out is None:
                 break
@@ -83,74 +87,101 @@ def drive(
 
 
 class LocalJob(JobHandle):
-    """A plan running on threads of this process."""
+    """A plan running on threads of this process (one attempt after another when
+    a restart strategy restarts it from its last checkpoint)."""
 
-    def __init__(self, plan: ExecutionPlan, *, job_id: str | None = None) -> None:
+    def __init__(
+        self, plan: ExecutionPlan, *, job_id: str | None = None, resume: bool = False
+    ) -> None:
         self.plan = plan
         self.job_id = job_id or f"{plan.job}-{uuid.uuid4().hex[:8]}"
         settings = plan.settings
+        self.recovery = JobRecovery(plan, self.job_id, resume=resume)
         self._traces = TraceLog(settings.trace_path) if settings.trace_every else None
         self._dead = DeadLetters(plan, self.job_id)
-        self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._running = 0
         self._status = "created"
         self._error: BaseException | None = None
-        self._results: dict[str, list[Any]] = {}
-        self._states: dict[str, dict[str, Any]] = {}
+        self._restart_in: float | None = None
+        self._finished = False
         self._started = 0.0
         self._ended = 0.0
+        self._threads: list[threading.Thread] = []
+        self._new_attempt()
+
+    def _new_attempt(self) -> None:
+        plan = self.plan
+        self._cancelled = threading.Event()
+        self._results: dict[str, list[Any]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._deferred: list[ReplicaCore] = []
         self.queues: dict[str, BoundedQueue] = {
             r.id: BoundedQueue(r.queue_capacity)
             for r in plan.replicas
             if r.queue_capacity
         }
         self.cores: dict[str, ReplicaCore] = {}
-        self._threads: list[threading.Thread] = []
         self._barrier = threading.Barrier(max(1, len(plan.replicas)))
 
     def start(self) -> LocalJob:
         """Build every replica (operator constructors run here), then start threads.
 
         Raises:
-            SageError: an operator could not be built (config, plugin factory).
+            SageError: an operator could not be built (config, plugin factory), or
+                a checkpoint does not fit the plan.
         """
         try:
-            for r in self.plan.replicas:
-                metrics = ReplicaMetrics(r.id, r.task, self.plan.task(r.task).operators)
-                metrics.queue = self.queues.get(r.id)
-                self.cores[r.id] = ReplicaCore(
-                    self.plan,
-                    r.id,
-                    job_id=self.job_id,
-                    dead_letter=self._dead.for_replica(r.id),
-                    traces=self._traces,
-                    metrics=metrics,
-                )
+            self._build()
         except BaseException:
             self._dead.close()
             raise
         self._status = "running"
         self._started = _perf()
-        self._running = len(self.cores)
-        for rid, core in self.cores.items():
-            queues = [self.queues[t] for t in core.targets]
-            t = threading.Thread(
-                target=self._replica_main,
-                args=(core, self.queues.get(rid), queues),
-                name=f"sage-{rid}",
-                daemon=True,
-            )
-            self._threads.append(t)
-        for t in self._threads:
-            t.start()
+        self._launch()
         return self
 
+    def _build(self) -> None:
+        for r in self.plan.replicas:
+            metrics = ReplicaMetrics(r.id, r.task, self.plan.task(r.task).operators)
+            metrics.queue = self.queues.get(r.id)
+            self.cores[r.id] = ReplicaCore(
+                self.plan,
+                r.id,
+                job_id=self.job_id,
+                dead_letter=self._dead.for_replica(r.id),
+                traces=self._traces,
+                metrics=metrics,
+            )
+        self.recovery.prepare(self.cores)
+
+    def _launch(self) -> None:
+        self._running = len(self.cores)
+        threads = []
+        for rid, core in self.cores.items():
+            queues = [self.queues[t] for t in core.targets]
+            threads.append(
+                threading.Thread(
+                    target=self._replica_main,
+                    args=(core, self.queues.get(rid), queues, self._cancelled),
+                    name=f"sage-{rid}",
+                    daemon=True,
+                )
+            )
+        self._threads += threads
+        self.recovery.start()
+        for t in threads:
+            t.start()
+
     def _replica_main(
-        self, core: ReplicaCore, inq: BoundedQueue | None, queues: list[BoundedQueue]
+        self,
+        core: ReplicaCore,
+        inq: BoundedQueue | None,
+        queues: list[BoundedQueue],
+        cancelled: threading.Event,
     ) -> None:
-        opened = False
+        opened = finished = False
         try:
             try:
                 core.open()
@@ -161,13 +192,18 @@ class LocalJob(JobHandle):
             # every replica is open before any item moves (sinks sharing a file,
             # models loaded before the first batch)
             self._barrier.wait()
-            drive(core, inq, queues, self.plan.settings.max_packets, self._cancelled)
+            drive(core, inq, queues, self.plan.settings.max_packets, cancelled)
+            if not cancelled.is_set():
+                self.recovery.replica_finished(core)
+                finished = True
         except (QueueClosed, threading.BrokenBarrierError):
             pass  # cancelled or failed elsewhere: the queues were closed
         except BaseException as exc:  # noqa: BLE001 - recorded, fails the job
             self._fail(exc, core)
         finally:
-            if opened:
+            # a transactional sink's output waits for the job's end (commit_final)
+            defer = finished and core.is_sink and self.recovery.checkpointing
+            if opened and not defer:
                 try:
                     core.close()
                 except Exception as exc:  # noqa: BLE001
@@ -179,16 +215,61 @@ class LocalJob(JobHandle):
                 self._fail(exc, core)
                 result, state = None, {}
             with self._lock:
+                if defer:
+                    self._deferred.append(core)
                 if result is not None:
                     self._results.setdefault(core.ops[-1].name, []).append(result)
                 if state:
                     self._states[core.replica] = state
                 self._running -= 1
                 if self._running == 0:
-                    self._finish_locked()
+                    self._attempt_over_locked()
+
+    def _attempt_over_locked(self) -> None:
+        self.recovery.stop()
+        if self._restart_in is not None:
+            delay, self._restart_in = self._restart_in, None
+            self._close_deferred(commit=False)
+            threading.Thread(
+                target=self._restart, args=(delay,), name="sage-restart", daemon=True
+            ).start()
+            return
+        self._finish_locked()
+
+    def _restart(self, delay: float) -> None:
+        time.sleep(delay)
+        with self._lock:
+            if self._status != "running":  # cancelled while waiting
+                self._finish_locked()
+                return
+            self._new_attempt()
+            try:
+                self.recovery.rewind()
+                self._build()
+            except BaseException as exc:  # noqa: BLE001 - the restore failed
+                self._error, self._status = exc, "failed"
+                self._finish_locked()
+                return
+            self._launch()
+
+    def _close_deferred(self, *, commit: bool) -> None:
+        deferred, self._deferred = self._deferred, []
+        try:
+            if commit:
+                self.recovery.commit_final({c.replica: c for c in deferred})
+        except Exception as exc:  # noqa: BLE001 - the output could not be published
+            self._error, self._status = exc, "failed"
+        for core in deferred:
+            try:
+                core.close()
+            except Exception as exc:  # noqa: BLE001
+                if self._error is None:
+                    self._error, self._status = exc, "failed"
 
     def _finish_locked(self) -> None:
+        self._close_deferred(commit=self._status == "running")
         self._ended = _perf()
+        self._finished = True
         if self._status == "running":
             self._status = "succeeded"
         self._dead.close()
@@ -199,10 +280,16 @@ class LocalJob(JobHandle):
     def _fail(self, exc: BaseException, core: ReplicaCore) -> None:
         with self._lock:
             if self._error is None and self._status == "running":
-                self._error = exc
-                self._status = "failed"
-                if not isinstance(exc, OperatorFailure):
-                    logger.error("replica %s failed: %r", core.replica, exc)
+                if self._cancelled.is_set():
+                    return  # this attempt is already stopping
+                delay = self.recovery.restart_delay(exc)
+                if delay is not None:
+                    self._restart_in = delay
+                else:
+                    self._error = exc
+                    self._status = "failed"
+                    if not isinstance(exc, OperatorFailure):
+                        logger.error("replica %s failed: %r", core.replica, exc)
         self._stop()
 
     def _stop(self) -> None:
@@ -223,11 +310,11 @@ class LocalJob(JobHandle):
         return self._status
 
     def done(self) -> bool:
-        return self._status not in ("created", "running") and self._running == 0
+        return self._finished
 
     def wait(self, timeout: float | None = None) -> JobResult:
         with self._lock:
-            if not self._done.wait_for(lambda: self._running == 0, timeout):
+            if not self._done.wait_for(lambda: self._finished, timeout):
                 raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
         for t in self._threads:
             t.join()
@@ -242,10 +329,13 @@ class LocalJob(JobHandle):
         from sage_core.observe.metrics import aggregate
 
         replicas = [c.metrics.snapshot() for c in self.cores.values()]
-        return {
+        out = {
             "operators": aggregate(replicas),
             "replicas": {s["replica"]: s for s in replicas},
         }
+        if self.recovery.store is not None or self.recovery.stats.restarts:
+            out["checkpoints"] = self.recovery.metrics()
+        return out
 
     def traces(self) -> list[dict[str, Any]]:
         return self._traces.records() if self._traces is not None else []
@@ -269,6 +359,18 @@ class LocalRuntime:
     name = "local"
     _ids = itertools.count()
 
-    def submit(self, plan: ExecutionPlan, *, job_id: str | None = None) -> LocalJob:
-        """Start ``plan``; returns its job handle at once."""
-        return LocalJob(plan, job_id=job_id).start()
+    def submit(
+        self, plan: ExecutionPlan, *, job_id: str | None = None, resume: bool = False
+    ) -> LocalJob:
+        """Start ``plan``; returns its job handle at once.
+
+        Args:
+            plan: the placed plan.
+            job_id: the job's id (default: a fresh one).
+            resume: restore job ``job_id``'s last committed checkpoint first.
+
+        Raises:
+            CheckpointDirError: the checkpoint directory is unusable.
+            CheckpointNotFound: ``resume`` and no usable checkpoint.
+        """
+        return LocalJob(plan, job_id=job_id, resume=resume).start()

@@ -430,6 +430,10 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
+class RecoveryUnsupported(SageError, ValueError):
+    """A Dask job asked for checkpoints or restarts (local runtime only so far)."""
+
+
 class DaskRuntime:
     """Runs ExecutionPlans as actors on the cluster of ``client``."""
 
@@ -444,5 +448,18 @@ class DaskRuntime:
     def submit(
         self, plan: ExecutionPlan, *, job_id: str | None = None, priority: int = 0
     ) -> DaskJob:
-        """Start ``plan`` (placed against this cluster); returns its handle."""
+        """Start ``plan`` (placed against this cluster); returns its handle.
+
+        Raises:
+            RecoveryUnsupported: the plan asks for checkpoints or restarts, which
+                only the local runtime provides so far.
+        """
+        s = plan.settings
+        per_op = any(op.options.get("restart") for op in plan.operators)
+        if s.checkpoint_interval_s is not None or s.restart.strip() != "none" or per_op:
+            raise RecoveryUnsupported(
+                "checkpoints and restarts (checkpoint_interval_s, restart) run on "
+                "the local runtime only so far; unset them for a Dask job or run "
+                "it with LocalEnvironment / `sage run` without --address"
+            )
         return DaskJob(self.client, plan, job_id=job_id, priority=priority).start()

@@ -8,12 +8,13 @@ an async actor) and reports the time it waited with ``note_blocked()``. Source
 replicas are driven through ``produce()``; ``finish()`` returns the last packets and
 the end-of-stream markers.
 
-Wire format: a packet is a tuple ``(items, input_index, sent_at, traces)`` — a
-micro-batch of at most ``settings.buffer_size`` items for one input of the receiving
-replica, the ``perf_counter`` time it was sent (same-process queue wait), and the
-sampled traces riding on it (or None). An ``EndOfStream`` marker follows the last
-packet on every channel; a replica is done once it has one from every upstream
-replica of every input channel.
+Wire format: a packet is a tuple ``(items, input_index, sent_at, traces, sender)`` —
+a micro-batch of at most ``settings.buffer_size`` items for one input of the
+receiving replica, the ``perf_counter`` time it was sent (same-process queue wait),
+the sampled traces riding on it (or None) and the sending replica's id. An
+``EndOfStream`` marker follows the last packet on every channel; a replica is done
+once it has one from every upstream replica of every input channel. With checkpoints
+on, ``Barrier`` markers flow between packets (``runtime.barriers``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog, add_hop
 from sage_core.routing import Candidate
+from sage_core.runtime.barriers import Aligner
 from sage_core.runtime.fused import FusedChain, fusable
 from sage_core.runtime.join import JoinExecutor
 from sage_core.runtime.operators import (
@@ -102,9 +104,11 @@ class ReplicaCore:
                 job_id,
                 rp.placement.worker,
                 op.config,
+                checkpointing=plan.settings.checkpoint_interval_s is not None,
             )
             for op in self.ops
         ]
+        self.plan_replica = rp
         self.is_source = self.ops[0].role == "source"
         self.is_sink = self.ops[-1].role == "sink"
         self.executors: list[Executor] = []
@@ -192,6 +196,22 @@ class ReplicaCore:
         self._source_iter: Iterator[Any] | None = None
         self._produced = 0
         self._batches = 0
+        # checkpoints (runtime.barriers): the last barrier handled, the one a
+        # source is asked for, where a restored source resumes, the ack callback
+        self.epoch = 0
+        self.barrier_request = 0
+        self.source_offset = 0
+        self.on_snapshot: Callable[[int, str, bytes], None] | None = None
+        self.metrics_checkpoint_s = 0.0
+        self.aligner: Aligner | None = None
+        if plan.settings.checkpoint_interval_s is not None and not self.is_source:
+            senders = {
+                s
+                for ch in plan.inputs_of(task.name)
+                for s, d in ch.routes
+                if rp.id in d
+            }
+            self.aligner = Aligner(self, senders)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -201,7 +221,11 @@ class ReplicaCore:
         if self.is_source:
             src = self.functions[0]
             assert isinstance(src, SourceFunction)
-            self._source_iter = iter(src.run(self.contexts[0]))
+            ctx, offset = self.contexts[0], self.source_offset
+            self._produced = offset
+            self._source_iter = iter(
+                src.run_from(ctx, offset) if offset else src.run(ctx)
+            )
         self.metrics.state = "running"
 
     def close(self) -> None:
@@ -313,7 +337,9 @@ class ReplicaCore:
         fast = self._fast_port
         if fast is not None and len(outs) <= size:  # one target, no router, no key
             self.metrics.packets_out += 1
-            return [(fast.slots[0], (outs, fast.input_index, now, traces))]
+            return [
+                (fast.slots[0], (outs, fast.input_index, now, traces, self.replica))
+            ]
         result: Outbound = []
         for n, port in enumerate(self.ports):
             items = outs if n == 0 else list(outs)
@@ -336,17 +362,26 @@ class ReplicaCore:
             for slot, part in parts:
                 for i in range(0, len(part), size) if len(part) > size else (0,):
                     chunk = part if len(part) <= size else part[i : i + size]
-                    result.append((slot, (chunk, port.input_index, now, traces)))
+                    result.append(
+                        (slot, (chunk, port.input_index, now, traces, self.replica))
+                    )
                     traces = None
         self.metrics.packets_out += len(result)
         return result
 
     def handle(self, packets: list[Any]) -> Outbound:
-        """Process popped packets (and end-of-stream markers); return outbound ones.
+        """Process popped packets (and end-of-stream markers, checkpoint barriers);
+        return outbound ones.
 
         Packets for the same input are processed as one batch; a two-input head gets
         one batch per run of packets with the same input index.
         """
+        if self.aligner is not None:
+            return self.aligner.handle(packets)
+        return self.process(packets)
+
+    def process(self, packets: list[Any]) -> Outbound:
+        """``handle`` without barriers (the aligner calls it between them)."""
         now = _perf()
         self._step_hops = []
         m = self.metrics
@@ -359,7 +394,7 @@ class ReplicaCore:
             if type(p) is not tuple:
                 self.eos_seen += 1
                 continue
-            items, index, sent, ptraces = p
+            items, index, sent, ptraces, _ = p
             m.queue_wait_s += (now - sent) * len(items)
             if parts and self.two_inputs and index != part_index:
                 out += self._dispatch(_concat(parts), part_index, traced, now)

@@ -12,7 +12,13 @@ import numpy as np
 from sage_core import plugins
 from sage_core.backends import EmbeddingBackend, create_embedding_backend
 from sage_core.contract import Contract
-from sage_core.functions import Function, MapFunction, OperatorContext, SinkFunction
+from sage_core.functions import (
+    FINAL_EPOCH,
+    Function,
+    MapFunction,
+    OperatorContext,
+    SinkFunction,
+)
 from sage_plugins.rag.collection import Collection, write_shard
 from sage_plugins.rag.common import (
     RagError,
@@ -114,7 +120,9 @@ class IndexWriter(SinkFunction):
     ``index_options`` sets ``threads``).
     Each replica keeps its items and writes its shard when it closes; ``result()``
     is the number of documents it wrote. A job that fails still publishes what each
-    replica received — re-run the indexing job after a failure.
+    replica received — re-run the indexing job after a failure. With checkpoints on
+    the items are part of each checkpoint and the shard is written only when the job
+    succeeds (exactly-once across restarts).
     """
 
     contract = Contract(batch_size=256)
@@ -165,7 +173,21 @@ class IndexWriter(SinkFunction):
         )
         self.vectors.append(vector)
 
+    def snapshot_state(self, epoch: int) -> dict[str, Any]:
+        return {"docs": self.docs, "vectors": self.vectors}
+
+    def restore_state(self, state: Any) -> None:
+        self.docs, self.vectors = list(state["docs"]), list(state["vectors"])
+
+    def commit(self, epoch: int) -> None:
+        if epoch >= FINAL_EPOCH:
+            self._write()
+
     def close(self) -> None:
+        if not self._context.checkpointing:  # else commit(FINAL_EPOCH) wrote it
+            self._write()
+
+    def _write(self) -> None:
         if not self.docs:
             logger.info(
                 "index-writer replica %d got no documents", self._context.replica_index

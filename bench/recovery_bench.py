@@ -1,0 +1,249 @@
+"""Recovery benchmark: what checkpoints cost and how fast a failed job recovers.
+
+Measured in one run, on the local runtime (the Dask runtime has no checkpoints yet):
+
+* throughput of the COMPUTE pipeline (range -> 20 us map -> jsonl) and of a keyed
+  stateful pipeline (range -> key_by -> running count in managed keyed state ->
+  jsonl) with checkpoints off, every 1 s and every 10 s; the modes run in turn
+  within each repeat, ratios are medians against "off" of the same repeat;
+* checkpoint duration and size against keyed-state size (number of keys);
+* recovery: an operator fails once mid-job (restart "fixed(1, 0)", checkpoints every
+  1 s): seconds from the failure to the first output of the restarted attempt, and
+  to the job's end compared with a failure-free run; items replayed into the sink.
+
+    python bench/recovery_bench.py --out bench/results/recovery.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_smoke_flag, grouped_bars, machine_info, smoke_path, spread
+
+from sage_core import LocalEnvironment, MapFunction, OperatorContext, SinkFunction
+
+MODES: dict[str, float | None] = {"off": None, "1 s": 1.0, "10 s": 10.0}
+
+
+def busy(x: int, cost_s: float = 20e-6) -> int:
+    end = time.perf_counter() + cost_s
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+class RunningCount(MapFunction):
+    """Running count per key (managed keyed state): ``[key, item, count]``."""
+
+    def __init__(self, keys: int = 1000) -> None:
+        super().__init__(keys=keys)
+        self.keys = keys
+
+    def open(self, context: OperatorContext) -> None:
+        self.counts = context.keyed_state
+
+    def map(self, item: int) -> list[int]:
+        k = item % self.keys
+        c = self.counts.get(k, 0) + 1
+        self.counts[k] = c
+        return [k, item, c]
+
+
+class FailOnce(MapFunction):
+    """Raises once on item ``at`` (the first attempt), recording when."""
+
+    failed_at: ClassVar[list[float]] = []
+
+    def __init__(self, at: int = -1) -> None:
+        super().__init__(at=at)
+        self.at = at
+
+    def map(self, item: int) -> int:
+        if item == self.at and not FailOnce.failed_at:
+            FailOnce.failed_at.append(time.perf_counter())
+            raise RuntimeError("injected failure")
+        return busy(item)
+
+
+class TimedSink(SinkFunction):
+    """Counts items (at-least-once) and records when each attempt's first batch came."""
+
+    opened: ClassVar[list[float]] = []
+    first: ClassVar[list[float]] = []
+    items: ClassVar[list[int]] = [0]
+
+    def open(self, context: OperatorContext) -> None:
+        TimedSink.opened.append(time.perf_counter())
+        self._first = True
+
+    def sink_batch(self, items: list[Any]) -> None:
+        if self._first:
+            TimedSink.first.append(time.perf_counter())
+            self._first = False
+        TimedSink.items[0] += len(items)
+
+
+def _env(interval: float | None, ckdir: str, **kw: Any) -> LocalEnvironment:
+    return LocalEnvironment(
+        "bench-recovery", checkpoint_interval_s=interval, checkpoint_dir=ckdir, **kw
+    )
+
+
+def run_pipeline(
+    kind: str, n: int, interval: float | None, tmp: Path, keys: int
+) -> dict[str, Any]:
+    env = _env(interval, str(tmp / "ck"))
+    s = env.from_source("range", stop=n)
+    if kind == "compute":
+        s = s.map(busy, parallelism=2)
+    else:
+        s = s.key_by(lambda x: x % keys).map(RunningCount, keys=keys, parallelism=2)
+    s.sink("jsonl", path=str(tmp / f"{kind}.jsonl"), parallelism=2)
+    t0 = time.perf_counter()
+    result = env.execute(timeout=600)
+    wall = time.perf_counter() - t0
+    ck = result.metrics.get("checkpoints", {})
+    return {"items_per_s": n / wall, "checkpoints": ck}
+
+
+def run_recovery(n: int, tmp: Path) -> dict[str, Any]:
+    out = {}
+    for failing in (False, True):
+        FailOnce.failed_at.clear()
+        TimedSink.opened.clear()
+        TimedSink.first.clear()
+        TimedSink.items[0] = 0
+        env = _env(1.0, str(tmp / "ck"), restart="fixed(1, 0)")
+        at = int(n * 0.6) if failing else -1
+        env.from_source("range", stop=n).map(FailOnce, at=at).sink(TimedSink)
+        t0 = time.perf_counter()
+        env.execute(timeout=600)
+        out[failing] = (t0, time.perf_counter())
+    t0, end = out[True]
+    fail = FailOnce.failed_at[0]
+    reopened = [t for t in TimedSink.opened if t > fail]
+    first_new = min(t for t in TimedSink.first if t > reopened[0])
+    return {
+        "to_first_output_s": first_new - fail,
+        "extra_wall_s": (end - t0) - (out[False][1] - out[False][0]),
+        "items_replayed": TimedSink.items[0] - n,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    rows: dict[str, Any] = {"throughput": {}, "state_size": [], "recovery": []}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for kind in ("compute", "keyed"):
+            run_pipeline(kind, args.n // 10, None, tmp, args.keys)  # warm-up
+            runs: dict[str, list[float]] = {m: [] for m in MODES}
+            ratios: dict[str, list[float]] = {m: [] for m in MODES if m != "off"}
+            for _ in range(args.repeats):
+                rates = {
+                    m: run_pipeline(kind, args.n, iv, tmp, args.keys)["items_per_s"]
+                    for m, iv in MODES.items()
+                }
+                for m, r in rates.items():
+                    runs[m].append(r)
+                for m, values in ratios.items():
+                    values.append(rates[m] / rates["off"])
+            table: dict[str, Any] = {m: {"items_per_s": spread(runs[m])} for m in MODES}
+            for m, values in ratios.items():
+                table[m]["vs_off"] = spread(values)
+            rows["throughput"][kind] = table
+        for keys in args.state_keys:
+            got = [
+                run_pipeline("keyed", args.n, 0.2, tmp, keys)["checkpoints"]
+                for _ in range(args.repeats)
+            ]
+            rows["state_size"].append(
+                {
+                    "keys": keys,
+                    "duration_ms": spread([c["last_duration_s"] * 1e3 for c in got]),
+                    "bytes": spread([float(c["last_bytes"]) for c in got]),
+                }
+            )
+        rec = [run_recovery(args.n, tmp) for _ in range(args.repeats)]
+        rows["recovery"] = {k: spread([float(r[k]) for r in rec]) for k in rec[0]}
+    return rows
+
+
+def plot(rows: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = list(rows["throughput"])
+    grouped_bars(
+        a,
+        kinds,
+        list(MODES),
+        lambda k, m: rows["throughput"][k][m]["items_per_s"],
+        kinds,
+    )
+    a.set_ylabel("items/s (median, min-max)")
+    a.set_title("throughput by checkpoint interval")
+    a.legend()
+    sizes = rows["state_size"]
+    b.plot(
+        [r["keys"] for r in sizes], [r["duration_ms"]["median"] for r in sizes], "o-"
+    )
+    b.set_xscale("log")
+    b.set_xlabel("keys in keyed state")
+    b.set_ylabel("checkpoint duration ms (median)")
+    b.set_title("checkpoint duration vs state size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("bench/results/recovery.json"))
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--keys", type=int, default=1000)
+    p.add_argument("--state-keys", type=int, nargs="+", default=[100, 10_000, 100_000])
+    p.add_argument("--repeats", type=int, default=3)
+    add_smoke_flag(p)
+    args = p.parse_args()
+    if args.smoke:
+        args.n, args.repeats, args.state_keys = 20_000, 1, [100, 10_000]
+        args.out = smoke_path(args.out)
+    rows = measure(args)
+    report = {
+        "machine": machine_info(),
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    plot(rows, args.out.with_suffix(".png"))
+    for kind, modes in rows["throughput"].items():
+        for m, st in modes.items():
+            ratio = f"  x{st['vs_off']['median']:.3f} vs off" if "vs_off" in st else ""
+            print(
+                f"{kind:8s} checkpoints {m:5s}: {st['items_per_s']['median']:10.0f} items/s{ratio}"
+            )
+    for r in rows["state_size"]:
+        print(
+            f"keyed state {r['keys']:>7d} keys: checkpoint {r['duration_ms']['median']:.1f} ms, {r['bytes']['median'] / 1e3:.1f} kB"
+        )
+    rec = rows["recovery"]
+    print(
+        f"recovery: first new output {rec['to_first_output_s']['median']:.3f} s after the failure, "
+        f"job {rec['extra_wall_s']['median']:.3f} s longer, {rec['items_replayed']['median']:.0f} items replayed"
+    )
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
