@@ -45,6 +45,8 @@ class OperatorContext:
             this replica; checkpointed and restored by the runtime.
         checkpointing: whether the job takes checkpoints (transactional sinks stage
             their output per checkpoint epoch only then).
+        contract: the operator's effective contract: its own (``contract_for``)
+            with the DSL/spec ``contract=`` overrides applied, as placed.
     """
 
     operator: str
@@ -55,6 +57,7 @@ class OperatorContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     keyed_state: dict[Any, Any] = field(default_factory=dict)
     checkpointing: bool = False
+    contract: Contract = field(default_factory=Contract)
 
     @property
     def logger(self) -> logging.Logger:

@@ -105,6 +105,7 @@ class ReplicaCore:
                 rp.placement.worker,
                 op.config,
                 checkpointing=plan.settings.checkpoint_interval_s is not None,
+                contract=op.contract,
             )
             for op in self.ops
         ]

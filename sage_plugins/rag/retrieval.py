@@ -14,7 +14,6 @@ from sage_core.backends import EmbeddingBackend, create_embedding_backend
 from sage_core.contract import Contract
 from sage_core.functions import (
     FINAL_EPOCH,
-    Function,
     MapFunction,
     OperatorContext,
     SinkFunction,
@@ -31,10 +30,11 @@ from sage_plugins.rag.common import (
 logger = logging.getLogger(__name__)
 
 
-def contract_threads(function: Function) -> int:
-    """Threads an operator's index calls use: the CPUs its contract declares (at
-    least 1), so replicas sharing a worker do not oversubscribe its CPUs."""
-    return max(1, int(type(function).contract_for(function.config).cpu))
+def contract_threads(context: OperatorContext) -> int:
+    """Threads an operator's index calls use: the CPUs of its effective contract
+    (DSL/spec ``contract=`` overrides included; at least 1), so replicas sharing a
+    worker do not oversubscribe its CPUs."""
+    return max(1, int(context.contract.cpu))
 
 
 class Embed(MapFunction):
@@ -155,7 +155,9 @@ class IndexWriter(SinkFunction):
         self.docs: list[dict[str, Any]] = []
         self.vectors: list[Any] = []
         self.written = 0
-        self._context = OperatorContext("index-writer")
+        self._context = OperatorContext(
+            "index-writer", contract=type(self).contract_for(self.config)
+        )
 
     def open(self, context: OperatorContext) -> None:
         self._context = context
@@ -198,7 +200,7 @@ class IndexWriter(SinkFunction):
         options = dict(cfg["index_options"])
         backend = plugins.get("vector-index", cfg["index"])
         if "threads" in inspect.signature(backend).parameters:
-            options.setdefault("threads", contract_threads(self))
+            options.setdefault("threads", contract_threads(ctx))
         write_shard(
             self.collection,
             docs=self.docs,
@@ -268,14 +270,18 @@ class Retrieve(MapFunction):
             self.config["root"],
             trusted=self.config["trusted"],
         )
-        threads = contract_threads(self)
+        threads = contract_threads(context)
         for shard in self.store.shards:
             if hasattr(shard.index, "threads"):
                 shard.index.threads = threads
 
     def map_batch(self, items: list[Any]) -> list[Any]:
         if self.store is None:
-            self.open(OperatorContext("retrieve"))
+            self.open(
+                OperatorContext(
+                    "retrieve", contract=type(self).contract_for(self.config)
+                )
+            )
         assert self.store is not None
         vectors = np.stack(
             [np.asarray(field_of(i, self.field, "retrieve"), np.float32) for i in items]

@@ -1,12 +1,15 @@
-"""index-writer and retrieve run their index on the CPUs their contract declares,
-not on every CPU of the worker (replicas sharing a worker would oversubscribe it)."""
+"""index-writer and retrieve run their index on the CPUs their contract declares
+(with the DSL's ``contract=`` overrides), not on every CPU of the worker (replicas
+sharing a worker would oversubscribe it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sage_core import LocalEnvironment
 from sage_core.contract import Contract
 from sage_core.functions import OperatorContext
 from sage_core.vector_index import read_index_header
@@ -35,11 +38,22 @@ class TwoCpuWriter(IndexWriter):
     contract = Contract(cpu=2, batch_size=256)
 
 
+def _threads_of_pipeline(root: Path, writer: Any, **options: Any) -> int:
+    env = LocalEnvironment("threads")
+    env.from_collection(_items()).sink(
+        writer, collection="c", root=str(root), **options
+    )
+    env.execute(timeout=60)
+    (shard,) = (root / "c").glob("shard-*/index.bin")
+    return int(read_index_header(shard)["options"]["threads"])
+
+
 def test_index_writer_builds_on_its_contract_cpus(tmp_path: Path) -> None:
-    shard = _write(IndexWriter(collection="c", root=str(tmp_path)))
-    assert read_index_header(shard)["options"]["threads"] == 1
-    shard = _write(TwoCpuWriter(collection="c", root=str(tmp_path / "two")))
-    assert read_index_header(shard)["options"]["threads"] == 2
+    assert _threads_of_pipeline(tmp_path / "one", "index-writer") == 1
+    assert _threads_of_pipeline(tmp_path / "two", TwoCpuWriter) == 2
+    # a DSL override reaches the operator as well as the placement
+    got = _threads_of_pipeline(tmp_path / "dsl", "index-writer", contract={"cpu": 2})
+    assert got == 2
 
 
 def test_index_options_threads_still_win(tmp_path: Path) -> None:
