@@ -1,7 +1,8 @@
 """The Python DSL: environments and streams, plus the Function bases and Contract.
 
 ``__all__`` here is the one list of DSL names: ``sage_core`` exports each of them too.
-``DaskEnvironment`` loads on first use (it imports ``distributed``).
+``DaskEnvironment`` loads on first use (it imports ``distributed``), and so do
+``PipelineServer``/``ServeError`` (Starlette).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ __all__ = [
     "MapFunction",
     "OperatorContext",
     "OperatorFailure",
+    "PipelineServer",
+    "ServeError",
     "SinkFunction",
     "SinkStream",
     "SourceFunction",
@@ -60,4 +63,8 @@ def __getattr__(name: str) -> object:
         from sage_core.api.dask_environment import DaskEnvironment
 
         return DaskEnvironment
+    if name in ("PipelineServer", "ServeError"):  # serving loads Starlette
+        from sage_core import serve
+
+        return getattr(serve, name)
     raise AttributeError(f"module 'sage_core.api' has no attribute {name!r}")
