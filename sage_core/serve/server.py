@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from sage_core.api.environment import Environment
 
 logger = logging.getLogger(__name__)
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 class PipelineServer:
@@ -120,10 +125,14 @@ class PipelineServer:
         return create_app(self)
 
     def run(self, host: str = "127.0.0.1", port: int = 8890, **uvicorn: Any) -> None:
-        """Start the pipeline and serve HTTP until interrupted."""
+        """Start the pipeline and serve HTTP until interrupted (SIGINT/SIGTERM: the
+        requests in flight are answered, then it returns)."""
         import uvicorn as _uvicorn
 
         self.start()
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn re-raises the signal it shut down on: end with a clean exit
+            signal.signal(signal.SIGTERM, _exit_cleanly)
         try:
             _uvicorn.run(self.app(), host=host, port=port, **uvicorn)
         finally:
