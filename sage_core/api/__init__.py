@@ -14,6 +14,7 @@ from sage_core.api.datastream import (
     SinkStream,
 )
 from sage_core.api.environment import Environment, LocalEnvironment
+from sage_core.api.jobs import JobClient, JobError
 from sage_core.contract import Contract
 from sage_core.functions import (
     ByRole,
@@ -41,6 +42,8 @@ __all__ = [
     "FilterFunction",
     "FlatMapFunction",
     "Function",
+    "JobClient",
+    "JobError",
     "JobFailed",
     "JobHandle",
     "JobResult",

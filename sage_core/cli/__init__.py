@@ -16,6 +16,7 @@ from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.explain import explain_cmd
 from sage_core.cli.gateway import gateway
+from sage_core.cli.jobs import attach as attach_jobs
 from sage_core.cli.pipeline import attach as attach_pipeline
 from sage_core.cli.serve import serve_cmd
 
@@ -104,6 +105,7 @@ attach_engine_admin(engine)
 attach_pipeline(cli)
 cli.add_command(explain_cmd)
 cli.add_command(serve_cmd)
+attach_jobs(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
