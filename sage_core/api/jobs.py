@@ -105,6 +105,16 @@ class JobClient:
         """What happened to the job (submitted, placed, running, ended, errors)."""
         return list(self._call("sage_manager_logs", job=job))
 
+    def admission(self, policy: str | None = None, **options: Any) -> dict[str, Any]:
+        """Set the cluster's admission policy (``immediate``, ``staggered``
+        (``delta_s``), ``utilisation`` (``rho``, ``max_running``), ``fair-share``
+        (``slots``) or a plugin's); without ``policy``, read it.
+
+        Raises:
+            JobError: unknown policy or bad options.
+        """
+        return dict(self._call("sage_manager_admission", name=policy, options=options))
+
     def wait(self, job: str, timeout: float | None = None) -> dict[str, Any]:
         """Poll until the job has ended; its summary.
 

@@ -125,6 +125,42 @@ _one_job_command(
 )
 
 
+@jobs_group.command("admission")
+@click.argument("policy", required=False)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    help="A policy option KEY=VALUE (a JSON value), e.g. -o delta_s=5.",
+)
+@_cluster_options
+def admission_cmd(
+    policy: str | None,
+    options: tuple[str, ...],
+    address: str | None,
+    scheduler_file: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Show, or set to POLICY, the cluster's job admission policy (immediate,
+    staggered, utilisation, fair-share or a plugin's)."""
+    parsed: dict[str, Any] = {}
+    for opt in options:
+        key, sep, raw = opt.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="-o")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    if parsed and policy is None:
+        raise click.UsageError("-o options need a POLICY")
+    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
+        click.echo(json.dumps(jc.admission(policy, **parsed), indent=2))
+
+
 def attach(cli: click.Group) -> None:
     """Add ``submit`` and ``jobs`` to the ``sage`` group."""
     cli.add_command(submit_cmd)

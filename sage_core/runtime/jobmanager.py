@@ -20,11 +20,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sage_core.common.errors import SageError
+from sage_core.runtime.admission import (
+    PUMP_S,
+    AdmissionDecision,
+    AdmissionPolicy,
+    AdmissionQueue,
+    JobView,
+    create_admission_policy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +56,7 @@ class ManagedJob:
     owner: str
     priority: int
     policy: str | None
-    status: str = "starting"
+    status: str = "queued"
     submitted: float = field(default_factory=time.time)
     ended: float | None = None
     error: str | None = None
@@ -56,6 +64,7 @@ class ManagedJob:
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     handle: Any = None
     stop_requested: bool = False
+    admission: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
@@ -74,6 +83,7 @@ class ManagedJob:
             "ended": self.ended,
             "error": self.error,
             "items": self.items,
+            "admission": list(self.admission),
         }
 
 
@@ -81,12 +91,34 @@ class JobManager:
     """Runs submitted specs on the cluster of the scheduler at ``address``."""
 
     def __init__(
-        self, address: str, *, board: Any = None, security: Any = None
+        self,
+        address: str,
+        *,
+        board: Any = None,
+        security: Any = None,
+        admission: AdmissionPolicy | None = None,
+        utilisation: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.address, self.board, self.security = address, board, security
         self.jobs: dict[str, ManagedJob] = {}
         self._lock = threading.Lock()
         self._shared: Any = None
+        self.queue = AdmissionQueue(admission or _configured_policy(), utilisation)
+        self._closed = threading.Event()
+        threading.Thread(target=self._pump, name="sage-admission", daemon=True).start()
+
+    def _pump(self) -> None:
+        while not self._closed.wait(PUMP_S):
+            self.queue.pump()
+
+    def set_admission(
+        self, name: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Switch the cluster's admission policy (None: keep it); the current one."""
+        if name is not None:
+            self.queue.policy = create_admission_policy(name, **dict(options or {}))
+        policy = self.queue.policy
+        return {"policy": policy.name, "options": policy.options()}
 
     def submit(
         self,
@@ -118,9 +150,22 @@ class JobManager:
         job.log(f"submitted by {owner or 'anonymous'} (priority {priority})")
         with self._lock:
             self.jobs[job.id] = job
-        threading.Thread(
-            target=self._run, args=(job, loaded), name=f"sage-job-{job.id}", daemon=True
-        ).start()
+
+        def start() -> None:
+            job.status = "starting"
+            threading.Thread(
+                target=self._run, args=(job, loaded), name=f"sage-job-{job.id}",
+                daemon=True,
+            ).start()  # fmt: skip
+
+        def record(decision: AdmissionDecision) -> None:
+            job.admission.append(decision.to_dict())
+            job.log(
+                f"{'admitted' if decision.admitted else 'queued'}: {decision.reason}"
+            )
+
+        view = JobView(job.id, owner, job.priority, job.submitted)
+        self.queue.add(view, start, record)
         return job.summary()
 
     def _run(self, job: ManagedJob, loaded: Any) -> None:
@@ -165,6 +210,7 @@ class JobManager:
             job.log(f"{job.status}: {job.error}")
         finally:
             job.ended = time.time()
+            self.queue.ended(job.id)
 
     def _client(self) -> Any:
         """The manager's client of its own scheduler, shared by its jobs (the actor
@@ -178,6 +224,7 @@ class JobManager:
 
     def close(self) -> None:
         """Close the shared client (the scheduler is closing)."""
+        self._closed.set()
         with self._lock:
             shared, self._shared = self._shared, None
         if shared is not None:
@@ -188,6 +235,7 @@ class JobManager:
         record = self.board.jobs.get(job.id) if self.board is not None else None
         if record is not None:
             record["owner"] = job.owner
+            record["admission"] = list(job.admission)
 
     def find(self, job_id: str) -> ManagedJob:
         """The job with this id, or the only one whose id starts with it.
@@ -215,7 +263,10 @@ class JobManager:
     def stop(self, job_id: str) -> dict[str, Any]:
         """Cancel the job (its replicas stop promptly); returns its summary."""
         job = self.find(job_id)
-        if job.status in ("starting", "running"):
+        if job.status == "queued" and self.queue.remove(job.id):
+            job.status, job.ended = "cancelled", time.time()
+            job.log("cancelled while queued")
+        elif job.status in ("starting", "running"):
             job.stop_requested = True
             job.log("stop requested")
             if job.handle is not None:
@@ -230,10 +281,33 @@ def _sinks(plan: Any) -> set[str]:
     return {op.name for op in plan.operators if op.role == "sink"}
 
 
+def _configured_policy() -> AdmissionPolicy:
+    """The policy Dask's config names (``sage.admission.policy`` / ``.options``, e.g.
+    ``DASK_SAGE__ADMISSION__POLICY=staggered``); ``immediate`` by default."""
+    import dask
+
+    name = dask.config.get("sage.admission.policy", "immediate")
+    options = dask.config.get("sage.admission.options", {}) or {}
+    return create_admission_policy(str(name), **dict(options))
+
+
+def worker_utilisation(scheduler: Any) -> float | None:
+    """The workers' mean CPU use (0..1, per thread), from their heartbeats."""
+    shares = []
+    for ws in list(scheduler.workers.values()):
+        cpu = ws.metrics.get("cpu")
+        if cpu is not None:
+            shares.append(min(1.0, float(cpu) / (100.0 * max(1, ws.nthreads))))
+    return sum(shares) / len(shares) if shares else None
+
+
 def install(scheduler: Any, board: Any) -> JobManager:
     """Add the manager's handlers to ``scheduler`` (returns the manager)."""
     manager = JobManager(
-        scheduler.address, board=board, security=getattr(scheduler, "security", None)
+        scheduler.address,
+        board=board,
+        security=getattr(scheduler, "security", None),
+        utilisation=lambda: worker_utilisation(scheduler),
     )
     scheduler.handlers.update(
         {
@@ -242,6 +316,7 @@ def install(scheduler: Any, board: Any) -> JobManager:
             "sage_manager_job": _remote(lambda job: manager.find(job).summary()),
             "sage_manager_stop": _remote(lambda job: manager.stop(job)),
             "sage_manager_logs": _remote(lambda job: manager.logs(job)),
+            "sage_manager_admission": _remote(manager.set_admission),
         }
     )
     return manager

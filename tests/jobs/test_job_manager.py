@@ -115,3 +115,40 @@ def test_a_job_stopped_from_another_process_is_cancelled(
     assert "stop requested" in logs.stdout and "cancelled" in logs.stdout
     missing = _sage(sage_cmd, "jobs", "status", "nope", "--address", plain_dask)
     assert missing.returncode != 0 and "no job 'nope'" in missing.stderr
+
+
+def _until(jc, job: str, status: str) -> dict:
+    for _ in range(1200):
+        info = jc.status(job)
+        if info["status"] == status:
+            return info
+        __import__("time").sleep(0.1)
+    raise AssertionError(f"{job} never {status}: {jc.logs(job)}")
+
+
+def test_fair_share_admission_queues_an_owners_second_job(
+    plain_dask, sage_cmd, tmp_path
+):
+    from sage_core import JobClient
+
+    spec = _spec(tmp_path / "long.yaml", "long", 10**6, tmp_path / "long.jsonl")
+    set_ = _sage(sage_cmd, "jobs", "admission", "fair-share", "-o", "slots=1",
+                 "--address", plain_dask)  # fmt: skip
+    assert set_.returncode == 0, set_.stderr
+    assert json.loads(set_.stdout) == {"policy": "fair-share", "options": {"slots": 1}}
+    with JobClient(plain_dask) as jc:
+        first = jc.submit(spec, owner="carol")
+        second = jc.submit(spec, owner="carol")
+        _until(jc, first, "running")
+        waiting = jc.status(second)
+        assert waiting["status"] == "queued"
+        assert waiting["admission"][0]["reason"] == "carol runs 1 >= 1 slots"
+        jc.stop(first)
+        _until(jc, second, "running")
+    explained = _sage(sage_cmd, "explain", second, "--address", plain_dask)
+    assert explained.returncode == 0, explained.stderr
+    assert "admission (fair-share): queued: carol runs 1 >= 1 slots" in explained.stdout
+    assert "admission (fair-share): admitted: carol runs 0 < 1 slots" in explained.stdout
+    with JobClient(plain_dask) as jc:
+        jc.stop(second)
+        assert jc.wait(second, timeout=120)["status"] == "cancelled"
