@@ -148,7 +148,9 @@ def test_fair_share_admission_queues_an_owners_second_job(
     explained = _sage(sage_cmd, "explain", second, "--address", plain_dask)
     assert explained.returncode == 0, explained.stderr
     assert "admission (fair-share): queued: carol runs 1 >= 1 slots" in explained.stdout
-    assert "admission (fair-share): admitted: carol runs 0 < 1 slots" in explained.stdout
+    assert (
+        "admission (fair-share): admitted: carol runs 0 < 1 slots" in explained.stdout
+    )
     with JobClient(plain_dask) as jc:
         jc.stop(second)
         assert jc.wait(second, timeout=120)["status"] == "cancelled"
