@@ -146,6 +146,13 @@ def bench_serve(session: nox.Session) -> None:
     session.run("python", "bench/serve_bench.py", *session.posargs)
 
 
+@nox.session(name="bench-admission", python=PYTHON, default=False, tags=["bench"])
+def bench_admission(session: nox.Session) -> None:
+    """Concurrent pipelines under immediate/staggered/utilisation admission."""
+    _install_project(session, "bench")
+    session.run("python", "bench/admission_bench.py", *session.posargs)
+
+
 @nox.session(
     name="bench-mixed",
     python=PYTHON,
