@@ -139,6 +139,20 @@ def bench_gateway(session: nox.Session) -> None:
     session.run("python", "bench/gateway_bench.py", *session.posargs)
 
 
+@nox.session(name="bench-serve", python=PYTHON, default=False, tags=["bench"])
+def bench_serve(session: nox.Session) -> None:
+    """A served pipeline vs a hand-written asyncio service: Poisson load, p50/p99."""
+    _install_project(session, "bench")
+    session.run("python", "bench/serve_bench.py", *session.posargs)
+
+
+@nox.session(name="bench-admission", python=PYTHON, default=False, tags=["bench"])
+def bench_admission(session: nox.Session) -> None:
+    """Concurrent pipelines under immediate/staggered/utilisation admission."""
+    _install_project(session, "bench")
+    session.run("python", "bench/admission_bench.py", *session.posargs)
+
+
 @nox.session(
     name="bench-mixed",
     python=PYTHON,

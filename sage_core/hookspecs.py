@@ -47,6 +47,16 @@ def register_placement_policies(register: Register) -> None:
 
 
 @hookspec
+def register_admission_policies(register: Register) -> None:
+    """Register job admission policies (the scheduler's job manager, ``sage jobs
+    admission NAME``).
+
+    ``obj`` is a ``sage_core.runtime.admission.AdmissionPolicy`` subclass; ``meta``
+    may carry a one-line ``description``.
+    """
+
+
+@hookspec
 def register_request_policies(register: Register) -> None:
     """Register request-ordering policies of the LLM control plane (the gateway's
     ``policy``).

@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = "sage"
 KINDS: dict[str, str] = {
     "operator": "register_operators",
     "placement-policy": "register_placement_policies",
+    "admission-policy": "register_admission_policies",
     "request-policy": "register_request_policies",
     "router": "register_routers",
     "backend": "register_backends",

@@ -28,6 +28,7 @@ from sage_core import hookimpl
 from sage_core.common.errors import SageError
 from sage_core.contract import Contract
 from sage_core.functions import ByRole, OperatorContext, SinkFunction, SourceFunction
+from sage_plugins.serving import HttpRequestSource, HttpResponseSink
 from sage_plugins.staged import StagedLines
 
 
@@ -329,9 +330,14 @@ def register_operators(register: Any) -> None:
         ("collection", CollectionSource),
         ("range", RangeSource),
         ("text-lines", TextLinesSource),
+        ("http-request", HttpRequestSource),
     ):
         register(name, cls, role="source", description=cls.__doc__)
-    for name, cls in (("print", PrintSink), ("collect", CollectSink)):
+    for name, cls in (
+        ("print", PrintSink),
+        ("collect", CollectSink),
+        ("http-response", HttpResponseSink),
+    ):
         register(name, cls, role="sink", description=cls.__doc__)
     register(
         "jsonl",

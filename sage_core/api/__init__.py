@@ -1,7 +1,8 @@
 """The Python DSL: environments and streams, plus the Function bases and Contract.
 
 ``__all__`` here is the one list of DSL names: ``sage_core`` exports each of them too.
-``DaskEnvironment`` loads on first use (it imports ``distributed``).
+``DaskEnvironment`` loads on first use (it imports ``distributed``), and so do
+``PipelineServer``/``ServeError`` (Starlette).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sage_core.api.datastream import (
     SinkStream,
 )
 from sage_core.api.environment import Environment, LocalEnvironment
+from sage_core.api.jobs import JobClient, JobError
 from sage_core.checkpoint import (
     CheckpointDirError,
     CheckpointMismatch,
@@ -49,6 +51,8 @@ __all__ = [
     "FilterFunction",
     "FlatMapFunction",
     "Function",
+    "JobClient",
+    "JobError",
     "JobFailed",
     "JobHandle",
     "JobResult",
@@ -58,7 +62,9 @@ __all__ = [
     "MapFunction",
     "OperatorContext",
     "OperatorFailure",
+    "PipelineServer",
     "RestartStrategyError",
+    "ServeError",
     "SinkFunction",
     "SinkStream",
     "SourceFunction",
@@ -70,4 +76,8 @@ def __getattr__(name: str) -> object:
         from sage_core.api.dask_environment import DaskEnvironment
 
         return DaskEnvironment
+    if name in ("PipelineServer", "ServeError"):  # serving loads Starlette
+        from sage_core import serve
+
+        return getattr(serve, name)
     raise AttributeError(f"module 'sage_core.api' has no attribute {name!r}")

@@ -148,6 +148,28 @@ class Environment:
         """
         return self.submit(resume=resume).wait(timeout)
 
+    def serve(
+        self,
+        port: int = 8890,
+        *,
+        host: str = "127.0.0.1",
+        max_in_flight: int = 256,
+        deadline_ms: float | None = None,
+    ) -> None:
+        """Serve the pipeline over HTTP until interrupted: each request posted to
+        ``/v1/pipelines/<name>`` is one item (see ``sage_core.serve``); its source
+        and sink are replaced by the ``http-request``/``http-response`` operators.
+
+        Raises:
+            ServeError: the pipeline cannot be served (the message says why).
+        """
+        from sage_core.serve import PipelineServer
+
+        server = PipelineServer(
+            self, max_in_flight=max_in_flight, deadline_ms=deadline_ms
+        )
+        server.run(host, port)
+
 
 def detect_gpus() -> int:
     """Number of NVIDIA GPUs ``nvidia-smi -L`` lists (0 without the tool)."""

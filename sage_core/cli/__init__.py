@@ -16,7 +16,9 @@ from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.explain import explain_cmd
 from sage_core.cli.gateway import gateway
+from sage_core.cli.jobs import attach as attach_jobs
 from sage_core.cli.pipeline import attach as attach_pipeline
+from sage_core.cli.serve import serve_cmd
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
 
@@ -102,6 +104,8 @@ cli.add_command(engine)
 attach_engine_admin(engine)
 attach_pipeline(cli)
 cli.add_command(explain_cmd)
+cli.add_command(serve_cmd)
+attach_jobs(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -106,5 +106,8 @@ def explain_cmd(
         f"{record['plan']['policy']}, runtime {record.get('runtime', '?')}, "
         f"priority {record.get('priority', 0)}"
     )
+    for d in record.get("admission", []):  # jobs started by the job manager
+        verdict = "admitted" if d["admitted"] else "queued"
+        click.echo(f"admission ({d['policy']}): {verdict}: {d['reason']}")
     header = ["replica", "worker", "free", "resident", "score", "why"]
     click.echo(_table(decision_rows(record), header))

@@ -125,6 +125,7 @@ def jobs_payload(board: Any) -> dict[str, Any]:
             {
                 "job": job["job"],
                 "name": job.get("name", ""),
+                "owner": job.get("owner", ""),
                 "status": job.get("status", ""),
                 "policy": job.get("policy", ""),
                 "priority": job.get("priority", 0),
@@ -175,7 +176,7 @@ nav a{margin-right:12px}
 <a href="metrics">Prometheus</a></nav>
 <h1>SAGE jobs</h1><div id="updated">loading…</div>
 <table id="jobs"><thead><tr><th class="l">job</th><th class="l">name</th>
-<th class="l">status</th><th class="l">policy</th><th>priority</th>
+<th class="l">owner</th><th class="l">status</th><th class="l">policy</th><th>priority</th>
 <th>replicas</th><th class="l">error</th></tr></thead><tbody></tbody></table>
 <h2 id="title"></h2><div id="graph"></div>
 <table id="replicas"><thead><tr><th class="l">replica</th><th class="l">worker</th>
@@ -196,6 +197,7 @@ function render(data) {
   document.querySelector("#jobs tbody").innerHTML = jobs.map(j =>
     `<tr class="job${j.job === selected ? " sel" : ""}" data-job="${esc(j.job)}">
      <td class="l">${esc(j.job)}</td><td class="l">${esc(j.name)}</td>
+     <td class="l">${esc(j.owner)}</td>
      <td class="l ${esc(j.status)}">${esc(j.status)}</td><td class="l">${esc(j.policy)}
      </td><td>${j.priority}</td><td>${j.replicas.length}</td>
      <td class="l failed">${esc(j.error)}</td></tr>`).join("") ||

@@ -17,6 +17,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from sage_core.observe.jobboard import JobBoard
 from sage_core.observe.prometheus import register_board, unregister_board
+from sage_core.runtime.jobmanager import install as install_manager
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class SageJobsPlugin(SchedulerPlugin):
 
     def __init__(self) -> None:
         self.board = JobBoard()
+        self.manager: Any = None
         self._attached = False
 
     def attach(self, scheduler: Any) -> None:
@@ -73,12 +75,15 @@ class SageJobsPlugin(SchedulerPlugin):
         )
         register_board(board)
         _link_dashboard(scheduler)
+        self.manager = install_manager(scheduler, board)  # sage submit / sage jobs
 
     async def start(self, scheduler: Any) -> None:
         self.attach(scheduler)
 
     async def close(self) -> None:
         unregister_board(self.board)
+        if self.manager is not None:
+            self.manager.close()
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
         self.board.worker_added(worker)

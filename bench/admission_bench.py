@@ -1,0 +1,235 @@
+"""bench-admission: N concurrent pipelines on a 2-worker-process cluster under the
+``immediate``, ``staggered`` and ``utilisation`` admission policies.
+
+A real cluster (``sage scheduler`` + two ``sage worker`` processes, one thread each)
+runs N copies of a CPU-bound pipeline (``range`` -> a map doing ~``--work`` integer
+operations per item -> ``jsonl``), all submitted at once through ``JobClient``.
+Per N and policy: the p99 (and p50) of job completion times (submission to end, as
+the job manager records them), the makespan, total items/s, and per-job efficiency
+``N * T1 / makespan`` (T1: one job alone, same policy, same run). Printed: the p99
+and throughput of staggered and utilisation relative to immediate at each N.
+Policies alternate within each repeat; figures are medians over ``--repeats``.
+
+Run: ``nox -s bench-admission`` (bench/results/admission.json + .png);
+``nox -s bench-admission -- --smoke`` (under 2 minutes; admission-smoke.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import (
+    add_smoke_flag,
+    machine_info,
+    percentile,
+    smoke_path,
+    spread,
+)
+
+WORK_MODULE = """
+def work(x, n={work}):
+    acc = 0
+    for i in range(n):
+        acc = (acc * 31 + i + x) % 1000003
+    return acc
+"""
+POLICIES = {
+    "immediate": {},
+    "staggered": {"delta_s": 1.0},
+    "utilisation": {"rho": 0.8, "max_running": 2},
+}
+
+
+def spec(path: Path, name: str, items: int, out: Path) -> Path:
+    path.write_text(
+        f"name: {name}\nsettings: {{buffer_size: 16}}\noperators:\n"
+        f"  - {{name: numbers, use: range, config: {{stop: {items}}}}}\n"
+        "  - {name: work, use: 'benchwork:work', role: map, inputs: [numbers]}\n"
+        f"  - {{name: out, use: jsonl, config: {{path: {out}}}, inputs: [work]}}\n"
+    )
+    return path
+
+
+class Cluster:
+    """``sage scheduler`` and two ``sage worker`` processes (own sessions)."""
+
+    def __init__(self, tmp: Path) -> None:
+        sage = str(Path(sys.executable).parent / "sage")
+        env = {**os.environ, "PYTHONPATH": str(tmp), "SAGE_HOME": str(tmp / "home")}
+        sched_file = tmp / "scheduler.json"
+        self.procs = [
+            subprocess.Popen(
+                [sage, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                 "--no-dashboard", "--scheduler-file", str(sched_file)],
+                env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        ]  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the scheduler did not start")
+            time.sleep(0.1)
+        self.address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            self.procs.append(
+                subprocess.Popen(
+                    [sage, "worker", self.address, "--nthreads", "1",
+                     "--name", f"w{i}", "--no-nanny"],
+                    env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )
+            )  # fmt: skip
+        from distributed import Client
+
+        with Client(self.address) as c:
+            c.wait_for_workers(2, timeout=60)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            p.wait(30)
+
+
+def run_batch(jc: Any, tmp: Path, n: int, items: int, tag: str) -> dict[str, Any]:
+    """Submit ``n`` jobs at once, wait for all; their completion times."""
+    t0 = time.time()
+    jobs = [
+        jc.submit(spec(tmp / f"{tag}-{i}.yaml", f"{tag}-{i}", items,
+                       tmp / f"{tag}-{i}.jsonl"), owner=f"user{i}")
+        for i in range(n)
+    ]  # fmt: skip
+    finals = [jc.wait(j, timeout=3600) for j in jobs]
+    bad = [f for f in finals if f["status"] != "succeeded"]
+    if bad:
+        raise RuntimeError(f"jobs failed: {bad}")
+    done = [f["ended"] - f["submitted"] for f in finals]
+    makespan = max(f["ended"] for f in finals) - t0
+    return {
+        "p50_s": percentile(done, 0.5),
+        "p99_s": percentile(done, 0.99),
+        "makespan_s": makespan,
+        "items_per_s": n * items / makespan,
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = result["concurrency"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for i, policy in enumerate(POLICIES):
+        rows = [result["runs"][policy][str(n)] for n in ns]
+        for ax, key in zip(axes, ("p99_s", "items_per_s", "efficiency"), strict=True):
+            ax.errorbar(ns, [r[key]["median"] for r in rows],
+                        yerr=[[r[key]["median"] - r[key]["min"] for r in rows],
+                              [r[key]["max"] - r[key]["median"] for r in rows]],
+                        marker="o", capsize=3, color=f"C{i}", label=policy)  # fmt: skip
+    for ax, title in zip(axes, ("job completion p99 (s)", "total items/s",
+                                "per-job efficiency N*T1/makespan"), strict=True):  # fmt: skip
+        ax.set(xlabel="concurrent pipelines", title=title)
+        ax.set_xscale("log", base=2)
+        ax.legend()
+    fig.suptitle(
+        "bench-admission: 2 worker processes, CPU-bound pipelines (shared box)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_smoke_flag(parser)
+    parser.add_argument("--concurrency", default="1,2,4,8,16")
+    parser.add_argument("--items", type=int, default=20000)
+    parser.add_argument("--work", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "admission.json")
+    args = parser.parse_args()
+    ns = [int(n) for n in args.concurrency.split(",")]
+    out = args.out
+    if args.smoke:
+        ns, args.items, args.repeats, out = [1, 3], 300, 1, smoke_path(out)
+    if 1 not in ns:
+        ns = [1, *ns]
+    before = machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="sage-bench-admission-"))
+    (tmp / "benchwork.py").write_text(WORK_MODULE.format(work=args.work))
+    cluster = Cluster(tmp)
+    from sage_core import JobClient
+
+    raw: dict[str, dict[int, list[dict[str, Any]]]] = {p: {} for p in POLICIES}
+    try:
+        with JobClient(cluster.address) as jc:
+            for rep in range(args.repeats):
+                order = list(POLICIES) if rep % 2 == 0 else list(POLICIES)[::-1]
+                for n in ns:
+                    for policy in order:
+                        time.sleep(1.0)  # staggered counts from the last start
+                        jc.admission(policy, **POLICIES[policy])
+                        got = run_batch(jc, tmp, n, args.items, f"{policy}-{n}-{rep}")
+                        raw[policy].setdefault(n, []).append(got)
+                        print(f"rep {rep} n {n:2d} {policy:11s}: {got}", flush=True)
+    finally:
+        cluster.close()
+    runs: dict[str, dict[str, Any]] = {}
+    for policy in POLICIES:
+        t1 = spread([r["makespan_s"] for r in raw[policy][1]])["median"]
+        runs[policy] = {}
+        for n in ns:
+            reps = raw[policy][n]
+            row = {k: spread([r[k] for r in reps]) for k in reps[0]}
+            row["efficiency"] = spread([n * t1 / r["makespan_s"] for r in reps])
+            runs[policy][str(n)] = row
+    ratios = {}
+    for policy in ("staggered", "utilisation"):
+        ratios[policy] = {}
+        for n in ns:
+            mine, base = runs[policy][str(n)], runs["immediate"][str(n)]
+            p99 = mine["p99_s"]["median"] / base["p99_s"]["median"]
+            thr = mine["items_per_s"]["median"] / base["items_per_s"]["median"]
+            ratios[policy][str(n)] = {
+                "p99_vs_immediate": p99,
+                "throughput_vs_immediate": thr,
+            }
+            print(f"n {n:2d} {policy:11s}: p99 {p99:.2f}x immediate, "
+                  f"throughput {thr:.2f}x immediate")  # fmt: skip
+    result = {
+        "benchmark": "bench-admission",
+        "smoke": args.smoke,
+        "setup": {
+            "cluster": "sage scheduler + 2 sage worker processes, 1 thread each",
+            "items_per_job": args.items,
+            "work_per_item": args.work,
+            "repeats": args.repeats,
+            "policies": POLICIES,
+            "note": "shared machine: compare policies of the same run only",
+        },
+        "machine_before": before,
+        "machine_after": machine_info(),
+        "concurrency": ns,
+        "runs": runs,
+        "ratios": ratios,
+        "raw": {p: {str(n): v for n, v in r.items()} for p, r in raw.items()},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""``sage submit SPEC`` and ``sage jobs list|status|stop|logs``: jobs that run on the
+cluster's job manager and outlive this command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sage_core.cli.pipeline import _spec_arg
+from sage_core.cli.tls import security_from, tls_options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cluster_options(command: F) -> F:
+    command = tls_options(command)
+    command = click.option(
+        "--scheduler-file", default=None, help="Read the scheduler address here."
+    )(command)
+    return click.option(
+        "--address", default=None, help="The scheduler (tcp://host:8786)."
+    )(command)
+
+
+@contextmanager
+def _job_client(
+    address: str | None,
+    scheduler_file: str | None,
+    tls: tuple[str | None, str | None, str | None],
+) -> Iterator[Any]:
+    from sage_core.api.jobs import JobClient, JobError
+    from sage_core.common.errors import SageError
+
+    if not (address or scheduler_file):
+        raise click.UsageError("give the cluster: --address or --scheduler-file")
+    security = security_from("client", *tls)
+    try:
+        client = JobClient(address, scheduler_file=scheduler_file, security=security)
+    except SageError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, TimeoutError) as exc:
+        raise click.ClickException(
+            f"no Dask scheduler at {address or scheduler_file}: {exc}"
+        ) from None
+    try:
+        yield client
+    except JobError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+
+
+@click.command("submit")
+@_spec_arg
+@click.option("--owner", default="", help="Who the job belongs to (a free label).")
+@click.option("--priority", type=int, default=0, help="Job priority (priority policy).")
+@click.option("--policy", default=None, help="Placement policy (plugin name).")
+@_cluster_options
+def submit_cmd(
+    spec: Path,
+    owner: str,
+    priority: int,
+    policy: str | None,
+    address: str | None,
+    scheduler_file: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Run SPEC on the cluster's job manager; print the job id and return at once.
+
+    The job runs from the scheduler process, so it goes on after this command
+    exits; follow it with `sage jobs status|logs JOB`.
+    """
+    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
+        click.echo(jc.submit(spec, owner=owner, priority=priority, policy=policy))
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """List, inspect and stop the jobs of a cluster's job manager."""
+
+
+@jobs_group.command("list")
+@_cluster_options
+def list_cmd(
+    address: str | None,
+    scheduler_file: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Every job as JSON (id, name, owner, priority, policy, status ...)."""
+    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
+        click.echo(json.dumps(jc.list(), indent=2))
+
+
+def _one_job_command(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
+    @jobs_group.command(name, help=doc)
+    @click.argument("job")
+    @_cluster_options
+    def command(
+        job: str,
+        address: str | None,
+        scheduler_file: str | None,
+        tls_ca_file: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+    ) -> None:
+        tls = (tls_ca_file, tls_cert, tls_key)
+        with _job_client(address, scheduler_file, tls) as jc:
+            out = call(jc, job)
+            click.echo("\n".join(out) if name == "logs" else json.dumps(out, indent=2))
+
+
+_one_job_command("status", "One job's summary as JSON.", lambda jc, j: jc.status(j))
+_one_job_command("stop", "Cancel JOB: its replicas stop.", lambda jc, j: jc.stop(j))
+_one_job_command(
+    "logs", "What happened to JOB, one line each.", lambda jc, j: jc.logs(j)
+)
+
+
+@jobs_group.command("admission")
+@click.argument("policy", required=False)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    help="A policy option KEY=VALUE (a JSON value), e.g. -o delta_s=5.",
+)
+@_cluster_options
+def admission_cmd(
+    policy: str | None,
+    options: tuple[str, ...],
+    address: str | None,
+    scheduler_file: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Show, or set to POLICY, the cluster's job admission policy (immediate,
+    staggered, utilisation, fair-share or a plugin's)."""
+    parsed: dict[str, Any] = {}
+    for opt in options:
+        key, sep, raw = opt.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{opt!r} is not KEY=VALUE", param_hint="-o")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    if parsed and policy is None:
+        raise click.UsageError("-o options need a POLICY")
+    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
+        click.echo(json.dumps(jc.admission(policy, **parsed), indent=2))
+
+
+def attach(cli: click.Group) -> None:
+    """Add ``submit`` and ``jobs`` to the ``sage`` group."""
+    cli.add_command(submit_cmd)
+    cli.add_command(jobs_group)

@@ -1,0 +1,335 @@
+"""The job manager inside the scheduler: jobs that outlive the client submitting them.
+
+A client sends a pipeline spec (``sage_manager_submit``); the manager compiles it
+against the cluster and runs it with :class:`~sage_core.runtime.master.DaskRuntime`
+from a thread of the *scheduler* process, through its own client of that scheduler,
+so the job goes on when the submitter exits. Each job keeps its name, owner (a free
+label), priority, policy, status (``starting``, ``running``, ``succeeded``,
+``failed``, ``cancelled``), timestamps, error and a log of what happened to it.
+``install(scheduler, board)`` adds the handlers ``sage_manager_submit``,
+``sage_manager_jobs``, ``sage_manager_job``, ``sage_manager_stop`` and
+``sage_manager_logs``; the ``sage-jobs`` scheduler plugin calls it, so ``sage
+scheduler`` and ``dask scheduler --preload sage_core.runtime.preload`` both have it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sage_core.common.errors import SageError
+from sage_core.runtime.admission import (
+    PUMP_S,
+    AdmissionDecision,
+    AdmissionPolicy,
+    AdmissionQueue,
+    JobView,
+    create_admission_policy,
+)
+
+logger = logging.getLogger(__name__)
+
+#: log lines kept per job
+LOG_LINES = 500
+
+
+class UnknownJob(SageError, KeyError):
+    """No job of the manager has this id (or id prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(slots=True)
+class ManagedJob:
+    """One job of the manager (``summary()`` is what clients see)."""
+
+    id: str
+    name: str
+    owner: str
+    priority: int
+    policy: str | None
+    status: str = "queued"
+    submitted: float = field(default_factory=time.time)
+    ended: float | None = None
+    error: str | None = None
+    items: int | None = None
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    handle: Any = None
+    stop_requested: bool = False
+    admission: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        self.logs.append(f"{stamp} {message}")
+        logger.info("job %s: %s", self.id, message)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "priority": self.priority,
+            "policy": self.policy,
+            "status": self.status,
+            "submitted": self.submitted,
+            "ended": self.ended,
+            "error": self.error,
+            "items": self.items,
+            "admission": list(self.admission),
+        }
+
+
+class JobManager:
+    """Runs submitted specs on the cluster of the scheduler at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        board: Any = None,
+        security: Any = None,
+        admission: AdmissionPolicy | None = None,
+        utilisation: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self.address, self.board, self.security = address, board, security
+        self.jobs: dict[str, ManagedJob] = {}
+        self._lock = threading.Lock()
+        self._shared: Any = None
+        self.queue = AdmissionQueue(admission or _configured_policy(), utilisation)
+        self._closed = threading.Event()
+        threading.Thread(target=self._pump, name="sage-admission", daemon=True).start()
+
+    def _pump(self) -> None:
+        while not self._closed.wait(PUMP_S):
+            self.queue.pump()
+
+    def set_admission(
+        self, name: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Switch the cluster's admission policy (None: keep it); the current one."""
+        if name is not None:
+            self.queue.policy = create_admission_policy(name, **dict(options or {}))
+        policy = self.queue.policy
+        return {"policy": policy.name, "options": policy.options()}
+
+    def submit(
+        self,
+        spec: Mapping[str, Any] | str,
+        *,
+        base_dir: str | None = None,
+        owner: str = "",
+        priority: int = 0,
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        """Check ``spec`` (a mapping or its JSON text) and start it as a job; returns
+        the job's summary.
+
+        Raises:
+            SpecError: the spec's structure is wrong (every problem listed).
+        """
+        from sage_core.graph import load_spec
+
+        data = json.loads(spec) if isinstance(spec, str) else dict(spec)
+        loaded = load_spec(data, base_dir=base_dir)
+        name = loaded.graph.name
+        job = ManagedJob(
+            id=f"{name}-{uuid.uuid4().hex[:8]}",
+            name=name,
+            owner=owner,
+            priority=int(priority),
+            policy=policy,
+        )
+        job.log(f"submitted by {owner or 'anonymous'} (priority {priority})")
+        with self._lock:
+            self.jobs[job.id] = job
+
+        def start() -> None:
+            job.status = "starting"
+            threading.Thread(
+                target=self._run, args=(job, loaded), name=f"sage-job-{job.id}",
+                daemon=True,
+            ).start()  # fmt: skip
+
+        def record(decision: AdmissionDecision) -> None:
+            job.admission.append(decision.to_dict())
+            job.log(
+                f"{'admitted' if decision.admitted else 'queued'}: {decision.reason}"
+            )
+
+        view = JobView(job.id, owner, job.priority, job.submitted)
+        self.queue.add(view, start, record)
+        return job.summary()
+
+    def _run(self, job: ManagedJob, loaded: Any) -> None:
+        from sage_core.compiler import compile_plan
+        from sage_core.compiler.plan import RuntimeSettings
+        from sage_core.runtime.cluster_view import cluster_view
+        from sage_core.runtime.master import DaskRuntime
+
+        try:
+            client = self._client()
+            settings = RuntimeSettings.from_mapping(
+                {k: v for k, v in loaded.settings.items() if k != "parallelism"}
+            )
+            plan = compile_plan(
+                loaded.graph,
+                cluster_view(client),
+                job.policy or "load-aware-spread",
+                settings=settings,
+            )
+            workers = sorted({r.placement.worker for r in plan.replicas})
+            job.log(f"placed {len(plan.replicas)} replicas on {', '.join(workers)}")
+            handle = DaskRuntime(client).submit(
+                plan, job_id=job.id, priority=job.priority
+            )
+            job.handle = handle
+            self._label(job)
+            job.status = "running"
+            job.log("running")
+            if job.stop_requested:
+                handle.cancel()
+            result = handle.wait()
+            job.items = sum(
+                int(op.get("items_in", 0))
+                for name, op in result.metrics.get("operators", {}).items()
+                if name in _sinks(plan)
+            )
+            job.status = "cancelled" if job.stop_requested else result.status
+            job.log(f"{job.status}: {job.items} items into sinks")
+        except Exception as exc:  # noqa: BLE001 - the job's error, kept and shown
+            job.status = "cancelled" if job.stop_requested else "failed"
+            job.error = f"{type(exc).__name__}: {exc}"
+            job.log(f"{job.status}: {job.error}")
+        finally:
+            job.ended = time.time()
+            self.queue.ended(job.id)
+
+    def _client(self) -> Any:
+        """The manager's client of its own scheduler, shared by its jobs (the actor
+        handles of a job bind to the process's default client, so there is one)."""
+        from distributed import Client
+
+        with self._lock:
+            if self._shared is None:
+                self._shared = Client(self.address, security=self.security, timeout=60)
+            return self._shared
+
+    def close(self) -> None:
+        """Close the shared client (the scheduler is closing)."""
+        self._closed.set()
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.close()
+
+    def _label(self, job: ManagedJob) -> None:
+        """Owner and manager flag on the board's record (the /sage page shows them)."""
+        record = self.board.jobs.get(job.id) if self.board is not None else None
+        if record is not None:
+            record["owner"] = job.owner
+            record["admission"] = list(job.admission)
+
+    def find(self, job_id: str) -> ManagedJob:
+        """The job with this id, or the only one whose id starts with it.
+
+        Raises:
+            UnknownJob: none (or several) match.
+        """
+        with self._lock:
+            if job_id in self.jobs:
+                return self.jobs[job_id]
+            hits = [j for k, j in self.jobs.items() if k.startswith(job_id)]
+        if len(hits) != 1:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise UnknownJob(
+                f"no job {job_id!r} on this scheduler"
+                + (" (ambiguous prefix)" if hits else "")
+                + f"; jobs: {known}"
+            )
+        return hits[0]
+
+    def summaries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [j.summary() for j in self.jobs.values()]
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job (its replicas stop promptly); returns its summary."""
+        job = self.find(job_id)
+        if job.status == "queued" and self.queue.remove(job.id):
+            job.status, job.ended = "cancelled", time.time()
+            job.log("cancelled while queued")
+        elif job.status in ("starting", "running"):
+            job.stop_requested = True
+            job.log("stop requested")
+            if job.handle is not None:
+                threading.Thread(target=job.handle.cancel, daemon=True).start()
+        return job.summary()
+
+    def logs(self, job_id: str) -> list[str]:
+        return list(self.find(job_id).logs)
+
+
+def _sinks(plan: Any) -> set[str]:
+    return {op.name for op in plan.operators if op.role == "sink"}
+
+
+def _configured_policy() -> AdmissionPolicy:
+    """The policy Dask's config names (``sage.admission.policy`` / ``.options``, e.g.
+    ``DASK_SAGE__ADMISSION__POLICY=staggered``); ``immediate`` by default."""
+    import dask
+
+    name = dask.config.get("sage.admission.policy", "immediate")
+    options = dask.config.get("sage.admission.options", {}) or {}
+    return create_admission_policy(str(name), **dict(options))
+
+
+def worker_utilisation(scheduler: Any) -> float | None:
+    """The workers' mean CPU use (0..1, per thread), from their heartbeats."""
+    shares = []
+    for ws in list(scheduler.workers.values()):
+        cpu = ws.metrics.get("cpu")
+        if cpu is not None:
+            shares.append(min(1.0, float(cpu) / (100.0 * max(1, ws.nthreads))))
+    return sum(shares) / len(shares) if shares else None
+
+
+def install(scheduler: Any, board: Any) -> JobManager:
+    """Add the manager's handlers to ``scheduler`` (returns the manager)."""
+    manager = JobManager(
+        scheduler.address,
+        board=board,
+        security=getattr(scheduler, "security", None),
+        utilisation=lambda: worker_utilisation(scheduler),
+    )
+    scheduler.handlers.update(
+        {
+            "sage_manager_submit": _remote(manager.submit),
+            "sage_manager_jobs": lambda: manager.summaries(),
+            "sage_manager_job": _remote(lambda job: manager.find(job).summary()),
+            "sage_manager_stop": _remote(lambda job: manager.stop(job)),
+            "sage_manager_logs": _remote(lambda job: manager.logs(job)),
+            "sage_manager_admission": _remote(manager.set_admission),
+        }
+    )
+    return manager
+
+
+def _remote(fn: Any) -> Any:
+    """A handler returning ``{"ok": value}`` or ``{"error": message}``: SAGE errors
+    reach the client as their message (exceptions do not cross as such)."""
+
+    def handler(**kwargs: Any) -> dict[str, Any]:
+        try:
+            return {"ok": fn(**kwargs)}
+        except SageError as exc:
+            return {"error": str(exc), "type": type(exc).__name__}
+
+    return handler

@@ -1,0 +1,212 @@
+"""The meeting point of HTTP requests and the running pipeline, in one process.
+
+The HTTP side ``submit`` s items (each becomes an :class:`Envelope` with a fresh
+request id) and awaits their :class:`Outcome`; the ``http-request`` source takes the
+envelopes (``take``) and the ``http-response`` sink hands back what reached the end
+(``deliver``). A request is complete when the weights of its items and markers add
+up to 1 (see :mod:`sage_core.serve.envelope`). Hubs are found by id in this process
+(``hub_for``); the runtime threads and the event loop share them under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from sage_core.common.errors import SageError
+from sage_core.serve.envelope import Envelope, Marker
+
+_HUBS: dict[str, RequestHub] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+class HubNotFound(SageError, LookupError):
+    """The ``http-request``/``http-response`` operator runs in a process without its
+    hub: served pipelines run on the embedded runtime of the serving process."""
+
+
+class Overloaded(SageError):
+    """More requests in flight than the hub's cap (the HTTP side answers 429)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended: ``status`` is ``"ok"``, ``"dropped"`` (filtered: no
+    output), ``"failed"`` (``error`` says which operator and why) or
+    ``"expired"`` (its deadline passed). ``items`` are the outputs in order;
+    ``multi`` whether a flat_map was passed (the answer is a list)."""
+
+    status: str
+    items: list[Any] = field(default_factory=list)
+    multi: bool = False
+    error: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Outcome]
+    loop: asyncio.AbstractEventLoop
+    done: Fraction = Fraction(0)
+    outputs: list[tuple[tuple[int, ...], Any]] = field(default_factory=list)
+    multi: bool = False
+    markers: list[Marker] = field(default_factory=list)
+
+
+class RequestHub:
+    """Pending requests of one served pipeline.
+
+    Args:
+        name: the pipeline's name.
+        max_in_flight: the most requests (items) admitted and not yet answered.
+    """
+
+    def __init__(self, name: str, *, max_in_flight: int = 256) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.id = uuid.uuid4().hex
+        self.name = name
+        self.max_in_flight = max_in_flight
+        self.closed = False
+        self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        #: requests answered, by outcome status; refused (429) and cancelled
+        self.counts: dict[str, int] = {}
+
+    # --- registry -------------------------------------------------------------
+
+    def register(self) -> RequestHub:
+        with _HUBS_LOCK:
+            _HUBS[self.id] = self
+        return self
+
+    def close(self) -> None:
+        """No new requests; the source ends once it has handed out what is queued."""
+        self.closed = True
+
+    def unregister(self) -> None:
+        with _HUBS_LOCK:
+            _HUBS.pop(self.id, None)
+
+    # --- HTTP side ------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(
+        self, items: list[Any], *, deadline: float | None = None
+    ) -> list[tuple[str, asyncio.Future[Outcome]]]:
+        """Admit ``items`` as requests (all or none); call from the event loop.
+
+        Raises:
+            Overloaded: admitting them would pass ``max_in_flight``.
+            HubNotFound: the hub is closed.
+        """
+        if self.closed:
+            raise HubNotFound(f"pipeline {self.name!r} is shutting down")
+        loop = asyncio.get_running_loop()
+        out = []
+        with self._lock:
+            if len(self._pending) + len(items) > self.max_in_flight:
+                self._count("refused", len(items))
+                raise Overloaded(
+                    f"pipeline {self.name!r} has {len(self._pending)} requests in "
+                    f"flight (cap {self.max_in_flight}); retry later"
+                )
+            for _ in items:
+                rid = uuid.uuid4().hex
+                fut: asyncio.Future[Outcome] = loop.create_future()
+                self._pending[rid] = _Pending(fut, loop)
+                out.append((rid, fut))
+        for (rid, _), item in zip(out, items, strict=True):
+            self._queue.put(Envelope(rid, item, deadline=deadline))
+        return out
+
+    def cancel(self, rid: str) -> None:
+        """Forget a request no one waits for any more; its items are skipped."""
+        with self._lock:
+            if self._pending.pop(rid, None) is not None:
+                self._count("cancelled")
+
+    # --- pipeline side --------------------------------------------------------
+
+    def take(self, timeout: float) -> Envelope | None:
+        """The next live request envelope, waiting up to ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                env = self._queue.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                return None
+            if env.rid not in self._pending:
+                continue  # cancelled before it started
+            if env.deadline is not None and time.time() > env.deadline:
+                self.deliver([Marker(env.rid, "expired")])
+                continue
+            return env
+
+    def deliver(self, items: Iterable[Any]) -> None:
+        """Record what reached the sink; complete the requests it finishes."""
+        finished: list[tuple[_Pending, Outcome]] = []
+        with self._lock:
+            for x in items:
+                p = self._pending.get(x.rid)
+                if p is None:
+                    continue  # cancelled or answered already
+                if isinstance(x, Envelope):
+                    p.outputs.append((x.path, x.item))
+                    p.multi = p.multi or x.multi
+                else:
+                    p.markers.append(x)
+                p.done += x.weight
+                if p.done >= 1:
+                    del self._pending[x.rid]
+                    outcome = _outcome(p)
+                    self._count(outcome.status)
+                    finished.append((p, outcome))
+        for p, outcome in finished:
+            p.loop.call_soon_threadsafe(_resolve, p.future, outcome)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+def _resolve(fut: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not fut.done():
+        fut.set_result(outcome)
+
+
+def _outcome(p: _Pending) -> Outcome:
+    failed = [m for m in p.markers if m.kind == "failed"]
+    if failed:
+        return Outcome("failed", error=dict(failed[0].error))
+    if any(m.kind == "expired" for m in p.markers):
+        return Outcome("expired")
+    items = [item for _, item in sorted(p.outputs, key=lambda o: o[0])]
+    if not items:
+        return Outcome("dropped")
+    return Outcome("ok", items=items, multi=p.multi)
+
+
+def hub_for(hub_id: str) -> RequestHub:
+    """The hub registered under ``hub_id`` in this process.
+
+    Raises:
+        HubNotFound: none is (the operator runs in another process).
+    """
+    with _HUBS_LOCK:
+        hub = _HUBS.get(hub_id)
+    if hub is None:
+        raise HubNotFound(
+            f"no served pipeline {hub_id!r} in this process: http-request and "
+            f"http-response run on the serving process's embedded runtime (sage serve)"
+        )
+    return hub
