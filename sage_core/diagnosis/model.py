@@ -74,7 +74,11 @@ class ServiceModel:
             wi * (k - mx) * (s - my) for wi, (k, s) in zip(weights, pts, strict=True)
         )
         b = max(0.0, sxy / sxx) if sxx else 0.0
-        a = max(0.0, my - b * mx)
+        a = my - b * mx
+        if a < 0:  # no fixed cost per batch: the line through the origin
+            kk = sum(wi * k * k for wi, (k, _) in zip(weights, pts, strict=True))
+            ks = sum(wi * k * s for wi, (k, s) in zip(weights, pts, strict=True))
+            return 0.0, ks / kk
         return a, b
 
     def coverage(self, k: int) -> str:

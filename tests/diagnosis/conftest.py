@@ -85,3 +85,61 @@ def chain() -> Callable[..., JobModel]:
 def svc() -> Callable[..., ServiceModel]:
     """``samples``: a service-time distribution at batch size 1."""
     return samples
+
+
+def fake_counters_model(
+    replicas: dict[str, dict[str, float]],
+    *,
+    keyed: bool = False,
+    worker_of: dict[str, str] | None = None,
+    packet: int = 16,
+) -> JobModel:
+    """A job src -> op -> sink whose replicas (``"op#0"`` ...) report the given
+    utilisation (``busy``), blocked share, items and, for the source, pull share, as
+    recorded counters over a 10 s run (a test double of a job record)."""
+    duration = 10.0
+    snaps: dict[str, dict[str, object]] = {}
+    tasks: dict[str, list[str]] = {}
+    for rid, c in replicas.items():
+        task = rid.split("#")[0]
+        tasks.setdefault(task, []).append(rid)
+        items = int(c.get("items", 1000))
+        batches = max(1, items // packet)
+        snaps[rid] = {
+            "replica": rid,
+            "items_in": 0 if task == "src" else items,
+            "items_out": items,
+            "batches": batches,
+            "service_s": c.get("busy", 0.0) * duration,
+            "source_s": c.get("pull", 0.0) * duration,
+            "queue_wait_s": 0.001 * items,
+            "blocked_s": c.get("blocked", 0.0) * duration,
+            "keys": c.get("keys", {}),
+            "operators": {task: {"items_out": items}},
+        }
+    model = fake_chain_model(
+        arrivals=samples("det", 0.0001),
+        stages=[(t, samples("det", 0.001), len(r)) for t, r in tasks.items()][1:],
+        items=sum(int(c.get("items", 1000)) for r, c in replicas.items() if "src" in r),
+        worker_of=worker_of,
+        slots=1,
+    )
+    model.duration_s = duration
+    model.replicas = snaps
+    for t in model.tasks:
+        t.replicas = tasks[t.name]
+        if t.name == "sink":
+            t.role = "sink"
+    model.worker_of = {
+        rid: (worker_of or {}).get(rid, "w") for rids in tasks.values() for rid in rids
+    }
+    model.slots = {w: 1 for w in set(model.worker_of.values())}
+    if keyed:
+        model.channels[0].keyed = True
+    return model
+
+
+@pytest.fixture
+def counters() -> Callable[..., JobModel]:
+    """``fake_counters_model``: a src -> op -> sink job from given counters."""
+    return fake_counters_model
