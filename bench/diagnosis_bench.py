@@ -1,0 +1,427 @@
+"""How far the diagnosis tools are from reality: what-if predictions against actually
+run counterfactuals, and attribution on injected bottlenecks.
+
+What-if: a COMPUTE pipeline (source -> busy-loop op -> sink) runs once as a baseline
+on a LocalCluster of 2 single-thread worker processes (and once on the LocalRuntime);
+``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
+packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
+record, then the counterfactual is run (median of --repeats). Errors are
+(predicted - measured) / measured of throughput and of the p99 of the sampled
+packet traces (emission to sink).
+
+Attribution: one scenario per bottleneck class (slow operator, slow sink, hot key,
+pack placement, slow source, one-item packets across processes); the diagnosis must
+name the injected operator and class; the top recommendation is then run and its
+measured effect set next to the predicted one.
+
+    python bench/diagnosis_bench.py --out bench/results/diagnosis.json
+    python bench/diagnosis_bench.py --smoke   # about a minute, diagnosis-smoke.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cloudpickle
+from common import add_smoke_flag, machine_info, smoke_path, spread
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+_perf = time.perf_counter
+
+
+def items(n: int, rate: float | None = None, hot: float = 0.0) -> Any:
+    """``n`` dicts keyed ``k`` (a share ``hot`` of them "hot"), paced to ``rate``/s."""
+    start = _perf()
+    for i in range(n):
+        if rate:
+            ahead = start + i / rate - _perf()
+            if ahead > 0.0002:
+                time.sleep(ahead)
+        hot_one = (i * 7919 % 1000) < hot * 1000
+        yield {"id": i, "k": "hot" if hot_one else f"k{i % 97}", "p": "x" * 200}
+
+
+def busy(cost_s: float) -> Any:
+    def op(item: Any) -> Any:
+        end = _perf() + cost_s
+        while _perf() < end:
+            pass
+        return item
+
+    return op
+
+
+@dataclass(frozen=True)
+class Cfg:
+    """One pipeline: source -> stages -> sink, with its runtime settings."""
+
+    n: int
+    stages: tuple[tuple[str, float, int], ...] = (("op", 300e-6, 1),)
+    sink_cost: float = 0.0
+    rate: float | None = None
+    hot: float = 0.0
+    keyed: bool = False
+    buffer: int = 16
+    cap: int = 8
+    policy: str = "round-robin"
+    workers: int = 2
+    cpu: float = 1.0
+    dask: bool = True
+    par: dict[str, int] = field(default_factory=dict)
+
+
+def build(env: Any, c: Cfg) -> None:
+    s = env.from_source(items, n=c.n, rate=c.rate, hot=c.hot, name="src")
+    for i, (name, cost, par) in enumerate(c.stages):
+        if c.keyed and i == 0:
+            s = s.key_by("k")
+        contract = {"cpu": c.cpu}
+        s = s.map(
+            busy(cost), name=name, parallelism=c.par.get(name, par), contract=contract
+        )
+    s.sink(busy(c.sink_cost), name="sink", parallelism=c.par.get("sink", 1))
+
+
+def run(c: Cfg, clusters: dict[int, Any]) -> dict[str, Any]:
+    """Run ``c``; its job record (as ``sage run`` writes it)."""
+    settings = {
+        "chaining": False,
+        "buffer_size": c.buffer,
+        "queue_capacity": c.cap,
+        "trace_every": 2,
+    }
+    if not c.dask:
+        from sage_core import LocalEnvironment
+        from sage_core.diagnosis import record_of
+
+        env = LocalEnvironment("bench-diag", **settings)
+        build(env, c)
+        job = env.submit()
+        return record_of(job.plan, job.wait(600))
+    from sage_core.api.dask_environment import DaskEnvironment
+    from sage_core.observe.records import load_record
+
+    denv = DaskEnvironment(
+        "bench-diag", client=clients(clusters, c.workers), policy=c.policy, **settings
+    )
+    build(denv, c)
+    job = denv.submit()
+    job.wait(600)
+    return load_record(job.job_id)
+
+
+def clients(clusters: dict[int, Any], n: int) -> Any:
+    if n not in clusters:
+        from dask_peers import local_cluster
+
+        clusters[n] = local_cluster(n)[1]
+        run(Cfg(n=200, workers=n), clusters)  # warm-up: workers import the code
+    return clusters[n]
+
+
+def measured(record: dict[str, Any]) -> dict[str, float]:
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.sim import percentile
+
+    m = job_model(record)
+    e2e = sorted(t["end_to_end_s"] for t in m.traces if t.get("outcome") == "sink")
+    return {
+        "throughput": m.measured_throughput(),
+        "p99_ms": 1e3 * percentile(e2e, 0.99),
+    }
+
+
+def repeat(c: Cfg, clusters: dict[int, Any], k: int) -> dict[str, Any]:
+    got = [measured(run(c, clusters)) for _ in range(k)]
+    return {key: spread([g[key] for g in got]) for key in ("throughput", "p99_ms")}
+
+
+def counterfactuals(smoke: bool, dask: bool) -> list[tuple[str, dict[str, Any], Cfg]]:
+    """(label, predict() keywords, the config actually run) per counterfactual."""
+    from sage_core.diagnosis.whatif import Change
+
+    base = Cfg(n=1000 if smoke else 6000, dask=dask)
+    one = [
+        (
+            "op.parallelism=2",
+            {"changes": [Change("op", "parallelism", 2)]},
+            replace(base, par={"op": 2}),
+        ),
+        (
+            "buffer_size=64",
+            {"changes": [Change(None, "buffer_size", 64)]},
+            replace(base, buffer=64),
+        ),
+        (
+            "queue_capacity=2",
+            {"changes": [Change(None, "queue_capacity", 2)]},
+            replace(base, cap=2),
+        ),
+    ]
+    if not smoke:
+        one += [
+            (
+                "buffer_size=4",
+                {"changes": [Change(None, "buffer_size", 4)]},
+                replace(base, buffer=4),
+            ),
+            (
+                "op.parallelism=3",
+                {"changes": [Change("op", "parallelism", 3)]},
+                replace(base, par={"op": 3}),
+            ),
+        ]
+    if dask:
+        one += [
+            (
+                "policy=load-aware-pack",
+                {"policy": "load-aware-pack"},
+                replace(base, policy="load-aware-pack", cpu=0.25),
+            ),
+            ("workers=1", {"workers": 1}, replace(base, workers=1)),
+        ]
+        if not smoke:
+            one += [
+                ("workers=4", {"workers": 4}, replace(base, workers=4)),
+                (
+                    "workers=4 op.parallelism=2",
+                    {"workers": 4, "changes": [Change("op", "parallelism", 2)]},
+                    replace(base, workers=4, par={"op": 2}),
+                ),
+            ]
+    return [("baseline", {}, base), *one]
+
+
+def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> list[Any]:
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.whatif import predict
+
+    cases = counterfactuals(smoke, dask)
+    baseline = run(cases[0][2], clusters)
+    model = job_model(baseline)
+    rows = []
+    for label, kw, cfg in cases:
+        pred = predict(model, **kw)
+        got = repeat(cfg, clusters, k)
+        row = {
+            "runtime": "dask" if dask else "local",
+            "case": label,
+            "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
+            "measured": got,
+            "validity": pred["validity"],
+        }
+        for key in ("throughput", "p99_ms"):
+            m = got[key]["median"]
+            row[f"error_{key}"] = (row["predicted"][key] - m) / m if m else None
+        print(
+            f"{row['runtime']:5} {label:28} thr pred {pred['throughput']:8.0f} meas "
+            f"{got['throughput']['median']:8.0f} ({row['error_throughput']:+.0%})  p99 "
+            f"pred {pred['p99_ms']:7.1f} meas {got['p99_ms']['median']:7.1f} "
+            f"({row['error_p99_ms']:+.0%})",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+def scenarios(smoke: bool) -> list[tuple[str, Cfg, str | None, str]]:
+    """(name, config, expected operator (None: any), expected class)."""
+    n = 1200 if smoke else 4000
+    local = Cfg(n=n, dask=False)
+    return [
+        (
+            "slow operator",
+            replace(local, stages=(("fast", 20e-6, 1), ("slow", 400e-6, 1))),
+            "slow",
+            "compute",
+        ),
+        (
+            "slow sink",
+            replace(local, stages=(("op", 20e-6, 1),), sink_cost=400e-6),
+            "sink",
+            "backpressure",
+        ),
+        (
+            "hot key",
+            replace(local, stages=(("op", 300e-6, 2),), keyed=True, hot=0.8),
+            "op",
+            "skew",
+        ),
+        (
+            "slow source",
+            replace(local, stages=(("op", 20e-6, 1),), rate=1500.0),
+            "src",
+            "source",
+        ),
+        (
+            "pack placement",
+            replace(
+                local,
+                dask=True,
+                stages=(("op", 300e-6, 2),),
+                policy="load-aware-pack",
+                cpu=0.25,
+            ),
+            "op",
+            "placement",
+        ),
+        (
+            "one-item packets",
+            replace(local, dask=True, stages=(("op", 0.0, 1),), buffer=1, n=n // 2),
+            None,
+            "overhead",
+        ),
+    ]
+
+
+def applied(c: Cfg, rec: dict[str, Any]) -> Cfg | None:
+    """``c`` with the recommendation applied (None: not runnable, e.g. key salting)."""
+    if rec["policy"]:
+        return replace(c, policy=rec["policy"])
+    par = dict(c.par)
+    out = c
+    for text in rec["changes"]:
+        name, _, value = text.partition("=")
+        op, _, knob = name.rpartition(".")
+        if knob == "parallelism":
+            par[op] = int(value)
+        elif knob == "buffer_size":
+            out = replace(out, buffer=int(value))
+        elif knob == "queue_capacity":
+            out = replace(out, cap=int(value))
+    return replace(out, par=par) if rec["changes"] else None
+
+
+def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.attribute import diagnose
+
+    rows = []
+    for name, cfg, op, cls in scenarios(smoke):
+        record = run(cfg, clusters)
+        out = diagnose(job_model(record))
+        got = out["bottleneck"]
+        ok = got["class"] == cls and (op is None or got["operator"] == op)
+        row: dict[str, Any] = {
+            "scenario": name,
+            "expected": {"operator": op, "class": cls},
+            "got": got,
+            "right": ok,
+            "measured": measured(record),
+        }
+        top = out["recommendations"][0] if out["recommendations"] else None
+        if top:
+            row["top"] = {"action": top["action"], "predicted": top["predicted"]}
+            after = applied(cfg, top)
+            if after is not None:
+                row["top"]["measured"] = measured(run(after, clusters))
+        print(
+            f"{name:18} -> {got['operator']} ({got['class']}) {'ok' if ok else 'WRONG'}"
+            f"; top: {row.get('top')}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+def errors(rows: list[Any], key: str) -> dict[str, float]:
+    errs = [abs(r[f"error_{key}"]) for r in rows if r[f"error_{key}"] is not None]
+    return {"median": statistics.median(errs), "worst": max(errs)} if errs else {}
+
+
+def plot(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, key, unit in zip(
+        axes, ("throughput", "p99_ms"), ("items/s", "ms"), strict=True
+    ):
+        for runtime, marker in (("dask", "o"), ("local", "s")):
+            rows = [r for r in result["whatif"] if r["runtime"] == runtime]
+            if not rows:
+                continue
+            meas = [r["measured"][key]["median"] for r in rows]
+            lo = [
+                r["measured"][key]["median"] - r["measured"][key]["min"] for r in rows
+            ]
+            hi = [
+                r["measured"][key]["max"] - r["measured"][key]["median"] for r in rows
+            ]
+            pred = [r["predicted"][key] for r in rows]
+            ax.errorbar(meas, pred, xerr=[lo, hi], fmt=marker, label=runtime, capsize=3)
+            for r, x, y in zip(rows, meas, pred, strict=True):
+                ax.annotate(r["case"], (x, y), fontsize=6)
+        top = max(
+            max(r["measured"][key]["max"], r["predicted"][key])
+            for r in result["whatif"]
+        )
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        e = result["summary"][key]
+        ax.set_title(f"{key}: median |error| {e['median']:.0%}, worst {e['worst']:.0%}")
+        ax.set_xlabel(f"measured ({unit}, median, min-max)")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.legend()
+    right = sum(r["right"] for r in result["attribution"])
+    fig.suptitle(
+        f"what-if predicted vs measured (COMPUTE); attribution right in {right}/"
+        f"{len(result['attribution'])} scenarios (shared 2-core box)"
+    )
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("bench/results/diagnosis.json"))
+    p.add_argument("--repeats", type=int, default=3)
+    add_smoke_flag(p)
+    args = p.parse_args()
+    out = smoke_path(args.out) if args.smoke else args.out
+    k = 1 if args.smoke else args.repeats
+    # job records of the runs go to a scratch SAGE_HOME, not the user's
+    os.environ.setdefault("SAGE_HOME", tempfile.mkdtemp(prefix="sage-bench-diag-"))
+    clusters: dict[int, Any] = {}
+    t0 = _perf()
+    try:
+        rows = whatif_rows(args.smoke, False, clusters, k)
+        rows += whatif_rows(args.smoke, True, clusters, k)
+        attribution = attribution_rows(args.smoke, clusters)
+    finally:
+        for client in clusters.values():
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    result = {
+        "machine": machine_info(),
+        "smoke": args.smoke,
+        "repeats": k,
+        "whatif": rows,
+        "attribution": attribution,
+        "summary": {
+            "throughput": errors(rows, "throughput"),
+            "p99_ms": errors(rows, "p99_ms"),
+        },
+        "seconds": _perf() - t0,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out)
+    print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()
