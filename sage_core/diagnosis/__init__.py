@@ -6,6 +6,7 @@ Reads job records, plans, metrics and traces; never runtime internals.
 
 from __future__ import annotations
 
+from sage_core.diagnosis.attribute import diagnose
 from sage_core.diagnosis.model import (
     DiagnosisError,
     JobModel,
@@ -13,14 +14,20 @@ from sage_core.diagnosis.model import (
     job_model,
     record_of,
 )
+from sage_core.diagnosis.replay import replay
 from sage_core.diagnosis.sim import SimResult, simulate
+from sage_core.diagnosis.whatif import Change, predict
 
 __all__ = [
+    "Change",
     "DiagnosisError",
     "JobModel",
     "ServiceModel",
     "SimResult",
+    "diagnose",
     "job_model",
+    "predict",
     "record_of",
+    "replay",
     "simulate",
 ]
