@@ -5,9 +5,11 @@ What-if: a COMPUTE pipeline (source -> busy-loop op -> sink) runs once as a base
 on a LocalCluster of 2 single-thread worker processes (and once on the LocalRuntime);
 ``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
 packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
-record, then the counterfactual is run (median of --repeats). Errors are
-(predicted - measured) / measured of throughput and of the p99 of the sampled
-packet traces (emission to sink).
+record (workers capped at this machine's cores), then run --repeats times, each
+time right after a baseline run. Errors are (predicted - measured) / measured of
+throughput and of the p99 of the sampled packet traces (emission to sink), both
+absolute and as effects: the predicted ratio to the predicted baseline against the
+measured ratio to the baseline run next to it (the box may be shared).
 
 Attribution: one scenario per bottleneck class (slow operator, slow sink, hot key,
 pack placement, slow source, one-item packets across processes); the diagnosis must
@@ -142,11 +144,6 @@ def measured(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def repeat(c: Cfg, clusters: dict[int, Any], k: int) -> dict[str, Any]:
-    got = [measured(run(c, clusters)) for _ in range(k)]
-    return {key: spread([g[key] for g in got]) for key in ("throughput", "p99_ms")}
-
-
 def counterfactuals(smoke: bool, dask: bool) -> list[tuple[str, dict[str, Any], Cfg]]:
     """(label, predict() keywords, the config actually run) per counterfactual."""
     from sage_core.diagnosis.whatif import Change
@@ -204,35 +201,51 @@ def counterfactuals(smoke: bool, dask: bool) -> list[tuple[str, dict[str, Any], 
 
 
 def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> list[Any]:
+    """Each counterfactual predicted from one baseline record, then run k times,
+    each time right after a baseline run (the peer: the box is shared, so effects
+    are compared as ratios to the baseline measured next to them)."""
     from sage_core.diagnosis import job_model
     from sage_core.diagnosis.whatif import predict
 
     cases = counterfactuals(smoke, dask)
-    # the model is fed the baseline run of median throughput among k (a shared box)
-    runs = sorted(
-        (run(cases[0][2], clusters) for _ in range(k)),
-        key=lambda r: measured(r)["throughput"],
-    )
-    model = job_model(runs[len(runs) // 2])
+    model = job_model(run(cases[0][2], clusters))
+    cores = os.cpu_count()  # the LocalCluster's workers share this machine
+    pred0 = predict(model, host_cores=cores)
     rows = []
-    for label, kw, cfg in cases:
-        pred = predict(model, **kw)
-        got = repeat(cfg, clusters, k)
-        row = {
+    for label, kw, cfg in cases[1:]:
+        pred = predict(model, host_cores=cores, **kw)
+        pairs = [
+            (measured(run(cases[0][2], clusters)), measured(run(cfg, clusters)))
+            for _ in range(k)
+        ]
+        row: dict[str, Any] = {
             "runtime": "dask" if dask else "local",
             "case": label,
             "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
-            "measured": got,
+            "measured": {
+                key: spread([cf[key] for _, cf in pairs])
+                for key in ("throughput", "p99_ms")
+            },
+            "baseline_measured": {
+                key: spread([b[key] for b, _ in pairs])
+                for key in ("throughput", "p99_ms")
+            },
             "validity": pred["validity"],
         }
         for key in ("throughput", "p99_ms"):
-            m = got[key]["median"]
-            row[f"error_{key}"] = (row["predicted"][key] - m) / m if m else None
+            m = row["measured"][key]["median"]
+            row[f"error_{key}"] = (pred[key] - m) / m if m else None
+            ratio = statistics.median(cf[key] / b[key] for b, cf in pairs if b[key])
+            p_ratio = pred[key] / pred0[key] if pred0[key] else 0.0
+            row[f"effect_{key}"] = {"predicted": p_ratio, "measured": ratio}
+            row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
         print(
-            f"{row['runtime']:5} {label:28} thr pred {pred['throughput']:8.0f} meas "
-            f"{got['throughput']['median']:8.0f} ({row['error_throughput']:+.0%})  p99 "
-            f"pred {pred['p99_ms']:7.1f} meas {got['p99_ms']['median']:7.1f} "
-            f"({row['error_p99_ms']:+.0%})",
+            f"{row['runtime']:5} {label:26} thr x{row['effect_throughput']['predicted']:.2f}"
+            f" pred, x{row['effect_throughput']['measured']:.2f} meas "
+            f"({row['effect_error_throughput']:+.0%}); abs {pred['throughput']:6.0f} vs "
+            f"{row['measured']['throughput']['median']:6.0f}; p99 "
+            f"x{row['effect_p99_ms']['predicted']:.2f} vs "
+            f"x{row['effect_p99_ms']['measured']:.2f}",
             flush=True,
         )
         rows.append(row)
@@ -314,7 +327,7 @@ def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
     rows = []
     for name, cfg, op, cls in scenarios(smoke):
         record = run(cfg, clusters)
-        out = diagnose(job_model(record))
+        out = diagnose(job_model(record), host_cores=os.cpu_count())
         got = out["bottleneck"]
         ok = got["class"] == cls and (op is None or got["operator"] == op)
         row: dict[str, Any] = {
@@ -340,8 +353,15 @@ def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
 
 
 def errors(rows: list[Any], key: str) -> dict[str, float]:
-    errs = [abs(r[f"error_{key}"]) for r in rows if r[f"error_{key}"] is not None]
-    return {"median": statistics.median(errs), "worst": max(errs)} if errs else {}
+    """Median and worst |error| of absolute predictions and of effects (ratios to
+    the baseline measured alongside)."""
+    out: dict[str, float] = {}
+    for kind in ("error", "effect_error"):
+        errs = [abs(r[f"{kind}_{key}"]) for r in rows if r[f"{kind}_{key}"] is not None]
+        if errs:
+            out[f"{kind}_median"] = statistics.median(errs)
+            out[f"{kind}_worst"] = max(errs)
+    return out
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
@@ -375,7 +395,12 @@ def plot(result: dict[str, Any], out: Path) -> None:
         )
         ax.plot([0, top], [0, top], "k--", lw=0.8)
         e = result["summary"][key]
-        ax.set_title(f"{key}: median |error| {e['median']:.0%}, worst {e['worst']:.0%}")
+        ax.set_title(
+            f"{key}: |error| median {e['error_median']:.0%}, worst "
+            f"{e['error_worst']:.0%}\neffect vs peer baseline: median "
+            f"{e['effect_error_median']:.0%}, worst {e['effect_error_worst']:.0%}",
+            fontsize=9,
+        )
         ax.set_xlabel(f"measured ({unit}, median, min-max)")
         ax.set_ylabel(f"predicted ({unit})")
         ax.legend()

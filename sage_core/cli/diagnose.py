@@ -11,6 +11,7 @@ import click
 from sage_core.cli.explain import table
 
 CORES_HELP = "Replicas of one worker process computing at once (1: GIL-bound Python)."
+HOST_HELP = "All workers share one machine with this many cores (default: no cap)."
 
 
 def load_model(job: str, cores_per_worker: int) -> Any:
@@ -32,7 +33,10 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
 @click.argument("job")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
 @click.option("--cores-per-worker", default=1, show_default=True, help=CORES_HELP)
-def diagnose_cmd(job: str, as_json: bool, cores_per_worker: int) -> None:
+@click.option("--host-cores", type=int, default=None, help=HOST_HELP)
+def diagnose_cmd(
+    job: str, as_json: bool, cores_per_worker: int, host_cores: int | None
+) -> None:
     """Name the bottleneck of JOB (id or unique prefix) and rank fixes by their
     predicted effect."""
     from sage_core.diagnosis import DiagnosisError
@@ -40,7 +44,7 @@ def diagnose_cmd(job: str, as_json: bool, cores_per_worker: int) -> None:
 
     model = load_model(job, cores_per_worker)
     try:
-        out = diagnose(model)
+        out = diagnose(model, host_cores=host_cores)
     except DiagnosisError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -94,6 +98,12 @@ def diagnose_cmd(job: str, as_json: bool, cores_per_worker: int) -> None:
 @click.option("--policy", default=None, help="Place replicas with this policy.")
 @click.option("--workers", type=int, default=None, help="Project onto N workers.")
 @click.option("--cores-per-worker", default=1, show_default=True, help=CORES_HELP)
+@click.option(
+    "--host-cores",
+    type=int,
+    default=None,
+    help=HOST_HELP,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 def whatif_cmd(
     job: str,
@@ -101,6 +111,7 @@ def whatif_cmd(
     policy: str | None,
     workers: int | None,
     cores_per_worker: int,
+    host_cores: int | None,
     as_json: bool,
 ) -> None:
     """Predict JOB's throughput, latency and utilisation under changes."""
@@ -118,6 +129,7 @@ def whatif_cmd(
             policy=policy,
             workers=workers,
             cores_per_worker=cores_per_worker,
+            host_cores=host_cores,
         )
     except DiagnosisError as exc:
         raise click.ClickException(str(exc)) from None

@@ -258,7 +258,9 @@ def _candidates(model: JobModel, verdict: dict[str, Any]) -> list[dict[str, Any]
     return out
 
 
-def recommend(model: JobModel, verdict: dict[str, Any]) -> list[dict[str, Any]]:
+def recommend(
+    model: JobModel, verdict: dict[str, Any], host_cores: int | None = None
+) -> list[dict[str, Any]]:
     """Candidate actions with their predicted effect, best predicted throughput
     first."""
     out = []
@@ -266,7 +268,9 @@ def recommend(model: JobModel, verdict: dict[str, Any]) -> list[dict[str, Any]]:
         m = model
         if cand.get("salt"):
             m = _salted(model, cand["salt"])
-        got = predict(m, cand["changes"], policy=cand.get("policy"))
+        got = predict(
+            m, cand["changes"], policy=cand.get("policy"), host_cores=host_cores
+        )
         out.append(
             {
                 "action": cand["action"],
@@ -290,12 +294,12 @@ def _salted(model: JobModel, task: str) -> JobModel:
     return m
 
 
-def diagnose(model: JobModel) -> dict[str, Any]:
+def diagnose(model: JobModel, *, host_cores: int | None = None) -> dict[str, Any]:
     """The attribution of a job: ``{job, bottleneck, breakdown, critical_path,
-    transport_ms, baseline, recommendations}``."""
+    transport_ms, baseline, recommendations}``; ``host_cores`` as in ``predict``."""
     rows = breakdown(model)
     verdict = classify(model, rows)
-    base = predict(model)
+    base = predict(model, host_cores=host_cores)
     return {
         "job": model.job,
         "bottleneck": verdict,
@@ -307,5 +311,5 @@ def diagnose(model: JobModel) -> dict[str, Any]:
             "duration_s": model.duration_s,
         },
         "model_baseline": base["baseline"],
-        "recommendations": recommend(model, verdict),
+        "recommendations": recommend(model, verdict, host_cores),
     }

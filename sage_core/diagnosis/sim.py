@@ -7,7 +7,7 @@ head operator batches). A batch needs one of its worker's slots (``slots``: repl
 of a worker process that compute at once) for a service time drawn from the
 ``ServiceModel`` at that batch size; the batches active on a worker share its slots
 equally (processor sharing: the GIL time-slices threads, it does not run one batch
-to its end). Outputs (``selectivity`` per item) are cut into
+to its end), and with ``host_cores`` all workers together get at most that many. Outputs (``selectivity`` per item) are cut into
 packets of ``buffer_size`` and routed: round-robin per packet, key-hash by the
 measured per-replica shares, load-aware to the shortest queue. A replica whose
 downstream queue is full blocks, holding its outputs, until room frees (blocking
@@ -66,8 +66,6 @@ class _Worker:
     slots: int
     active: dict[str, float] = field(default_factory=dict)
     batches: dict[str, list[float]] = field(default_factory=dict)
-    since: float = 0.0
-    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +92,13 @@ class SimResult:
 class Simulator:
     """One run of the model (see the module docstring)."""
 
-    def __init__(self, model: JobModel, *, seed: int = 0) -> None:
+    def __init__(
+        self, model: JobModel, *, seed: int = 0, host_cores: int | None = None
+    ) -> None:
         self.m = model
+        self.host_cores = host_cores
+        self._since = 0.0
+        self._version = 0
         self.rng = random.Random(seed)
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -153,37 +156,57 @@ class Simulator:
         r.batches += 1
         r.busy_s += took
         w = self.workers[r.worker]
-        self._advance(w)
+        self._advance()
         w.active[r.rid] = took
         w.batches[r.rid] = batch
-        self._reschedule(w)
+        self._reschedule()
 
-    def _advance(self, w: _Worker) -> None:
-        elapsed = self.now - w.since
-        if elapsed > 0 and w.active:
-            done = elapsed * min(1.0, w.slots / len(w.active))
-            for rid in w.active:
-                w.active[rid] -= done
-        w.since = self.now
+    def _rates(self) -> dict[str, float]:
+        """Per worker: the share of a CPU each of its active batches gets."""
+        share = {
+            name: min(1.0, w.slots / len(w.active))
+            for name, w in self.workers.items()
+            if w.active
+        }
+        if self.host_cores:
+            using = sum(min(len(w.active), w.slots) for w in self.workers.values())
+            if using > self.host_cores:
+                share = {k: v * self.host_cores / using for k, v in share.items()}
+        return share
 
-    def _reschedule(self, w: _Worker) -> None:
-        w.version += 1
-        if not w.active:
+    def _advance(self) -> None:
+        elapsed = self.now - self._since
+        if elapsed > 0:
+            for name, rate in self._rates().items():
+                active = self.workers[name].active
+                for rid in active:
+                    active[rid] -= elapsed * rate
+        self._since = self.now
+
+    def _reschedule(self) -> None:
+        self._version += 1
+        rates = self._rates()
+        waits = [
+            max(0.0, left) / rate
+            for name, rate in rates.items()
+            for left in self.workers[name].active.values()
+        ]
+        if waits:
+            when = self.now + min(waits)
+            self.at(when, functools.partial(self._tick, self._version))
+
+    def _tick(self, version: int) -> None:
+        if version != self._version:
             return
-        rate = min(1.0, w.slots / len(w.active))
-        left = max(0.0, min(w.active.values()))
-        self.at(self.now + left / rate, functools.partial(self._tick, w, w.version))
-
-    def _tick(self, w: _Worker, version: int) -> None:
-        if version != w.version:
-            return
-        self._advance(w)
-        finished = [rid for rid, left in w.active.items() if left <= 1e-12]
-        for rid in finished:
-            del w.active[rid]
-        self._reschedule(w)
-        for rid in finished:
-            self._done(self.reps[rid], w.batches.pop(rid))
+        self._advance()
+        finished = []
+        for w in self.workers.values():
+            for rid in [rid for rid, left in w.active.items() if left <= 1e-12]:
+                del w.active[rid]
+                finished.append((rid, w.batches.pop(rid)))
+        self._reschedule()
+        for rid, batch in finished:
+            self._done(self.reps[rid], batch)
 
     def _done(self, r: _Replica, batch: list[float]) -> None:
         r.busy = False
@@ -335,6 +358,9 @@ def percentile(values: list[float], q: float) -> float:
     ]
 
 
-def simulate(model: JobModel, *, seed: int = 0) -> SimResult:
-    """Run the model of ``model`` once (deterministic for a seed)."""
-    return Simulator(model, seed=seed).run()
+def simulate(
+    model: JobModel, *, seed: int = 0, host_cores: int | None = None
+) -> SimResult:
+    """Run the model of ``model`` once (deterministic for a seed); ``host_cores``
+    caps the CPUs all workers share (workers on one machine), None: no cap."""
+    return Simulator(model, seed=seed, host_cores=host_cores).run()

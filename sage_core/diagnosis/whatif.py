@@ -157,7 +157,7 @@ def _replace(
         m.slots[w] = cores
 
 
-def _run(model: JobModel, seed: int) -> SimResult:
+def _run(model: JobModel, seed: int, host_cores: int | None) -> SimResult:
     m = model
     if model.source_items() > MAX_ITEMS:
         m = copy.copy(model)
@@ -165,7 +165,7 @@ def _run(model: JobModel, seed: int) -> SimResult:
         for t in m.tasks:
             if t.is_source:
                 t.items = max(1, t.items * MAX_ITEMS // model.source_items())
-    return simulate(m, seed=seed)
+    return simulate(m, seed=seed, host_cores=host_cores)
 
 
 def validity(model: JobModel, result: SimResult) -> list[str]:
@@ -195,10 +195,12 @@ def predict(
     policy: str | None = None,
     workers: int | None = None,
     cores_per_worker: int = 1,
+    host_cores: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The prediction for ``changes`` (see the module docstring), JSON-friendly:
-    ``{throughput, p50_ms, p99_ms, operators, baseline, calibration, validity}``."""
+    ``{throughput, p50_ms, p99_ms, operators, baseline, calibration, validity}``;
+    ``host_cores`` caps the CPUs all workers share (all on one machine)."""
     changed = apply(
         model,
         changes,
@@ -206,8 +208,8 @@ def predict(
         workers=workers,
         cores_per_worker=cores_per_worker,
     )
-    base = _run(model, seed)
-    out = _run(changed, seed)
+    base = _run(model, seed, host_cores)
+    out = _run(changed, seed, host_cores)
     measured = model.measured_throughput()
     items = model.source_items()
     # time the model leaves out (start-up, transport, event loops) carries over as

@@ -105,3 +105,16 @@ def test_every_item_reaches_the_sink_and_utilisation_is_a_fraction(
     for op in out.operators.values():
         assert 0.0 <= op["utilisation"] <= 1.0 + 1e-9
         assert sum(op["items"]) in (0, 300)
+
+
+def test_workers_on_one_machine_share_its_cores(chain: Any, svc: Any) -> None:
+    model = chain(
+        arrivals=svc("det", 0.00001),
+        stages=[("op", svc("det", 0.001), 4)],
+        items=4000,
+        capacity=4,
+        slots=1,
+        worker_of={f"op/{i}": f"w{i}" for i in range(4)},
+    )
+    assert simulate(model).throughput == pytest.approx(4000, rel=0.05)
+    assert simulate(model, host_cores=2).throughput == pytest.approx(2000, rel=0.05)
