@@ -7,8 +7,8 @@ bottleneck class is decided in this order:
 
 * ``skew``: a keyed operator whose busiest replica takes >= 1.5x the mean items and
   is the busiest replica of the job (names the hot keys its upstream sent);
-* ``placement``: the busiest operator's replicas crowd a saturated worker while
-  another worker is at most half busy;
+* ``placement``: the busiest operator's replicas share a worker at least 60% busy
+  with other busy replicas while another worker is at most half as busy;
 * ``source``: the source is >= 70% busy pulling items and no other operator is
   half busy;
 * ``overhead``: no operator is half busy and packets are small (<= 4 items) or most
@@ -33,6 +33,7 @@ from sage_core.diagnosis.whatif import Change, predict
 SKEW_RATIO = 1.5
 BUSY = 0.7
 HALF = 0.5
+CROWDED = 0.6
 BLOCKED = 0.2
 SMALL_PACKET = 4
 
@@ -159,8 +160,8 @@ def classify(model: JobModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
             slots = model.slots.get(w, 1)
             if (
                 len(crowd) > 1
-                and load[w] >= 0.9 * slots
-                and load[idle] <= HALF * model.slots.get(idle, 1)
+                and load[w] >= CROWDED * slots
+                and load[idle] <= HALF * load[w]
             ):
                 return {
                     "operator": top["operator"],

@@ -168,6 +168,8 @@ class JobModel:
     traces: list[dict[str, Any]]
     record: Mapping[str, Any]
     deflation: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds a packet to another worker costs its sender (None: calibrate)
+    transport_s: float | None = None
 
     def task(self, name: str) -> TaskModel:
         """The task named ``name`` or holding operator ``name``.

@@ -13,8 +13,9 @@ measured per-replica shares, load-aware to the shortest queue. A replica whose
 downstream queue is full blocks, holding its outputs, until room frees (blocking
 after service). Sources pull ``packet`` items at ``pull_s`` seconds each.
 
-Not modelled: network transfer time between workers, serialisation, the event loop
-of a Dask worker, and operators whose cost depends on state.
+A packet sent to another worker costs its sender ``transport_s`` of CPU (serialising
+and sending; calibrated by ``whatif`` from the baseline run). Not modelled: network
+latency, the event loop of a Dask worker, operators whose cost depends on state.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _Worker:
 
     slots: int
     active: dict[str, float] = field(default_factory=dict)
-    batches: dict[str, list[float]] = field(default_factory=dict)
+    then: dict[str, Callable[[], None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class SimResult:
     makespan_s: float
     items: int
     operators: dict[str, dict[str, Any]]
+    cross_packets: dict[str, int] = field(default_factory=dict)
 
 
 class Simulator:
@@ -118,6 +120,7 @@ class Simulator:
         self.waiters: dict[str, list[_Replica]] = {rid: [] for rid in self.reps}
         self.rr: dict[tuple[str, str], int] = {}
         self.latencies: list[float] = []
+        self.cross: dict[str, int] = {}
         self.last_sink = 0.0
 
     # -- events -----------------------------------------------------------------
@@ -155,10 +158,14 @@ class Simulator:
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
         r.busy_s += took
+        self._work(r, took, functools.partial(self._done, r, batch))
+
+    def _work(self, r: _Replica, seconds: float, then: Callable[[], None]) -> None:
+        """``seconds`` of CPU for ``r`` on its worker, then ``then()``."""
         w = self.workers[r.worker]
         self._advance()
-        w.active[r.rid] = took
-        w.batches[r.rid] = batch
+        w.active[r.rid] = seconds
+        w.then[r.rid] = then
         self._reschedule()
 
     def _rates(self) -> dict[str, float]:
@@ -203,10 +210,10 @@ class Simulator:
         for w in self.workers.values():
             for rid in [rid for rid, left in w.active.items() if left <= 1e-12]:
                 del w.active[rid]
-                finished.append((rid, w.batches.pop(rid)))
+                finished.append(w.then.pop(rid))
         self._reschedule()
-        for rid, batch in finished:
-            self._done(self.reps[rid], batch)
+        for then in finished:
+            then()
 
     def _done(self, r: _Replica, batch: list[float]) -> None:
         r.busy = False
@@ -218,6 +225,13 @@ class Simulator:
             self.last_sink = self.now
         else:
             self._route(r, outs)
+            cross = sum(1 for d, _ in r.out if self.reps[d].worker != r.worker)
+            if cross:
+                self.cross[r.worker] = self.cross.get(r.worker, 0) + cross
+                if self.m.transport_s:
+                    cost = cross * self.m.transport_s
+                    self._work(r, cost, functools.partial(self._push_out, r))
+                    return
         self._push_out(r)
 
     def _select(self, r: _Replica, batch: list[float]) -> list[float]:
@@ -344,6 +358,7 @@ class Simulator:
             makespan_s=span,
             items=len(lat),
             operators=ops,
+            cross_packets=dict(self.cross),
         )
 
 
