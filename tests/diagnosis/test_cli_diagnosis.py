@@ -54,7 +54,6 @@ def _json(args: list[str]) -> Any:
 
 def test_diagnose_names_the_slow_operator_of_a_local_job(local_job: str) -> None:
     out = _json(["diagnose", local_job, "--json"])
-    print(CliRunner().invoke(cli, ["diagnose", local_job]).output)
     assert out["bottleneck"]["operator"] == "slow"
     assert out["bottleneck"]["class"] == "compute"
     assert [r["operator"] for r in out["breakdown"]] == ["nums", "slow", "out"]
@@ -123,7 +122,6 @@ def test_dask_job_diagnose_whatif_and_replay(sage_home: Path) -> None:
         env.close()
     out = _json(["diagnose", job.job_id, "--json"])
     assert out["bottleneck"]["operator"] == "slow"
-    print(json.dumps(out["bottleneck"]))
     spread = _json(
         [
             "whatif",
