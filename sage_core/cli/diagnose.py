@@ -8,19 +8,32 @@ from typing import Any
 
 import click
 
-from sage_core.cli.explain import table
+from sage_core.cli.explain import from_scheduler, table
+from sage_core.cli.tls import security_from, tls_options
 
 CORES_HELP = "Replicas of one worker process computing at once (1: GIL-bound Python)."
 HOST_HELP = "All workers share one machine with this many cores (default: no cap)."
 
 
-def load_model(job: str, cores_per_worker: int) -> Any:
-    """The diagnosis model of JOB's record; user errors as ClickException."""
+ADDRESS_HELP = "Read the (running) job's live counters from this scheduler's board."
+
+
+def load_model(job: str, cores_per_worker: int, address: str | None, tls: Any) -> Any:
+    """The diagnosis model of JOB's record (or, with ``address``, of the scheduler's
+    live view of it); user errors as ClickException."""
     from sage_core.diagnosis import DiagnosisError, job_model
+    from sage_core.diagnosis.model import live_record
     from sage_core.observe.records import JobRecordNotFound, load_record
 
+    if any(tls) and not address:
+        raise click.UsageError("--tls-* options need --address")
     try:
-        return job_model(load_record(job), cores_per_worker=cores_per_worker)
+        if address:
+            entry = from_scheduler(address, job, security_from("client", *tls))
+            record = live_record(entry)
+        else:
+            record = load_record(job)
+        return job_model(record, cores_per_worker=cores_per_worker)
     except (JobRecordNotFound, DiagnosisError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -34,15 +47,25 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
 @click.option("--cores-per-worker", default=1, show_default=True, help=CORES_HELP)
 @click.option("--host-cores", type=int, default=None, help=HOST_HELP)
+@click.option("--address", default=None, help=ADDRESS_HELP)
+@tls_options
 def diagnose_cmd(
-    job: str, as_json: bool, cores_per_worker: int, host_cores: int | None
+    job: str,
+    as_json: bool,
+    cores_per_worker: int,
+    host_cores: int | None,
+    address: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Name the bottleneck of JOB (id or unique prefix) and rank fixes by their
     predicted effect."""
     from sage_core.diagnosis import DiagnosisError
     from sage_core.diagnosis.attribute import diagnose
 
-    model = load_model(job, cores_per_worker)
+    tls = (tls_ca_file, tls_cert, tls_key)
+    model = load_model(job, cores_per_worker, address, tls)
     try:
         out = diagnose(model, host_cores=host_cores)
     except DiagnosisError as exc:
@@ -105,6 +128,8 @@ def diagnose_cmd(
     help=HOST_HELP,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+@click.option("--address", default=None, help=ADDRESS_HELP)
+@tls_options
 def whatif_cmd(
     job: str,
     sets: tuple[str, ...],
@@ -113,6 +138,10 @@ def whatif_cmd(
     cores_per_worker: int,
     host_cores: int | None,
     as_json: bool,
+    address: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Predict JOB's throughput, latency and utilisation under changes."""
     from sage_core.diagnosis import DiagnosisError
@@ -120,7 +149,7 @@ def whatif_cmd(
 
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1")
-    model = load_model(job, cores_per_worker)
+    model = load_model(job, cores_per_worker, address, (tls_ca_file, tls_cert, tls_key))
     try:
         changes = [Change.parse(s) for s in sets]
         out = predict(

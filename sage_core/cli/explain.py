@@ -54,7 +54,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
+def from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
     from sage_core.api.dask_environment import connect_client
     from sage_core.common.errors import ClusterSecurityError
 
@@ -99,7 +99,7 @@ def explain_cmd(
         raise click.UsageError("--tls-* options need --address")
     if address:
         security = security_from("client", tls_ca_file, tls_cert, tls_key)
-        record = _from_scheduler(address, job, security)
+        record = from_scheduler(address, job, security)
     else:
         try:
             record = load_record(job)

@@ -333,3 +333,15 @@ def record_of(plan: Any, result: Any, *, runtime: str = "local") -> dict[str, An
         "plan": plan.to_dict(),
         **run_fields(result.duration_s, result.metrics, list(result.traces)),
     }
+
+
+def live_record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A job record from a scheduler's job-board entry (a running or finished Dask
+    job): its latest replica counters over the time since it was submitted."""
+    return {
+        **entry,
+        "metrics": {"replicas": dict(entry.get("replicas") or {})},
+        "duration_s": float(entry.get("updated", 0.0))
+        - float(entry.get("submitted", 0.0)),
+        "traces": list(entry.get("traces") or []),
+    }

@@ -143,3 +143,31 @@ def test_dask_job_diagnose_whatif_and_replay(sage_home: Path) -> None:
     ]
     same = _json(["explain", job.job_id, "--replay", "load-aware-pack", "--json"])
     assert not any(d["changed"] for d in same["decisions"])
+
+
+def test_diagnose_a_running_dask_job_from_the_scheduler_board(sage_home: Path) -> None:
+    from sage_core.api.dask_environment import DaskEnvironment
+
+    env = DaskEnvironment("diag-live", n_workers=2, chaining=False, buffer_size=8)
+    try:
+        env.client.wait_for_workers(2)
+        s = env.from_source("range", stop=20_000, name="nums")
+        s.map(slow, name="slow").sink(drop, name="out")
+        job = env.submit()
+        address = env.client.scheduler.address
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            live = CliRunner().invoke(
+                cli, ["diagnose", job.job_id, "--address", address, "--json"]
+            )
+            if live.exit_code == 0:
+                break
+            time.sleep(0.5)
+        assert live.exit_code == 0, live.output
+        assert job.status() == "running"
+        out = json.loads(live.stdout)
+        assert out["bottleneck"]["operator"] == "slow"
+        job.cancel()
+        job.wait(60)
+    finally:
+        env.close()
