@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,48 @@ def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
     return rows
 
 
+def replay_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
+    """Each policy's run replayed under every other policy, set against the real
+    run under that policy: the share of replicas placed on the same worker, and
+    the predicted against the measured throughput ratio."""
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.replay import replay
+    from sage_core.diagnosis.whatif import predict
+
+    policies = ["fifo", "round-robin", "load-aware-spread", "load-aware-pack"]
+    base = Cfg(n=1000 if smoke else 4000, stages=(("op", 300e-6, 2),), cpu=0.25)
+    records = {p: run(replace(base, policy=p), clusters) for p in policies}
+    rows = []
+    for a in policies:
+        model = job_model(records[a])
+        for b in policies:
+            if a == b:
+                continue
+            real = {
+                r["id"]: r["placement"]["worker"]
+                for r in records[b]["plan"]["replicas"]
+            }
+            got = replay(records[a], b)
+            same = sum(real[d["replica"]] == d["replayed"] for d in got) / len(got)
+            pred = predict(model, policy=b, host_cores=os.cpu_count())
+            ratio = (
+                measured(records[b])["throughput"] / measured(records[a])["throughput"]
+            )
+            rows.append(
+                {
+                    "from": a,
+                    "to": b,
+                    "decisions_equal": same,
+                    "effect_throughput": {
+                        "predicted": pred["throughput"] / model.measured_throughput(),
+                        "measured": ratio,
+                    },
+                }
+            )
+            print(f"replay {a:18} -> {b:18} same {same:.0%}", flush=True)
+    return rows
+
+
 def errors(rows: list[Any], key: str) -> dict[str, float]:
     """Median and worst |error| of absolute predictions and of effects (ratios to
     the baseline measured alongside)."""
@@ -286,6 +329,7 @@ def main() -> None:
         rows = whatif_rows(args.smoke, False, clusters, k)
         rows += whatif_rows(args.smoke, True, clusters, k)
         attribution = attribution_rows(args.smoke, clusters)
+        replays = replay_rows(args.smoke, clusters)
     finally:
         for client in clusters.values():
             cluster = client.cluster
@@ -297,6 +341,7 @@ def main() -> None:
         "repeats": k,
         "whatif": rows,
         "attribution": attribution,
+        "replay": replays,
         "summary": {
             "throughput": errors(rows, "throughput"),
             "p99_ms": errors(rows, "p99_ms"),
