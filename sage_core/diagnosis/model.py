@@ -58,8 +58,11 @@ class ServiceModel:
         )
 
     def fit(self) -> tuple[float, float]:
-        """``(a, b)`` of ``seconds = a + b * size`` over per-size medians (>= 0)."""
-        pts = [(k, statistics.median(v)) for k, v in self.by_size.items()]
+        """``(a, b)`` of ``seconds = a + b * size`` over the medians of the sizes with
+        at least ``MIN_SAMPLES`` samples (of all sizes when none has); through the
+        origin when one size is all there is (no fixed cost per batch is known)."""
+        solid = {k: v for k, v in self.by_size.items() if len(v) >= MIN_SAMPLES}
+        pts = [(k, statistics.median(v)) for k, v in (solid or self.by_size).items()]
         if not pts:
             return 0.0, 0.0
         if len({k for k, _ in pts}) == 1:
