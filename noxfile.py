@@ -209,6 +209,14 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
+@nox.session(name="bench-diagnosis", python=PYTHON, default=False, tags=["bench"])
+def bench_diagnosis(session: nox.Session) -> None:
+    """What-if predicted vs measured counterfactuals, attribution on injected
+    bottlenecks (JSON + PNG)."""
+    _install_project(session, "bench")
+    session.run("python", "bench/diagnosis_bench.py", *session.posargs)
+
+
 @nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
 def bench_queue(session: nox.Session) -> None:
     """Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG)."""

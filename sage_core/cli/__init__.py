@@ -12,6 +12,7 @@ import sys
 import click
 
 from sage_core.cli.cluster import scheduler, worker
+from sage_core.cli.diagnose import attach as attach_diagnosis
 from sage_core.cli.engine import engine
 from sage_core.cli.engine_admin import attach as attach_engine_admin
 from sage_core.cli.explain import explain_cmd
@@ -106,6 +107,7 @@ attach_pipeline(cli)
 cli.add_command(explain_cmd)
 cli.add_command(serve_cmd)
 attach_jobs(cli)
+attach_diagnosis(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,7 +44,7 @@ def decision_rows(record: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
+def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -54,7 +54,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
+def from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
     from sage_core.api.dask_environment import connect_client
     from sage_core.common.errors import ClusterSecurityError
 
@@ -75,11 +75,19 @@ def _from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
 @click.argument("job")
 @click.option("--address", default=None, help="Ask this scheduler's job board.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
+@click.option(
+    "--replay",
+    "replay_policy",
+    default=None,
+    metavar="POLICY",
+    help="Replay the decisions under POLICY and predict the effect.",
+)
 @tls_options
 def explain_cmd(
     job: str,
     address: str | None,
     as_json: bool,
+    replay_policy: str | None,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -91,12 +99,15 @@ def explain_cmd(
         raise click.UsageError("--tls-* options need --address")
     if address:
         security = security_from("client", tls_ca_file, tls_cert, tls_key)
-        record = _from_scheduler(address, job, security)
+        record = from_scheduler(address, job, security)
     else:
         try:
             record = load_record(job)
         except JobRecordNotFound as exc:
             raise click.ClickException(str(exc)) from None
+    if replay_policy:
+        _replay(record, replay_policy, as_json)
+        return
     if as_json:
         decisions = [r["placement"] for r in record["plan"]["replicas"]]
         click.echo(json.dumps(decisions, indent=2))
@@ -110,4 +121,50 @@ def explain_cmd(
         verdict = "admitted" if d["admitted"] else "queued"
         click.echo(f"admission ({d['policy']}): {verdict}: {d['reason']}")
     header = ["replica", "worker", "free", "resident", "score", "why"]
-    click.echo(_table(decision_rows(record), header))
+    click.echo(table(decision_rows(record), header))
+
+
+def _replay(record: dict[str, Any], policy: str, as_json: bool) -> None:
+    from sage_core.diagnosis import DiagnosisError, job_model
+    from sage_core.diagnosis.replay import replay
+    from sage_core.diagnosis.whatif import predict
+
+    try:
+        rows = replay(record, policy)
+        effect = (
+            predict(job_model(record), policy=policy) if record.get("metrics") else None
+        )
+    except DiagnosisError as exc:
+        raise click.ClickException(str(exc)) from None
+    predicted = (
+        {k: effect[k] for k in ("throughput", "p50_ms", "p99_ms", "validity")}
+        if effect
+        else None
+    )
+    if as_json:
+        out = {"policy": policy, "decisions": rows, "predicted": predicted}
+        click.echo(json.dumps(out, indent=2))
+        return
+    moved = sum(r["changed"] for r in rows)
+    click.echo(
+        f"job {record['job']}: {record['plan']['policy']} -> {policy}: "
+        f"{moved} of {len(rows)} replicas would move"
+    )
+    table_rows = [
+        [
+            r["replica"],
+            r["recorded"],
+            ("* " if r["changed"] else "  ") + r["replayed"],
+            r["reason"],
+        ]
+        for r in rows
+    ]
+    click.echo(table(table_rows, ["replica", "recorded", "replayed", "why"]))
+    if predicted is None:
+        click.echo("no prediction: the record has no run data yet")
+        return
+    base = effect["baseline"] if effect else {}
+    click.echo(
+        f"predicted: {predicted['throughput']:.0f} items/s (measured "
+        f"{base.get('measured_throughput', 0):.0f}), p99 {predicted['p99_ms']:.2f} ms"
+    )

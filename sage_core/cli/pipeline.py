@@ -215,7 +215,7 @@ def _run_job(
     resume: str | None = None,
 ) -> None:
     from sage_core.common.errors import SageError
-    from sage_core.observe.records import save_record, update_record
+    from sage_core.observe.records import run_fields, save_record, update_record
     from sage_core.runtime.job import JobFailed
     from sage_core.runtime.local import LocalRuntime
 
@@ -268,7 +268,11 @@ def _run_job(
         job.wait()
         raise click.Abort() from None
     if client is None:
-        update_record(job.job_id, status=result.status)
+        update_record(
+            job.job_id,
+            status=result.status,
+            **run_fields(result.duration_s, result.metrics, result.traces),
+        )
     collected = {
         name: parts
         for name, parts in result.results.items()

@@ -7,13 +7,25 @@ Times are seconds:
 * ``service_s``: inside operator calls;
 * ``queue_wait_s``: summed over items, from a packet's push to its pop;
 * ``blocked_s``: waiting for room in a full downstream queue (backpressure);
-* ``idle_s``: waiting on an empty input queue.
+* ``idle_s``: waiting on an empty input queue;
+* ``source_s``: (sources) pulling items from the source function.
+
+``batch_service`` keeps a uniform sample (reservoir) of ``(batch size, seconds)``
+pairs of the replica's chain calls: the service-time distribution per batch size
+that the diagnosis models are fed with.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from random import Random
 from typing import Any
+
+#: (batch size, service seconds) pairs kept per replica
+BATCH_SAMPLES = 512
+#: routing keys counted per replica (the most frequent survive trimming)
+TOP_KEYS = 32
 
 
 class OperatorStats:
@@ -43,11 +55,14 @@ class ReplicaMetrics:
     """Counters of one replica; ``queue`` is its input queue (None for sources)."""
 
     __slots__ = (
+        "_rng",
+        "batch_service",
         "batches",
         "blocked_s",
         "idle_s",
         "items_in",
         "items_out",
+        "keys",
         "operators",
         "packets_in",
         "packets_out",
@@ -55,6 +70,7 @@ class ReplicaMetrics:
         "queue_wait_s",
         "replica",
         "service_s",
+        "source_s",
         "state",
         "task",
     )
@@ -72,8 +88,33 @@ class ReplicaMetrics:
         self.queue_wait_s = 0.0
         self.blocked_s = 0.0
         self.idle_s = 0.0
+        self.source_s = 0.0
         self.queue: Any = None
         self.state = "created"
+        self.batch_service: list[tuple[int, float]] = []
+        self._rng = Random(replica)
+        self.keys: Counter[str] = Counter()
+
+    def note_batch(self, size: int, seconds: float) -> None:
+        """Offer one chain call (``size`` items, ``seconds`` long) to the sample;
+        call after ``batches`` was incremented."""
+        sample = self.batch_service
+        if len(sample) < BATCH_SAMPLES:
+            sample.append((size, seconds))
+            return
+        slot = self._rng.randrange(max(self.batches, BATCH_SAMPLES))
+        if slot < BATCH_SAMPLES:
+            sample[slot] = (size, seconds)
+
+    def note_keys(self, keys: list[Any]) -> None:
+        """Count the routing keys of one output batch in every eighth batch (the
+        hot keys a skewed keyed operator is told about)."""
+        if self.batches % 8:
+            return
+        counts = self.keys
+        counts.update(map(repr, keys))
+        if len(counts) > 8 * TOP_KEYS:
+            self.keys = Counter(dict(counts.most_common(TOP_KEYS)))
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-friendly copy of the counters, with the input queue's depth."""
@@ -90,6 +131,9 @@ class ReplicaMetrics:
             "queue_wait_s": self.queue_wait_s,
             "blocked_s": self.blocked_s,
             "idle_s": self.idle_s,
+            "source_s": self.source_s,
+            "batch_service": [list(p) for p in self.batch_service],
+            "keys": dict(self.keys.most_common(TOP_KEYS)),
             "operators": {n: s.snapshot() for n, s in self.operators.items()},
         }
         if self.queue is not None:

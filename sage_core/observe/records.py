@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,22 @@ def update_record(job_id: str, **fields: Any) -> None:
         return
     record.update(fields)
     save_record(record)
+
+
+#: sampled packet traces kept in a job record (the JSONL file keeps them all)
+RECORD_TRACES = 2000
+
+
+def run_fields(
+    duration_s: float, metrics: Mapping[str, Any], traces: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a finished run adds to its record for the diagnosis tools: duration,
+    per-replica counters (with their service-time samples) and sampled traces."""
+    return {
+        "duration_s": duration_s,
+        "metrics": {"replicas": dict(metrics.get("replicas", {}))},
+        "traces": traces[:RECORD_TRACES],
+    }
 
 
 def load_record(job_id: str) -> dict[str, Any]:

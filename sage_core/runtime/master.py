@@ -24,7 +24,7 @@ from sage_core.common.errors import SageError
 from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import aggregate
-from sage_core.observe.records import save_record, update_record
+from sage_core.observe.records import run_fields, save_record, update_record
 from sage_core.runtime.cluster_view import cluster_view, replica_demand
 from sage_core.runtime.dask_actor import ReplicaActor, decode_failure
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
@@ -313,7 +313,11 @@ class DaskJob(JobHandle):
             status=self._status,
             error=str(self._error) if self._error else None,
             finished=time.time(),
+            **run_fields(self._ended - self._started, self.metrics(), self._traces()),
         )
+
+    def _traces(self) -> list[dict[str, Any]]:
+        return [t for o in self._outcomes.values() for t in o["traces"]]
 
     def _write_dead_letters(self) -> None:
         name = self.plan.settings.dead_letter_sink
@@ -406,7 +410,7 @@ class DaskJob(JobHandle):
                 r for o in self._outcomes.values() for r in o["dead_letters"]
             ],
             states=states,
-            traces=[t for o in self._outcomes.values() for t in o["traces"]],
+            traces=self._traces(),
         )
 
 

@@ -83,6 +83,7 @@ def produce(core: ReplicaCore) -> Outbound | None:
     assert it is not None, "produce() before open()"
     if core._fused is not None and not core.trace_due(core._batches + 1):
         return _produce_fused(core, it, core._fused)
+    pulled = _perf()
     try:
         items = fill(core, it)
     except Exception as exc:
@@ -102,6 +103,7 @@ def produce(core: ReplicaCore) -> Outbound | None:
     src.items_out += n
     core._batches += 1
     now = _perf()
+    core.metrics.source_s += now - pulled
     traced = None
     if core.trace_due(core._batches):
         trace = new_trace(f"{core.replica}/{core._batches}", core.job_id, core.replica)

@@ -280,6 +280,7 @@ class ReplicaCore:
         m.batches += 1
         m.service_s += t1 - t0
         m.items_out += len(outs)
+        m.note_batch(len(items), t1 - t0)
         traces = None
         if traced:
             traces = []
@@ -347,6 +348,7 @@ class ReplicaCore:
             keys = None
             if port.key_of is not None:
                 items, keys = self._keys(port, items)
+                self.metrics.note_keys(keys)
             if port.router is None:
                 parts = [(port.slots[0], items)]
             else:

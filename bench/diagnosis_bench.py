@@ -1,0 +1,358 @@
+"""How far the diagnosis tools are from reality: what-if predictions against actually
+run counterfactuals, and attribution on injected bottlenecks.
+
+What-if: a COMPUTE pipeline (source -> busy-loop op -> sink) runs once as a baseline
+on a LocalCluster of 2 single-thread worker processes (and once on the LocalRuntime);
+``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
+packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
+record (workers capped at this machine's cores), then run --repeats times, each
+time right after a baseline run. Errors are (predicted - measured) / measured of
+throughput and of the p99 of the sampled packet traces (emission to sink), both
+absolute and as effects: the predicted ratio to the predicted baseline against the
+measured ratio to the baseline run next to it (the box may be shared).
+
+Attribution: one scenario per bottleneck class (slow operator, slow sink, hot key,
+pack placement, slow source, one-item packets across processes); the diagnosis must
+name the injected operator and class; the top recommendation is then run and its
+measured effect set next to the predicted one.
+
+    python bench/diagnosis_bench.py --out bench/results/diagnosis.json
+    python bench/diagnosis_bench.py --smoke   # about a minute, diagnosis-smoke.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cloudpickle
+from common import add_smoke_flag, machine_info, smoke_path, spread
+from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+_perf = time.perf_counter
+
+
+def items(n: int, rate: float | None = None, hot: float = 0.0) -> Any:
+    """``n`` dicts keyed ``k`` (a share ``hot`` of them "hot"), paced to ``rate``/s."""
+    start = _perf()
+    for i in range(n):
+        if rate:
+            ahead = start + i / rate - _perf()
+            if ahead > 0.0002:
+                time.sleep(ahead)
+        hot_one = (i * 7919 % 1000) < hot * 1000
+        yield {"id": i, "k": "hot" if hot_one else f"k{i % 97}", "p": "x" * 200}
+
+
+def busy(cost_s: float) -> Any:
+    def op(item: Any) -> Any:
+        end = _perf() + cost_s
+        while _perf() < end:
+            pass
+        return item
+
+    return op
+
+
+def build(env: Any, c: Cfg) -> None:
+    s = env.from_source(items, n=c.n, rate=c.rate, hot=c.hot, name="src")
+    for i, (name, cost, par) in enumerate(c.stages):
+        if c.keyed and i == 0:
+            s = s.key_by("k")
+        contract = {"cpu": c.cpu}
+        s = s.map(
+            busy(cost), name=name, parallelism=c.par.get(name, par), contract=contract
+        )
+    s.sink(busy(c.sink_cost), name="sink", parallelism=c.par.get("sink", 1))
+
+
+def run(c: Cfg, clusters: dict[int, Any]) -> dict[str, Any]:
+    """Run ``c``; its job record (as ``sage run`` writes it)."""
+    settings = {
+        "chaining": False,
+        "buffer_size": c.buffer,
+        "queue_capacity": c.cap,
+        "trace_every": 2,
+    }
+    if not c.dask:
+        from sage_core import LocalEnvironment
+        from sage_core.diagnosis import record_of
+
+        env = LocalEnvironment("bench-diag", **settings)
+        build(env, c)
+        job = env.submit()
+        return record_of(job.plan, job.wait(600))
+    from sage_core.api.dask_environment import DaskEnvironment
+    from sage_core.observe.records import load_record
+
+    denv = DaskEnvironment(
+        "bench-diag", client=clients(clusters, c.workers), policy=c.policy, **settings
+    )
+    build(denv, c)
+    job = denv.submit()
+    job.wait(600)
+    return load_record(job.job_id)
+
+
+def clients(clusters: dict[int, Any], n: int) -> Any:
+    if n not in clusters:
+        from dask_peers import local_cluster
+
+        clusters[n] = local_cluster(n)[1]
+        run(Cfg(n=200, workers=n), clusters)  # warm-up: workers import the code
+    return clusters[n]
+
+
+def measured(record: dict[str, Any]) -> dict[str, float]:
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.sim import percentile
+
+    m = job_model(record)
+    e2e = sorted(t["end_to_end_s"] for t in m.traces if t.get("outcome") == "sink")
+    return {
+        "throughput": m.measured_throughput(),
+        "p99_ms": 1e3 * percentile(e2e, 0.99),
+    }
+
+
+def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> list[Any]:
+    """Each counterfactual predicted from one baseline record, then run k times,
+    each time right after a baseline run (the peer: the box is shared, so effects
+    are compared as ratios to the baseline measured next to them)."""
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.whatif import predict
+
+    cases = counterfactuals(smoke, dask)
+    model = job_model(run(cases[0][2], clusters))
+    cores = os.cpu_count()  # the LocalCluster's workers share this machine
+    pred0 = predict(model, host_cores=cores)
+    rows = []
+    for label, kw, cfg in cases[1:]:
+        pred = predict(model, host_cores=cores, **kw)
+        pairs = [
+            (measured(run(cases[0][2], clusters)), measured(run(cfg, clusters)))
+            for _ in range(k)
+        ]
+        row: dict[str, Any] = {
+            "runtime": "dask" if dask else "local",
+            "case": label,
+            "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
+            "measured": {
+                key: spread([cf[key] for _, cf in pairs])
+                for key in ("throughput", "p99_ms")
+            },
+            "baseline_measured": {
+                key: spread([b[key] for b, _ in pairs])
+                for key in ("throughput", "p99_ms")
+            },
+            "validity": pred["validity"],
+        }
+        for key in ("throughput", "p99_ms"):
+            m = row["measured"][key]["median"]
+            row[f"error_{key}"] = (pred[key] - m) / m if m else None
+            ratio = statistics.median(cf[key] / b[key] for b, cf in pairs if b[key])
+            p_ratio = pred[key] / pred0[key] if pred0[key] else 0.0
+            row[f"effect_{key}"] = {"predicted": p_ratio, "measured": ratio}
+            row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
+        print(
+            f"{row['runtime']:5} {label:26} thr x{row['effect_throughput']['predicted']:.2f}"
+            f" pred, x{row['effect_throughput']['measured']:.2f} meas "
+            f"({row['effect_error_throughput']:+.0%}); abs {pred['throughput']:6.0f} vs "
+            f"{row['measured']['throughput']['median']:6.0f}; p99 "
+            f"x{row['effect_p99_ms']['predicted']:.2f} vs "
+            f"x{row['effect_p99_ms']['measured']:.2f}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.attribute import diagnose
+
+    rows = []
+    for name, cfg, op, cls in scenarios(smoke):
+        record = run(cfg, clusters)
+        out = diagnose(job_model(record), host_cores=os.cpu_count())
+        got = out["bottleneck"]
+        ok = got["class"] == cls and (op is None or got["operator"] == op)
+        row: dict[str, Any] = {
+            "scenario": name,
+            "expected": {"operator": op, "class": cls},
+            "got": got,
+            "right": ok,
+            "measured": measured(record),
+        }
+        top = out["recommendations"][0] if out["recommendations"] else None
+        if top:
+            row["top"] = {"action": top["action"], "predicted": top["predicted"]}
+            after = applied(cfg, top)
+            if after is not None:
+                row["top"]["measured"] = measured(run(after, clusters))
+        print(
+            f"{name:18} -> {got['operator']} ({got['class']}) {'ok' if ok else 'WRONG'}"
+            f"; top: {row.get('top')}",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+def replay_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
+    """Each policy's run replayed under every other policy, set against the real
+    run under that policy: the share of replicas placed on the same worker, and
+    the predicted against the measured throughput ratio."""
+    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis.replay import replay
+    from sage_core.diagnosis.whatif import predict
+
+    policies = ["fifo", "round-robin", "load-aware-spread", "load-aware-pack"]
+    base = Cfg(n=1000 if smoke else 4000, stages=(("op", 300e-6, 2),), cpu=0.25)
+    records = {p: run(replace(base, policy=p), clusters) for p in policies}
+    rows = []
+    for a in policies:
+        model = job_model(records[a])
+        for b in policies:
+            if a == b:
+                continue
+            real = {
+                r["id"]: r["placement"]["worker"]
+                for r in records[b]["plan"]["replicas"]
+            }
+            got = replay(records[a], b)
+            same = sum(real[d["replica"]] == d["replayed"] for d in got) / len(got)
+            pred = predict(model, policy=b, host_cores=os.cpu_count())
+            ratio = (
+                measured(records[b])["throughput"] / measured(records[a])["throughput"]
+            )
+            rows.append(
+                {
+                    "from": a,
+                    "to": b,
+                    "decisions_equal": same,
+                    "effect_throughput": {
+                        "predicted": pred["throughput"] / model.measured_throughput(),
+                        "measured": ratio,
+                    },
+                }
+            )
+            print(f"replay {a:18} -> {b:18} same {same:.0%}", flush=True)
+    return rows
+
+
+def errors(rows: list[Any], key: str) -> dict[str, float]:
+    """Median and worst |error| of absolute predictions and of effects (ratios to
+    the baseline measured alongside)."""
+    out: dict[str, float] = {}
+    for kind in ("error", "effect_error"):
+        errs = [abs(r[f"{kind}_{key}"]) for r in rows if r[f"{kind}_{key}"] is not None]
+        if errs:
+            out[f"{kind}_median"] = statistics.median(errs)
+            out[f"{kind}_worst"] = max(errs)
+    return out
+
+
+def plot(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, key, unit in zip(
+        axes, ("throughput", "p99_ms"), ("items/s", "ms"), strict=True
+    ):
+        for runtime, marker in (("dask", "o"), ("local", "s")):
+            rows = [r for r in result["whatif"] if r["runtime"] == runtime]
+            if not rows:
+                continue
+            meas = [r["measured"][key]["median"] for r in rows]
+            lo = [
+                r["measured"][key]["median"] - r["measured"][key]["min"] for r in rows
+            ]
+            hi = [
+                r["measured"][key]["max"] - r["measured"][key]["median"] for r in rows
+            ]
+            pred = [r["predicted"][key] for r in rows]
+            ax.errorbar(meas, pred, xerr=[lo, hi], fmt=marker, label=runtime, capsize=3)
+            for r, x, y in zip(rows, meas, pred, strict=True):
+                ax.annotate(r["case"], (x, y), fontsize=6)
+        top = max(
+            max(r["measured"][key]["max"], r["predicted"][key])
+            for r in result["whatif"]
+        )
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        e = result["summary"][key]
+        ax.set_title(
+            f"{key}: |error| median {e['error_median']:.0%}, worst "
+            f"{e['error_worst']:.0%}\neffect vs peer baseline: median "
+            f"{e['effect_error_median']:.0%}, worst {e['effect_error_worst']:.0%}",
+            fontsize=9,
+        )
+        ax.set_xlabel(f"measured ({unit}, median, min-max)")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.legend()
+    right = sum(r["right"] for r in result["attribution"])
+    fig.suptitle(
+        f"what-if predicted vs measured (COMPUTE); attribution right in {right}/"
+        f"{len(result['attribution'])} scenarios (shared 2-core box)"
+    )
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("bench/results/diagnosis.json"))
+    p.add_argument("--repeats", type=int, default=3)
+    add_smoke_flag(p)
+    args = p.parse_args()
+    out = smoke_path(args.out) if args.smoke else args.out
+    k = 1 if args.smoke else args.repeats
+    # job records of the runs go to a scratch SAGE_HOME, not the user's
+    os.environ.setdefault("SAGE_HOME", tempfile.mkdtemp(prefix="sage-bench-diag-"))
+    clusters: dict[int, Any] = {}
+    t0 = _perf()
+    try:
+        rows = whatif_rows(args.smoke, False, clusters, k)
+        rows += whatif_rows(args.smoke, True, clusters, k)
+        attribution = attribution_rows(args.smoke, clusters)
+        replays = replay_rows(args.smoke, clusters)
+    finally:
+        for client in clusters.values():
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    result = {
+        "machine": machine_info(),
+        "smoke": args.smoke,
+        "repeats": k,
+        "whatif": rows,
+        "attribution": attribution,
+        "replay": replays,
+        "summary": {
+            "throughput": errors(rows, "throughput"),
+            "p99_ms": errors(rows, "p99_ms"),
+        },
+        "seconds": _perf() - t0,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out)
+    print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The simulator against queueing results with known answers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage_core.diagnosis import ServiceModel, simulate
+
+N = 20_000
+
+
+def test_mm1_utilisation_and_mean_wait(chain: Any, svc: Any) -> None:
+    lam, mu = 0.5, 1.0  # per ms
+    model = chain(
+        arrivals=svc("exp", 1 / lam / 1e3, seed=2),
+        stages=[("op", svc("exp", 1 / mu / 1e3, seed=3), 1)],
+        items=N,
+    )
+    out = simulate(model, seed=4)
+    rho = lam / mu
+    wq_ms = rho / (mu - lam)  # M/M/1: Wq = rho / (mu - lambda)
+    assert out.operators["op"]["utilisation"] == pytest.approx(rho, rel=0.05)
+    assert out.operators["op"]["queue_wait_ms"] == pytest.approx(wq_ms, rel=0.15)
+    assert out.throughput == pytest.approx(lam * 1e3, rel=0.05)
+
+
+def test_md1_mean_wait(chain: Any, svc: Any) -> None:
+    lam, mu = 0.8, 1.0
+    model = chain(
+        arrivals=svc("exp", 1 / lam / 1e3, seed=5),
+        stages=[("op", svc("det", 1 / mu / 1e3), 1)],
+        items=N,
+    )
+    out = simulate(model, seed=6)
+    rho = lam / mu
+    wq_ms = rho / (2 * mu * (1 - rho))  # Pollaczek-Khinchine for D service
+    assert out.operators["op"]["utilisation"] == pytest.approx(rho, rel=0.05)
+    assert out.operators["op"]["queue_wait_ms"] == pytest.approx(wq_ms, rel=0.15)
+
+
+def test_tandem_with_blocking_runs_at_the_slow_stage_and_blocks_the_fast(
+    chain: Any, svc: Any
+) -> None:
+    model = chain(
+        arrivals=svc("det", 0.0001),
+        stages=[("a", svc("det", 0.001), 1), ("b", svc("det", 0.002), 1)],
+        items=2000,
+        capacity=1,
+    )
+    out = simulate(model)
+    assert out.throughput == pytest.approx(500, rel=0.02)
+    assert out.operators["b"]["utilisation"] == pytest.approx(1.0, rel=0.02)
+    assert out.operators["a"]["utilisation"] == pytest.approx(0.5, rel=0.03)
+    assert out.operators["a"]["blocked"] == pytest.approx(0.5, rel=0.05)
+
+
+def test_replicas_share_worker_slots(chain: Any, svc: Any) -> None:
+    def run(slots: int) -> float:
+        model = chain(
+            arrivals=svc("det", 0.00001),
+            stages=[("op", svc("det", 0.001), 4)],
+            items=4000,
+            capacity=4,
+            slots=slots,
+        )
+        return simulate(model).throughput
+
+    assert run(1) == pytest.approx(1000, rel=0.03)
+    assert run(4) == pytest.approx(4000, rel=0.05)
+
+
+def test_batch_sizes_between_measured_ones_are_interpolated() -> None:
+    svc = ServiceModel({1: (0.002,) * 5, 9: (0.010,) * 5})
+    assert svc.coverage(1) == "measured"
+    assert svc.coverage(4) == "interpolated"
+    assert svc.coverage(32) == "extrapolated"
+    assert svc.mean(5) == pytest.approx(0.006)
+    assert svc.draw(5, random.Random(0)) == pytest.approx(0.006)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.floats(0.0001, 0.003), min_size=1, max_size=3),
+    st.integers(1, 3),
+    st.integers(0, 3),
+)
+def test_every_item_reaches_the_sink_and_utilisation_is_a_fraction(
+    chain: Any, svc: Any, costs: list[float], par: int, capacity: int
+) -> None:
+    model = chain(
+        arrivals=svc("exp", 0.0005, n=50),
+        stages=[
+            (f"s{i}", svc("exp", c, n=50, seed=i), par) for i, c in enumerate(costs)
+        ],
+        items=300,
+        capacity=capacity,
+    )
+    out = simulate(model)
+    assert out.items == 300
+    for op in out.operators.values():
+        assert 0.0 <= op["utilisation"] <= 1.0 + 1e-9
+        assert sum(op["items"]) in (0, 300)
+
+
+def test_workers_on_one_machine_share_its_cores(chain: Any, svc: Any) -> None:
+    model = chain(
+        arrivals=svc("det", 0.00001),
+        stages=[("op", svc("det", 0.001), 4)],
+        items=4000,
+        capacity=4,
+        slots=1,
+        worker_of={f"op/{i}": f"w{i}" for i in range(4)},
+    )
+    assert simulate(model).throughput == pytest.approx(4000, rel=0.05)
+    assert simulate(model, host_cores=2).throughput == pytest.approx(2000, rel=0.05)
