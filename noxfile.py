@@ -240,6 +240,19 @@ def bench_runtime(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])
+def bench_windows(session: nox.Session) -> None:
+    """Event-time windows and interval join vs Bytewax windowing (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/windows_bench.py",
+        "--out",
+        "bench/results/windows.json",
+        *session.posargs,
+    )
+
+
 @nox.session(
     name="bench-rag",
     python=PYTHON,

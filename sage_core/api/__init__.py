@@ -13,6 +13,7 @@ from sage_core.api.datastream import (
     SinkStream,
 )
 from sage_core.api.environment import Environment, LocalEnvironment
+from sage_core.api.windowing import StreamShapeError, WindowedStream
 from sage_core.contract import Contract
 from sage_core.functions import (
     ByRole,
@@ -52,6 +53,8 @@ __all__ = [
     "SinkFunction",
     "SinkStream",
     "SourceFunction",
+    "StreamShapeError",
+    "WindowedStream",
 ]
 
 
