@@ -153,11 +153,12 @@ def bench_mixed(session: nox.Session) -> None:
 
 
 # The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
-# so `bench-smoke-inference` can check all three in one virtualenv (CI's time).
+# so `bench-smoke-inference` can check all of them in one virtualenv (CI's time).
 INFERENCE_BENCHES = {
     "bench-mixed": ["bench/mixed_bench.py"],
     "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
+    "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
 }
 
 
@@ -238,6 +239,19 @@ def bench_runtime(session: nox.Session) -> None:
         "bench/results/runtime.json",
         *session.posargs,
     )
+
+
+@nox.session(
+    name="bench-memory",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_memory(session: nox.Session) -> None:
+    """Memory recall@k of turn-1 facts (MiniLM vs hash embedder), context latency."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-memory")
 
 
 @nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])

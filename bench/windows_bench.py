@@ -8,7 +8,8 @@ each repeat (medians of --repeats with min/max):
   called directly, the same through a LocalEnvironment pipeline (source -> key_by ->
   window -> sink), and Bytewax ``fold_window`` (TumblingWindower + EventClock whose
   watermark moves with event time only), run_main, one worker;
-* two-stream join: SAGE's ``interval-join`` (|dt| <= 5) directly and through a
+* two-stream join (half the events on each side, every left item with a right
+  partner 2 units later): SAGE's ``interval-join`` (|dt| <= 5) directly and through a
   pipeline, and Bytewax ``join_window`` over tumbling windows of 10 (Bytewax has no
   interval join; the closest windowed join, so the work differs: said in the JSON).
 
@@ -136,7 +137,10 @@ def bytewax_window(xs: list[dict[str, Any]], lateness: int) -> dict[str, Any]:
 
 
 def _sides(xs: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
-    return xs[0::2], xs[1::2]
+    """Half the events on the left; each has a right partner 2 time units later
+    (same key), in the same arrival order: N events in all."""
+    left = xs[0::2]
+    return left, [{**x, "ts": x["ts"] + 2} for x in left]
 
 
 def sage_join_direct(xs: list[dict[str, Any]], lateness: int) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class LongTermStore:
             self.path / "memory.sqlite", timeout=30, check_same_thread=False
         )
         self.db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a crash of the process, not of the OS
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self.index = create_index(index, dim=dim, metric="cos")
         self._last_id = 0

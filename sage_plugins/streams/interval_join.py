@@ -6,7 +6,8 @@ A left item ``l`` and a right item ``r`` with equal keys join when
 watermark (its largest event time minus ``max_lateness``); an item below its side's
 watermark is late (dropped and counted, or emitted as ``{"key", "late": item,
 "side"}`` with ``late="side"``). A stored item is evicted once no on-time item of the
-other side can match it any more, so memory is bounded by the watermarks.
+other side can match it any more (its key's buffers are trimmed at each new item
+of that key, every key's every 1,024 items), so memory is bounded by the watermarks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sage_plugins.streams.aggregates import StreamConfigError
 from sage_plugins.streams.windows import check_late, key_getter
 
 _SIDES = ("left", "right")
+#: items between two sweeps of every key's buffers (each new item trims its own key)
+_SWEEP_EVERY = 1024
 
 
 class IntervalJoin(CoMapFunction):
@@ -62,6 +65,7 @@ class IntervalJoin(CoMapFunction):
         # side -> key -> sorted [(t, seq, item)]
         self.buffers: tuple[dict[Any, list[Any]], dict[Any, list[Any]]] = ({}, {})
         self._seq = 0
+        self._since_sweep = 0
         self.late_items = 0
         self.matched = 0
 
@@ -85,19 +89,29 @@ class IntervalJoin(CoMapFunction):
             out.append({"key": key, "left": left, "right": right})
         self.matched += j - i
 
-    def _evict(self) -> None:
+    def _cuts(self) -> tuple[float, float]:
         # left l is useless once l.t + upper < right watermark; right r once
         # r.t - lower < left watermark
         wm_l, wm_r = self.watermarks
-        for side, cut in ((0, wm_r - self.upper), (1, wm_l + self.lower)):
-            buf = self.buffers[side]
-            for key in list(buf):
-                items = buf[key]
-                n = bisect_left(items, (cut, -1))
-                if n:
-                    del items[:n]
-                    if not items:
-                        del buf[key]
+        return wm_r - self.upper, wm_l + self.lower
+
+    def _trim(self, side: int, key: Any, cut: float) -> None:
+        buf = self.buffers[side]
+        items = buf.get(key)
+        if not items:
+            return
+        n = bisect_left(items, (cut, -1))
+        if n:
+            del items[:n]
+            if not items:
+                del buf[key]
+
+    def _evict(self) -> None:
+        """Trim every key's buffers (keys that get no new items included)."""
+        cuts = self._cuts()
+        for side in (0, 1):
+            for key in list(self.buffers[side]):
+                self._trim(side, key, cuts[side])
 
     def co_map_batch(self, items: list[Any], input_index: int) -> list[Any]:
         side = input_index
@@ -112,13 +126,19 @@ class IntervalJoin(CoMapFunction):
                 if self.late_mode == "side":
                     out.append({"key": key, "late": item, "side": _SIDES[side]})
                 continue
+            cuts = self._cuts()
+            self._trim(0, key, cuts[0])
+            self._trim(1, key, cuts[1])
             self._matches(side, key, t, item, out)
             self._seq += 1
             insort(buf.setdefault(key, []), (t, self._seq, item))
             if t > self.max_ts[side]:
                 self.max_ts[side] = t
                 self.watermarks[side] = t - self.max_lateness
-        self._evict()
+        self._since_sweep += len(items)
+        if self._since_sweep >= _SWEEP_EVERY:  # amortised: keys gone quiet too
+            self._since_sweep = 0
+            self._evict()
         return out
 
     def buffered(self) -> int:
