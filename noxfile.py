@@ -159,6 +159,7 @@ INFERENCE_BENCHES = {
     "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
     "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
+    "bench-agent": ["bench/agent_bench.py", "--out", "bench/results/agent.json"],
 }
 
 
@@ -252,6 +253,19 @@ def bench_memory(session: nox.Session) -> None:
     """Memory recall@k of turn-1 facts (MiniLM vs hash embedder), context latency."""
     _install_inference_bench(session)
     _run_inference_bench(session, "bench-memory")
+
+
+@nox.session(
+    name="bench-agent",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_agent(session: nox.Session) -> None:
+    """Tool-selection top-1/top-5: MiniLM vs BM25 vs fusion on a 540-tool catalog."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-agent")
 
 
 @nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])
