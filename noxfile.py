@@ -268,6 +268,19 @@ def bench_agent(session: nox.Session) -> None:
     _run_inference_bench(session, "bench-agent")
 
 
+@nox.session(name="bench-live", python=PYTHON, default=False, tags=["bench"])
+def bench_live(session: nox.Session) -> None:
+    """Live collection: changes/s, query latency while writing, staleness (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/live_bench.py",
+        "--out",
+        "bench/results/live.json",
+        *session.posargs,
+    )
+
+
 @nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])
 def bench_windows(session: nox.Session) -> None:
     """Event-time windows and interval join vs Bytewax windowing (JSON+PNG)."""
