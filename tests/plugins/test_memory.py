@@ -160,3 +160,22 @@ def test_labelled_dialogues_put_the_fact_first_and_ask_last() -> None:
     assert len({d.session for d in ds}) == 50
     assert all(len(d.turns) >= 6 and d.turns[-1].endswith("?") for d in ds)
     assert make_dialogues(50, users=5, seed=3) == ds
+
+
+def test_example_chat_spec_recalls_turn_one_at_turn_five(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sage_core.graph import load_spec
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    example = Path(__file__).parents[2] / "examples" / "pipelines" / "chat_memory.yaml"
+    spec = load_spec(example)
+    out = spec.graph.nodes["out"]
+    out.ref = type(out.ref)("plugin", "collect")
+    env = LocalEnvironment("chat")
+    env.graph = spec.graph
+    (last,) = [
+        x for x in env.execute(timeout=60).collected("out") if "again" in x["text"]
+    ]
+    assert "Biscuit" in last["memory"]["recalled"][0]["text"]
+    assert all("Biscuit" not in t["text"] for t in last["memory"]["recent"])
