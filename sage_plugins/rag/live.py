@@ -129,21 +129,26 @@ class LiveReader:
             "SELECT seq, doc_id, text, meta, vector FROM log WHERE seq > ? ORDER BY seq",
             (self.last_seq,),
         ).fetchall()
-        for seq, doc_id, text, meta, blob in rows:
-            old = self.live.pop(doc_id, None)
-            if old is not None:
-                self.index.remove(np.array([old], dtype=np.uint64))
-                del self.docs[old]
-            if blob is None:
-                continue
-            vec = np.frombuffer(blob, dtype=np.float32).reshape(1, -1)
+        final: dict[str, tuple[int, str, str, bytes | None]] = {}
+        for seq, doc_id, text, meta, blob in rows:  # the last change of each id wins
+            final[doc_id] = (seq, text, meta, blob)
+        old = [self.live.pop(d) for d in final if d in self.live]
+        if old:  # one call each: removing from an index may compact it
+            self.index.remove(np.array(old, dtype=np.uint64))
+            for seq in old:
+                del self.docs[seq]
+        added = [(d, r) for d, r in final.items() if r[3] is not None]
+        if added:
+            vecs = np.frombuffer(b"".join(r[3] for _, r in added), dtype=np.float32)
+            vecs = vecs.reshape(len(added), -1)
             if self.index is None:
                 self.index = create_index(
-                    self.index_name, dim=vec.shape[1], metric="cos"
+                    self.index_name, dim=vecs.shape[1], metric="cos"
                 )
-            self.index.add(np.array([seq], dtype=np.uint64), vec)
-            self.live[doc_id] = seq
-            self.docs[seq] = {"id": doc_id, "text": text, "meta": json.loads(meta)}
+            self.index.add(np.array([r[0] for _, r in added], dtype=np.uint64), vecs)
+            for doc_id, (seq, text, meta, _) in added:
+                self.live[doc_id] = seq
+                self.docs[seq] = {"id": doc_id, "text": text, "meta": json.loads(meta)}
         if rows:
             self.last_seq = rows[-1][0]
         self.view_time = started
