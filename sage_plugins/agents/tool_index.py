@@ -2,7 +2,8 @@
 
 Each tool is indexed by ``"name: description"`` (name words split on ``-``/``_``).
 ``method="embedding"`` ranks by cosine similarity of embeddings, ``"bm25"`` by BM25,
-``"fusion"`` by reciprocal-rank fusion of both (``1 / (60 + rank)`` summed).
+``"fusion"`` by reciprocal-rank fusion of both (``1 / (60 + rank)`` summed; BM25
+credits only tools that share a term with the query).
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ class ToolIndex:
             raise ToolError(f"tool retrieval method must be one of {METHODS}")
         if method != "bm25" and (self.embedder is None or self.vectors is None):
             raise ToolError(f"tool retrieval method {method!r} needs an embedder")
-        lexical = (
-            [self._order(self.bm25.scores(q)) for q in queries]
+        bm25 = (
+            [np.asarray(self.bm25.scores(q)) for q in queries]
             if method != "embedding"
             else []
         )
+        lexical = [self._order(row) for row in bm25]
         if method == "bm25":
             return lexical
         assert self.embedder is not None and self.vectors is not None
@@ -75,10 +77,14 @@ class ToolIndex:
         if method == "embedding":
             return semantic
         fused = []
-        for a, b in zip(semantic, lexical, strict=True):
+        credit = 1.0 / (_RRF_K + np.arange(1, len(self.names) + 1))
+        for a, b, scores in zip(semantic, lexical, bm25, strict=True):
             score = np.zeros(len(self.names))
-            for order in (a, b):
-                score[order] += 1.0 / (_RRF_K + np.arange(1, len(order) + 1))
+            score[a] += credit
+            # BM25 ranks only the tools sharing a term with the query: the order of
+            # the zero-score rest is arbitrary and earns nothing
+            hit = scores[b] > 0
+            score[np.asarray(b)[hit]] += credit[hit]
             fused.append(self._order(score))
         return fused
 

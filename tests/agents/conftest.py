@@ -59,6 +59,11 @@ def scripted_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "assistant", "content": f"plain: {text}"}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the agent hung up on a slow answer (its step timeout): expected
+
+
 class ScriptedOpenAIDouble:
     """The server (see module doc); ``base_url`` ends in ``/v1``."""
 
@@ -90,7 +95,7 @@ class ScriptedOpenAIDouble:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
