@@ -39,6 +39,7 @@ def cli() -> None:
             "backend",
             "vector-index",
             "dashboard-route",
+            "tool",
             "command",
         ]
     ),

@@ -140,3 +140,14 @@ def test_tool_index_ranks_the_described_tool_first() -> None:
 def test_bad_agent_config_is_a_named_error() -> None:
     with pytest.raises(ValueError, match="max_steps"):
         Agent(base_url="http://x", model="m", max_steps=0)
+
+
+def test_sage_plugins_lists_the_tools() -> None:
+    from click.testing import CliRunner
+
+    from sage_core.cli import cli
+
+    got = CliRunner().invoke(cli, ["plugins", "--kind", "tool"])
+    assert got.exit_code == 0, got.output
+    names = {row["name"] for row in json.loads(got.output)}
+    assert {"calculator", "http-get", "retrieve"} <= names
