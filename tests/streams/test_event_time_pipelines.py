@@ -141,3 +141,20 @@ def test_yaml_spec_session_window_and_interval_join_on_a_dask_cluster(
         ("u1", CLOSE, CLOSE),
         ("u2", CLOSE, CLOSE),
     ]
+
+
+def test_dsl_reduce_with_a_function_on_sliding_windows() -> None:
+    xs = events(120, keys=2, disorder=3)
+    env = LocalEnvironment("reduce")
+    env.from_collection(xs).key_by("k").window(size=10, slide=5, max_lateness=3).reduce(
+        max, value_field="v"
+    ).collect(name="maxes")
+    got = env.execute(timeout=60).collected("maxes")
+    want: dict[tuple[str, int], int] = {}
+    for x in xs:
+        if x["ts"] == CLOSE:
+            continue
+        for start in (x["ts"] // 5 * 5, x["ts"] // 5 * 5 - 5):
+            key = (x["k"], start)
+            want[key] = max(want.get(key, x["v"]), x["v"])
+    assert by_window(got) == want
