@@ -167,11 +167,13 @@ def bench_mixed(session: nox.Session) -> None:
 
 
 # The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
-# so `bench-smoke-inference` can check all three in one virtualenv (CI's time).
+# so `bench-smoke-inference` can check all of them in one virtualenv (CI's time).
 INFERENCE_BENCHES = {
     "bench-mixed": ["bench/mixed_bench.py"],
     "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
+    "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
+    "bench-agent": ["bench/agent_bench.py", "--out", "bench/results/agent.json"],
 }
 
 
@@ -271,6 +273,58 @@ def bench_recovery(session: nox.Session) -> None:
         "bench/recovery_bench.py",
         "--out",
         "bench/results/recovery.json",
+        *session.posargs,
+    )
+
+
+@nox.session(
+    name="bench-memory",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_memory(session: nox.Session) -> None:
+    """Memory recall@k of turn-1 facts (MiniLM vs hash embedder), context latency."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-memory")
+
+
+@nox.session(
+    name="bench-agent",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_agent(session: nox.Session) -> None:
+    """Tool-selection top-1/top-5: MiniLM vs BM25 vs fusion on a 540-tool catalog."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-agent")
+
+
+@nox.session(name="bench-live", python=PYTHON, default=False, tags=["bench"])
+def bench_live(session: nox.Session) -> None:
+    """Live collection: changes/s, query latency while writing, staleness (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/live_bench.py",
+        "--out",
+        "bench/results/live.json",
+        *session.posargs,
+    )
+
+
+@nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])
+def bench_windows(session: nox.Session) -> None:
+    """Event-time windows and interval join vs Bytewax windowing (JSON+PNG)."""
+    _install_project(session, "bench")
+    session.run(
+        "python",
+        "bench/windows_bench.py",
+        "--out",
+        "bench/results/windows.json",
         *session.posargs,
     )
 

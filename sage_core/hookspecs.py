@@ -108,6 +108,16 @@ def register_vector_indexes(register: Register) -> None:
 
 
 @hookspec
+def register_tools(register: Register) -> None:
+    """Register tools agents may call (``tools=["calculator", ...]``).
+
+    ``obj`` is a ``sage_core.tools.Tool`` (name, description, JSON schema of the
+    arguments, callable, ``ToolContract``) or a factory ``make(**config) -> Tool``;
+    ``meta`` may carry a one-line ``description``.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands or groups to the ``sage`` command line.
 

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "router": "register_routers",
     "backend": "register_backends",
     "vector-index": "register_vector_indexes",
+    "tool": "register_tools",
     "dashboard-route": "register_dashboard_routes",
 }
 

@@ -15,6 +15,7 @@ from sage_core.api.datastream import (
 )
 from sage_core.api.environment import Environment, LocalEnvironment
 from sage_core.api.jobs import JobClient, JobError
+from sage_core.api.windowing import StreamShapeError, WindowedStream
 from sage_core.checkpoint import (
     CheckpointDirError,
     CheckpointMismatch,
@@ -68,6 +69,8 @@ __all__ = [
     "SinkFunction",
     "SinkStream",
     "SourceFunction",
+    "StreamShapeError",
+    "WindowedStream",
 ]
 
 

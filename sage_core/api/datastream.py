@@ -30,6 +30,7 @@ from sage_core.graph.refs import key_spec, operator_ref
 
 if TYPE_CHECKING:
     from sage_core.api.environment import Environment
+    from sage_core.api.windowing import WindowedStream
 
 #: what an operator does with an item it fails on (``graph.model.ON_ERROR``)
 OnError = Literal["fail", "dead-letter"]
@@ -287,6 +288,36 @@ class DataStream:
         )
         return DataStream(self.env, [_Head(node)])
 
+    def interval_join(
+        self,
+        other: DataStream,
+        *,
+        lower: float,
+        upper: float,
+        time_field: str = "ts",
+        max_lateness: float = 0.0,
+        late: Literal["drop", "side"] = "drop",
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Event-time interval join of two keyed streams: ``{"key", "left",
+        "right"}`` for each pair with equal keys and ``lower <= right.t - left.t <=
+        upper`` (operator ``interval-join``, see ``sage_plugins.streams``)."""
+        from sage_core.api.windowing import key_config
+
+        config = {
+            "left_key": key_config(self, "interval_join"),
+            "right_key": key_config(other, "interval_join"),
+            "lower": lower,
+            "upper": upper,
+            "time_field": time_field,
+            "max_lateness": max_lateness,
+            "late": late,
+        }
+        return self.connect(other).co_map(
+            "interval-join", name=name, parallelism=parallelism, **config
+        )
+
 
 def _head_fields(h: _Head) -> dict[str, Any]:
     return {"router": h.router, "router_config": h.router_config, "key": h.key}
@@ -294,6 +325,30 @@ def _head_fields(h: _Head) -> dict[str, Any]:
 
 class KeyedStream(DataStream):
     """A stream partitioned by key (the result of ``key_by``)."""
+
+    def window(
+        self,
+        *,
+        size: float | None = None,
+        slide: float | None = None,
+        gap: float | None = None,
+        time_field: str = "ts",
+        max_lateness: float = 0.0,
+    ) -> WindowedStream:
+        """Event-time windows per key: tumbling (``size``), sliding (``size`` and
+        ``slide``) or session (``gap``); then ``.aggregate(...)`` or ``.reduce(...)``.
+        Items more than ``max_lateness`` behind the newest time seen are late."""
+        from sage_core.api.windowing import WindowedStream, key_config
+
+        config = {
+            "key": key_config(self, "window"),
+            "size": size,
+            "slide": slide,
+            "gap": gap,
+            "time_field": time_field,
+            "max_lateness": max_lateness,
+        }
+        return WindowedStream(self, {k: v for k, v in config.items() if v is not None})
 
 
 class ConnectedStreams:

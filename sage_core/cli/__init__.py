@@ -42,6 +42,7 @@ def cli() -> None:
             "backend",
             "vector-index",
             "dashboard-route",
+            "tool",
             "command",
         ]
     ),

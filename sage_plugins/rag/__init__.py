@@ -14,6 +14,7 @@ from sage_core import hookimpl
 from sage_plugins.rag.context import Refine, Rerank
 from sage_plugins.rag.documents import Chunk, JsonlDocuments, TextDocuments
 from sage_plugins.rag.generation import Generate, Prompt
+from sage_plugins.rag.live import LiveIndexWriter, LiveRetrieve
 from sage_plugins.rag.retrieval import Embed, IndexWriter, Retrieve
 
 OPERATORS: dict[str, tuple[type, str]] = {
@@ -27,6 +28,8 @@ OPERATORS: dict[str, tuple[type, str]] = {
     "refine": (Refine, "map"),
     "prompt": (Prompt, "map"),
     "generate": (Generate, "map"),
+    "live-writer": (LiveIndexWriter, "sink"),
+    "live-retrieve": (LiveRetrieve, "map"),
 }
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "Generate",
     "IndexWriter",
     "JsonlDocuments",
+    "LiveIndexWriter",
+    "LiveRetrieve",
     "Prompt",
     "Refine",
     "Rerank",
