@@ -96,6 +96,14 @@ class Function:
     def open(self, context: OperatorContext) -> None:
         """Called once on the replica before any item (connect, load models)."""
 
+    def end_of_input(self) -> Iterable[Any]:
+        """Called once when every upstream replica has finished (after the last
+        item, before ``close``); what it returns goes downstream like the operator's
+        other outputs, ahead of the end of the stream. Operators that hold items
+        back (event-time windows, buffers) emit what they still hold. Not called
+        on cancel or failure, nor on sources and sinks. Default: nothing."""
+        return ()
+
     def close(self) -> None:
         """Called once after the last item, on cancel and on failure."""
 

@@ -462,11 +462,30 @@ class ReplicaCore:
 
     def finish(self) -> Outbound:
         """Flush what is pending and return the end-of-stream markers."""
-        out = self._flush_pending(_perf()) if self.pending else []
+        now = _perf()
+        out = self._flush_pending(now) if self.pending else []
+        out += self._end_of_input(now)
         for port in self.ports:
             for slot in port.slots:
                 out.append((slot, EndOfStream(port.channel, self.replica)))
         self.metrics.state = "finished"
+        return out
+
+    def _end_of_input(self, now: float) -> Outbound:
+        """What the chain's operators still hold (``Function.end_of_input``), each
+        operator's through the rest of the chain."""
+        out: Outbound = []
+        for i, ex in enumerate(self.executors):
+            if ex.op.role == "sink":
+                continue
+            tail = list(ex.fn.end_of_input())
+            if not tail:
+                continue
+            ex.stats.items_out += len(tail)
+            items = self._chain(tail, 0, i + 1)
+            self.metrics.items_out += len(items)
+            if items and self.ports:
+                out += self._emit(items, None, now)
         return out
 
     def state(self) -> dict[str, Any]:

@@ -13,8 +13,8 @@ start at multiples of ``slide``; a session is a run of items less than ``gap`` a
 Results are ``{"key", "window_start", "window_end", "value"}``, in order of window
 end. Memory is bounded by the watermark: fired windows are gone. The whole state
 (open windows, watermark, counters) is ``get_state()`` and comes back with
-``restore_state()``. ``flush()`` fires every open window (the end of a finite input
-for Python callers; see the README for runtime pipelines).
+``restore_state()``. ``flush()`` fires every open window; the runtime calls it through
+``end_of_input()`` when a finite input ends.
 """
 
 from __future__ import annotations
@@ -238,6 +238,10 @@ class Window(FlatMapFunction):
         out: list[Any] = []
         self._fire(math.inf, out)
         return out
+
+    def end_of_input(self) -> list[dict[str, Any]]:
+        """The input has ended: every window still open fires."""
+        return self.flush()
 
     def get_state(self) -> dict[str, Any]:
         """Open windows, watermark and counters (plain data)."""

@@ -12,23 +12,18 @@ import pytest
 from sage_core import LocalEnvironment, StreamShapeError
 from sage_core.graph import load_spec
 
-#: an item per key far in the future: its watermark closes every earlier window
-#: (a finite input's windows fire when a later event passes them)
-CLOSE = 10**9
-
 
 def events(n: int, keys: int, disorder: int, seed: int = 7) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     xs = [{"k": f"k{i % keys}", "ts": i, "v": rng.randint(0, 9)} for i in range(n)]
     xs.sort(key=lambda x: x["ts"] + rng.randint(0, disorder))
-    return xs + [{"k": f"k{i}", "ts": CLOSE, "v": 0} for i in range(keys)]
+    return xs  # no event closes the last windows: the end of the input does
 
 
 def tumbling_sums(xs: list[dict[str, Any]], size: int) -> dict[tuple[str, int], int]:
     sums: dict[tuple[str, int], int] = defaultdict(int)
     for x in xs:
-        if x["ts"] != CLOSE:
-            sums[(x["k"], x["ts"] // size * size)] += x["v"]
+        sums[(x["k"], x["ts"] // size * size)] += x["v"]
     return dict(sums)
 
 
@@ -110,10 +105,9 @@ def test_yaml_spec_session_window_and_interval_join_on_a_dask_cluster(
     views += [{"k": "u2", "ts": t} for t in (1, 30)]
     views.sort(key=lambda v: v["ts"] + (3 if v["ts"] == 1 else 0))
     clicks = [{"k": "u1", "ts": 3}, {"k": "u1", "ts": 22}, {"k": "u2", "ts": 9}]
-    closing = [{"k": k, "ts": CLOSE} for k in ("u1", "u2")]
     spec = {**SPEC, "operators": [dict(op) for op in SPEC["operators"]]}
-    spec["operators"][0]["config"] = {"items": views + closing}
-    spec["operators"][1]["config"] = {"items": clicks + closing}
+    spec["operators"][0]["config"] = {"items": views}
+    spec["operators"][1]["config"] = {"items": clicks}
     env = DaskEnvironment("clicks", n_workers=2)
     try:
         env.graph = load_spec(spec).graph
@@ -138,8 +132,6 @@ def test_yaml_spec_session_window_and_interval_join_on_a_dask_cluster(
         ("u1", 2, 3),
         ("u1", 20, 22),
         ("u1", 21, 22),
-        ("u1", CLOSE, CLOSE),
-        ("u2", CLOSE, CLOSE),
     ]
 
 
@@ -152,8 +144,6 @@ def test_dsl_reduce_with_a_function_on_sliding_windows() -> None:
     got = env.execute(timeout=60).collected("maxes")
     want: dict[tuple[str, int], int] = {}
     for x in xs:
-        if x["ts"] == CLOSE:
-            continue
         for start in (x["ts"] // 5 * 5, x["ts"] // 5 * 5 - 5):
             key = (x["k"], start)
             want[key] = max(want.get(key, x["v"]), x["v"])
