@@ -231,3 +231,4 @@ class HybridPolicy(SloAwarePolicy):
 
 
 POLICIES = (FifoPolicy, PriorityPolicy, SloAwarePolicy, HybridPolicy)
+"""The built-in policies of this module (``interference.py`` adds its own)."""
