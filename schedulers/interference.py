@@ -5,17 +5,20 @@ On a device shared by an LLM engine and an embedding engine, their steps take tu
 an embedding batch that arrives while the LLM engine runs a long prefill step waits
 for the whole step. This policy, over ``hybrid``:
 
-* holds prefill-heavy LLM requests (``heavy_prefill_tokens`` or more prompt tokens)
-  while every LLM engine with a free slot shares its device with embedding work in
-  flight (``DispatchView.ready_apart``), so long prefill steps do not land in front of
-  latency-critical embedding batches; a held request goes anyway after
-  ``hold_max_ms``, or when its deadline is within ``slack_ms`` (LLM SLO pressure);
+* paces prefill-heavy LLM requests (``heavy_prefill_tokens`` or more estimated
+  tokens) while embedding work is queued or in flight and every LLM engine with a
+  free slot shares its device with it (``DispatchView.ready_apart``): at most one per
+  ``pace_ms`` per LLM engine, so the engines' steps stay short instead of packing a
+  burst of prompts into one long prefill step in front of latency-critical embedding
+  batches. A held request goes anyway after ``hold_max_ms``, or when its deadline is
+  within ``slack_ms`` (LLM SLO pressure);
 * sizes embedding batches from their measured cost g(inputs) = fixed + per_input x n
   (:class:`BatchCost`, fitted online from the gateway's own timings): a batch waits
   for more inputs at most the fixed cost it amortises (bounded by ``max_wait_ms``),
   and holds at most as many inputs as fit in ``batch_budget_ms``.
 
-Config: ``heavy_prefill_tokens`` (256), ``hold_max_ms`` (200), ``slack_ms`` (1000),
+Config: ``heavy_prefill_tokens`` (256), ``pace_ms`` (25), ``hold_max_ms`` (200),
+``slack_ms`` (1000),
 ``batch_budget_ms`` (100), ``adaptive`` (true), plus ``hybrid``'s.
 """
 
@@ -47,8 +50,8 @@ class BatchCost:
         self.sxy = self.sxy * d + inputs * seconds
 
     def fit(self) -> tuple[float, float] | None:
-        """(fixed s, per-input s), or None before two distinct batch sizes."""
-        if self.n < 2:
+        """(fixed s, per-input s), or None before two observations."""
+        if self.n < 1.5:
             return None
         var = self.sxx * self.n - self.sx * self.sx
         if var <= 1e-9 * max(1.0, self.sxx * self.n):
@@ -67,6 +70,7 @@ class InterferenceAwarePolicy(HybridPolicy):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self.heavy = int(config.get("heavy_prefill_tokens", 256))
+        self.pace_s = float(config.get("pace_ms", 25)) / 1000.0
         self.hold_max_s = float(config.get("hold_max_ms", 200)) / 1000.0
         self.slack_s = float(config.get("slack_ms", 1000)) / 1000.0
         self.budget_s = float(config.get("batch_budget_ms", 100)) / 1000.0
@@ -80,6 +84,8 @@ class InterferenceAwarePolicy(HybridPolicy):
         self._cap_wait = self.max_wait_s
         self._cap_batch = self.max_batch
         self._held_since: float | None = None
+        self._last_heavy = float("-inf")
+        self._pace_now = self.pace_s
 
     def observe(self, batch: list[LLMRequest], seconds: float) -> None:
         self.cost.observe(sum(r.size for r in batch), seconds)
@@ -92,9 +98,16 @@ class InterferenceAwarePolicy(HybridPolicy):
         self.max_batch = max(1, min(self._cap_batch, int(room)))
 
     def _holds(self, request: LLMRequest, view: DispatchView) -> bool:
-        if request.tokens < self.heavy or view.ready_apart(request.pool):
+        if request.tokens < self.heavy:
             return False
         now = view.now
+        if not (self._emb_count or view.inflight_kind("embedding")):
+            return False
+        if view.ready_apart(request.pool):
+            return False
+        self._pace_now = self.pace_s / max(1, view.engines(request.pool))
+        if now - self._last_heavy >= self._pace_now:
+            return False
         if now - request.arrival >= self.hold_max_s:
             return False
         return request.deadline - now > self.slack_s
@@ -109,6 +122,8 @@ class InterferenceAwarePolicy(HybridPolicy):
                 self._held_since = head[1].arrival
                 return None
             self._held_since = None
+            if head[1].tokens >= self.heavy:
+                self._last_heavy = view.now
             return [self.take(pool)]
         self._held_since = None
         return super().pop_llm(view)
@@ -116,7 +131,11 @@ class InterferenceAwarePolicy(HybridPolicy):
     def wake_after(self, now: float) -> float | None:
         wait = super().wake_after(now)
         if self._held_since is not None:
-            held = max(0.0, self._held_since + self.hold_max_s - now)
+            held = min(
+                self._held_since + self.hold_max_s - now,
+                self._last_heavy + self._pace_now - now,
+            )
+            held = max(0.0005, held)
             wait = held if wait is None else min(wait, held)
         return wait
 

@@ -104,6 +104,10 @@ class _View:
             if e.kind == engine_kind
         )
 
+    def engines(self, pool: str) -> int:
+        kind, _, model = pool.partition(":")
+        return sum(1 for e in self.plane.registry.serving(kind, model) if e.healthy)
+
     def ready_apart(self, pool: str) -> bool:
         kind, _, model = pool.partition(":")
         return any(

@@ -39,6 +39,10 @@ class DispatchView(Protocol):
         """Requests being served by all engines of one kind (``llm``/``embedding``)."""
         ...
 
+    def engines(self, pool: str) -> int:
+        """Healthy engines serving ``pool``."""
+        ...
+
     def ready_apart(self, pool: str) -> bool:
         """True when an engine of ``pool`` has a free slot on a device where no
         engine of the other kind has work in flight (always so for engines without
