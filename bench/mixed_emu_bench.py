@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ HYBRID = {"max_batch": 32, "max_wait_ms": 5}
 IA = {
     "max_batch": 32,
     "max_wait_ms": 10,
-    "batch_budget_ms": 60,
+    "batch_budget_ms": 100,
     "pace_ms": 25,
     "hold_max_ms": 150,
 }
@@ -66,6 +67,16 @@ ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {
         "interference-aware",
         {**IA, "adaptive": False},
     ),
+    "interference-aware, no prefill pacing": (
+        "interference-aware",
+        "interference-aware",
+        {**IA, "pace_ms": 0},
+    ),
+    "interference-aware, no engine depth bound": (
+        "interference-aware",
+        "interference-aware",
+        {**IA, "engine_depth": 1000},
+    ),
 }
 
 
@@ -77,28 +88,34 @@ def capacity(share: float, n: int, args: argparse.Namespace) -> float:
     return min(llm, emb)
 
 
+def scaled(config: dict[str, Any], scale: float) -> dict[str, Any]:
+    """A policy config with its durations (``*_ms``) in wall time."""
+    return {k: v * scale if k.endswith("_ms") else v for k, v in config.items()}
+
+
 def run_point(
     reqs: list[Any],
     names: list[str],
     targets: dict[str, dict[str, list[str]]],
     gateways: Gateways,
-    seconds: float,
-    pause: float,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     out = {}
     for name in names:
         config = CONFIGS.get(name) or ABLATION.get(name)
         if config is not None:
             router, policy, policy_config = config
-            url = gateways.set_policy(router, policy, policy_config)
+            url = gateways.set_policy(
+                router, policy, scaled(policy_config, args.time_scale)
+            )
             target = {"llm": [url], "embedding": [url]}
         else:
             target = targets["siloed"]
-        results = asyncio.run(replay(reqs, target, MODELS))
-        out[name] = stats(results, seconds)
+        results = asyncio.run(replay(reqs, target, MODELS, args.time_scale))
+        out[name] = stats(results, args.seconds)
         if config is not None and config[1] == "interference-aware":
             out[name]["policy_state"] = gateways.policy(config[0]).get("learned")
-        time.sleep(pause)
+        time.sleep(args.pause)
     return out
 
 
@@ -109,7 +126,13 @@ def main() -> None:
     parser.add_argument("--patterns", default="poisson,bursty")
     parser.add_argument("--mixes", default="0.9,0.7,0.5,0.3", help="LLM shares")
     parser.add_argument("--loads", default="0.5,0.8,1.0", help="x siloed capacity")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="emulated seconds")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=3.0,
+        help="wall seconds per emulated second (eases a busy host's timing error)",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument(
@@ -134,6 +157,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mixed.json")
     add_smoke_flag(parser)
     args = parser.parse_args()
+    # SIGTERM ends the run through the finally blocks: no orphaned engines/gateways
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.devices, args.patterns, args.mixes, args.loads = (
             "2",
@@ -152,8 +177,8 @@ def main() -> None:
         routers = sorted(set(routers) | {c[0] for c in ABLATION.values()})
     points: list[dict[str, Any]] = []
     for n in (int(x) for x in args.devices.split(",")):
-        siloed = Emulator(layout("siloed", n, args.profile))
-        unified = Emulator(layout("unified", n, args.profile))
+        siloed = Emulator(layout("siloed", n, args.profile, args.time_scale))
+        unified = Emulator(layout("unified", n, args.profile, args.time_scale))
         gateways = Gateways(unified.engines, routers, args.emb_inflight)
         targets = {"siloed": {k: siloed.urls(k) for k in ("llm", "embedding")}}
         try:
@@ -170,9 +195,7 @@ def main() -> None:
                             # the order of configurations rotates per repeat
                             k = rep % len(run_names)
                             order = run_names[k:] + run_names[:k]
-                            result = run_point(
-                                reqs, order, targets, gateways, args.seconds, args.pause
-                            )
+                            result = run_point(reqs, order, targets, gateways, args)
                             point = {
                                 "devices": n,
                                 "pattern": pattern,
@@ -195,7 +218,8 @@ def main() -> None:
         "emulated": True,
         "engines": f"EMULATED (sage engine emulate, profile {args.profile}); no model ran",
         "note": "Latencies are emulated device time plus the real gateway/client cost on "
-        "this machine; the machine was shared with other work while it ran. All "
+        "this machine divided by time_scale (so that cost is understated by that "
+        "factor); the machine was shared with other work while it ran. All "
         "configurations of a point replay the same arrival plan back to back.",
         "machine": {"before": before, "after": machine_info()},
         "workload": {k: getattr(workload, k) for k in workload.__slots__},

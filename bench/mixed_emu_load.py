@@ -21,7 +21,22 @@ from typing import Any
 
 from sage_core.llm.http1 import HTTPError, Pool
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards", "quietly", "judge"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "judge",
+]
 ON_FRACTION, ON_MULT, OFF_MULT = 0.25, 3.25, 0.25
 
 
@@ -99,9 +114,13 @@ def body(req: Req, models: dict[str, str], seed: int) -> tuple[str, bytes]:
 
 
 async def replay(
-    requests: list[Req], targets: dict[str, list[str]], models: dict[str, str]
+    requests: list[Req],
+    targets: dict[str, list[str]],
+    models: dict[str, str],
+    scale: float = 1.0,
 ) -> list[tuple[Req, float, int, float]]:
-    """(request, latency ms, status, finish offset s) per request. ``targets``: URLs per
+    """(request, latency ms, status, finish offset s) per request, in emulated time
+    (wall time / ``scale``, the emulator's ``time_scale``). ``targets``: URLs per
     class; several URLs are used in turn (a client-side load balancer)."""
     pools = {
         url: Pool(url, max_idle=1024, connect_timeout_s=30.0)
@@ -116,7 +135,7 @@ async def replay(
         urls = targets[req.kind]
         url = urls[turn[req.kind] % len(urls)]
         turn[req.kind] += 1
-        await asyncio.sleep(max(0.0, begin + req.at - time.perf_counter()))
+        await asyncio.sleep(max(0.0, begin + req.at * scale - time.perf_counter()))
         path, payload = bodies[i]
         headers = {
             "Content-Type": "application/json",
@@ -135,7 +154,9 @@ async def replay(
             print(f"request failed: {exc!r}", file=sys.stderr)
             status = 0
         end = time.perf_counter()
-        results.append((req, (end - start) * 1000.0, status, end - begin))
+        results.append(
+            (req, (end - start) * 1000.0 / scale, status, (end - begin) / scale)
+        )
 
     begin = time.perf_counter()
     await asyncio.gather(*(fire(i, r) for i, r in enumerate(requests)))

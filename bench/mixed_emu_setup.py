@@ -29,7 +29,7 @@ UNIFIED_KV_TOKENS = 270_000
 MODELS = {"llm": "llama", "embedding": "e5"}
 
 
-def layout(kind: str, n: int, profile: str) -> dict[str, Any]:
+def layout(kind: str, n: int, profile: str, scale: float = 1.0) -> dict[str, Any]:
     """The emulator config of one layout on ``n`` devices."""
     devices = []
     for d in range(n):
@@ -42,7 +42,7 @@ def layout(kind: str, n: int, profile: str) -> dict[str, Any]:
         else:
             engines = [llm] if d < n // 2 else [emb]
         devices.append({"name": f"gpu{d}", "engines": engines})
-    return {"profile": profile, "devices": devices}
+    return {"profile": profile, "time_scale": scale, "devices": devices}
 
 
 class Emulator:

@@ -15,10 +15,14 @@ for the whole step. This policy, over ``hybrid``:
 * sizes embedding batches from their measured cost g(inputs) = fixed + per_input x n
   (:class:`BatchCost`, fitted online from the gateway's own timings): a batch waits
   for more inputs at most the fixed cost it amortises (bounded by ``max_wait_ms``),
-  and holds at most as many inputs as fit in ``batch_budget_ms``.
+  and holds at most as many inputs as their per-input cost fits in
+  ``batch_budget_ms``; and keeps at most
+  ``engine_depth`` batches in flight per embedding engine, so an engine never packs
+  a deep queue into one long device step that would stall its co-located LLM
+  engine (and the embeddings behind it): the rest waits here, where it is merged.
 
 Config: ``heavy_prefill_tokens`` (256), ``pace_ms`` (25), ``hold_max_ms`` (200),
-``slack_ms`` (1000),
+``slack_ms`` (1000), ``engine_depth`` (2),
 ``batch_budget_ms`` (100), ``adaptive`` (true), plus ``hybrid``'s.
 """
 
@@ -75,10 +79,16 @@ class InterferenceAwarePolicy(HybridPolicy):
         self.slack_s = float(config.get("slack_ms", 1000)) / 1000.0
         self.budget_s = float(config.get("batch_budget_ms", 100)) / 1000.0
         self.adaptive = bool(config.get("adaptive", True))
-        if self.heavy < 1 or self.hold_max_s < 0 or self.budget_s <= 0:
+        self.depth = int(config.get("engine_depth", 2))
+        if (
+            self.heavy < 1
+            or self.hold_max_s < 0
+            or self.budget_s <= 0
+            or self.depth < 1
+        ):
             raise ValueError(
-                "interference-aware: heavy_prefill_tokens >= 1, hold_max_ms >= 0 and "
-                "batch_budget_ms > 0 are required"
+                "interference-aware: heavy_prefill_tokens >= 1, hold_max_ms >= 0, "
+                "batch_budget_ms > 0 and engine_depth >= 1 are required"
             )
         self.cost = BatchCost()
         self._cap_wait = self.max_wait_s
@@ -94,8 +104,14 @@ class InterferenceAwarePolicy(HybridPolicy):
             return
         fixed, per_input = fit
         self.max_wait_s = min(self._cap_wait, fixed)
-        room = (self.budget_s - fixed) / per_input if per_input > 0 else self._cap_batch
+        # the fixed part also holds the time spent queued behind co-located work, so
+        # the budget bounds only the part that grows with the batch
+        room = self.budget_s / per_input if per_input > 0 else self._cap_batch
         self.max_batch = max(1, min(self._cap_batch, int(room)))
+
+    def emb_ready(self, view: DispatchView, pool: str) -> bool:
+        depth = self.depth * max(1, view.engines(pool))
+        return view.ready(pool) and view.inflight(pool) < depth
 
     def _holds(self, request: LLMRequest, view: DispatchView) -> bool:
         if request.tokens < self.heavy:

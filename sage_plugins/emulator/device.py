@@ -5,7 +5,9 @@ engine placed on it, one step at a time, taking turns among the engines that hav
 work (as kernels of co-located engine processes time-share one GPU). Engines on
 different devices never wait for each other. Step durations come from the profile
 (:mod:`sage_plugins.emulator.profile`); the task sleeps until each step's emulated end
-on a clock that does not drift when the event loop is late.
+on a clock that does not drift when the event loop is late. ``time_scale`` stretches
+every step in wall time (2.0: an emulated second lasts two), so a busy host's
+scheduling delays weigh less against the emulated times.
 
 :class:`LLMEngine` emulates continuous batching with chunked prefill and a KV cache
 (recompute preemption of the newest sequence when the cache is full);
@@ -281,14 +283,15 @@ class EmbeddingEngine(Engine):
 class Device:
     """One emulated accelerator: its engines' steps run one at a time, in turn."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, time_scale: float = 1.0) -> None:
         self.name = name
+        self.time_scale = time_scale  # wall seconds per emulated second
         self.engines: list[Engine] = []
         self.wake = asyncio.Event()
         self.busy_s = 0.0
         self._turn = 0
         self._clock = 0.0
-        #: called with (engine, start, end) on the emulated clock of each step
+        #: called with (engine, start, end) on the device clock of each step
         self.on_step: Callable[[Engine, float, float], object] | None = None
 
     def place(self, engine: Engine) -> None:
@@ -315,7 +318,7 @@ class Device:
             now = time.monotonic()
             # a step starts when the previous one ended, or now if the device idled
             start = max(self._clock, now - 0.002)
-            self._clock = start + duration
+            self._clock = start + duration * self.time_scale
             if self.on_step is not None:
                 self.on_step(engine, start, self._clock)
             engine.steps += 1

@@ -4,6 +4,7 @@ Config (YAML or JSON)::
 
     profile: h100-llama3-8b-e5-mistral-7b   # built-in name, path, or inline mapping
     host: 127.0.0.1
+    time_scale: 1.0          # wall seconds per emulated second
     devices:
       - name: gpu0
         engines:
@@ -58,6 +59,7 @@ class Emulation:
                 )
         return {
             "emulated": True,
+            "time_scale": self.devices[0].time_scale,
             "profile": self.profile.name,
             "source": self.profile.source,
             "engines": engines,
@@ -91,11 +93,17 @@ def build(config: dict[str, Any]) -> Emulation:
         raise EmulatorConfigError(
             "the emulator config needs a non-empty 'devices' list"
         )
+    try:
+        scale = float(config.get("time_scale", 1.0))
+    except (TypeError, ValueError):
+        scale = -1.0
+    if not 0 < scale <= 1000:
+        raise EmulatorConfigError("time_scale must be a number in (0, 1000]")
     devices, ports, apps = [], {}, {}
     for i, dev in enumerate(devices_cfg):
         if not isinstance(dev, dict) or not isinstance(dev.get("engines"), list):
             raise EmulatorConfigError(f"devices[{i}] needs an 'engines' list")
-        device = Device(str(dev.get("name") or f"device{i}"))
+        device = Device(str(dev.get("name") or f"device{i}"), scale)
         for j, entry in enumerate(dev["engines"]):
             engine = _make_engine(entry, profile, f"devices[{i}].engines[{j}]")
             if engine.id in ports:

@@ -351,7 +351,7 @@ def test_batch_cost_fit_recovers_g_and_sizes_batches() -> None:
     policy.observe([request], 0.005 + 0.002 * 4)
     policy.observe([request] * 4, 0.005 + 0.002 * 16)
     learned = policy.describe()["learned"]
-    assert learned["max_batch"] == 20  # (45 - 5) / 2 inputs fit the budget
+    assert learned["max_batch"] == 22  # 45 ms / 2 ms per input
     assert learned["max_wait_ms"] == pytest.approx(5.0)  # wait <= fixed cost
 
 
