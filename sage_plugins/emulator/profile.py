@@ -143,14 +143,12 @@ def builtin_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
 
 
-def load_profile(ref: str | dict[str, Any]) -> Profile:
-    """A profile by built-in name, file path, or inline mapping.
+def profile_data(ref: str) -> dict[str, Any]:
+    """The raw mapping of a profile given by built-in name or file path.
 
     Raises:
-        EmulatorConfigError: not found or malformed.
+        EmulatorConfigError: not found, or not JSON.
     """
-    if isinstance(ref, dict):
-        return Profile.from_dict(ref, "inline")
     path = Path(ref)
     if not path.suffix:
         path = PROFILE_DIR / f"{ref}.json"
@@ -163,7 +161,22 @@ def load_profile(ref: str | dict[str, Any]) -> Profile:
         data = json.loads(path.read_text())
     except ValueError as exc:
         raise EmulatorConfigError(f"profile {path}: invalid JSON: {exc}") from None
-    return Profile.from_dict(data, path.stem)
+    if not isinstance(data, dict):
+        raise EmulatorConfigError(f"profile {path} must be a JSON object")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def load_profile(ref: str | dict[str, Any]) -> Profile:
+    """A profile by built-in name, file path, or inline mapping.
+
+    Raises:
+        EmulatorConfigError: not found or malformed.
+    """
+    if isinstance(ref, dict):
+        return Profile.from_dict(ref, "inline")
+    data = profile_data(ref)
+    return Profile.from_dict(data, str(data["name"]))
 
 
 def count_tokens(text: str, tokens_per_word: float) -> int:

@@ -99,3 +99,35 @@ def test_openai_client_through_the_gateway(emulator: Any, gateway: Any) -> None:
     listed = httpx.get(served.url + "/admin/engines").json()
     devices = {e["id"]: e["device"] for e in listed["engines"]}
     assert devices["emb0"] == "gpu0" and devices["llm1"] == "gpu1"
+
+
+def test_fit_profile_writes_a_loadable_profile_naming_its_source(
+    emulator: Any, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from sage_plugins.emulator.fit import fit_cmd
+    from sage_plugins.emulator.profile import load_profile
+
+    urls = _urls(emulator(CONFIG))
+    out = tmp_path / "fitted.json"
+    result = CliRunner().invoke(
+        fit_cmd,
+        [
+            "--llm-url",
+            urls["llm1"],
+            "--embedding-url",
+            urls["emb0"],
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    profile = load_profile(str(out))
+    assert urls["llm1"] in profile.source and urls["emb0"] in profile.source
+    assert "error" in profile.source
+    missing = CliRunner().invoke(fit_cmd, [str(out)])
+    assert missing.exit_code != 0 and "--llm-url" in missing.output
