@@ -134,3 +134,96 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     fig.suptitle("EMULATED devices: siloed vs unified (LLM/embedding mix on x)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def ablation(
+    summary: list[dict[str, Any]], at: list[str] | None
+) -> list[dict[str, Any]]:
+    """Rows of every configuration at the ablation point (pattern, mix share, load),
+    per device count, with the deltas against ``hybrid`` measured in the same run."""
+    if not at:
+        return []
+    pattern, share, load = at[0], float(at[1]), float(at[2])
+    mix = f"{round(share * 100)}/{round((1 - share) * 100)}"
+    rows = [
+        r
+        for r in summary
+        if r["pattern"] == pattern and r["mix"] == mix and r["load"] == load
+    ]
+    out = []
+    for r in rows:
+        base = next(
+            (
+                b
+                for b in rows
+                if b["devices"] == r["devices"] and b["config"] == "hybrid"
+            ),
+            None,
+        )
+        row = {
+            k: r[k]
+            for k in (
+                "devices",
+                "config",
+                "embedding_p99_ms",
+                "llm_p99_ms",
+                "slo_attainment",
+                "goodput_rps",
+                "llm_tokens_per_s",
+            )
+        }
+        if base and base["embedding_p99_ms"] and r["embedding_p99_ms"]:
+            row["embedding_p99_vs_hybrid"] = (
+                r["embedding_p99_ms"] / base["embedding_p99_ms"]
+            )
+            row["slo_attainment_vs_hybrid"] = (
+                r["slo_attainment"] - base["slo_attainment"]
+            )
+        out.append(row)
+    return out
+
+
+def best_policy(summary: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]:
+    """Mean SLO attainment and goodput of each gateway policy over every point."""
+    table = {}
+    for name in policies:
+        rows = [r for r in summary if r["config"] == name]
+        if not rows:
+            continue
+        table[name] = {
+            "mean_slo_attainment": statistics.fmean(
+                r["slo_attainment"] or 0 for r in rows
+            ),
+            "mean_goodput_rps": statistics.fmean(r["goodput_rps"] or 0 for r in rows),
+            "mean_embedding_p99_ms": statistics.fmean(
+                r["embedding_p99_ms"] or 0 for r in rows
+            ),
+            "points": len(rows),
+        }
+    best = max(table, key=lambda n: table[n]["mean_slo_attainment"]) if table else None
+    return {"by_policy": table, "best_by_slo_attainment": best}
+
+
+def main() -> None:
+    """Recompute the derived tables and redraw the plot of a results JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args()
+    result = json.loads(args.results.read_text())
+    summary = summarize(result["points"])
+    at = result["config"].get("ablation_at") or ""
+    policies = [n for n in dict.fromkeys(r["config"] for r in summary) if n != "siloed"]
+    main_policies = ["fifo", "priority", "slo-aware", "hybrid", "interference-aware"]
+    result["summary"] = summary
+    result["comparisons"] = comparisons(summary)
+    result["ablation"] = ablation(summary, at.split(",") if at else None)
+    result["policies"] = best_policy(summary, [p for p in policies if p in main_policies])
+    args.results.write_text(json.dumps(result, indent=2))
+    plot(summary, args.results.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

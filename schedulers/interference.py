@@ -22,7 +22,8 @@ for the whole step. This policy, over ``hybrid``:
   engine (and the embeddings behind it): the rest waits here, where it is merged.
 
 Config: ``heavy_prefill_tokens`` (256), ``pace_ms`` (25), ``hold_max_ms`` (200),
-``slack_ms`` (1000), ``engine_depth`` (2),
+``slack_ms`` (1000), ``engine_depth`` (None: no bound beyond the engine's
+``max_inflight``; the emulated benchmark measured a bound of 2 as harmful),
 ``batch_budget_ms`` (100), ``adaptive`` (true), plus ``hybrid``'s.
 """
 
@@ -79,12 +80,13 @@ class InterferenceAwarePolicy(HybridPolicy):
         self.slack_s = float(config.get("slack_ms", 1000)) / 1000.0
         self.budget_s = float(config.get("batch_budget_ms", 100)) / 1000.0
         self.adaptive = bool(config.get("adaptive", True))
-        self.depth = int(config.get("engine_depth", 2))
+        depth = config.get("engine_depth")
+        self.depth = None if depth is None else int(depth)
         if (
             self.heavy < 1
             or self.hold_max_s < 0
             or self.budget_s <= 0
-            or self.depth < 1
+            or (self.depth is not None and self.depth < 1)
         ):
             raise ValueError(
                 "interference-aware: heavy_prefill_tokens >= 1, hold_max_ms >= 0, "
@@ -110,6 +112,8 @@ class InterferenceAwarePolicy(HybridPolicy):
         self.max_batch = max(1, min(self._cap_batch, int(room)))
 
     def emb_ready(self, view: DispatchView, pool: str) -> bool:
+        if self.depth is None:
+            return view.ready(pool)
         depth = self.depth * max(1, view.engines(pool))
         return view.ready(pool) and view.inflight(pool) < depth
 
