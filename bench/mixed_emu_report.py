@@ -220,7 +220,9 @@ def main() -> None:
     result["summary"] = summary
     result["comparisons"] = comparisons(summary)
     result["ablation"] = ablation(summary, at.split(",") if at else None)
-    result["policies"] = best_policy(summary, [p for p in policies if p in main_policies])
+    result["policies"] = best_policy(
+        summary, [p for p in policies if p in main_policies]
+    )
     args.results.write_text(json.dumps(result, indent=2))
     plot(summary, args.results.with_suffix(".png"))
 

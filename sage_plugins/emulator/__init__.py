@@ -3,15 +3,14 @@
 A test and benchmark tool — no model runs; every latency it produces is emulated
 from a profile (``profile.py``, data in ``profiles/``). ``sage engine emulate CONFIG``
 serves several emulated engines from one process, placed on emulated devices whose
-timelines they share (``device.py``); ``sage engine fit-profile URL`` measures a live
-engine and writes a profile.
+timelines they share (``device.py``); ``sage engine fit-profile`` measures live engines
+and writes a profile (``fit.py``). Both commands join ``sage engine`` through the
+``engines`` plugin.
 """
 
 from __future__ import annotations
 
 import click
-
-from sage_core import hookimpl
 
 
 @click.command("emulate")
@@ -30,18 +29,3 @@ def emulate_cmd(config: str) -> None:
         run(config)
     except EmulatorConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    """Add ``emulate`` and ``fit-profile`` to ``sage engine``."""
-    group = cli.commands.get("engine")
-    if not isinstance(group, click.Group):
-        group = click.Group("engine", help="Inference engines.")
-        cli.add_command(group)
-    group.add_command(emulate_cmd)
-    try:
-        from sage_plugins.emulator.fit import fit_cmd
-    except ImportError:  # pragma: no cover - fit is optional
-        return
-    group.add_command(fit_cmd)

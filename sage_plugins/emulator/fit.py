@@ -19,10 +19,10 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
-import numpy as np
 
 from sage_plugins.emulator.profile import profile_data
 
@@ -81,11 +81,15 @@ async def _stream(
     return stamps[0] - start, gaps, prompt
 
 
-def _rel_rms(y: np.ndarray, fitted: np.ndarray) -> float:
+def _rel_rms(y: Any, fitted: Any) -> float:
+    import numpy as np
+
     return float(np.sqrt(np.mean(((fitted - y) / np.maximum(y, 1e-9)) ** 2)))
 
 
 async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float], float]:
+    import numpy as np
+
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
         rows = []
@@ -116,6 +120,8 @@ async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float],
 
 
 async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float]:
+    import numpy as np
+
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
         rows = []
