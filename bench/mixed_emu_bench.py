@@ -168,6 +168,7 @@ def main() -> None:
             "0.8",
         )
         args.seconds, args.pause, args.ablation_at = 4.0, 0.2, ""
+        args.time_scale = 1.0
         args.out = smoke_path(args.out)
     workload = Workload()
     before = machine_info()
