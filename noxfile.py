@@ -161,15 +161,32 @@ def bench_admission(session: nox.Session) -> None:
     tags=["bench"],
 )
 def bench_mixed(session: nox.Session) -> None:
+    """Mixed LLM + embedding traffic on EMULATED devices: siloed vs unified per policy."""
+    _install_project(session, "bench")
+    session.run("python", "bench/mixed_emu_bench.py", *session.posargs)
+
+
+@nox.session(
+    name="bench-mixed-cpu",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_mixed_cpu(session: nox.Session) -> None:
     """Mixed LLM + embedding workload on real vLLM CPU engines: hybrid/fifo/siloed."""
     _install_inference_bench(session)
-    _run_inference_bench(session, "bench-mixed")
+    _run_inference_bench(session, "bench-mixed-cpu")
 
 
 # The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
 # so `bench-smoke-inference` can check all of them in one virtualenv (CI's time).
 INFERENCE_BENCHES = {
-    "bench-mixed": ["bench/mixed_bench.py"],
+    "bench-mixed-cpu": [
+        "bench/mixed_bench.py",
+        "--out",
+        "bench/results/mixed-cpu.json",
+    ],
     "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
     "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
@@ -194,7 +211,7 @@ def _run_inference_bench(session: nox.Session, name: str, *extra: str) -> None:
     default=False,
 )
 def bench_smoke_inference(session: nox.Session) -> None:
-    """bench-mixed, bench-index and bench-rag at smoke sizes in one virtualenv (CI)."""
+    """bench-mixed-cpu, bench-index and bench-rag at smoke sizes in one virtualenv (CI)."""
     _install_inference_bench(session)
     for name in INFERENCE_BENCHES:
         _run_inference_bench(session, name, "--smoke")

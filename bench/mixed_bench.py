@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "mixed.json")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "mixed-cpu.json")
     add_smoke_flag(parser)
     args = parser.parse_args()
     if args.smoke:

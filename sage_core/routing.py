@@ -25,6 +25,11 @@ class Candidate:
         capacity: free slots or credits (0 when unknown).
         tokens: in-flight tokens (engines; 0 for replicas).
         healthy: False for engines marked down; routers must not choose those.
+        signals: engine-reported and placement figures (engines only): vLLM
+            ``/metrics`` gauges (``num_requests_waiting``, ``num_requests_running``,
+            ``gpu_cache_usage_perc``) when the router asked for them, and
+            ``colocated_inflight`` (requests in flight on other-kind engines that
+            share its device).
     """
 
     index: int
@@ -33,6 +38,7 @@ class Candidate:
     capacity: float = 0.0
     tokens: float = 0.0
     healthy: bool = True
+    signals: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +69,17 @@ class Router:
 
     Class attributes tell the compiler and runtime what a router needs:
     ``fanout`` (every item goes to every candidate), ``keyed`` (the choice depends on
-    ``RouteRequest.key``; the edge must be keyed) and ``load_aware`` (reads
-    ``Candidate.load``, so callers keep it fresh).
+    ``RouteRequest.key``; the edge must be keyed), ``load_aware`` (reads
+    ``Candidate.load``, so callers keep it fresh) and ``engine_metrics`` (reads the
+    engines' own ``/metrics`` gauges in ``Candidate.signals``, so the LLM control
+    plane polls them).
     """
 
     name: ClassVar[str] = ""
     fanout: ClassVar[bool] = False
     keyed: ClassVar[bool] = False
     load_aware: ClassVar[bool] = False
+    engine_metrics: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         self.config = config

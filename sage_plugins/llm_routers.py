@@ -150,7 +150,74 @@ class PrefixHash(Router):
         return [next(i for i in ranked if by_index[i].load <= least + self.bound)]
 
 
-ROUTERS = (LeastLoad, PowerOfTwo, SessionAffinity, PrefixHash)
+class KvAware(Router):
+    """The engine that reports the least queueing and KV-cache pressure.
+
+    Reads the engines' own vLLM ``/metrics`` gauges (``engine_metrics``: the control
+    plane polls them): score = ``waiting_weight`` x requests waiting + ``kv_weight`` x
+    KV-cache usage (0..1) + requests in flight counted by the gateway. An engine
+    without ``/metrics`` scores on the gateway's count alone.
+
+    Config: ``waiting_weight`` (2), ``kv_weight`` (8).
+    """
+
+    name = "kv-aware"
+    load_aware = True
+    engine_metrics = True
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.waiting_weight = float(config.get("waiting_weight", 2))
+        self.kv_weight = float(config.get("kv_weight", 8))
+        self._turn = 0
+
+    def score(self, candidate: Candidate) -> float:
+        sig = candidate.signals
+        return (
+            self.waiting_weight * sig.get("num_requests_waiting", 0.0)
+            + self.kv_weight * sig.get("gpu_cache_usage_perc", 0.0)
+            + candidate.load
+        )
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        indices = healthy_indices(candidates)
+        by_index = {c.index: c for c in candidates}
+        best = min(self.score(by_index[i]) for i in indices)
+        tied = [i for i in indices if self.score(by_index[i]) <= best + 1e-9]
+        self._turn += 1
+        return [tied[self._turn % len(tied)]]
+
+
+class InterferenceAware(KvAware):
+    """``kv-aware`` plus placement: work of the other kind in flight on the same
+    device (``colocated_inflight``, from the engines' ``device`` labels) counts
+    ``colocated_weight`` per request, so LLM requests go where no embedding batch
+    runs and embedding batches where the fewest generations compete.
+
+    Config: ``colocated_weight`` (2), plus ``kv-aware``'s.
+    """
+
+    name = "interference-aware"
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.colocated_weight = float(config.get("colocated_weight", 2))
+
+    def score(self, candidate: Candidate) -> float:
+        colocated = candidate.signals.get("colocated_inflight", 0.0)
+        return super().score(candidate) + self.colocated_weight * colocated
+
+
+ROUTERS = (
+    LeastLoad,
+    PowerOfTwo,
+    SessionAffinity,
+    PrefixHash,
+    KvAware,
+    InterferenceAware,
+)
 
 
 @hookimpl

@@ -175,12 +175,16 @@ class HybridPolicy(SloAwarePolicy):
         self._emb_count -= len(batch)
         return batch
 
+    def emb_ready(self, view: DispatchView, pool: str) -> bool:
+        """May an embedding batch of ``pool`` leave now (a free engine slot)?"""
+        return view.ready(pool)
+
     def pop(self, view: DispatchView) -> list[LLMRequest] | None:
         now = view.now
         due: list[tuple[float, tuple[str, str]]] = []
         for key, queue in self._emb.items():
             pool = key[0]
-            if not view.ready(pool):
+            if not self.emb_ready(view, pool):
                 continue
             size = sum(r.size for r in queue)
             if (
@@ -231,3 +235,4 @@ class HybridPolicy(SloAwarePolicy):
 
 
 POLICIES = (FifoPolicy, PriorityPolicy, SloAwarePolicy, HybridPolicy)
+"""The built-in policies of this module (``interference.py`` adds its own)."""

@@ -29,6 +29,9 @@ class EngineSpec:
         models: model names it serves; empty = ask its ``/v1/models``.
         max_inflight: requests (or embedding batches) sent to it at once.
         api_key: bearer token the engine expects, if any.
+        device: label of the hardware it runs on; engines with the same label share
+            it (and slow each other down), which device-aware policies and routers
+            take into account. None: not shared with any other engine.
     """
 
     id: str
@@ -37,6 +40,7 @@ class EngineSpec:
     models: tuple[str, ...] = ()
     max_inflight: int = 8
     api_key: str | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -66,7 +70,16 @@ class EngineSpec:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"an engine entry must be a mapping, got {data!r}")
-        known = {"id", "url", "kind", "model", "models", "max_inflight", "api_key"}
+        known = {
+            "id",
+            "url",
+            "kind",
+            "model",
+            "models",
+            "max_inflight",
+            "api_key",
+            "device",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
@@ -103,6 +116,7 @@ class EngineSpec:
             models=tuple(models),
             max_inflight=max_inflight,
             api_key=api_key,
+            device=None if data.get("device") is None else str(data["device"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +126,7 @@ class EngineSpec:
             "kind": self.kind,
             "models": list(self.models),
             "max_inflight": self.max_inflight,
+            "device": self.device,
         }
 
 

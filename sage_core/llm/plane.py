@@ -37,8 +37,9 @@ from sage_core.llm.errors import (
     UpstreamError,
 )
 from sage_core.llm.metrics import GatewayMetrics
-from sage_core.llm.registry import HEALTHY, STARTING, EngineRegistry
+from sage_core.llm.registry import HEALTHY, STARTING, Engine, EngineRegistry
 from sage_core.llm.serving import Serving, _Grant
+from sage_core.llm.signals import MetricsPoller
 from sage_core.routing import Candidate, Router, RouteRequest
 
 if TYPE_CHECKING:
@@ -103,6 +104,17 @@ class _View:
             if e.kind == engine_kind
         )
 
+    def engines(self, pool: str) -> int:
+        kind, _, model = pool.partition(":")
+        return sum(1 for e in self.plane.registry.serving(kind, model) if e.healthy)
+
+    def ready_apart(self, pool: str) -> bool:
+        kind, _, model = pool.partition(":")
+        return any(
+            e.healthy and e.free > 0 and not self.plane.colocated_inflight(e)
+            for e in self.plane.registry.serving(kind, model)
+        )
+
 
 class ControlPlane(Serving):
     """Engines, queues, policy, routers and metrics of one gateway.
@@ -141,6 +153,10 @@ class ControlPlane(Serving):
         self.dispatcher: Dispatcher | None = None
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.poller: MetricsPoller | None = None
+        if any(r.engine_metrics for r in self.routers.values()):
+            interval_ms = float(config.router_config.get("metrics_interval_ms", 250))
+            self.poller = MetricsPoller(self.registry, interval_ms / 1000.0)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,6 +167,8 @@ class ControlPlane(Serving):
             spec, stop, loading_until = await asyncio.to_thread(managed.launch, entry)
             self.registry.add(spec, on_stop=stop, loading_until=loading_until)
         await self.registry.start(self._http)
+        if self.poller is not None:
+            self.poller.start(self._http)
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
     async def stop(self) -> None:
@@ -159,6 +177,8 @@ class ControlPlane(Serving):
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
+        if self.poller is not None:
+            await self.poller.stop()
         for request in self.policy.requests():
             self._fail_queued(
                 request, NoHealthyEngineError("the gateway is shutting down")
@@ -275,7 +295,12 @@ class ControlPlane(Serving):
         router = self.routers[kind]
         candidates = [
             Candidate(
-                i, e.id, load=e.inflight, capacity=e.free, tokens=e.inflight_tokens
+                i,
+                e.id,
+                load=e.inflight,
+                capacity=e.free,
+                tokens=e.inflight_tokens,
+                signals={**e.signals, "colocated_inflight": self.colocated_inflight(e)},
             )
             for i, e in enumerate(free)
         ]
@@ -306,6 +331,18 @@ class ControlPlane(Serving):
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def colocated_inflight(self, engine: Engine) -> int:
+        """Requests in flight on engines of the other kind sharing ``engine``'s
+        device (0 when it has no device label)."""
+        device = engine.spec.device
+        if device is None:
+            return 0
+        return sum(
+            e.inflight
+            for e in self.registry.engines.values()
+            if e.spec.device == device and e.kind != engine.kind
+        )
 
     def _fail_queued(
         self, request: LLMRequest, error: GatewayError, *, popped: bool = False

@@ -49,6 +49,7 @@ class Engine:
     loading_until: float = 0.0
     on_stop: Callable[[], object] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    signals: dict[str, float] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

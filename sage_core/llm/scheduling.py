@@ -39,6 +39,16 @@ class DispatchView(Protocol):
         """Requests being served by all engines of one kind (``llm``/``embedding``)."""
         ...
 
+    def engines(self, pool: str) -> int:
+        """Healthy engines serving ``pool``."""
+        ...
+
+    def ready_apart(self, pool: str) -> bool:
+        """True when an engine of ``pool`` has a free slot on a device where no
+        engine of the other kind has work in flight (always so for engines without
+        a ``device`` label)."""
+        ...
+
 
 class RequestPolicy:
     """Base class of request policies. Subclasses set ``name`` and implement the
@@ -72,6 +82,11 @@ class RequestPolicy:
         """Seconds after which ``pop`` should be called even with no new event (a
         batch wait bound running out), or None."""
         return None
+
+    def observe(self, batch: list[LLMRequest], seconds: float) -> None:
+        """An embedding engine answered ``batch`` (one call) in ``seconds``:
+        policies that size batches from measured cost learn here."""
+        return
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly name and config (``GET /admin/policy``)."""

@@ -10,9 +10,10 @@ embedding batches, and relays streams byte for byte with TTFT/inter-token metric
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sage_core.common.errors import SageError
 from sage_core.llm import batching
@@ -84,6 +85,10 @@ class Serving:
 
     def wake(self) -> None:
         raise TypeError("Serving is mixed into ControlPlane, which implements wake()")
+
+    def observe(self, batch: list[LLMRequest], seconds: float) -> None:
+        """An embedding engine answered ``batch`` in ``seconds`` (the policy learns)."""
+        self.policy.observe(batch, seconds)
 
     # -- waiting for an engine ------------------------------------------------------------
     async def _grant(self, request: LLMRequest) -> _Grant:
@@ -170,10 +175,16 @@ class Serving:
         dispatcher = self.dispatcher
         assert dispatcher is not None, "start() the control plane first"
         status, usage = "error", Usage()
+
+        async def call(engine: Engine) -> tuple[bytes, dict[str, Any]]:
+            started = time.monotonic()
+            answer = await dispatcher.call(engine, request.kind, request.body)
+            if request.kind == "embedding":
+                self.observe([request], time.monotonic() - started)
+            return answer
+
         try:
-            grant, engine, answer = await self._attempts(
-                request, lambda e: dispatcher.call(e, request.kind, request.body)
-            )
+            grant, engine, answer = await self._attempts(request, call)
             if engine is None:  # answered as part of an embedding batch
                 status, usage = "ok", Usage(grant.prompt_tokens, 0)
                 assert grant.payload is not None
@@ -197,9 +208,11 @@ class Serving:
     ) -> None:
         assert self.dispatcher is not None
         body, spans = batching.merge(batch)
+        started = time.monotonic()
         try:
             _, data = await self.dispatcher.call(engine, "embedding", body)
             answers = batching.split(data, batch, spans)
+            self.observe(batch, time.monotonic() - started)
         except Retryable as exc:
             self.registry.release(engine, tokens)
             for request in batch:

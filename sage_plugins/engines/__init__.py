@@ -4,7 +4,9 @@
 * ``managed.launch``: the gateway's built-in ``launch_engine`` (``managed`` entries of
   a gateway config whose ``launcher`` is ``"vllm"``, the default);
 * ``tiny_model.make_tiny_model``: the random-weight Llama for offline tests;
-* ``sage engine make-tiny-model`` and ``sage engine start vllm`` (``commands``).
+* ``sage engine make-tiny-model`` and ``sage engine start vllm`` (``commands``);
+* ``sage engine emulate`` and ``sage engine fit-profile``, the engine emulator's
+  commands (``sage_plugins.emulator``).
 
 Nothing heavy is imported here: vLLM runs in its own process, torch/transformers load
 only when the tiny model is built.
@@ -37,7 +39,10 @@ def launch_engine(
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    """Add ``make-tiny-model`` and ``start vllm`` to ``sage engine``."""
+    """Add ``make-tiny-model``, ``start vllm``, ``emulate`` and ``fit-profile`` to
+    ``sage engine``."""
+    from sage_plugins.emulator import emulate_cmd
+    from sage_plugins.emulator.fit import fit_cmd
     from sage_plugins.engines.commands import make_tiny_model_cmd, start
 
     group = cli.commands.get("engine")
@@ -46,3 +51,5 @@ def register_commands(cli: click.Group) -> None:
         cli.add_command(group)
     group.add_command(make_tiny_model_cmd)
     group.add_command(start)
+    group.add_command(emulate_cmd)
+    group.add_command(fit_cmd)

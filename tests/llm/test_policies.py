@@ -1,4 +1,6 @@
-"""Request policies: ordering invariants under random arrivals (hypothesis)."""
+"""Request policies: ordering invariants under random arrivals (hypothesis); the
+interference-aware policy's pacing and learned batch sizes; the engine-signal
+routers."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sage_core.llm.classify import LLMRequest
-from sage_core.llm.plane import make_policy
+from sage_core.llm.plane import make_policy, make_router
 from sage_core.llm.scheduling import RequestPolicy
+from sage_core.llm.signals import parse_vllm_metrics
+from sage_core.routing import Candidate, RouteRequest
+from schedulers.interference import BatchCost
 
 
 @dataclass
@@ -21,6 +26,13 @@ class FixedView:
     ready_pools: set[str] = field(default_factory=lambda: {"llm:m", "embedding:e"})
     inflight_by_pool: dict[str, int] = field(default_factory=dict)
     now: float = 1000.0
+    apart: bool = True  # a free engine sits on a device without other-kind work
+
+    def engines(self, pool: str) -> int:
+        return 1
+
+    def ready_apart(self, pool: str) -> bool:
+        return self.apart and pool in self.ready_pools
 
     def ready(self, pool: str) -> bool:
         return pool in self.ready_pools
@@ -74,7 +86,10 @@ def drain(policy: RequestPolicy, view: FixedView) -> list[list[LLMRequest]]:
     return batches
 
 
-@pytest.mark.parametrize("name", ["fifo", "priority", "slo-aware", "hybrid"])
+ALL = ["fifo", "priority", "slo-aware", "hybrid", "interference-aware"]
+
+
+@pytest.mark.parametrize("name", ALL)
 @given(specs=requests_st)
 @settings(max_examples=60, deadline=None)
 def test_every_request_leaves_exactly_once(name: str, specs: list) -> None:
@@ -89,7 +104,7 @@ def test_every_request_leaves_exactly_once(name: str, specs: list) -> None:
     assert len(policy) == 0
 
 
-@pytest.mark.parametrize("name", ["fifo", "priority", "slo-aware", "hybrid"])
+@pytest.mark.parametrize("name", ALL)
 @given(specs=requests_st, data=st.data())
 @settings(max_examples=40, deadline=None)
 def test_removed_requests_never_come_out(name: str, specs: list, data) -> None:
@@ -227,3 +242,139 @@ def test_unknown_policy_suggests_names() -> None:
 
     with pytest.raises(UnknownPluginError, match="slo-aware"):
         make_policy("slo_aware")
+
+
+ops_st = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("push"),
+            st.sampled_from(["completion", "embedding"]),
+            st.integers(0, 9),
+            st.one_of(st.none(), st.floats(50, 5000)),
+            st.integers(1, 600),  # estimated tokens
+        ),
+        st.tuples(st.just("pop"), st.booleans(), st.booleans(), st.floats(0, 0.3)),
+        st.tuples(st.just("remove"), st.integers(0, 1000)),
+    ),
+    max_size=60,
+)
+
+
+@given(ops=ops_st)
+@settings(max_examples=80, deadline=None)
+def test_no_request_is_lost_or_served_twice(ops: list) -> None:
+    policy = make_policy("interference-aware", {"max_wait_ms": 5, "hold_max_ms": 100})
+    view = FixedView()
+    pushed: list[LLMRequest] = []
+    removed: set[int] = set()
+    served: list[int] = []
+    for op in ops:
+        if op[0] == "push":
+            _, kind, priority, slo, tokens = op
+            (request,) = build([(kind, priority, slo, 1)])
+            request.seq = len(pushed) + 1
+            request.arrival = view.now
+            request.deadline = view.now + slo / 1000 if slo else math.inf
+            request.tokens = tokens
+            pushed.append(request)
+            policy.push(request)
+        elif op[0] == "pop":
+            _, apart, emb_busy, advance = op
+            view.now += advance
+            view.apart = apart
+            view.inflight_by_pool = {"embedding:e": 1} if emb_busy else {}
+            if batch := policy.pop(view):
+                served.extend(r.seq for r in batch)
+        elif pushed:
+            request = pushed[op[1] % len(pushed)]
+            if policy.remove(request):
+                removed.add(request.seq)
+    view.now += 10.0  # every hold and batch wait is over
+    view.inflight_by_pool = {}
+    served.extend(r.seq for batch in drain(policy, view) for r in batch)
+    assert len(served) == len(set(served)), "a request was served twice"
+    assert not set(served) & removed, "a removed request was served"
+    assert set(served) | removed == {r.seq for r in pushed}, "a request was lost"
+    assert len(policy) == 0
+
+
+def _llm(seq: int, tokens: int, now: float) -> LLMRequest:
+    return LLMRequest(
+        kind="completion", model="m", body={}, arrival=now, tokens=tokens, seq=seq
+    )
+
+
+def test_heavy_prefills_are_paced_while_embeddings_share_the_device() -> None:
+    policy = make_policy(
+        "interference-aware", {"pace_ms": 50, "hold_max_ms": 1000, "slack_ms": 0}
+    )
+    view = FixedView(apart=False, inflight_by_pool={"embedding:e": 1}, now=10.0)
+    for seq in (1, 2, 3):
+        policy.push(_llm(seq, 2000, view.now))
+    policy.push(_llm(4, 10, view.now))
+    assert [r.seq for r in policy.pop(view) or []] == [1]
+    assert policy.pop(view) is None  # the next heavy one waits for its pace
+    wait = policy.wake_after(view.now)
+    assert wait is not None and 0 < wait <= 0.05 + 1e-9
+    view.now += 0.05
+    assert [r.seq for r in policy.pop(view) or []] == [2]
+    view.inflight_by_pool = {}  # no embedding work left: no pacing
+    assert [r.seq for r in drain(policy, view)[0]] == [3]
+
+
+def test_a_held_request_goes_when_its_deadline_is_near() -> None:
+    policy = make_policy(
+        "interference-aware", {"pace_ms": 1000, "hold_max_ms": 1000, "slack_ms": 500}
+    )
+    view = FixedView(apart=False, inflight_by_pool={"embedding:e": 1}, now=10.0)
+    policy.push(_llm(1, 2000, view.now))
+    urgent = _llm(2, 2000, view.now)
+    urgent.deadline = view.now + 0.2  # within slack: LLM SLO pressure
+    policy.push(urgent)
+    served = [r.seq for b in drain(policy, view) for r in b]
+    assert 2 in served
+
+
+def test_batch_cost_fit_recovers_g_and_sizes_batches() -> None:
+    cost = BatchCost()
+    for n in (1, 4, 8, 16, 2, 32):
+        cost.observe(n, 0.005 + 0.002 * n)
+    fit = cost.fit()
+    assert fit is not None
+    assert fit[0] == pytest.approx(0.005, rel=1e-6)
+    assert fit[1] == pytest.approx(0.002, rel=1e-6)
+    policy = make_policy(
+        "interference-aware",
+        {"max_batch": 64, "max_wait_ms": 20, "batch_budget_ms": 45},
+    )
+    (request,) = build([("embedding", 1, None, 4)])
+    policy.observe([request], 0.005 + 0.002 * 4)
+    policy.observe([request] * 4, 0.005 + 0.002 * 16)
+    learned = policy.describe()["learned"]
+    assert learned["max_batch"] == 22  # 45 ms / 2 ms per input
+    assert learned["max_wait_ms"] == pytest.approx(5.0)  # wait <= fixed cost
+
+
+def test_kv_aware_router_reads_engine_metrics() -> None:
+    text = (
+        '# HELP x\nvllm:num_requests_waiting{model_name="a"} 3.0\n'
+        'vllm:kv_cache_usage_perc{model_name="a"} 0.5\nother_metric 7\n'
+    )
+    signals = parse_vllm_metrics(text)
+    assert signals == {"num_requests_waiting": 3.0, "gpu_cache_usage_perc": 0.5}
+    router = make_router("kv-aware")
+    candidates = [
+        Candidate(0, "a", load=1, signals=signals),
+        Candidate(1, "b", load=2, signals={"num_requests_waiting": 0.0}),
+    ]
+    assert router.route(RouteRequest(), candidates) == [1]
+    assert router.route(RouteRequest(), candidates[:1]) == [0]
+
+
+def test_interference_router_avoids_a_device_busy_with_the_other_kind() -> None:
+    router = make_router("interference-aware")
+    candidates = [
+        Candidate(0, "a", load=1, signals={"colocated_inflight": 4}),
+        Candidate(1, "b", load=3, signals={"colocated_inflight": 0}),
+    ]
+    assert router.route(RouteRequest(), candidates) == [1]

@@ -1,0 +1,330 @@
+"""Emulated devices and the engines placed on them.
+
+A :class:`Device` owns one timeline: a single asyncio task executes the steps of every
+engine placed on it, one step at a time, taking turns among the engines that have
+work (as kernels of co-located engine processes time-share one GPU). Engines on
+different devices never wait for each other. Step durations come from the profile
+(:mod:`sage_plugins.emulator.profile`); the task sleeps until each step's emulated end
+on a clock that does not drift when the event loop is late. ``time_scale`` stretches
+every step in wall time (2.0: an emulated second lasts two), so a busy host's
+scheduling delays weigh less against the emulated times.
+
+:class:`LLMEngine` emulates continuous batching with chunked prefill and a KV cache
+(recompute preemption of the newest sequence when the cache is full);
+:class:`EmbeddingEngine` batches queued inputs up to the profile's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sage_plugins.emulator.profile import EmbeddingTiming, LLMTiming
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation request inside an emulated LLM engine."""
+
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool = False
+    tokens: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
+    finished: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    prefilled: int = 0
+    generated: int = 0
+    state: str = "waiting"  # waiting, running, done
+
+    @property
+    def context(self) -> int:
+        """Tokens whose KV must be computed before the next token."""
+        return self.prompt_tokens + self.generated
+
+
+class Engine:
+    """What a device asks of an engine: work pending, and one step at a time."""
+
+    kind = ""
+
+    def __init__(self, engine_id: str, model: str) -> None:
+        self.id = engine_id
+        self.model = model
+        self.device: Device | None = None
+        self.steps = 0
+        self.busy_s = 0.0
+
+    def has_work(self) -> bool:
+        raise TypeError(f"{type(self).__name__} must implement has_work()")
+
+    def plan(self) -> tuple[float, Any]:
+        """Choose the next step: (emulated seconds, what commit() gets)."""
+        raise TypeError(f"{type(self).__name__} must implement plan()")
+
+    def commit(self, step: Any) -> None:
+        """The step's emulated time has passed: deliver its results."""
+        raise TypeError(f"{type(self).__name__} must implement commit()")
+
+    def metrics(self) -> dict[str, float]:
+        raise TypeError(f"{type(self).__name__} must implement metrics()")
+
+    def poke(self) -> None:
+        if self.device is not None:
+            self.device.wake.set()
+
+
+class LLMEngine(Engine):
+    """Continuous batching: each step decodes one token for every running sequence
+    and spends the rest of the token budget on (chunked) prefill."""
+
+    kind = "llm"
+
+    def __init__(self, engine_id: str, model: str, timing: LLMTiming) -> None:
+        super().__init__(engine_id, model)
+        self.timing = timing
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.preemptions = 0
+        self.generated_tokens = 0
+
+    def submit(
+        self, prompt_tokens: int, max_tokens: int, *, stream: bool = False
+    ) -> Sequence:
+        """Queue a generation.
+
+        Raises:
+            ValueError: prompt + max_tokens cannot fit in the KV cache.
+        """
+        seq = Sequence(max(1, prompt_tokens), max(1, max_tokens), stream)
+        if seq.prompt_tokens + seq.max_tokens > self.timing.kv_capacity_tokens:
+            raise ValueError(
+                f"prompt ({seq.prompt_tokens} tokens) + max_tokens "
+                f"({seq.max_tokens}) exceed the KV cache "
+                f"({self.timing.kv_capacity_tokens} tokens)"
+            )
+        self.waiting.append(seq)
+        self.poke()
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        if seq.state == "waiting":
+            self.waiting.remove(seq)
+        seq.state = "done"
+
+    def kv_used(self) -> int:
+        return sum(s.prefilled for s in self.running if s.state == "running")
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _preempt(self, kv: int) -> int:
+        """Free KV for one decode token per running sequence: the newest sequences
+        go back to the head of the waiting queue and recompute later."""
+        cap = self.timing.kv_capacity_tokens
+        while self.running and kv + len(self.running) > cap:
+            victim = self.running.pop()
+            kv -= victim.prefilled
+            victim.prefilled = 0
+            victim.state = "waiting"
+            self.waiting.appendleft(victim)
+            self.preemptions += 1
+        return kv
+
+    def plan(self) -> tuple[float, Any]:
+        t = self.timing
+        self.running = [s for s in self.running if s.state == "running"]
+        kv = self._preempt(self.kv_used())
+        decode, chunks = [], []
+        budget = t.max_batched_tokens
+        for seq in self.running:
+            if seq.generated and seq.context - seq.prefilled == 1:
+                decode.append(seq)
+        budget -= len(decode)
+        kv += len(decode)
+        for seq in self.running:  # partially prefilled sequences go on first
+            pending = seq.context - seq.prefilled
+            if budget > 0 and not (seq.generated and pending == 1):
+                n = min(budget, pending, t.kv_capacity_tokens - kv)
+                if n > 0:
+                    chunks.append((seq, n))
+                    budget -= n
+                    kv += n
+        while (
+            self.waiting
+            and budget > 0
+            and len(self.running) < t.max_num_seqs
+            and kv + min(budget, self.waiting[0].context) <= t.kv_capacity_tokens
+        ):
+            seq = self.waiting.popleft()
+            seq.state = "running"
+            self.running.append(seq)
+            n = min(budget, seq.context)
+            chunks.append((seq, n))
+            budget -= n
+            kv += n
+        prefill = sum(n for _, n in chunks)
+        return t.step_s(prefill, len(decode), kv), (decode, chunks)
+
+    def _emit(self, seq: Sequence) -> None:
+        seq.generated += 1
+        self.generated_tokens += 1
+        if seq.stream:
+            seq.tokens.put_nowait(seq.generated)
+        if seq.generated >= seq.max_tokens:
+            seq.state = "done"
+            if seq.stream:
+                seq.tokens.put_nowait(None)
+            if not seq.finished.done():
+                seq.finished.set_result(None)
+
+    def commit(self, step: Any) -> None:
+        decode, chunks = step
+        for seq, n in chunks:
+            if seq.state != "running":
+                continue
+            seq.prefilled += n
+            if seq.prefilled >= seq.context:  # prefill done: this step samples
+                self._emit(seq)
+        for seq in decode:
+            if seq.state == "running":
+                seq.prefilled += 1  # the last sampled token's KV
+                self._emit(seq)
+        self.running = [s for s in self.running if s.state == "running"]
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "num_requests_running": sum(
+                1 for s in self.running if s.state == "running"
+            ),
+            "num_requests_waiting": len(self.waiting),
+            "gpu_cache_usage_perc": self.kv_used() / self.timing.kv_capacity_tokens,
+            "num_preemptions_total": self.preemptions,
+            "generation_tokens_total": self.generated_tokens,
+        }
+
+
+@dataclass(eq=False)
+class EmbeddingJob:
+    inputs: list[int]  # tokens per input
+    done: asyncio.Future[None]
+
+
+def pseudo_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for a text (the emulator computes no embedding)."""
+    import numpy as np
+
+    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest())
+    vector = np.random.default_rng(seed).standard_normal(dimensions)
+    vector /= float(np.linalg.norm(vector)) or 1.0
+    return [float(v) for v in vector]
+
+
+class EmbeddingEngine(Engine):
+    """Queued embedding requests run in batches of whole requests."""
+
+    kind = "embedding"
+
+    def __init__(self, engine_id: str, model: str, timing: EmbeddingTiming) -> None:
+        super().__init__(engine_id, model)
+        self.timing = timing
+        self.queue: deque[EmbeddingJob] = deque()
+        self.running = 0
+        self.embedded = 0
+
+    def submit(self, inputs: list[int]) -> EmbeddingJob:
+        job = EmbeddingJob(inputs, asyncio.get_running_loop().create_future())
+        self.queue.append(job)
+        self.poke()
+        return job
+
+    def has_work(self) -> bool:
+        return bool(self.queue)
+
+    def plan(self) -> tuple[float, Any]:
+        t = self.timing
+        batch = [self.queue.popleft()]
+        inputs, tokens = len(batch[0].inputs), sum(batch[0].inputs)
+        while self.queue:
+            nxt = self.queue[0]
+            if (
+                inputs + len(nxt.inputs) > t.max_batch_inputs
+                or tokens + sum(nxt.inputs) > t.max_batch_tokens
+            ):
+                break
+            batch.append(self.queue.popleft())
+            inputs += len(nxt.inputs)
+            tokens += sum(nxt.inputs)
+        self.running = len(batch)
+        return t.batch_s(inputs, tokens), batch
+
+    def commit(self, step: Any) -> None:
+        for job in step:
+            self.embedded += len(job.inputs)
+            if not job.done.done():
+                job.done.set_result(None)
+        self.running = 0
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "num_requests_running": self.running,
+            "num_requests_waiting": len(self.queue),
+            "gpu_cache_usage_perc": 0.0,
+            "num_preemptions_total": 0,
+            "embedded_inputs_total": self.embedded,
+        }
+
+
+class Device:
+    """One emulated accelerator: its engines' steps run one at a time, in turn."""
+
+    def __init__(self, name: str, time_scale: float = 1.0) -> None:
+        self.name = name
+        self.time_scale = time_scale  # wall seconds per emulated second
+        self.engines: list[Engine] = []
+        self.wake = asyncio.Event()
+        self.busy_s = 0.0
+        self._turn = 0
+        self._clock = 0.0
+        #: called with (engine, start, end) on the device clock of each step
+        self.on_step: Callable[[Engine, float, float], object] | None = None
+
+    def place(self, engine: Engine) -> None:
+        engine.device = self
+        self.engines.append(engine)
+
+    def _next(self) -> Engine | None:
+        n = len(self.engines)
+        for i in range(n):
+            engine = self.engines[(self._turn + i) % n]
+            if engine.has_work():
+                self._turn = (self._turn + i + 1) % n
+                return engine
+        return None
+
+    async def run(self) -> None:
+        while True:
+            engine = self._next()
+            if engine is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            duration, step = engine.plan()
+            now = time.monotonic()
+            # a step starts when the previous one ended, or now if the device idled
+            start = max(self._clock, now - 0.002)
+            self._clock = start + duration * self.time_scale
+            if self.on_step is not None:
+                self.on_step(engine, start, self._clock)
+            engine.steps += 1
+            engine.busy_s += duration
+            self.busy_s += duration
+            delay = self._clock - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            engine.commit(step)

@@ -1,0 +1,206 @@
+"""``sage engine fit-profile``: measure live engines and write an emulator profile.
+
+Against a running OpenAI-compatible LLM server (``--llm-url``) it measures time to first
+token over prompt lengths (-> step_base + prefill_ms_per_token x P), the inter-token gap
+of one sequence and of ``--batch`` concurrent ones (-> decode_ms_per_seq); against an
+embedding server (``--embedding-url``) the latency of batches of several sizes and
+lengths (-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares).
+Fields it cannot measure (KV capacity and cost, scheduler limits) come from ``--base``.
+The profile's ``source`` names the URLs, the date and each fit's relative RMS error.
+Timings are taken at the client, so they include one HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from sage_plugins.emulator.profile import profile_data
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "near",
+    "seven",
+    "quiet",
+    "wizards",
+]
+
+
+def _text(words: int) -> str:
+    return " ".join(WORDS[i % len(WORDS)] for i in range(words))
+
+
+async def _model(http: httpx.AsyncClient, url: str) -> str:
+    data = (await http.get(f"{url}/v1/models")).json()["data"]
+    return str(data[0]["id"])
+
+
+async def _stream(
+    http: httpx.AsyncClient, url: str, model: str, words: int, max_tokens: int
+) -> tuple[float, list[float], int]:
+    """(TTFT s, inter-token gaps s, prompt tokens) of one streamed completion."""
+    body = {
+        "model": model,
+        "prompt": _text(words),
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    stamps: list[float] = []
+    prompt = 0
+    async with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                prompt = int(event["usage"].get("prompt_tokens") or 0)
+            if event.get("choices"):
+                stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return stamps[0] - start, gaps, prompt
+
+
+def _rel_rms(y: Any, fitted: Any) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean(((fitted - y) / np.maximum(y, 1e-9)) ** 2)))
+
+
+async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float], float]:
+    import numpy as np
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        model = await _model(http, url)
+        rows = []
+        for words in (8, 32, 96, 192, 320) * repeats:
+            ttft, _, prompt = await _stream(http, url, model, words, 1)
+            rows.append((prompt or words, ttft))
+        xs = np.array([[1.0, p] for p, _ in rows])
+        ys = np.array([t for _, t in rows])
+        (c0, per_token), *_ = np.linalg.lstsq(xs, ys, rcond=None)
+        ttft_error = _rel_rms(ys, xs @ np.array([c0, per_token]))
+        one = [
+            g
+            for _ in range(repeats)
+            for g in (await _stream(http, url, model, 8, 32))[1]
+        ]
+        many = await asyncio.gather(
+            *(_stream(http, url, model, 8, 32) for _ in range(batch * repeats))
+        )
+        gap_1 = statistics.median(one)
+        gap_b = statistics.median([g for _, gaps, _ in many for g in gaps])
+    per_seq = max(0.0, (gap_b - gap_1) / max(1, batch - 1))
+    fitted = {
+        "step_base_ms": max(0.0, gap_1 - per_seq) * 1000,
+        "prefill_ms_per_token": max(0.0, float(per_token)) * 1000,
+        "decode_ms_per_seq": per_seq * 1000,
+    }
+    return fitted, ttft_error
+
+
+async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float]:
+    import numpy as np
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        model = await _model(http, url)
+        rows = []
+        for n, words in [
+            (1, 8),
+            (1, 64),
+            (4, 16),
+            (8, 64),
+            (16, 8),
+            (32, 32),
+        ] * repeats:
+            body = {"model": model, "input": [_text(words)] * n}
+            start = time.perf_counter()
+            resp = await http.post(f"{url}/v1/embeddings", json=body)
+            resp.raise_for_status()
+            took = time.perf_counter() - start
+            tokens = int(resp.json().get("usage", {}).get("prompt_tokens") or n * words)
+            rows.append((n, tokens, took))
+    xs = np.array([[1.0, n, t] for n, t, _ in rows])
+    ys = np.array([s for *_, s in rows])
+    coef, *_ = np.linalg.lstsq(xs, ys, rcond=None)
+    coef = np.maximum(coef, 0.0)
+    fitted = {
+        "batch_base_ms": float(coef[0]) * 1000,
+        "ms_per_input": float(coef[1]) * 1000,
+        "ms_per_token": float(coef[2]) * 1000,
+    }
+    return fitted, _rel_rms(ys, xs @ coef)
+
+
+@click.command("fit-profile")
+@click.option("--llm-url", default=None, help="Base URL of a live LLM server.")
+@click.option("--embedding-url", default=None, help="Base URL of an embedding server.")
+@click.option(
+    "--base",
+    default="cpu-2core-tiny-llama-minilm",
+    show_default=True,
+    help="Profile giving the fields that are not measured.",
+)
+@click.option(
+    "--batch",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Concurrent sequences for the decode-batch measurement.",
+)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--name", default="fitted", show_default=True)
+@click.argument("out", type=click.Path(dir_okay=False))
+def fit_cmd(
+    llm_url: str | None,
+    embedding_url: str | None,
+    base: str,
+    batch: int,
+    repeats: int,
+    name: str,
+    out: str,
+) -> None:
+    """Measure live engines and write an emulator profile to OUT (JSON)."""
+    if not llm_url and not embedding_url:
+        raise click.UsageError("give --llm-url and/or --embedding-url")
+    data = profile_data(base)
+    base_name = data.get("name", base)
+    notes = []
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if llm_url:
+        fitted, error = asyncio.run(fit_llm(llm_url.rstrip("/"), batch, repeats))
+        data["llm"].update(fitted)
+        notes.append(f"LLM fitted from {llm_url} (TTFT fit rel. RMS error {error:.1%})")
+    if embedding_url:
+        fitted, error = asyncio.run(fit_embedding(embedding_url.rstrip("/"), repeats))
+        data["embedding"].update(fitted)
+        notes.append(
+            f"embedding fitted from {embedding_url} (rel. RMS error {error:.1%})"
+        )
+    data["name"] = name
+    data["source"] = (
+        f"Fitted by `sage engine fit-profile` on {when}: {'; '.join(notes)}. "
+        f"Unmeasured fields from profile {base_name}."
+    )
+    Path(out).write_text(json.dumps(data, indent=2))
+    click.echo(json.dumps({"profile": out, "source": data["source"]}))

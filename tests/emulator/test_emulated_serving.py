@@ -1,0 +1,133 @@
+"""``sage engine emulate`` as a real process: its OpenAI-compatible endpoints, vLLM
+metrics, and the official openai client through ``sage gateway``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+CONFIG = {
+    "profile": "cpu-2core-tiny-llama-minilm",
+    "devices": [
+        {
+            "name": "gpu0",
+            "engines": [
+                {"id": "llm0", "kind": "llm", "model": "llama"},
+                {"id": "emb0", "kind": "embedding", "model": "e5"},
+            ],
+        },
+        {"name": "gpu1", "engines": [{"id": "llm1", "kind": "llm", "model": "llama"}]},
+    ],
+}
+
+
+def _urls(info: dict[str, Any]) -> dict[str, str]:
+    return {e["id"]: e["url"] for e in info["engines"]}
+
+
+def test_ready_line_names_engines_devices_and_says_emulated(emulator: Any) -> None:
+    info = emulator(CONFIG)
+    assert info["emulated"] is True
+    assert {(e["id"], e["device"]) for e in info["engines"]} == {
+        ("llm0", "gpu0"),
+        ("emb0", "gpu0"),
+        ("llm1", "gpu1"),
+    }
+    models = httpx.get(_urls(info)["llm0"] + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["llama"]
+
+
+def test_engines_answer_like_vllm_and_expose_its_metrics(emulator: Any) -> None:
+    urls = _urls(emulator(CONFIG))
+    client = openai.OpenAI(base_url=urls["llm0"] + "/v1", api_key="x")
+    out = client.completions.create(model="llama", prompt="one two three", max_tokens=4)
+    assert out.usage is not None and out.usage.completion_tokens == 4
+    assert out.system_fingerprint == "sage-emulated"
+    resp = httpx.post(urls["emb0"] + "/v1/completions", json={"model": "e5"})
+    assert resp.status_code == 404  # an embedding engine serves no generation
+    bad = httpx.post(
+        urls["llm0"] + "/v1/completions", json={"model": "nope", "prompt": "x"}
+    )
+    assert bad.status_code == 404 and "does not exist" in bad.json()["error"]["message"]
+    metrics = httpx.get(urls["llm0"] + "/metrics").text
+    for name in (
+        "num_requests_running",
+        "num_requests_waiting",
+        "gpu_cache_usage_perc",
+    ):
+        assert f"vllm:{name}{{" in metrics
+
+
+def test_openai_client_through_the_gateway(emulator: Any, gateway: Any) -> None:
+    info = emulator(CONFIG)
+    engines = [
+        {
+            "id": e["id"],
+            "url": e["url"],
+            "kind": e["kind"],
+            "model": e["model"],
+            "device": e["device"],
+        }
+        for e in info["engines"]
+    ]
+    served = gateway(
+        {"engines": engines, "policy": "interference-aware", "router": "kv-aware"}
+    )
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key="x")
+    chat = client.chat.completions.create(
+        model="llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    assert chat.choices[0].message.content == " tok tok tok"
+    chunks = list(
+        client.chat.completions.create(
+            model="llama",
+            messages=[{"role": "user", "content": "hi there"}],
+            max_tokens=5,
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == " tok" * 5
+    emb = client.embeddings.create(model="e5", input=["a b", "c d e"])
+    assert [len(d.embedding) for d in emb.data] == [384, 384]
+    assert emb.data[0].embedding != emb.data[1].embedding
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="missing", input="x")
+    listed = httpx.get(served.url + "/admin/engines").json()
+    devices = {e["id"]: e["device"] for e in listed["engines"]}
+    assert devices["emb0"] == "gpu0" and devices["llm1"] == "gpu1"
+
+
+def test_fit_profile_writes_a_loadable_profile_naming_its_source(
+    emulator: Any, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from sage_plugins.emulator.fit import fit_cmd
+    from sage_plugins.emulator.profile import load_profile
+
+    urls = _urls(emulator(CONFIG))
+    out = tmp_path / "fitted.json"
+    result = CliRunner().invoke(
+        fit_cmd,
+        [
+            "--llm-url",
+            urls["llm1"],
+            "--embedding-url",
+            urls["emb0"],
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    profile = load_profile(str(out))
+    assert urls["llm1"] in profile.source and urls["emb0"] in profile.source
+    assert "error" in profile.source
+    missing = CliRunner().invoke(fit_cmd, [str(out)])
+    assert missing.exit_code != 0 and "--llm-url" in missing.output

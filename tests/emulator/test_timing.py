@@ -1,0 +1,167 @@
+"""The emulator's timing model on known cases, in emulated time (no wall-clock
+assertions): a request alone costs exactly the profile's steps; co-located engines
+take turns on one device timeline; engines on different devices do not wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sage_plugins.emulator.device import Device, EmbeddingEngine, LLMEngine
+from sage_plugins.emulator.profile import (
+    EmbeddingTiming,
+    EmulatorConfigError,
+    LLMTiming,
+    load_profile,
+)
+
+LLM = LLMTiming(
+    step_base_ms=2.0,
+    prefill_ms_per_token=0.1,
+    decode_ms_per_seq=0.05,
+    kv_ms_per_1k_tokens=1.0,
+    kv_capacity_tokens=10_000,
+    max_num_seqs=8,
+    max_batched_tokens=512,
+)
+EMB = EmbeddingTiming(batch_base_ms=1.0, ms_per_input=0.5, ms_per_token=0.01)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def _start(*devices: Device) -> list[asyncio.Task[None]]:
+    return [asyncio.ensure_future(d.run()) for d in devices]
+
+
+def test_one_generation_alone_costs_the_profile_steps() -> None:
+    async def main() -> float:
+        device = Device("d0")
+        engine = LLMEngine("llm", "m", LLM)
+        device.place(engine)
+        tasks = await _start(device)
+        seq = engine.submit(prompt_tokens=100, max_tokens=5)
+        await seq.finished
+        for t in tasks:
+            t.cancel()
+        assert seq.generated == 5 and engine.steps == 5
+        return engine.busy_s
+
+    busy = run(main())
+    # prefill step (kv 100), then 4 decode steps with kv 101..104
+    expected = LLM.step_s(100, 0, 100) + sum(
+        LLM.step_s(0, 1, 100 + k) for k in range(1, 5)
+    )
+    assert busy == pytest.approx(expected)
+
+
+def test_chunked_prefill_splits_a_long_prompt() -> None:
+    async def main() -> int:
+        device = Device("d0")
+        engine = LLMEngine("llm", "m", LLM)
+        device.place(engine)
+        tasks = await _start(device)
+        seq = engine.submit(prompt_tokens=1200, max_tokens=1)
+        await seq.finished
+        for t in tasks:
+            t.cancel()
+        return engine.steps
+
+    assert run(main()) == 3  # 512 + 512 + 176 prompt tokens
+
+
+def test_one_embedding_batch_alone_costs_g() -> None:
+    async def main() -> float:
+        device = Device("d0")
+        engine = EmbeddingEngine("emb", "e", EMB)
+        device.place(engine)
+        tasks = await _start(device)
+        job = engine.submit([10, 20, 30])
+        await job.done
+        for t in tasks:
+            t.cancel()
+        return engine.busy_s
+
+    assert run(main()) == pytest.approx(EMB.batch_s(3, 60))
+
+
+async def _llm_then_embedding(colocated: bool) -> tuple[float, float, float]:
+    """A long prefill submitted first, then an embedding job: (llm step end,
+    embedding step start, embedding step end) on the emulated clocks."""
+    slow = LLMTiming(
+        step_base_ms=150.0, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
+    )
+    d0, d1 = Device("d0"), Device("d1")
+    llm = LLMEngine("llm", "m", slow)
+    emb = EmbeddingEngine("emb", "e", EMB)
+    d0.place(llm)
+    (d0 if colocated else d1).place(emb)
+    marks: dict[str, tuple[float, float]] = {}
+    for device in (d0, d1):
+        device.on_step = lambda e, start, end: marks.setdefault(e.id, (start, end))
+    tasks = await _start(d0, d1)
+    seq = llm.submit(10, 1)
+    await asyncio.sleep(0)  # the device takes the LLM step first
+    job = emb.submit([10])
+    await asyncio.gather(seq.finished, job.done)
+    for t in tasks:
+        t.cancel()
+    return marks["llm"][1], marks["emb"][0], marks["emb"][1]
+
+
+def test_colocated_engines_take_turns_on_one_device() -> None:
+    llm_end, emb_start, emb_end = run(_llm_then_embedding(colocated=True))
+    assert emb_start >= llm_end  # the embedding batch waited for the LLM step
+    assert emb_end - emb_start == pytest.approx(EMB.batch_s(1, 10))
+
+
+def test_engines_on_different_devices_do_not_wait() -> None:
+    llm_end, emb_start, _ = run(_llm_then_embedding(colocated=False))
+    assert emb_start < llm_end
+
+
+def test_full_kv_cache_preempts_the_newest_sequence() -> None:
+    small = LLMTiming(
+        step_base_ms=0.1,
+        prefill_ms_per_token=0.0,
+        decode_ms_per_seq=0.0,
+        kv_capacity_tokens=120,
+        max_batched_tokens=512,
+    )
+
+    async def main() -> tuple[int, int]:
+        device = Device("d0")
+        engine = LLMEngine("llm", "m", small)
+        device.place(engine)
+        tasks = await _start(device)
+        seqs = [engine.submit(50, 20) for _ in range(2)]
+        await asyncio.gather(*(s.finished for s in seqs))
+        for t in tasks:
+            t.cancel()
+        return engine.preemptions, sum(s.generated for s in seqs)
+
+    preemptions, generated = run(main())
+    assert preemptions >= 1  # 2 x (50 + 20) > 120: one had to give its KV back
+    assert generated == 40  # and every sequence still finished
+
+
+def test_a_request_larger_than_the_kv_cache_is_refused() -> None:
+    async def main() -> None:
+        engine = LLMEngine("llm", "m", LLM)
+        with pytest.raises(ValueError, match="KV cache"):
+            engine.submit(9_999, 10)
+
+    run(main())
+
+
+def test_profiles_name_their_source_and_bad_ones_are_refused() -> None:
+    profile = load_profile("h100-llama3-8b-e5-mistral-7b")
+    assert "datasheet" in profile.source
+    with pytest.raises(EmulatorConfigError, match="no emulator profile"):
+        load_profile("no-such-profile")
+    with pytest.raises(EmulatorConfigError, match="source"):
+        load_profile({"llm": {}, "embedding": {}})
+    with pytest.raises(EmulatorConfigError, match="unknown field"):
+        profile.with_overrides("llm", {"kv_size": 3})
