@@ -366,7 +366,8 @@ class DaskJob(JobHandle):
             self.client.sync(self._drain_all)
 
     async def _drain_all(self) -> None:
-        await asyncio.gather(*(_call(a, "drain") for a in self._actors.values()))
+        calls = (_call(a, "drain") for a in self._actors.values())
+        await asyncio.gather(*calls, return_exceptions=True)  # a lost one: supervised
 
     def status(self) -> str:
         return self._status
