@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -57,6 +57,8 @@ class GenerationRequest:
         seed: sampling seed, where the engine supports one.
         stream: serve token by token and record TTFT and inter-token times.
         extra: further engine parameters passed through unchanged.
+        on_token: with ``stream``, called with each piece of text as it arrives,
+            by backends that stream (``openai``); the others ignore it.
     """
 
     prompt: str | None = None
@@ -68,6 +70,9 @@ class GenerationRequest:
     seed: int | None = None
     stream: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    on_token: Callable[[str], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

@@ -17,7 +17,7 @@ from typing import Any
 from sage_core.common.errors import SageError
 
 #: statuses after which a job does not change any more
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "drained", "lost")
 
 
 class JobError(SageError):
@@ -97,9 +97,11 @@ class JobClient:
         """One job's summary (an unambiguous id prefix will do)."""
         return dict(self._call("sage_manager_job", job=job))
 
-    def stop(self, job: str) -> dict[str, Any]:
-        """Cancel a job: its replicas stop promptly."""
-        return dict(self._call("sage_manager_stop", job=job))
+    def stop(self, job: str, *, drain: bool = False) -> dict[str, Any]:
+        """Cancel a job: its replicas stop promptly. With ``drain`` its sources stop
+        emitting instead, the items in flight finish and reach the sinks, and the job
+        ends ``drained`` with its results."""
+        return dict(self._call("sage_manager_stop", job=job, drain=drain))
 
     def logs(self, job: str) -> builtins.list[str]:
         """What happened to the job (submitted, placed, running, ended, errors)."""

@@ -119,10 +119,32 @@ def _one_job_command(name: str, doc: str, call: Callable[[Any, str], Any]) -> No
 
 
 _one_job_command("status", "One job's summary as JSON.", lambda jc, j: jc.status(j))
-_one_job_command("stop", "Cancel JOB: its replicas stop.", lambda jc, j: jc.stop(j))
 _one_job_command(
     "logs", "What happened to JOB, one line each.", lambda jc, j: jc.logs(j)
 )
+
+
+@jobs_group.command("stop")
+@click.argument("job")
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Let the sources stop and the items in flight reach the sinks.",
+)
+@_cluster_options
+def stop_cmd(
+    job: str,
+    drain: bool,
+    address: str | None,
+    scheduler_file: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Cancel JOB (its replicas stop), or with --drain end it cleanly (status
+    drained); prints its summary as JSON."""
+    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
+        click.echo(json.dumps(jc.stop(job, drain=drain), indent=2))
 
 
 @jobs_group.command("admission")

@@ -136,6 +136,7 @@ class ReplicaActor:
         self._slow = 0
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
+        self._draining = False  # drain(): a source stops producing, ends normally
         self._opened = False
         self._started = 0.0
 
@@ -295,7 +296,7 @@ class ReplicaActor:
         core, m = self.core, self.metrics
         if core.is_source:
             pulled = m.operators[core.ops[0].name]
-            while not self._cancelled:
+            while not self._cancelled and not self._draining:
                 t0, n0 = _perf(), pulled.items_out
                 out = await self._step(core.produce)
                 if out is None:
@@ -406,6 +407,11 @@ class ReplicaActor:
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+
+    async def drain(self) -> None:
+        """A source stops producing and ends normally (end of stream downstream), so
+        the items in flight still reach the sinks; other replicas ignore it."""
+        self._draining = True
 
     # -- observation -----------------------------------------------------------
 

@@ -4,8 +4,11 @@ A client sends a pipeline spec (``sage_manager_submit``); the manager compiles i
 against the cluster and runs it with :class:`~sage_core.runtime.master.DaskRuntime`
 from a thread of the *scheduler* process, through its own client of that scheduler,
 so the job goes on when the submitter exits. Each job keeps its name, owner (a free
-label), priority, policy, status (``starting``, ``running``, ``succeeded``,
-``failed``, ``cancelled``), timestamps, error and a log of what happened to it.
+label), priority, policy, status (``queued``, ``starting``, ``running``,
+``succeeded``, ``failed``, ``cancelled``, ``drained``, ``lost``), timestamps, error and
+a log of what happened to it. The table is kept on disk (:mod:`.jobstore`): after a
+scheduler restart the jobs that were queued or running are reported ``lost``.
+``stop(job, drain=True)`` lets the sources stop and what is in flight reach the sinks.
 ``install(scheduler, board)`` adds the handlers ``sage_manager_submit``,
 ``sage_manager_jobs``, ``sage_manager_job``, ``sage_manager_stop`` and
 ``sage_manager_logs``; the ``sage-jobs`` scheduler plugin calls it, so ``sage
@@ -19,9 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from sage_core.common.errors import SageError
@@ -33,11 +34,9 @@ from sage_core.runtime.admission import (
     JobView,
     create_admission_policy,
 )
+from sage_core.runtime.jobstore import JobStore, ManagedJob
 
 logger = logging.getLogger(__name__)
-
-#: log lines kept per job
-LOG_LINES = 500
 
 
 class UnknownJob(SageError, KeyError):
@@ -45,46 +44,6 @@ class UnknownJob(SageError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(slots=True)
-class ManagedJob:
-    """One job of the manager (``summary()`` is what clients see)."""
-
-    id: str
-    name: str
-    owner: str
-    priority: int
-    policy: str | None
-    status: str = "queued"
-    submitted: float = field(default_factory=time.time)
-    ended: float | None = None
-    error: str | None = None
-    items: int | None = None
-    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
-    handle: Any = None
-    stop_requested: bool = False
-    admission: list[dict[str, Any]] = field(default_factory=list)
-
-    def log(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        self.logs.append(f"{stamp} {message}")
-        logger.info("job %s: %s", self.id, message)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "job": self.id,
-            "name": self.name,
-            "owner": self.owner,
-            "priority": self.priority,
-            "policy": self.policy,
-            "status": self.status,
-            "submitted": self.submitted,
-            "ended": self.ended,
-            "error": self.error,
-            "items": self.items,
-            "admission": list(self.admission),
-        }
 
 
 class JobManager:
@@ -98,9 +57,16 @@ class JobManager:
         security: Any = None,
         admission: AdmissionPolicy | None = None,
         utilisation: Callable[[], float | None] = lambda: None,
+        store: JobStore | None = None,
     ) -> None:
         self.address, self.board, self.security = address, board, security
         self.jobs: dict[str, ManagedJob] = {}
+        self.store = store or JobStore()
+        for record in self.store.load():  # jobs of an earlier scheduler
+            job = ManagedJob.from_record(record)
+            self.jobs[job.id] = job
+            if board is not None:
+                board.submit({**job.summary(), "plan": None})
         self._lock = threading.Lock()
         self._shared: Any = None
         self.queue = AdmissionQueue(admission or _configured_policy(), utilisation)
@@ -146,13 +112,17 @@ class JobManager:
             owner=owner,
             priority=int(priority),
             policy=policy,
+            spec=data,
+            base_dir=base_dir,
         )
         job.log(f"submitted by {owner or 'anonymous'} (priority {priority})")
         with self._lock:
             self.jobs[job.id] = job
+        self.store.save(job.record())
 
         def start() -> None:
-            job.status = "starting"
+            job.status, job.started = "starting", time.time()
+            self.store.save(job.record())
             threading.Thread(
                 target=self._run, args=(job, loaded), name=f"sage-job-{job.id}",
                 daemon=True,
@@ -163,6 +133,7 @@ class JobManager:
             job.log(
                 f"{'admitted' if decision.admitted else 'queued'}: {decision.reason}"
             )
+            self.store.save(job.record())
 
         view = JobView(job.id, owner, job.priority, job.submitted)
         self.queue.add(view, start, record)
@@ -194,8 +165,11 @@ class JobManager:
             self._label(job)
             job.status = "running"
             job.log("running")
+            self.store.save(job.record())
             if job.stop_requested:
                 handle.cancel()
+            elif job.drain_requested:
+                handle.drain()
             result = handle.wait()
             job.items = sum(
                 int(op.get("items_in", 0))
@@ -203,6 +177,8 @@ class JobManager:
                 if name in _sinks(plan)
             )
             job.status = "cancelled" if job.stop_requested else result.status
+            if job.drain_requested and job.status == "succeeded":
+                job.status = "drained"
             job.log(f"{job.status}: {job.items} items into sinks")
         except Exception as exc:  # noqa: BLE001 - the job's error, kept and shown
             job.status = "cancelled" if job.stop_requested else "failed"
@@ -211,6 +187,8 @@ class JobManager:
         finally:
             job.ended = time.time()
             self.queue.ended(job.id)
+            self._label(job)
+            self.store.save(job.record())
 
     def _client(self) -> Any:
         """The manager's client of its own scheduler, shared by its jobs (the actor
@@ -236,6 +214,8 @@ class JobManager:
         if record is not None:
             record["owner"] = job.owner
             record["admission"] = list(job.admission)
+            if job.ended is not None:
+                record["status"] = job.status
 
     def find(self, job_id: str) -> ManagedJob:
         """The job with this id, or the only one whose id starts with it.
@@ -260,12 +240,20 @@ class JobManager:
         with self._lock:
             return [j.summary() for j in self.jobs.values()]
 
-    def stop(self, job_id: str) -> dict[str, Any]:
-        """Cancel the job (its replicas stop promptly); returns its summary."""
+    def stop(self, job_id: str, drain: bool = False) -> dict[str, Any]:
+        """Cancel the job (its replicas stop promptly), or with ``drain`` let its
+        sources stop and what is in flight reach the sinks (it ends ``drained``,
+        with its results); returns its summary."""
         job = self.find(job_id)
         if job.status == "queued" and self.queue.remove(job.id):
             job.status, job.ended = "cancelled", time.time()
             job.log("cancelled while queued")
+            self.store.save(job.record())
+        elif drain and job.status in ("starting", "running"):
+            job.drain_requested = True
+            job.log("drain requested: sources stop, items in flight finish")
+            if job.handle is not None:
+                threading.Thread(target=job.handle.drain, daemon=True).start()
         elif job.status in ("starting", "running"):
             job.stop_requested = True
             job.log("stop requested")
@@ -314,7 +302,9 @@ def install(scheduler: Any, board: Any) -> JobManager:
             "sage_manager_submit": _remote(manager.submit),
             "sage_manager_jobs": lambda: manager.summaries(),
             "sage_manager_job": _remote(lambda job: manager.find(job).summary()),
-            "sage_manager_stop": _remote(lambda job: manager.stop(job)),
+            "sage_manager_stop": _remote(
+                lambda job, drain=False: manager.stop(job, drain)
+            ),
             "sage_manager_logs": _remote(lambda job: manager.logs(job)),
             "sage_manager_admission": _remote(manager.set_admission),
         }

@@ -363,6 +363,16 @@ class DaskJob(JobHandle):
         if self._actors and not self._done.is_set():
             self.client.sync(self._cancel_all)
 
+    def drain(self) -> None:
+        """Sources stop emitting; the items in flight finish and the job ends with
+        its results (``sage jobs stop --drain``)."""
+        if self._actors and not self._done.is_set():
+            self.client.sync(self._drain_all)
+
+    async def _drain_all(self) -> None:
+        calls = (_call(a, "drain") for a in self._actors.values())
+        await asyncio.gather(*calls, return_exceptions=True)  # a lost one: supervised
+
     def status(self) -> str:
         return self._status
 

@@ -6,7 +6,8 @@
   OpenAI-shaped ``{"error": ...}`` for a failed one).
 * ``POST /v1/chat/completions`` (``model`` = the pipeline's name): the last user
   message becomes ``{"query": ...}``; the output's ``answer`` is the reply and its
-  ``contexts`` ride along as ``sources``; ``stream: true`` answers as SSE chunks.
+  ``contexts`` ride along as ``sources``; ``stream: true`` answers as SSE chunks,
+  the ``generate`` stage's tokens as they are generated (see :mod:`.stream`).
 * ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text).
 
 Errors leave in OpenAI's shape: 400 bad body, 404 unknown pipeline/model, 429 over the
@@ -21,7 +22,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -37,7 +37,8 @@ from sage_core.llm.errors import (
     OverloadedError,
 )
 from sage_core.observe.histogram import LatencyHistogram, cumulative
-from sage_core.serve.hub import HubNotFound, Outcome, Overloaded
+from sage_core.serve.hub import HubNotFound, Outcome, Overloaded, RequestHub
+from sage_core.serve.stream import ChatChunks, stream_chat
 
 if TYPE_CHECKING:
     from sage_core.serve.server import PipelineServer
@@ -117,20 +118,26 @@ class ServeApp:
             )
         return ms / 1000.0
 
-    async def _run(self, request: Request, items: list[Any]) -> list[Outcome]:
-        """Submit ``items`` and wait for their outcomes (or the deadline)."""
+    def _submit(
+        self, request: Request, items: list[Any], stream: bool = False
+    ) -> tuple[list[tuple[str, asyncio.Future[Outcome]]], RequestHub, float | None]:
+        """Admit ``items``: their (request id, outcome) pairs, the hub, the budget."""
         hub = self.server.hub
         if hub is None or self.server.failure is not None:
             raise PipelineUnavailable(self.server.failure or "the pipeline is stopped")
         budget = self._deadline_s(request)
         deadline = time.time() + budget if budget is not None else None
-        t0 = time.perf_counter()
         try:
-            pending = hub.submit(items, deadline=deadline)
+            return hub.submit(items, deadline=deadline, stream=stream), hub, budget
         except Overloaded as exc:
             raise OverloadedError(str(exc), retry_after_s=1) from None
         except HubNotFound as exc:
             raise PipelineUnavailable(str(exc)) from None
+
+    async def _run(self, request: Request, items: list[Any]) -> list[Outcome]:
+        """Submit ``items`` and wait for their outcomes (or the deadline)."""
+        t0 = time.perf_counter()
+        pending, hub, budget = self._submit(request, items)
         futures = [f for _, f in pending]
         try:
             done = await asyncio.wait_for(asyncio.gather(*futures), timeout=budget)
@@ -184,7 +191,34 @@ class ServeApp:
         if model != self.server.name:
             raise ModelNotFoundError(str(model), [self.server.name])
         query = _last_user_message(body.get("messages"))
+        if body.get("stream"):
+            return self._stream(request, {"query": query})
         (outcome,) = await self._run(request, [{"query": query}])
+        answer, sources = self._answer_of(outcome)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.server.name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": None,
+                "sources": sources,
+            }
+        )
+
+    def _answer_of(self, outcome: Outcome) -> tuple[str, list[dict[str, Any]]]:
+        """The reply text and sources of a chat request's outcome.
+
+        Raises:
+            GatewayError: the request failed, was dropped or has no ``answer``.
+        """
         if outcome.status == "dropped":
             raise OperatorError("the pipeline produced no answer for this question")
         if outcome.status != "ok":
@@ -196,30 +230,30 @@ class ServeApp:
                 f"so it cannot answer chat completions; use /v1/pipelines/"
                 f"{self.server.name}"
             )
-        cid = f"chatcmpl-{uuid.uuid4().hex}"
-        sources = _sources(item)
-        if body.get("stream"):
-            return StreamingResponse(
-                _sse(cid, self.server.name, item["answer"], sources),
-                media_type="text/event-stream",
-            )
-        return JSONResponse(
-            {
-                "id": cid,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.server.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": item["answer"]},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": None,
-                "sources": sources,
-            }
+        return item["answer"], _sources(item)
+
+    def _stream(self, request: Request, item: dict[str, Any]) -> Response:
+        """A streamed chat completion: admitted now (429/503 as for the others),
+        answered as SSE while the pipeline works on it."""
+        ((rid, future),), hub, budget = self._submit(request, [item], stream=True)
+        t0 = time.perf_counter()
+
+        def done(fut: asyncio.Future[Outcome]) -> None:
+            self.latency.record(time.perf_counter() - t0, 1)
+
+        future.add_done_callback(done)
+        events = stream_chat(
+            ChatChunks(self.server.name),
+            future,
+            hub.tokens(rid),
+            self._answer_of,
+            budget=budget,
+            expired=lambda: DeadlineExceeded(
+                f"no answer within X-SLO-Deadline-Ms ({(budget or 0) * 1000:.0f} ms)"
+            ),
+            cancel=lambda: hub.cancel(rid),
         )
+        return StreamingResponse(events, media_type="text/event-stream")
 
     async def models(self, request: Request) -> Response:
         entry = {"id": self.server.name, "object": "model", "owned_by": "sage"}
@@ -294,29 +328,6 @@ def _sources(item: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(c, dict):
             out.append({k: c.get(k) for k in ("id", "score", "meta") if k in c})
     return out
-
-
-async def _sse(
-    cid: str, model: str, answer: str, sources: list[dict[str, Any]]
-) -> AsyncIterator[bytes]:
-    """The answer as OpenAI chat-completion chunks: role, text, finish (+sources)."""
-    created = int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
-        body = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(body)}\n\n".encode()
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    yield chunk({"content": answer}, None)
-    yield chunk({}, "stop", sources=sources)
-    yield b"data: [DONE]\n\n"
 
 
 def create_app(server: PipelineServer) -> Starlette:

@@ -43,6 +43,7 @@ from sage_core.functions import (
 from sage_core.graph.model import KeySpec, LogicalGraph, Node, OperatorRef
 from sage_core.graph.refs import for_role, load_key, load_operator, operator_ref
 from sage_core.runtime.operators import key_function
+from sage_core.serve.tokens import serving
 
 REQUEST_SOURCE = "http-request"
 RESPONSE_SINK = "http-response"
@@ -116,6 +117,7 @@ class ServedOperator(FlatMapFunction):
         inner_role: its role.
         inner_config: its config.
         operator: its node name (for error messages).
+        hub: the request hub's id (operators that stream text find it so).
     """
 
     def __init__(
@@ -125,10 +127,11 @@ class ServedOperator(FlatMapFunction):
         inner_role: str,
         inner_config: Mapping[str, Any],
         operator: str,
+        hub: str | None = None,
     ) -> None:
         super().__init__()
         self.inner = _instantiate(inner_ref, inner_role, inner_config)
-        self.inner_role, self.operator = inner_role, operator
+        self.inner_role, self.operator, self.hub_id = inner_role, operator, hub
         self.inner_config = dict(inner_config)
 
     @classmethod
@@ -213,7 +216,8 @@ class ServedOperator(FlatMapFunction):
 
     def _results(self, live: list[Envelope]) -> list[list[Any]]:
         try:
-            per_item = self._call([e.item for e in live])
+            with serving(self.hub_id, [e.rid for e in live]):
+                per_item = self._call([e.item for e in live])
             return [self._wrap(e, outs) for e, outs in zip(live, per_item, strict=True)]
         except Exception as exc:  # noqa: BLE001 - becomes this request's error
             if len(live) == 1:
@@ -221,7 +225,9 @@ class ServedOperator(FlatMapFunction):
         results: list[list[Any]] = []
         for e in live:  # find the failing items; the others go on
             try:
-                results.append(self._wrap(e, self._call([e.item])[0]))
+                with serving(self.hub_id, [e.rid]):
+                    outs = self._call([e.item])[0]
+                results.append(self._wrap(e, outs))
             except Exception as exc:  # noqa: BLE001 - this request's error
                 results.append([_failed(e, self.operator, exc)])
         return results
@@ -300,6 +306,7 @@ def served_graph(graph: LogicalGraph, **hub_config: Any) -> LogicalGraph:
                 "inner_role": n.role,
                 "inner_config": dict(n.config),
                 "operator": n.name,
+                "hub": hub_config.get("hub"),
             }
             node = Node(
                 name=n.name, role="flat_map",

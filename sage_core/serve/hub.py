@@ -6,6 +6,9 @@ envelopes (``take``) and the ``http-response`` sink hands back what reached the 
 (``deliver``). A request is complete when the weights of its items and markers add
 up to 1 (see :mod:`sage_core.serve.envelope`). Hubs are found by id in this process
 (``hub_for``); the runtime threads and the event loop share them under one lock.
+A request submitted with ``stream=True`` also has a queue of generated text pieces
+(``tokens``), filled from any thread by ``push_token`` (see
+:mod:`sage_core.serve.tokens`) before its outcome resolves.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class _Pending:
     outputs: list[tuple[tuple[int, ...], Any]] = field(default_factory=list)
     multi: bool = False
     markers: list[Marker] = field(default_factory=list)
+    tokens: asyncio.Queue[str] | None = None
+    sent: int = 0  # characters of text put on ``tokens``
 
 
 class RequestHub:
@@ -102,9 +107,10 @@ class RequestHub:
         return len(self._pending)
 
     def submit(
-        self, items: list[Any], *, deadline: float | None = None
+        self, items: list[Any], *, deadline: float | None = None, stream: bool = False
     ) -> list[tuple[str, asyncio.Future[Outcome]]]:
         """Admit ``items`` as requests (all or none); call from the event loop.
+        With ``stream`` each gets a queue of generated text pieces (``tokens``).
 
         Raises:
             Overloaded: admitting them would pass ``max_in_flight``.
@@ -124,7 +130,9 @@ class RequestHub:
             for _ in items:
                 rid = uuid.uuid4().hex
                 fut: asyncio.Future[Outcome] = loop.create_future()
-                self._pending[rid] = _Pending(fut, loop)
+                self._pending[rid] = _Pending(
+                    fut, loop, tokens=asyncio.Queue() if stream else None
+                )
                 out.append((rid, fut))
         for (rid, _), item in zip(out, items, strict=True):
             self._queue.put(Envelope(rid, item, deadline=deadline))
@@ -136,7 +144,33 @@ class RequestHub:
             if self._pending.pop(rid, None) is not None:
                 self._count("cancelled")
 
+    def tokens(self, rid: str) -> asyncio.Queue[str] | None:
+        """The queue of text pieces of a streamed request (None: not streamed)."""
+        with self._lock:
+            p = self._pending.get(rid)
+        return p.tokens if p is not None else None
+
     # --- pipeline side --------------------------------------------------------
+
+    def wants_tokens(self, rid: str) -> bool:
+        """Whether the request waits for its text piece by piece."""
+        with self._lock:
+            p = self._pending.get(rid)
+            return p is not None and p.tokens is not None
+
+    def push_token(self, rid: str, offset: int, piece: str) -> None:
+        """Queue the text ``piece`` that starts at character ``offset`` of the
+        request's answer; what was queued already (a retried generation) or would
+        leave a gap is skipped. Any thread."""
+        with self._lock:
+            p = self._pending.get(rid)
+            if p is None or p.tokens is None:
+                return
+            end = offset + len(piece)
+            if offset > p.sent or end <= p.sent:
+                return
+            piece, p.sent = piece[p.sent - offset :], end
+            p.loop.call_soon_threadsafe(p.tokens.put_nowait, piece)
 
     def take(self, timeout: float) -> Envelope | None:
         """The next live request envelope, waiting up to ``timeout`` seconds."""

@@ -103,6 +103,18 @@ class OpenAIBackend(EmbeddingBackend, GenerationBackend):
             params["stop"] = list(request.stop)
         if request.seed is not None:
             params["seed"] = request.seed
+        if request.stream and request.on_token is not None:
+            tokens = (
+                self._client.stream_chat(request.messages, model=self.model, **params)
+                if request.messages is not None
+                else self._client.stream_completion(
+                    request.prompt or "", model=self.model, **params
+                )
+            )
+            async for piece in tokens:
+                request.on_token(piece)
+            assert tokens.generation is not None
+            return tokens.generation
         if request.messages is not None:
             return await self._client.chat(
                 request.messages, model=self.model, stream=request.stream, **params

@@ -13,6 +13,7 @@ from sage_core.backends import (
 )
 from sage_core.contract import Contract
 from sage_core.functions import MapFunction, OperatorContext
+from sage_core.serve.tokens import TokenSink, token_sinks
 from sage_plugins.rag.common import RagError, backend_contract, text_of
 from sage_plugins.rag.text import token_counter
 
@@ -139,6 +140,10 @@ class Generate(MapFunction):
     inter-token times), ``params`` (further engine parameters, e.g.
     ``{"ignore_eos": True}``), ``batch_size`` (8), ``out``. Adds ``generation``:
     latency, TTFT, TBT, prompt/completion tokens, finish reason.
+
+    Under ``sage serve``, a request that asked for ``stream: true`` gets the tokens
+    as they are generated when the backend streams (``openai``); with the other
+    backends it gets the answer when it is complete.
     """
 
     contract = Contract(batch_size=8)
@@ -186,13 +191,14 @@ class Generate(MapFunction):
             self.config["backend"], **self.config["backend_config"]
         )
 
-    def _request(self, item: Any) -> GenerationRequest:
+    def _request(self, item: Any, sink: TokenSink | None) -> GenerationRequest:
         cfg = self.config
         common = {
             "max_tokens": cfg["max_tokens"],
             "temperature": cfg["temperature"],
-            "stream": cfg["stream"],
+            "stream": cfg["stream"] or sink is not None,
             "extra": cfg["params"],
+            "on_token": sink,
         }
         if isinstance(item, Mapping) and item.get("messages"):
             return GenerationRequest(messages=item["messages"], **common)
@@ -202,7 +208,10 @@ class Generate(MapFunction):
         if self.llm is None:
             self.open(OperatorContext("generate"))
         assert self.llm is not None
-        answers = self.llm.generate([self._request(item) for item in items])
+        sinks = token_sinks(len(items))  # served requests that asked for a stream
+        answers = self.llm.generate(
+            [self._request(item, sink) for item, sink in zip(items, sinks, strict=True)]
+        )
         out = []
         for item, answer in zip(items, answers, strict=True):
             row = dict(item) if isinstance(item, Mapping) else {"prompt": item}
