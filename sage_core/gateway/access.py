@@ -20,7 +20,11 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from sage_core.common.net import is_loopback_host
-from sage_core.llm.errors import AuthenticationError, GatewayError
+from sage_core.llm.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+)
 
 ANY_HOST = "*"
 
@@ -170,10 +174,16 @@ class EngineHosts:
         """Refuse an engine URL whose host is not allowed.
 
         Raises:
+            InvalidRequestError: the URL does not parse (e.g. a bad IPv6 literal).
             PermissionDeniedError: the host is not loopback, not a configured engine's
                 host and not in ``allowed_engine_hosts``.
         """
-        host = urlsplit(url).hostname or ""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError as exc:
+            raise InvalidRequestError(
+                f"engine url {url!r} is not a valid URL: {exc}", param="url"
+            ) from exc
         if not self.allows(host):
             raise PermissionDeniedError(
                 f"engine host {host!r} is not allowed: the gateway registers engines "

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sage_core.llm.errors import ConfigError
 
@@ -48,7 +49,13 @@ class EngineSpec:
                 f"engine id {self.id!r} is invalid: use 1-64 letters, digits, '.', "
                 f"'_' or '-'"
             )
-        if not re.match(r"^https?://[^/\s]+", self.url):
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises ValueError on a port out of range
+            valid = bool(re.match(r"^https?://[^/\s]+", self.url) and parts.hostname)
+        except ValueError:
+            valid = False
+        if not valid:
             raise ConfigError(
                 f"engine {self.id}: url {self.url!r} must look like "
                 f"http://host:port (without /v1)"

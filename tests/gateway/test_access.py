@@ -91,6 +91,10 @@ def test_registering_an_engine_checks_its_host(engine_double, gateway) -> None:
             assert error["param"] == "url"
             assert error["code"] == "engine_host_not_allowed"
             assert "allowed_engine_hosts" in error["message"]
+        for url in ("http://0[", "http://[::1", "http://127.0.0.1:99999", "http://:80"):
+            resp = client.post("/admin/engines", json={"url": url, "id": "bad"})
+            assert resp.status_code == 400, (url, resp.text)
+            assert resp.json()["error"]["type"] == "invalid_request_error"
         ok = client.post("/admin/engines", json=b.spec("b"))
         assert ok.status_code == 201
         as_name = client.post(
