@@ -51,11 +51,15 @@ def error_analysis(
     ranks: list[list[int]],
     names: list[str],
     examples: list,
+    indexed: list[str],
     show: int = 25,
 ) -> dict[str, Any]:
     """Why the fusion misses: which half of the tool (action or object) the top guess
-    gets wrong, which synonyms miss most, and the misses themselves."""
+    gets wrong, how many top-5 misses share no (stemmed) word with anything indexed for
+    their tool (``indexed``: its text per tool), which synonyms miss most, and the
+    misses themselves."""
     kinds: Counter[str] = Counter()
+    no_shared = top5_misses = 0
     words: Counter[str] = Counter()
     misses = []
     for (q, tool), r in zip(test, ranks, strict=True):
@@ -74,6 +78,8 @@ def error_analysis(
         kinds[kind] += 1
         in_top5 = gold in r[:5]
         if not in_top5:
+            top5_misses += 1
+            no_shared += not set(tool_terms(q)) & set(tool_terms(indexed[gold]))
             ql = q.lower()
             for syn in ACTIONS[action][1] + OBJECTS[obj][1]:
                 if syn.lower() in ql:
@@ -91,6 +97,8 @@ def error_analysis(
                 )
     return {
         "top1_misses_by_kind": dict(kinds),
+        "top5_misses": top5_misses,
+        "top5_misses_sharing_no_word_with_their_tool": no_shared,
         "synonyms_in_top5_misses": dict(words.most_common(20)),
         "top5_misses_shown": misses,
     }
