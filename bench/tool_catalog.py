@@ -1,14 +1,21 @@
 """A tool catalog and labelled queries made locally for the tool-selection benchmark.
 
 Tools are every action x object pair (18 x 30 = 540), named ``action_object`` with a
-one-line description. Queries say the same thing in other words: the action and the
-object are replaced by synonyms and wrapped in one of several request phrasings, two
-per tool (1,080), each labelled with its tool.
+one-line description, a JSON schema (the object's id, plus a parameter the action needs)
+and one usage example, as tool catalogs register them. Queries say the same thing in
+other words: the action and the object are replaced by synonyms and wrapped in one of
+several request phrasings, two per tool (1,080), each labelled with its tool.
+
+The usage example of a tool is its first action synonym followed by its first object
+synonym, bare ("make bill"); queries always wrap their words in a request phrasing,
+so no query equals or contains an example (``examples_disjoint`` checks it), though a
+query may use the same synonyms as the example of its tool.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 ACTIONS: dict[str, tuple[str, list[str]]] = {
     "create": ("Create a new", ["make", "set up", "start a fresh", "open a new"]),
@@ -76,6 +83,28 @@ OBJECTS: dict[str, tuple[str, list[str]]] = {
     "vacation_request": ("vacation request", ["time off request", "leave request"]),
 }
 
+#: the extra parameter each action takes (name, description)
+ACTION_PARAMS: dict[str, tuple[str, str]] = {
+    "create": ("title", "title of the new item"),
+    "delete": ("confirm", "set to true to confirm the deletion"),
+    "list": ("limit", "how many items at most"),
+    "search": ("keyword", "words to look for"),
+    "update": ("fields", "the fields to change and their values"),
+    "export": ("file_format", "csv, pdf or json"),
+    "share": ("recipient", "who receives it"),
+    "archive": ("archive_folder", "where it is archived"),
+    "restore": ("deleted_on", "when it was deleted"),
+    "summarize": ("max_words", "length of the summary"),
+    "translate": ("target_language", "language to translate into"),
+    "schedule": ("date", "when it should happen"),
+    "cancel": ("reason", "why it is cancelled"),
+    "duplicate": ("copy_name", "name of the duplicate"),
+    "rename": ("new_name", "the new name"),
+    "count": ("filter", "which ones to count"),
+    "compare": ("other_version", "the version to compare against"),
+    "print": ("printer", "which printer to use"),
+}
+
 PHRASINGS = [
     "Could you {a} the {o} for me?",
     "I need to {a} my {o}.",
@@ -94,6 +123,41 @@ def make_catalog() -> tuple[list[str], list[str]]:
             names.append(f"{action}_{obj}")
             descs.append(f"{verb} {what}.")
     return names, descs
+
+
+def make_parameters() -> list[dict[str, Any]]:
+    """Each tool's JSON schema, in catalog order."""
+    out = []
+    for action in ACTIONS:
+        pname, pdesc = ACTION_PARAMS[action]
+        for obj, (what, _) in OBJECTS.items():
+            props = {
+                f"{obj}_id": {"type": "string", "description": f"which {what}"},
+                pname: {"type": "string", "description": pdesc},
+            }
+            out.append({"type": "object", "properties": props})
+    return out
+
+
+def make_examples() -> list[tuple[str, ...]]:
+    """Each tool's usage examples, in catalog order (see the module doc)."""
+    return [
+        (f"{verbs[0]} {nouns[0]}",)
+        for _, verbs in ACTIONS.values()
+        for _, nouns in OBJECTS.values()
+    ]
+
+
+def examples_disjoint(queries: list[str], examples: list[tuple[str, ...]]) -> bool:
+    """No query equals or contains (as words) any example phrase."""
+    phrases = {" ".join(e.lower().split()) for ex in examples for e in ex}
+    for q in queries:
+        text = (
+            " " + " ".join(q.lower().replace(",", " ").replace(".", " ").split()) + " "
+        )
+        if any(f" {p} " in text for p in phrases):
+            return False
+    return True
 
 
 def make_queries(per_tool: int = 2, seed: int = 0) -> list[tuple[str, str]]:

@@ -41,13 +41,19 @@ class ToolContract:
 
 @dataclass(frozen=True, slots=True)
 class Tool:
-    """One callable tool: ``fn(**arguments)`` returns a JSON-friendly result."""
+    """One callable tool: ``fn(**arguments)`` returns a JSON-friendly result.
+
+    ``examples`` are short usage phrases ("convert 20 dollars to euros") that tool
+    retrieval indexes besides the name, description and parameters; the model is not
+    shown them.
+    """
 
     name: str
     description: str
     parameters: Mapping[str, Any]
     fn: Callable[..., Any] = field(compare=False)
     contract: ToolContract = ToolContract()
+    examples: tuple[str, ...] = ()
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""

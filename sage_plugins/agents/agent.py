@@ -26,7 +26,7 @@ from sage_core import plugins
 from sage_core.backends import create_embedding_backend
 from sage_core.functions import MapFunction, OperatorContext
 from sage_core.tools import Tool, ToolError, check_arguments
-from sage_plugins.agents.tool_index import ToolIndex
+from sage_plugins.agents.tool_index import LEXICAL_WEIGHT, ToolIndex
 from sage_plugins.rag.common import field_of
 
 
@@ -57,7 +57,8 @@ class Agent(MapFunction):
     registered that need no config), ``tool_config`` ({name: config}),
     ``max_steps`` (6), ``step_timeout_s`` (60, one model call), ``system``,
     ``field`` ("query"), ``out`` ("agent"), ``top_k_tools`` (offer only the best k),
-    ``tool_retrieval`` ("fusion", "embedding" or "bm25"), ``embedder`` ("hash").
+    ``tool_retrieval`` ("fusion", "embedding" or "bm25"), ``embedder`` ("hash"),
+    ``lexical_weight`` (BM25's share of the fusion, see :class:`ToolIndex`).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Agent(MapFunction):
         top_k_tools: int | None = None,
         tool_retrieval: str = "fusion",
         embedder: str = "hash",
+        lexical_weight: float = LEXICAL_WEIGHT,
     ) -> None:
         super().__init__(base_url=base_url, model=model)
         if max_steps < 1:
@@ -86,6 +88,9 @@ class Agent(MapFunction):
         self.max_steps, self.step_timeout_s = max_steps, step_timeout_s
         self.system, self.field, self.out = system, field, out
         self.top_k, self.method, self.embedder = top_k_tools, tool_retrieval, embedder
+        if not 0.0 <= lexical_weight <= 1.0:
+            raise ValueError("lexical_weight must be in [0, 1]")
+        self.lexical_weight = lexical_weight
         self.tools: dict[str, Tool] = {}
         self.index: ToolIndex | None = None
         self.pool: ThreadPoolExecutor | None = None
@@ -98,9 +103,8 @@ class Agent(MapFunction):
                 if self.method == "bm25"
                 else create_embedding_backend(self.embedder)
             )
-            tools = list(self.tools.values())
-            self.index = ToolIndex(
-                [t.name for t in tools], [t.description for t in tools], emb
+            self.index = ToolIndex.from_tools(
+                list(self.tools.values()), emb, lexical_weight=self.lexical_weight
             )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent-tool")
 

@@ -100,6 +100,7 @@ CALCULATOR = Tool(
     },
     fn=calculate,
     contract=ToolContract(timeout_s=2.0),
+    examples=("what is 17 percent of 240", "add up these numbers", "square root of 2"),
 )
 
 
@@ -135,6 +136,7 @@ def make_http_get(
         },
         fn=get,
         contract=ToolContract(network=True, timeout_s=timeout_s),
+        examples=("download this page", "call the REST endpoint", "read a website"),
     )
 
 
@@ -167,4 +169,5 @@ def make_retrieve(
             "required": ["query"],
         },
         fn=retrieve,
+        examples=("find documents about a topic", "look it up in our docs"),
     )

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 from sage_core.common.errors import SageError
@@ -125,11 +125,43 @@ class BM25:
     """Okapi BM25 over a fixed list of texts (``k1``, ``b`` as usual).
 
     ``scores(query)`` returns one score per text (0 for no shared term).
+    ``tokenize`` turns a text (and the query) into terms (default :func:`terms`);
+    :meth:`from_counts` builds one from term counts (e.g. field-weighted ones).
     """
 
-    def __init__(self, texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.docs = [Counter(terms(t)) for t in texts]
+    def __init__(
+        self,
+        texts: Sequence[str],
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        tokenize: Callable[[str], list[str]] = terms,
+    ):
+        self._fit([Counter(tokenize(t)) for t in texts], k1, b, tokenize)
+
+    @classmethod
+    def from_counts(
+        cls,
+        docs: Sequence[Mapping[str, float]],
+        *,
+        tokenize: Callable[[str], list[str]] = terms,
+        k1: float = 1.5,
+        b: float = 0.75,
+    ) -> BM25:
+        """A BM25 over documents given as (possibly weighted) term counts."""
+        self = cls.__new__(cls)
+        self._fit([Counter(d) for d in docs], k1, b, tokenize)
+        return self
+
+    def _fit(
+        self,
+        docs: list[Counter[str]],
+        k1: float,
+        b: float,
+        tokenize: Callable[[str], list[str]],
+    ) -> None:
+        self.k1, self.b, self.tokenize = k1, b, tokenize
+        self.docs = docs
         self.lengths = [sum(d.values()) for d in self.docs]
         n = len(self.docs)
         self.avg = (sum(self.lengths) / n) if n else 0.0
@@ -141,7 +173,7 @@ class BM25:
         }
 
     def scores(self, query: str) -> list[float]:
-        q = set(terms(query))
+        q = set(self.tokenize(query))
         out = []
         for doc, length in zip(self.docs, self.lengths, strict=True):
             score = 0.0
