@@ -21,14 +21,22 @@ import uuid
 from typing import Any
 
 from sage_core.common.errors import SageError
+from sage_core.compiler.compile import replan
 from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import aggregate
 from sage_core.observe.records import save_record, update_record
-from sage_core.runtime.cluster_view import cluster_view, replica_demand
+from sage_core.runtime.cluster_view import (
+    cluster_view,
+    cluster_view_async,
+    replica_demand,
+)
 from sage_core.runtime.dask_actor import ReplicaActor, decode_failure
+from sage_core.runtime.dask_checkpoint import MasterCheckpoints
+from sage_core.runtime.deadletter import write_dead_letters
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
-from sage_core.runtime.operators import OperatorFailure, build_function
+from sage_core.runtime.operators import OperatorFailure
+from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.scheduler_ext import install_on
 
 logger = logging.getLogger(__name__)
@@ -58,12 +66,15 @@ class DaskJob(JobHandle):
         *,
         job_id: str | None = None,
         priority: int = 0,
+        resume: bool = False,
     ) -> None:
         self.client, self.plan = client, plan
         self.job_id = job_id or f"{plan.job}-{uuid.uuid4().hex[:8]}"
         self.priority = priority
+        self.recovery = JobRecovery(plan, self.job_id, resume=resume)
         self._status = "created"
         self._error: BaseException | None = None
+        self._restart_in: float | None = None
         self._done = threading.Event()
         self._outcomes: dict[str, dict[str, Any]] = {}
         self._live: dict[str, dict[str, Any]] = {}
@@ -72,24 +83,18 @@ class DaskJob(JobHandle):
         self._started = self._ended = 0.0
         self._where: dict[str, str] = {}
         self._stopping = False
+        self._attempt = 0
+        self._checkpoints: MasterCheckpoints | None = None
+        self._lost: set[str] = set()
+        self._failures: list[BaseException] = []
+        self._last_cause: BaseException | None = None
+        self._history: list[dict[str, Any]] = []
 
     # -- start -----------------------------------------------------------------
 
     def _addresses(self) -> dict[str, str]:
         info = self.client.scheduler_info(n_workers=-1)["workers"]
-        by_name = {str(w.get("name", a)): a for a, w in info.items()}
-        by_name.update({a: a for a in info})
-        out = {}
-        for r in self.plan.replicas:
-            address = by_name.get(r.placement.worker)
-            if address is None:
-                raise ReplicaStartError(
-                    f"replica {r.id} is placed on worker {r.placement.worker!r}, "
-                    f"which this cluster does not have (workers: "
-                    f"{', '.join(sorted(by_name))}); compile against this cluster"
-                )
-            out[r.id] = address
-        return out
+        return addresses_of(self.plan, info)
 
     def _record(self, addresses: dict[str, str]) -> dict[str, Any]:
         return {
@@ -117,37 +122,12 @@ class DaskJob(JobHandle):
         client = self.client
         client.run_on_scheduler(install_on)
         addresses = self._addresses()
-        self._where = addresses
         record = self._record(addresses)
         save_record(record)
         client.sync(client.scheduler.sage_job_submit, record=record)
-        plan_json = self.plan.to_json()
         self._started = _perf()
-        futures = {
-            rid: client.submit(
-                ReplicaActor,
-                plan_json,
-                rid,
-                self.job_id,
-                actor=True,
-                workers=[address],
-                allow_other_workers=False,
-                key=f"sage-{self.job_id}-{rid}",
-                pure=False,
-            )
-            for rid, address in addresses.items()
-        }
-        self._futures = list(futures.values())
         try:
-            for rid, fut in futures.items():
-                try:
-                    self._actors[rid] = fut.result(timeout=120)
-                except Exception as exc:
-                    raise ReplicaStartError(
-                        f"replica {rid} could not start on {addresses[rid]}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-            client.sync(self._wire, addresses, {r: f.key for r, f in futures.items()})
+            client.sync(self._launch, addresses)
         except BaseException as exc:
             self._status = "failed"
             self._error = exc
@@ -158,11 +138,62 @@ class DaskJob(JobHandle):
         client.loop.add_callback(self._supervise)
         return self
 
-    async def _wire(self, addresses: dict[str, str], keys: dict[str, str]) -> None:
+    async def _launch(self, addresses: dict[str, str]) -> None:
+        """Create, wire, restore and open one attempt's actors."""
+        client = self.client
+        self._where = addresses
+        self._attempt += 1
+        self._outcomes, self._actors = {}, {}
+        plan_json = self.plan.to_json()
+        futures = {
+            rid: client.submit(
+                ReplicaActor,
+                plan_json,
+                rid,
+                self.job_id,
+                actor=True,
+                workers=[address],
+                allow_other_workers=False,
+                key=f"sage-{self.job_id}-{rid}-{self._attempt}",
+                pure=False,
+            )
+            for rid, address in addresses.items()
+        }
+        self._futures = list(futures.values())
+        for rid, fut in futures.items():
+            try:
+                self._actors[rid] = await asyncio.wait_for(fut._result(), 120)
+            except Exception as exc:
+                await self._cancel_all()
+                raise ReplicaStartError(
+                    f"replica {rid} could not start on {addresses[rid]}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        cp = self.recovery.restoring()
+        store = self.recovery.store
+        where = None
+        if cp is not None and store is not None:
+            where = (store.url, store.retained, cp.epoch)
+        await self._wire(addresses, {r: f.key for r, f in futures.items()}, where)
+        plan = self.plan
+        self._checkpoints = MasterCheckpoints(
+            self.recovery,
+            self._actors,
+            _replicas_with(plan, "source", 0),
+            _replicas_with(plan, "sink", -1),
+            asyncio.get_running_loop(),
+        )
+
+    async def _wire(
+        self,
+        addresses: dict[str, str],
+        keys: dict[str, str],
+        restore: tuple[str, int, int] | None,
+    ) -> None:
         targets = {rid: (addresses[rid], keys[rid]) for rid in addresses}
         for stage, call in (
             ("connect", lambda a: a.connect(targets)),
-            ("open", lambda a: a.open()),
+            ("open", lambda a: a.open(restore)),
         ):
             calls = {rid: call(a) for rid, a in self._actors.items()}
             for rid, fut in calls.items():
@@ -181,43 +212,115 @@ class DaskJob(JobHandle):
         return await _call(self._actors[rid], "run")
 
     async def _supervise(self) -> None:
-        runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
-        pending = set(runs)
-        next_poll = _perf() + POLL_S
         try:
-            while pending:
-                timeout = max(0.0, next_poll - _perf())
-                done, pending = await asyncio.wait(
-                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for fut in done:
-                    self._collect(runs[fut], fut)
-                if self._error is not None and not self._stopping:
-                    await self._stop(pending, runs)
+            while True:
+                await self._run_attempt()
+                if self._restart_in is None:
                     break
-                if _perf() >= next_poll:
-                    next_poll = _perf() + POLL_S
-                    lost = await self._poll()
-                    if lost and not self._stopping:
-                        hosted = sorted(
-                            rid
-                            for f, rid in runs.items()
-                            if f in pending and self._worker_of(rid) in lost
-                        )
-                        self._fail(
-                            WorkerLost(
-                                f"worker(s) {', '.join(lost)} left the cluster while "
-                                f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
-                                f" of job {self.job_id}; the job was stopped"
-                            )
-                        )
-                        await self._stop(pending, runs)
-                        break
+                await self._restart()
+            if self._status == "running":
+                await self._finalize(commit=True)
         except Exception as exc:
             logger.exception("job master of %s failed", self.job_id)
             self._fail(exc)
         finally:
+            if self._checkpoints is not None:
+                await self._checkpoints.stop()
             await self._finish()
+
+    async def _run_attempt(self) -> None:
+        assert self._checkpoints is not None
+        self._checkpoints.start()
+        runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
+        pending = set(runs)
+        next_poll = _perf() + POLL_S
+        self._stopping = False
+        while pending:
+            timeout = max(0.0, next_poll - _perf())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for fut in done:
+                self._collect(runs[fut], fut)
+            if self._failures:
+                await self._stop(pending, runs)
+                break
+            if _perf() >= next_poll:
+                next_poll = _perf() + POLL_S
+                lost = await self._poll()
+                if lost:
+                    self._lost.update(lost)
+                    hosted = sorted(
+                        rid
+                        for f, rid in runs.items()
+                        if f in pending and self._worker_of(rid) in lost
+                    )
+                    self._failure(
+                        WorkerLost(
+                            f"worker(s) {', '.join(lost)} left the cluster while "
+                            f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
+                            f" of job {self.job_id}"
+                        )
+                    )
+                    await self._stop(pending, runs)
+                    break
+        await self._checkpoints.stop()
+        self._decide()
+
+    async def _restart(self) -> None:
+        """Re-place every replica on the surviving workers and start a new attempt
+        from the last committed checkpoint."""
+        delay, self._restart_in = self._restart_in or 0.0, None
+        await self._finalize(commit=False)
+        self._futures, self._actors = [], {}
+        await asyncio.sleep(delay)
+        self.recovery.rewind()
+        view = await cluster_view_async(self.client)
+        view = ClusterView(
+            tuple(w for w in view.workers if w.address not in self._lost)
+        )
+        self.plan = replan(self.plan, view)
+        info = (await self.client.scheduler.identity(n_workers=-1))["workers"]
+        addresses = addresses_of(self.plan, info)
+        record = self._record(addresses)
+        record["attempt"] = self._attempt + 1
+        await self.client.scheduler.sage_job_submit(record=record)
+        update_record(
+            self.job_id,
+            plan=record["plan"],
+            placement=record["placement"],
+            recoveries=self._recoveries(addresses),
+        )
+        await self._launch(addresses)
+
+    def _recoveries(self, addresses: dict[str, str]) -> list[dict[str, Any]]:
+        self._history.append(
+            {
+                "attempt": self._attempt + 1,
+                "at": time.time(),
+                "cause": str(self._last_cause),
+                "excluded": sorted(self._lost),
+                "restored_epoch": self.recovery.stats.restored_epoch,
+                "placement": {r.id: r.placement.to_dict() for r in self.plan.replicas},
+                "addresses": dict(addresses),
+            }
+        )
+        return list(self._history)
+
+    async def _finalize(self, *, commit: bool) -> None:
+        """Close finished transactional sinks (publishing their output if ``commit``)."""
+        calls = [
+            a.finalize(commit)
+            for rid, a in self._actors.items()
+            if self._worker_of(rid) not in self._lost
+        ]
+        for call in calls:
+            try:
+                await call
+            except Exception as exc:
+                if commit:
+                    raise
+                logger.debug("finalize after a failure: %r", exc)
 
     def _worker_of(self, rid: str) -> str:
         return self._where.get(rid, "")
@@ -226,21 +329,46 @@ class DaskJob(JobHandle):
         try:
             outcome = fut.result()
         except (OSError, RuntimeError) as exc:  # the actor's worker is gone
-            self._fail(
+            self._failure(
                 WorkerLost(
                     f"replica {rid} on worker {self._worker_of(rid)} stopped answering"
-                    f" ({exc}); the worker left the cluster or crashed, so job "
-                    f"{self.job_id} was stopped"
+                    f" ({exc}); the worker left the cluster or crashed"
                 )
             )
             return
         except BaseException as exc:  # noqa: BLE001 - the call itself failed
-            self._fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            self._failure(
+                exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+            )
             return
         self._outcomes[rid] = outcome
         self._live[rid] = outcome["metrics"]
         if outcome["status"] == "failed":
-            self._fail(decode_failure(outcome["error"]))
+            self._failure(decode_failure(outcome["error"]))
+        elif outcome["status"] == "succeeded" and self._checkpoints is not None:
+            self._checkpoints.finished(rid, outcome.get("final"))
+
+    def _failure(self, exc: BaseException) -> None:
+        """A replica failed or was lost; ``_decide`` weighs it once the attempt
+        stopped."""
+        self._failures.append(exc)
+
+    def _decide(self) -> None:
+        """Restart (the strategy permitting) or fail, after the attempt's failures.
+
+        The first operator failure is the cause, over the transport errors and lost
+        replicas it causes elsewhere."""
+        failures, self._failures = self._failures, []
+        if not failures:
+            return
+        ops = [f for f in failures if isinstance(f, OperatorFailure)]
+        cause = ops[0] if ops else failures[0]
+        if self._error is None and self._status == "running":
+            delay = self.recovery.restart_delay(cause)
+            if delay is not None:
+                self._restart_in, self._last_cause = delay, cause
+                return
+        self._fail(cause)
 
     def _fail(self, exc: BaseException) -> None:
         # the first operator failure wins over the transport errors it causes
@@ -302,7 +430,8 @@ class DaskJob(JobHandle):
         except Exception as exc:  # noqa: BLE001 - the board is informational
             logger.warning("could not post the end of %s: %s", self.job_id, exc)
         self._finish_record()
-        self._write_dead_letters()
+        records = [r for o in self._outcomes.values() for r in o["dead_letters"]]
+        write_dead_letters(self.plan, self.job_id, records)
         self._futures = []  # with the handles: releases the actors on their workers
         self._actors = {}
         self._done.set()
@@ -314,42 +443,6 @@ class DaskJob(JobHandle):
             error=str(self._error) if self._error else None,
             finished=time.time(),
         )
-
-    def _write_dead_letters(self) -> None:
-        name = self.plan.settings.dead_letter_sink
-        records = [r for o in self._outcomes.values() for r in o["dead_letters"]]
-        if not name or not records:
-            return
-        import dataclasses
-
-        from sage_core.functions import OperatorContext, SinkFunction
-        from sage_core.graph.model import OperatorRef
-
-        op = dataclasses.replace(
-            self.plan.operators[-1],
-            name="dead-letter",
-            role="sink",
-            ref=OperatorRef("plugin", name),
-            config=dict(self.plan.settings.dead_letter_config),
-            parallelism=1,
-        )
-        sink = build_function(op)
-        assert isinstance(sink, SinkFunction)
-        sink.open(
-            OperatorContext("dead-letter", 0, 1, self.job_id, "client", op.config)
-        )
-        try:
-            sink.sink_batch(
-                [
-                    {
-                        **r,
-                        "item": r["item"] if _jsonable(r["item"]) else repr(r["item"]),
-                    }
-                    for r in records
-                ]
-            )
-        finally:
-            sink.close()
 
     # -- JobHandle ---------------------------------------------------------------
 
@@ -375,10 +468,13 @@ class DaskJob(JobHandle):
 
     def metrics(self) -> dict[str, Any]:
         replicas = dict(self._live)
-        return {
+        out: dict[str, Any] = {
             "operators": aggregate(replicas.values()) if replicas else {},
             "replicas": replicas,
         }
+        if self.recovery.store is not None or self.recovery.stats.restarts:
+            out["checkpoints"] = self.recovery.stats.snapshot()
+        return out
 
     def placement(self) -> list[dict[str, Any]]:
         """Every placement decision of the job (candidates, filters, scores, choice)."""
@@ -410,6 +506,36 @@ class DaskJob(JobHandle):
         )
 
 
+def addresses_of(plan: ExecutionPlan, workers: dict[str, Any]) -> dict[str, str]:
+    """Each replica's worker address (``workers``: the scheduler's worker info).
+
+    Raises:
+        ReplicaStartError: a replica is placed on a worker the cluster lacks.
+    """
+    by_name = {str(w.get("name", a)): a for a, w in workers.items()}
+    by_name.update({a: a for a in workers})
+    out = {}
+    for r in plan.replicas:
+        address = by_name.get(r.placement.worker)
+        if address is None:
+            raise ReplicaStartError(
+                f"replica {r.id} is placed on worker {r.placement.worker!r}, "
+                f"which this cluster does not have (workers: "
+                f"{', '.join(sorted(by_name))}); compile against this cluster"
+            )
+        out[r.id] = address
+    return out
+
+
+def _replicas_with(plan: ExecutionPlan, role: str, at: int) -> list[str]:
+    """Replicas whose chain has a ``role`` operator at position ``at``."""
+    return [
+        r.id
+        for r in plan.replicas
+        if plan.operator(plan.task(r.task).operators[at]).role == role
+    ]
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -418,20 +544,6 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 async def _call(actor: Any, method: str) -> Any:
     """``await actor.method()``; a lost actor raises here, not at attribute access."""
     return await getattr(actor, method)()
-
-
-def _jsonable(value: Any) -> bool:
-    import json
-
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-class RecoveryUnsupported(SageError, ValueError):
-    """A Dask job asked for checkpoints or restarts (local runtime only so far)."""
 
 
 class DaskRuntime:
@@ -446,20 +558,24 @@ class DaskRuntime:
         return cluster_view(self.client)
 
     def submit(
-        self, plan: ExecutionPlan, *, job_id: str | None = None, priority: int = 0
+        self,
+        plan: ExecutionPlan,
+        *,
+        job_id: str | None = None,
+        priority: int = 0,
+        resume: bool = False,
     ) -> DaskJob:
         """Start ``plan`` (placed against this cluster); returns its handle.
 
+        Args:
+            resume: restore job ``job_id``'s last committed checkpoint first.
+
         Raises:
-            RecoveryUnsupported: the plan asks for checkpoints or restarts, which
-                only the local runtime provides so far.
+            CheckpointDirError: the checkpoint directory is unusable.
+            CheckpointNotFound: ``resume`` and no usable checkpoint.
+            ReplicaStartError: an actor failed to start or open.
         """
-        s = plan.settings
-        per_op = any(op.options.get("restart") for op in plan.operators)
-        if s.checkpoint_interval_s is not None or s.restart.strip() != "none" or per_op:
-            raise RecoveryUnsupported(
-                "checkpoints and restarts (checkpoint_interval_s, restart) run on "
-                "the local runtime only so far; unset them for a Dask job or run "
-                "it with LocalEnvironment / `sage run` without --address"
-            )
-        return DaskJob(self.client, plan, job_id=job_id, priority=priority).start()
+        job = DaskJob(
+            self.client, plan, job_id=job_id, priority=priority, resume=resume
+        )
+        return job.start()
