@@ -279,6 +279,8 @@ class DaskJob(JobHandle):
         view = ClusterView(
             tuple(w for w in view.workers if w.address not in self._lost)
         )
+        alive = {w.address for w in view.workers}
+        self._lost.update(a for a in self._where.values() if a not in alive)
         self.plan = replan(self.plan, view)
         info = (await self.client.scheduler.identity(n_workers=-1))["workers"]
         addresses = addresses_of(self.plan, info)
@@ -309,18 +311,15 @@ class DaskJob(JobHandle):
 
     async def _finalize(self, *, commit: bool) -> None:
         """Close finished transactional sinks (publishing their output if ``commit``)."""
-        calls = [
-            a.finalize(commit)
-            for rid, a in self._actors.items()
-            if self._worker_of(rid) not in self._lost
-        ]
-        for call in calls:
+        for rid, actor in self._actors.items():
+            if self._worker_of(rid) in self._lost:
+                continue
             try:
-                await call
+                await _call(actor, "finalize", commit)
             except Exception as exc:
                 if commit:
                     raise
-                logger.debug("finalize after a failure: %r", exc)
+                logger.debug("finalize of %s after a failure: %r", rid, exc)
 
     def _worker_of(self, rid: str) -> str:
         return self._where.get(rid, "")
@@ -541,9 +540,10 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-async def _call(actor: Any, method: str) -> Any:
-    """``await actor.method()``; a lost actor raises here, not at attribute access."""
-    return await getattr(actor, method)()
+async def _call(actor: Any, method: str, *args: Any) -> Any:
+    """``await actor.method(*args)``; a lost actor raises here, not at attribute
+    access."""
+    return await getattr(actor, method)(*args)
 
 
 class DaskRuntime:
