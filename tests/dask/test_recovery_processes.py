@@ -73,7 +73,7 @@ def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
             hosts = {
                 p["worker"] for p in job.placement() if p["replica"].startswith("count")
             }
-            victim = sorted(hosts)[0]
+            victim = min(hosts)
             wait_for(
                 lambda: job.metrics().get("checkpoints", {}).get("completed", 0) >= 2,
                 120,
