@@ -108,3 +108,9 @@ def explain_cmd(
     )
     header = ["replica", "worker", "free", "resident", "score", "why"]
     click.echo(_table(decision_rows(record), header))
+    for r in record.get("recoveries", []):
+        click.echo(
+            f"re-placed for attempt {r['attempt']} after: {r['cause']}; excluded "
+            f"{', '.join(r['excluded']) or 'none'}; restored checkpoint "
+            f"{r['restored_epoch'] or 'none (started over)'}"
+        )

@@ -103,6 +103,11 @@ class JobRecovery:
             for core in cores.values():
                 core.on_snapshot = coordinator.ack
 
+    @property
+    def restore_epoch(self) -> int | None:
+        """The epoch the next attempt restores (None: it starts over)."""
+        return self._restored.epoch if self._restored is not None else None
+
     def restoring(self) -> Checkpoint | None:
         """The checkpoint this attempt restores (None: it starts over); counted."""
         cp = self._restored

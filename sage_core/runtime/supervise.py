@@ -175,7 +175,7 @@ class Supervision:
                 "at": time.time(),
                 "cause": str(self._last_cause),
                 "excluded": sorted(self._lost),
-                "restored_epoch": self.recovery.stats.restored_epoch,
+                "restored_epoch": self.recovery.restore_epoch,
                 "placement": {r.id: r.placement.to_dict() for r in self.plan.replicas},
                 "addresses": dict(addresses),
             }

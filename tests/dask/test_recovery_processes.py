@@ -55,6 +55,10 @@ def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
             workers[name] = group.start(argv, f"worker-{name}", cwd=tmp_path)
         with Client(address, timeout=30) as client:
             client.wait_for_workers(3, timeout=120)
+            workers_addr = {
+                w["name"]: a
+                for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+            }
             out = tmp_path / "out.jsonl"
             env = DaskEnvironment(
                 "kill9",
@@ -90,6 +94,9 @@ def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
             from sage_core.observe.records import load_record
 
             record = load_record(job.job_id)
-            assert record["recoveries"][0]["excluded"]
+            (recovery,) = record["recoveries"]
+            assert recovery["excluded"] == [workers_addr[victim]]
+            assert recovery["restored_epoch"] >= 2
+            assert victim not in {p["worker"] for p in recovery["placement"].values()}
     finally:
         group.stop_all()
