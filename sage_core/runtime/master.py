@@ -226,8 +226,9 @@ class DaskJob(Supervision, JobHandle):
             "operators": aggregate(replicas.values()) if replicas else {},
             "replicas": replicas,
         }
-        if self.recovery.store is not None or self.recovery.stats.restarts:
-            out["checkpoints"] = self.recovery.stats.snapshot()
+        stats = self._checkpoint_stats()
+        if stats is not None:
+            out["checkpoints"] = stats
         return out
 
     def placement(self) -> list[dict[str, Any]]:

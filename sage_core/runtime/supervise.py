@@ -88,9 +88,8 @@ class Supervision:
         try:
             while True:
                 await self._run_attempt()
-                if self._restart_in is None:
+                if self._restart_in is None or not await self._restart():
                     break
-                await self._restart()
             if self._status == "running":
                 await self._finalize(commit=True)
         except Exception as exc:
@@ -140,13 +139,15 @@ class Supervision:
         await self._checkpoints.stop()
         self._decide()
 
-    async def _restart(self) -> None:
+    async def _restart(self) -> bool:
         """Re-place every replica on the surviving workers and start a new attempt
-        from the last committed checkpoint."""
+        from the last committed checkpoint (False: the job was cancelled meanwhile)."""
         delay, self._restart_in = self._restart_in or 0.0, None
         await self._finalize(commit=False)
         self._futures, self._actors = [], {}
         await asyncio.sleep(delay)
+        if self._status != "running":
+            return False  # cancelled while waiting
         self.recovery.rewind()
         view = await cluster_view_async(self.client)
         view = ClusterView(
@@ -167,6 +168,7 @@ class Supervision:
             recoveries=self._recoveries(addresses),
         )
         await self._launch(addresses)
+        return True
 
     def _recoveries(self, addresses: dict[str, str]) -> list[dict[str, Any]]:
         self._history.append(
@@ -253,11 +255,15 @@ class Supervision:
             self._status = "failed"
 
     async def _cancel_all(self) -> None:
-        calls = [_call(a, "cancel") for a in self._actors.values()]
+        async def cancel(actor: Any) -> None:
+            try:
+                await _call(actor, "cancel")
+            except Exception as exc:  # noqa: BLE001 - a lost actor stops anyway
+                logger.debug("cancel failed: %r", exc)
+
+        calls = [asyncio.ensure_future(cancel(a)) for a in self._actors.values()]
         if calls:
-            await asyncio.wait(
-                [asyncio.ensure_future(c) for c in calls], timeout=STOP_GRACE_S
-            )
+            await asyncio.wait(calls, timeout=STOP_GRACE_S)
 
     async def _stop(self, pending: set[Any], runs: dict[Any, str]) -> None:
         self._stopping = True
@@ -282,7 +288,10 @@ class Supervision:
         await asyncio.gather(*live)
         try:
             lost = await self.client.scheduler.sage_job_update(
-                job=self.job_id, status=self._status, replicas=dict(self._live)
+                job=self.job_id,
+                status=self._status,
+                replicas=dict(self._live),
+                checkpoints=self._checkpoint_stats(),
             )
         except Exception as exc:
             raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
@@ -298,6 +307,7 @@ class Supervision:
                 status=self._status,
                 replicas=dict(self._live),
                 error=str(self._error) if self._error else None,
+                checkpoints=self._checkpoint_stats(),
             )
         except Exception as exc:  # noqa: BLE001 - the board is informational
             logger.warning("could not post the end of %s: %s", self.job_id, exc)
@@ -307,6 +317,11 @@ class Supervision:
         self._futures = []  # with the handles: releases the actors on their workers
         self._actors = {}
         self._done.set()
+
+    def _checkpoint_stats(self) -> dict[str, Any] | None:
+        """Checkpoint and restart counters (None: checkpoints off, no restarts)."""
+        r = self.recovery
+        return r.stats.snapshot() if r.store is not None or r.stats.restarts else None
 
     def _finish_record(self) -> None:
         update_record(

@@ -66,6 +66,31 @@ def test_checkpoints_commit_across_workers(embedded: Any, tmp_path: Path) -> Non
     assert len(replicas) == len(env.compile().replicas)
 
 
+def test_checkpoint_stats_reach_the_board_and_prometheus(
+    embedded: Any, tmp_path: Path
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from sage_core.observe.prometheus import SageCollector
+
+    env = _env(embedded, tmp_path)
+    _pipeline(env, 2000, "", out=None)
+    job = env.submit()
+    job.wait(timeout=120)
+    record = embedded.sync(embedded.scheduler.sage_job, job=job.job_id)
+    assert record["checkpoints"]["completed"] >= 1
+    registry = CollectorRegistry()
+    registry.register(SageCollector())
+    text = generate_latest(registry).decode()
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("sage_checkpoints_completed_total") and job.job_id in x
+    )
+    assert float(line.split()[-1]) == record["checkpoints"]["completed"]
+
+
 @settings(max_examples=4)
 @given(
     n=st.integers(500, 3000),
