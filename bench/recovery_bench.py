@@ -182,9 +182,8 @@ def run_dask_kill(n: int, tmp: Path) -> dict[str, Any]:
     import signal
     import subprocess
 
-    from distributed import Client
-
     import cloudpickle
+    from distributed import Client
 
     from sage_core.api.dask_environment import DaskEnvironment
 
