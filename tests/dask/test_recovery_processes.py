@@ -36,7 +36,14 @@ def _key(x: int) -> int:
     return x % KEYS
 
 
+def _count_host(job: Any) -> str:
+    return min(p["worker"] for p in job.placement() if p["replica"].startswith("count"))
+
+
+@pytest.mark.parametrize(("kills", "pause_s"), [(1, 0.0005), (2, 0.001)])
 def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
+    kills: int,
+    pause_s: float,
     tmp_path: Path,
     sage_cmd: list[str],
     process_group: Any,
@@ -68,35 +75,43 @@ def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
                 restart="fixed(3, 0.5)",
             )
             s = env.from_collection(list(range(N))).map(
-                InjectedFaultDouble, pause_s=0.0005, name="slow"
+                InjectedFaultDouble, pause_s=pause_s, name="slow"
             )
             s.key_by(_key).map(RunningCountDouble, parallelism=2, name="count").sink(
                 "jsonl", path=str(out)
             )
             job = env.submit()
-            hosts = {
-                p["worker"] for p in job.placement() if p["replica"].startswith("count")
-            }
-            victim = min(hosts)
-            wait_for(
-                lambda: job.metrics().get("checkpoints", {}).get("completed", 0) >= 2,
-                120,
-                "two committed checkpoints",
-            )
-            assert not job.done()
-            workers[victim].send_signal(signal.SIGKILL)
+            victims = []
+            for k in range(kills):
+                done = job.metrics().get("checkpoints", {}).get("completed", 0)
+                wait_for(
+                    lambda d=done, k=k: (
+                        (c := job.metrics().get("checkpoints", {})).get("completed", 0)
+                        >= d + 2
+                        and c.get("restarts", 0) == k
+                    ),
+                    120,
+                    "two more committed checkpoints",
+                )
+                assert not job.done()
+                victim = _count_host(job)
+                victims.append(victim)
+                workers[victim].send_signal(signal.SIGKILL)
             result = job.wait(timeout=300)
-            assert result.metrics["checkpoints"]["restarts"] == 1
+            assert result.metrics["checkpoints"]["restarts"] == kills
             got = sorted(json.loads(line) for line in out.read_text().splitlines())
             assert got == sorted(expected_counts(N))
             after = {p["worker"] for p in job.placement()}
-            assert victim not in after
+            assert not after & set(victims)
             from sage_core.observe.records import load_record
 
-            record = load_record(job.job_id)
-            (recovery,) = record["recoveries"]
-            assert recovery["excluded"] == [workers_addr[victim]]
-            assert recovery["restored_epoch"] >= 2
-            assert victim not in {p["worker"] for p in recovery["placement"].values()}
+            recoveries = load_record(job.job_id)["recoveries"]
+            assert len(recoveries) == kills
+            for i, recovery in enumerate(recoveries):
+                lost = sorted(workers_addr[v] for v in victims[: i + 1])
+                assert recovery["excluded"] == lost
+                assert recovery["restored_epoch"] >= 2
+                placed = {p["worker"] for p in recovery["placement"].values()}
+                assert not placed & set(victims[: i + 1])
     finally:
         group.stop_all()
