@@ -5,6 +5,7 @@ operator failures gives exactly the failure-free output."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,24 @@ def test_unwritable_checkpoint_dir_fails_at_submit(
     _pipeline(env, 10, "", out=None)
     with pytest.raises(CheckpointDirError):
         env.submit()
+
+
+def test_resume_on_dask_at_another_parallelism(embedded: Any, tmp_path: Path) -> None:
+    n = 6000
+    out = tmp_path / "out.jsonl"
+    env = _env(embedded, tmp_path)
+    _pipeline(env, n, "", out=out)
+    job = env.submit()
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "ckpt").glob("*/chk-*/MANIFEST.json")):
+        assert time.monotonic() < deadline, "no checkpoint committed"
+        time.sleep(0.01)
+    job.cancel()
+    job.wait(60)
+    assert job.status() == "cancelled"
+    env2 = _env(embedded, tmp_path)
+    _pipeline(env2, n, "", out=out, count_p=3)
+    result = env2.execute(timeout=120, resume=job.job_id)
+    assert result.job_id == job.job_id
+    assert result.metrics["checkpoints"]["restored_epoch"] >= 1
+    assert _lines(out) == sorted(expected_counts(n))
