@@ -76,6 +76,7 @@ class DaskJob(Supervision, JobHandle):
         self._where: dict[str, str] = {}
         self._stopping = False
         self._attempt = 0
+        self._token = uuid.uuid4().hex[:6]  # actor keys differ from a resumed run's
         self._checkpoints: MasterCheckpoints | None = None
         self._lost: set[str] = set()
         self._failures: list[BaseException] = []
@@ -146,7 +147,7 @@ class DaskJob(Supervision, JobHandle):
                 actor=True,
                 workers=[address],
                 allow_other_workers=False,
-                key=f"sage-{self.job_id}-{rid}-{self._attempt}",
+                key=f"sage-{self.job_id}-{rid}-{self._token}.{self._attempt}",
                 pure=False,
             )
             for rid, address in addresses.items()
