@@ -203,6 +203,7 @@ class Supervision:
         try:
             outcome = fut.result()
         except (OSError, RuntimeError) as exc:  # the actor's worker is gone
+            self._lost.add(self._worker_of(rid))
             self._failure(
                 WorkerLost(
                     f"replica {rid} on worker {self._worker_of(rid)} stopped answering"
@@ -261,13 +262,21 @@ class Supervision:
             except Exception as exc:  # noqa: BLE001 - a lost actor stops anyway
                 logger.debug("cancel failed: %r", exc)
 
-        calls = [asyncio.ensure_future(cancel(a)) for a in self._actors.values()]
+        calls = [
+            asyncio.ensure_future(cancel(a))
+            for rid, a in self._actors.items()
+            if self._worker_of(rid) not in self._lost  # a dead worker never answers
+        ]
         if calls:
             await asyncio.wait(calls, timeout=STOP_GRACE_S)
 
     async def _stop(self, pending: set[Any], runs: dict[Any, str]) -> None:
         self._stopping = True
         await self._cancel_all()
+        lost = {f for f in pending if self._worker_of(runs[f]) in self._lost}
+        for fut in lost:  # their calls fail later, when the comm gives up
+            fut.add_done_callback(_retrieve)
+        pending = pending - lost
         if pending:
             done, left = await asyncio.wait(pending, timeout=STOP_GRACE_S)
             for fut in done:
