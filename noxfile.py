@@ -283,7 +283,8 @@ def bench_runtime(session: nox.Session) -> None:
 
 @nox.session(name="bench-recovery", python=PYTHON, default=False, tags=["bench"])
 def bench_recovery(session: nox.Session) -> None:
-    """Checkpoint cost (off vs 1 s vs 10 s), duration vs state size, recovery time."""
+    """Checkpoint cost (off vs 1 s vs 10 s), duration vs state size, recovery time
+    (local operator failure; Dask kill -9 of a worker)."""
     _install_project(session, "bench")
     session.run(
         "python",

@@ -1,6 +1,6 @@
 """Recovery benchmark: what checkpoints cost and how fast a failed job recovers.
 
-Measured in one run, on the local runtime (the Dask runtime has no checkpoints yet):
+Measured in one run, on the local runtime unless said otherwise:
 
 * throughput of the COMPUTE pipeline (range -> 20 us map -> jsonl) and of a keyed
   stateful pipeline (range -> key_by -> running count in managed keyed state ->
@@ -9,7 +9,12 @@ Measured in one run, on the local runtime (the Dask runtime has no checkpoints y
 * checkpoint duration and size against keyed-state size (number of keys);
 * recovery: an operator fails once mid-job (restart "fixed(1, 0)", checkpoints every
   1 s): seconds from the failure to the first output of the restarted attempt, and
-  to the job's end compared with a failure-free run; items replayed into the sink.
+  to the job's end compared with a failure-free run; items replayed into the sink;
+* Dask recovery from ``kill -9``: `sage scheduler` + 3 `sage worker --no-nanny`
+  processes, a keyed running count (checkpoints every 0.5 s, restart "fixed(2, 0)");
+  the worker hosting the keyed state is killed after the second checkpoint; seconds
+  from the kill to the restarted sink's open (detection + re-placement + new actors
+  + restore) and to its first new output batch.
 
     python bench/recovery_bench.py --out bench/results/recovery.json
 """
@@ -138,6 +143,141 @@ def run_recovery(n: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+class SlowMap(MapFunction):
+    """Passes items on after ``pause_s`` (keeps a small job running for seconds)."""
+
+    def __init__(self, pause_s: float = 0.0002) -> None:
+        super().__init__(pause_s=pause_s)
+        self.pause_s = pause_s
+
+    def map(self, item: int) -> int:
+        time.sleep(self.pause_s)
+        return item
+
+
+class StampSink(SinkFunction):
+    """Appends the wall-clock time of its open and of its first batch to files in
+    ``folder`` (the sink runs in a worker process)."""
+
+    def __init__(self, folder: str = "") -> None:
+        super().__init__(folder=folder)
+        self.folder = Path(folder)
+
+    def _stamp(self, name: str) -> None:
+        with (self.folder / name).open("a") as f:
+            f.write(f"{time.time()}\n")
+
+    def open(self, context: OperatorContext) -> None:
+        self._stamp("opened")
+        self._first = True
+
+    def sink_batch(self, items: list[Any]) -> None:
+        if self._first:
+            self._stamp("first")
+            self._first = False
+
+
+def run_dask_kill(n: int, tmp: Path) -> dict[str, Any]:
+    import os
+    import signal
+    import subprocess
+
+    import cloudpickle
+    from distributed import Client
+
+    from sage_core.api.dask_environment import DaskEnvironment
+
+    # the workers rebuild this module's operators from the plan: ship them by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sage = str(Path(sys.executable).parent / "sage")
+    stamps = tmp / "stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    sched_file = tmp / "scheduler.json"
+    sched_file.unlink(missing_ok=True)
+    procs = [
+        subprocess.Popen(
+            [
+                sage,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        while not sched_file.exists():
+            time.sleep(0.1)
+        time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        for name in ("w0", "w1", "w2"):
+            workers[name] = subprocess.Popen(
+                [
+                    sage,
+                    "worker",
+                    address,
+                    "--name",
+                    name,
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        procs += workers.values()
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(3, timeout=120)
+            env = DaskEnvironment(
+                "bench-kill9",
+                client=client,
+                checkpoint_interval_s=0.5,
+                checkpoint_dir=str(tmp / "ck-dask"),
+                restart="fixed(2, 0)",
+            )
+            s = env.from_source("range", stop=n).map(SlowMap)
+            s = s.key_by(lambda x: x % 100).map(
+                RunningCount, keys=100, parallelism=2, name="count"
+            )
+            s.sink(StampSink, folder=str(stamps))
+            job = env.submit()
+            victim = min(
+                p["worker"] for p in job.placement() if p["replica"].startswith("count")
+            )
+            while job.metrics().get("checkpoints", {}).get("completed", 0) < 2:
+                if job.done():
+                    raise RuntimeError("the job ended before its second checkpoint")
+                time.sleep(0.05)
+            killed = time.time()
+            os.kill(workers[victim].pid, signal.SIGKILL)
+            result = job.wait(timeout=600)
+        opened = [float(x) for x in (stamps / "opened").read_text().split()]
+        first = [float(x) for x in (stamps / "first").read_text().split()]
+        reopened = min(t for t in opened if t > killed)
+        return {
+            "to_new_actors_s": reopened - killed,
+            "to_first_output_s": min(t for t in first if t > reopened) - killed,
+            "restarts": float(result.metrics["checkpoints"]["restarts"]),
+        }
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {"throughput": {}, "state_size": [], "recovery": []}
     with tempfile.TemporaryDirectory() as d:
@@ -173,6 +313,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
         rec = [run_recovery(args.n, tmp) for _ in range(args.repeats)]
         rows["recovery"] = {k: spread([float(r[k]) for r in rec]) for k in rec[0]}
+        kills = [
+            run_dask_kill(args.dask_n, tmp / f"kill{i}") for i in range(args.repeats)
+        ]
+        rows["dask_kill9"] = {k: spread([r[k] for r in kills]) for k in kills[0]}
     return rows
 
 
@@ -213,10 +357,12 @@ def main() -> None:
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--state-keys", type=int, nargs="+", default=[100, 10_000, 100_000])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dask-n", type=int, default=40_000)
     add_smoke_flag(p)
     args = p.parse_args()
     if args.smoke:
         args.n, args.repeats, args.state_keys = 20_000, 1, [100, 10_000]
+        args.dask_n = 20_000
         args.out = smoke_path(args.out)
     rows = measure(args)
     report = {
@@ -241,6 +387,11 @@ def main() -> None:
     print(
         f"recovery: first new output {rec['to_first_output_s']['median']:.3f} s after the failure, "
         f"job {rec['extra_wall_s']['median']:.3f} s longer, {rec['items_replayed']['median']:.0f} items replayed"
+    )
+    k9 = rows["dask_kill9"]
+    print(
+        f"dask kill -9: new actors {k9['to_new_actors_s']['median']:.2f} s after the kill, "
+        f"first new output {k9['to_first_output_s']['median']:.2f} s"
     )
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 

@@ -147,19 +147,17 @@ class DaskEnvironment(Environment):
             ) from exc
 
     def submit(self, *, resume: str | None = None) -> JobHandle:
-        if resume is not None:
-            from sage_core.runtime.master import RecoveryUnsupported
+        return self.submit_plan(
+            self.compile(), job_id=resume, resume=resume is not None
+        )
 
-            raise RecoveryUnsupported(
-                "resume runs on the local runtime only so far; resume the job with "
-                "LocalEnvironment or `sage run --resume` without --address"
-            )
-        return self.submit_plan(self.compile())
-
-    def submit_plan(self, plan: Any, *, job_id: str | None = None) -> DaskJob:
-        """Run an already compiled (and placed) plan on this cluster."""
+    def submit_plan(
+        self, plan: Any, *, job_id: str | None = None, resume: bool = False
+    ) -> DaskJob:
+        """Run an already compiled (and placed) plan on this cluster (``resume``:
+        from job ``job_id``'s last committed checkpoint)."""
         return DaskRuntime(self.client).submit(
-            plan, job_id=job_id, priority=self.priority
+            plan, job_id=job_id, priority=self.priority, resume=resume
         )
 
     def close(self) -> None:

@@ -122,6 +122,12 @@ def explain_cmd(
         click.echo(f"admission ({d['policy']}): {verdict}: {d['reason']}")
     header = ["replica", "worker", "free", "resident", "score", "why"]
     click.echo(table(decision_rows(record), header))
+    for r in record.get("recoveries", []):
+        click.echo(
+            f"re-placed for attempt {r['attempt']} after: {r['cause']}; excluded "
+            f"{', '.join(r['excluded']) or 'none'}; restored checkpoint "
+            f"{r['restored_epoch'] or 'none (started over)'}"
+        )
 
 
 def _replay(record: dict[str, Any], policy: str, as_json: bool) -> None:

@@ -233,9 +233,9 @@ def _run_job(
         if client is not None:
             from sage_core.runtime.master import DaskRuntime
 
-            if resume is not None:
-                raise click.UsageError("--resume runs without --address only so far")
-            job = DaskRuntime(client).submit(plan, priority=priority)
+            job = DaskRuntime(client).submit(
+                plan, job_id=resume, priority=priority, resume=resume is not None
+            )
         else:
             job = LocalRuntime().submit(plan, job_id=resume, resume=resume is not None)
             save_record(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -263,3 +264,34 @@ def compile_plan(
         replicas=replicas,
         channels=tuple(channels),
     )
+
+
+def replan(
+    plan: ExecutionPlan,
+    cluster: ClusterView,
+    policy: PlacementPolicy | str | None = None,
+) -> ExecutionPlan:
+    """``plan`` with every replica placed again on ``cluster`` (a recovery after a
+    lost worker: the cluster without it) by ``policy`` (default: the plan's).
+
+    Raises:
+        PlacementError: a replica fits on no worker of ``cluster`` (its resource
+            contract names what it waits for).
+    """
+    place = resolve_policy(policy if policy is not None else plan.policy)
+    demands = [
+        ReplicaDemand(
+            r.id,
+            r.task,
+            r.index,
+            plan.task(r.task).operators,
+            _combined([plan.operator(o).contract for o in plan.task(r.task).operators]),
+        )
+        for r in plan.replicas
+    ]
+    decisions = place.place(demands, cluster)
+    replicas = tuple(
+        dataclasses.replace(r, placement=d)
+        for r, d in zip(plan.replicas, decisions, strict=True)
+    )
+    return dataclasses.replace(plan, replicas=replicas)

@@ -133,6 +133,7 @@ def jobs_payload(board: Any) -> dict[str, Any]:
                 "error": job.get("error"),
                 "replicas": replica_rows(job),
                 "graph": plan_svg(job.get("plan") or {}),
+                "checkpoints": job.get("checkpoints"),
             }
         )
     return {"jobs": jobs, "board": True}
@@ -178,7 +179,7 @@ nav a{margin-right:12px}
 <table id="jobs"><thead><tr><th class="l">job</th><th class="l">name</th>
 <th class="l">owner</th><th class="l">status</th><th class="l">policy</th><th>priority</th>
 <th>replicas</th><th class="l">error</th></tr></thead><tbody></tbody></table>
-<h2 id="title"></h2><div id="graph"></div>
+<h2 id="title"></h2><div id="checkpoints"></div><div id="graph"></div>
 <table id="replicas"><thead><tr><th class="l">replica</th><th class="l">worker</th>
 <th class="l">state</th><th>queue depth</th><th>items in</th><th>items out</th>
 <th>items/s</th><th>p50 service (ms)</th><th>p99 service (ms)</th>
@@ -208,6 +209,11 @@ function render(data) {
   document.getElementById("title").textContent = job ?
     `${job.job} (${job.status})` : "";
   document.getElementById("graph").innerHTML = job ? job.graph : "";
+  const c = job && job.checkpoints;
+  document.getElementById("checkpoints").textContent = c ?
+    `checkpoints: ${c.completed} completed, ${c.failed} failed; last #${c.last_epoch}` +
+    ` in ${num(c.last_duration_s, 3)} s, ${c.last_bytes} bytes; restarts ${c.restarts}`
+    : "";
   document.querySelector("#replicas tbody").innerHTML = job ? job.replicas.map(r =>
     `<tr class="replica"><td class="l">${esc(r.replica)}</td>
      <td class="l">${esc(r.worker)}</td><td class="l">${esc(r.state)}</td>

@@ -44,8 +44,10 @@ class JobBoard:
         status: str | None = None,
         replicas: Mapping[str, Any] | None = None,
         error: str | None = None,
+        checkpoints: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Record progress; returns the lost workers that host replicas of the job."""
+        """Record progress (and checkpoint/restart counters); returns the lost
+        workers that host replicas of the job."""
         job = self.jobs.get(job_id)
         if job is None:
             return []
@@ -68,6 +70,8 @@ class JobBoard:
                 job["replicas"][rid] = snap
         if error is not None:
             job["error"] = error
+        if checkpoints is not None:
+            job["checkpoints"] = dict(checkpoints)
         job["updated"] = time.time()
         hosts = {p["worker"] for p in job.get("placement", {}).values()}
         return sorted(hosts & set(self.lost_workers))

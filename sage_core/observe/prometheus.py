@@ -71,12 +71,17 @@ class SageCollector:
             labels=labels,
         )
         jobs = GaugeMetricFamily("sage_jobs", "SAGE jobs by status", labels=["status"])
+        checkpoints = _checkpoint_families(CounterMetricFamily, GaugeMetricFamily)
         by_status: dict[str, int] = {}
         with _lock:
             boards = list(_boards)
         for board in boards:
             for job in list(board.jobs.values()):
                 by_status[job["status"]] = by_status.get(job["status"], 0) + 1
+                stats = job.get("checkpoints")
+                if stats:
+                    for key, family in checkpoints.items():
+                        family.add_metric([job["job"]], stats.get(key) or 0)
                 for rid, snap in list(job.get("replicas", {}).items()):
                     values = [
                         job["job"],
@@ -102,6 +107,32 @@ class SageCollector:
         for status, n in sorted(by_status.items()):
             jobs.add_metric([status], n)
         yield from (depth, capacity, items, service, blocked, latency, service_h, jobs)
+        yield from checkpoints.values()
+
+
+def _checkpoint_families(counter: Any, gauge: Any) -> dict[str, Any]:
+    """Per-job checkpoint metric families by the checkpoint stats key they show."""
+    job = ["job"]
+    return {
+        "completed": counter(
+            "sage_checkpoints_completed", "Checkpoints committed", labels=job
+        ),
+        "failed": counter("sage_checkpoints_failed", "Checkpoints failed", labels=job),
+        "last_duration_s": gauge(
+            "sage_checkpoint_last_duration_seconds",
+            "Seconds from barrier to commit of the last checkpoint",
+            labels=job,
+        ),
+        "last_bytes": gauge(
+            "sage_checkpoint_last_bytes", "Bytes of the last checkpoint", labels=job
+        ),
+        "last_epoch": gauge(
+            "sage_checkpoint_last_epoch", "Epoch of the last checkpoint", labels=job
+        ),
+        "restarts": counter(
+            "sage_job_restarts", "Restarts from a checkpoint (failures)", labels=job
+        ),
+    }
 
 
 def register_board(board: JobBoard) -> None:

@@ -25,6 +25,8 @@ from sage_core.observe.histogram import LatencyHistogram
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog
 from sage_core.plugins import load_plugins
+from sage_core.runtime.barriers import checkpoint
+from sage_core.runtime.dask_checkpoint import ActorCheckpoints
 from sage_core.runtime.deadletter import DeadLetters
 from sage_core.runtime.link import LinkPool, LinkServer
 from sage_core.runtime.operators import OperatorFailure
@@ -93,7 +95,7 @@ def decode_failure(blob: bytes) -> BaseException:
     return payload
 
 
-class ReplicaActor:
+class ReplicaActor(ActorCheckpoints):
     """One replica of a plan, hosted by a Dask worker (create with ``actor=True``)."""
 
     def __init__(self, plan_json: str, replica: str, job_id: str) -> None:
@@ -139,6 +141,7 @@ class ReplicaActor:
         self._draining = False  # drain(): a source stops producing, ends normally
         self._opened = False
         self._started = 0.0
+        self._init_checkpoints()
 
     # -- wiring ----------------------------------------------------------------
 
@@ -245,9 +248,12 @@ class ReplicaActor:
             )
         return self._thread
 
-    async def open(self) -> str:
-        """Open the operators (in the replica's thread: model loading may be slow)."""
+    async def open(self, restore: tuple[str, int, int] | None = None) -> str:
+        """Open the operators (in the replica's thread: model loading may be slow),
+        first restoring checkpoint ``(checkpoint_dir, retained, epoch)`` if given."""
         loop = asyncio.get_running_loop()
+        self._bind_acks()
+        await loop.run_in_executor(self._executor(), self._restore, restore)
         await loop.run_in_executor(self._executor(), self.core.open)
         self._opened = True
         return self.worker
@@ -297,6 +303,8 @@ class ReplicaActor:
         if core.is_source:
             pulled = m.operators[core.ops[0].name]
             while not self._cancelled and not self._draining:
+                if core.barrier_request > core.epoch:
+                    await self._emit(checkpoint(core, core.barrier_request))
                 t0, n0 = _perf(), pulled.items_out
                 out = await self._step(core.produce)
                 if out is None:
@@ -358,10 +366,12 @@ class ReplicaActor:
             if self.inbox is not None:
                 self.inbox.close()  # a push from now on is an error, never a drop
             self._close_links()
-        result, state = None, {}
+        result, state, final = None, {}, None
         if self._opened:
             try:
-                self.core.close()
+                final = self._end_checkpoints(status == "succeeded")
+                if not self._deferred:
+                    self.core.close()
                 result, state = self.core.results(), self.core.state()
             except Exception as exc:  # noqa: BLE001
                 if error is None:
@@ -378,6 +388,7 @@ class ReplicaActor:
             "metrics": self._snapshot(),
             "dead_letters": self._dead.records(),
             "traces": self._traces.records() if self._traces is not None else [],
+            "final": final,
         }
 
     def _check_drained(self) -> None:

@@ -87,3 +87,30 @@ class DeadLetters:
             if self._sink is not None:
                 self._sink.close()
                 self._sink = None
+
+
+def write_dead_letters(
+    plan: ExecutionPlan, job_id: str, records: list[dict[str, Any]]
+) -> None:
+    """Write ``records`` collected elsewhere (a Dask job's replicas) to the plan's
+    dead-letter sink, if it names one."""
+    name = plan.settings.dead_letter_sink
+    if not name or not records:
+        return
+    import dataclasses
+
+    op = dataclasses.replace(
+        plan.operators[-1],
+        name="dead-letter",
+        role="sink",
+        ref=OperatorRef("plugin", name),
+        config=dict(plan.settings.dead_letter_config),
+        parallelism=1,
+    )
+    sink = build_function(op)
+    assert isinstance(sink, SinkFunction)
+    sink.open(OperatorContext("dead-letter", 0, 1, job_id, "client", op.config))
+    try:
+        sink.sink_batch([_portable(r) for r in records])
+    finally:
+        sink.close()

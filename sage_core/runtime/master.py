@@ -6,9 +6,11 @@ replica to its downstream replicas (``connect``), opens them all (a barrier: not
 moves before every operator is open), then starts each replica's ``run`` call. The
 master (``DaskJob``) runs on the client's event loop: it collects each replica's
 outcome, polls live metrics about once a second, posts them to the scheduler's
-``sage-jobs`` board, and stops the whole job at the first replica failure or when a
-worker hosting one of its replicas leaves the cluster. Such a job fails with an error
-naming the replica and cause; nothing hangs and nothing is dropped silently.
+``sage-jobs`` board and stops the attempt at the first replica failure or when a
+worker hosting one of its replicas leaves the cluster; it then restarts the job from
+its last committed checkpoint on the surviving workers, or fails it with an error
+naming the replica and cause (``supervise.py``). With ``checkpoint_interval_s`` the
+master's coordinator takes aligned checkpoints (``dask_checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -20,35 +22,34 @@ import time
 import uuid
 from typing import Any
 
-from sage_core.common.errors import SageError
 from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import aggregate
-from sage_core.observe.records import run_fields, save_record, update_record
-from sage_core.runtime.cluster_view import cluster_view, replica_demand
-from sage_core.runtime.dask_actor import ReplicaActor, decode_failure
+from sage_core.observe.records import save_record
+from sage_core.runtime.cluster_view import (
+    cluster_view,
+    replica_demand,
+)
+from sage_core.runtime.dask_actor import ReplicaActor
+from sage_core.runtime.dask_checkpoint import MasterCheckpoints
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
-from sage_core.runtime.operators import OperatorFailure, build_function
+from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.scheduler_ext import install_on
+from sage_core.runtime.supervise import (
+    ReplicaStartError,
+    Supervision,
+    WorkerLost,
+    addresses_of,
+    call_actor,
+)
+
+__all__ = ["DaskJob", "DaskRuntime", "ReplicaStartError", "WorkerLost"]
 
 logger = logging.getLogger(__name__)
 _perf = time.perf_counter
 
-#: seconds between metrics polls / board updates / lost-worker checks
-POLL_S = 1.0
-#: seconds a cancelled or failed job waits for its replicas to report back
-STOP_GRACE_S = 10.0
 
-
-class WorkerLost(SageError):
-    """A worker hosting replicas of the job left the cluster."""
-
-
-class ReplicaStartError(SageError):
-    """A replica actor could not be created, wired or opened on its worker."""
-
-
-class DaskJob(JobHandle):
+class DaskJob(Supervision, JobHandle):
     """A plan running as actors on a Dask cluster (see the module docstring)."""
 
     def __init__(
@@ -58,12 +59,15 @@ class DaskJob(JobHandle):
         *,
         job_id: str | None = None,
         priority: int = 0,
+        resume: bool = False,
     ) -> None:
         self.client, self.plan = client, plan
         self.job_id = job_id or f"{plan.job}-{uuid.uuid4().hex[:8]}"
         self.priority = priority
+        self.recovery = JobRecovery(plan, self.job_id, resume=resume)
         self._status = "created"
         self._error: BaseException | None = None
+        self._restart_in: float | None = None
         self._done = threading.Event()
         self._outcomes: dict[str, dict[str, Any]] = {}
         self._live: dict[str, dict[str, Any]] = {}
@@ -72,24 +76,19 @@ class DaskJob(JobHandle):
         self._started = self._ended = 0.0
         self._where: dict[str, str] = {}
         self._stopping = False
+        self._attempt = 0
+        self._token = uuid.uuid4().hex[:6]  # actor keys differ from a resumed run's
+        self._checkpoints: MasterCheckpoints | None = None
+        self._lost: set[str] = set()
+        self._failures: list[BaseException] = []
+        self._last_cause: BaseException | None = None
+        self._history: list[dict[str, Any]] = []
 
     # -- start -----------------------------------------------------------------
 
     def _addresses(self) -> dict[str, str]:
         info = self.client.scheduler_info(n_workers=-1)["workers"]
-        by_name = {str(w.get("name", a)): a for a, w in info.items()}
-        by_name.update({a: a for a in info})
-        out = {}
-        for r in self.plan.replicas:
-            address = by_name.get(r.placement.worker)
-            if address is None:
-                raise ReplicaStartError(
-                    f"replica {r.id} is placed on worker {r.placement.worker!r}, "
-                    f"which this cluster does not have (workers: "
-                    f"{', '.join(sorted(by_name))}); compile against this cluster"
-                )
-            out[r.id] = address
-        return out
+        return addresses_of(self.plan, info)
 
     def _record(self, addresses: dict[str, str]) -> dict[str, Any]:
         return {
@@ -117,37 +116,12 @@ class DaskJob(JobHandle):
         client = self.client
         client.run_on_scheduler(install_on)
         addresses = self._addresses()
-        self._where = addresses
         record = self._record(addresses)
         save_record(record)
         client.sync(client.scheduler.sage_job_submit, record=record)
-        plan_json = self.plan.to_json()
         self._started = _perf()
-        futures = {
-            rid: client.submit(
-                ReplicaActor,
-                plan_json,
-                rid,
-                self.job_id,
-                actor=True,
-                workers=[address],
-                allow_other_workers=False,
-                key=f"sage-{self.job_id}-{rid}",
-                pure=False,
-            )
-            for rid, address in addresses.items()
-        }
-        self._futures = list(futures.values())
         try:
-            for rid, fut in futures.items():
-                try:
-                    self._actors[rid] = fut.result(timeout=120)
-                except Exception as exc:
-                    raise ReplicaStartError(
-                        f"replica {rid} could not start on {addresses[rid]}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-            client.sync(self._wire, addresses, {r: f.key for r, f in futures.items()})
+            client.sync(self._launch, addresses)
         except BaseException as exc:
             self._status = "failed"
             self._error = exc
@@ -158,11 +132,62 @@ class DaskJob(JobHandle):
         client.loop.add_callback(self._supervise)
         return self
 
-    async def _wire(self, addresses: dict[str, str], keys: dict[str, str]) -> None:
+    async def _launch(self, addresses: dict[str, str]) -> None:
+        """Create, wire, restore and open one attempt's actors."""
+        client = self.client
+        self._where = addresses
+        self._attempt += 1
+        self._outcomes, self._actors = {}, {}
+        plan_json = self.plan.to_json()
+        futures = {
+            rid: client.submit(
+                ReplicaActor,
+                plan_json,
+                rid,
+                self.job_id,
+                actor=True,
+                workers=[address],
+                allow_other_workers=False,
+                key=f"sage-{self.job_id}-{rid}-{self._token}.{self._attempt}",
+                pure=False,
+            )
+            for rid, address in addresses.items()
+        }
+        self._futures = list(futures.values())
+        for rid, fut in futures.items():
+            try:
+                self._actors[rid] = await asyncio.wait_for(fut._result(), 120)
+            except Exception as exc:
+                await self._cancel_all()
+                raise ReplicaStartError(
+                    f"replica {rid} could not start on {addresses[rid]}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        cp = self.recovery.restoring()
+        store = self.recovery.store
+        where = None
+        if cp is not None and store is not None:
+            where = (store.url, store.retained, cp.epoch)
+        await self._wire(addresses, {r: f.key for r, f in futures.items()}, where)
+        plan = self.plan
+        self._checkpoints = MasterCheckpoints(
+            self.recovery,
+            self._actors,
+            _replicas_with(plan, "source", 0),
+            _replicas_with(plan, "sink", -1),
+            asyncio.get_running_loop(),
+        )
+
+    async def _wire(
+        self,
+        addresses: dict[str, str],
+        keys: dict[str, str],
+        restore: tuple[str, int, int] | None,
+    ) -> None:
         targets = {rid: (addresses[rid], keys[rid]) for rid in addresses}
         for stage, call in (
             ("connect", lambda a: a.connect(targets)),
-            ("open", lambda a: a.open()),
+            ("open", lambda a: a.open(restore)),
         ):
             calls = {rid: call(a) for rid, a in self._actors.items()}
             for rid, fut in calls.items():
@@ -174,186 +199,6 @@ class DaskJob(JobHandle):
                         f"replica {rid} failed to {stage} on {addresses[rid]}: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-
-    # -- supervision -------------------------------------------------------------
-
-    async def _run_one(self, rid: str) -> dict[str, Any]:
-        return await _call(self._actors[rid], "run")
-
-    async def _supervise(self) -> None:
-        runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
-        pending = set(runs)
-        next_poll = _perf() + POLL_S
-        try:
-            while pending:
-                timeout = max(0.0, next_poll - _perf())
-                done, pending = await asyncio.wait(
-                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for fut in done:
-                    self._collect(runs[fut], fut)
-                if self._error is not None and not self._stopping:
-                    await self._stop(pending, runs)
-                    break
-                if _perf() >= next_poll:
-                    next_poll = _perf() + POLL_S
-                    lost = await self._poll()
-                    if lost and not self._stopping:
-                        hosted = sorted(
-                            rid
-                            for f, rid in runs.items()
-                            if f in pending and self._worker_of(rid) in lost
-                        )
-                        self._fail(
-                            WorkerLost(
-                                f"worker(s) {', '.join(lost)} left the cluster while "
-                                f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
-                                f" of job {self.job_id}; the job was stopped"
-                            )
-                        )
-                        await self._stop(pending, runs)
-                        break
-        except Exception as exc:
-            logger.exception("job master of %s failed", self.job_id)
-            self._fail(exc)
-        finally:
-            await self._finish()
-
-    def _worker_of(self, rid: str) -> str:
-        return self._where.get(rid, "")
-
-    def _collect(self, rid: str, fut: asyncio.Future[Any]) -> None:
-        try:
-            outcome = fut.result()
-        except (OSError, RuntimeError) as exc:  # the actor's worker is gone
-            self._fail(
-                WorkerLost(
-                    f"replica {rid} on worker {self._worker_of(rid)} stopped answering"
-                    f" ({exc}); the worker left the cluster or crashed, so job "
-                    f"{self.job_id} was stopped"
-                )
-            )
-            return
-        except BaseException as exc:  # noqa: BLE001 - the call itself failed
-            self._fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            return
-        self._outcomes[rid] = outcome
-        self._live[rid] = outcome["metrics"]
-        if outcome["status"] == "failed":
-            self._fail(decode_failure(outcome["error"]))
-
-    def _fail(self, exc: BaseException) -> None:
-        # the first operator failure wins over the transport errors it causes
-        if self._error is None or (
-            isinstance(exc, OperatorFailure)
-            and not isinstance(self._error, OperatorFailure)
-        ):
-            self._error = exc
-        if self._status in ("running", "created"):
-            self._status = "failed"
-
-    async def _cancel_all(self) -> None:
-        calls = [_call(a, "cancel") for a in self._actors.values()]
-        if calls:
-            await asyncio.wait(
-                [asyncio.ensure_future(c) for c in calls], timeout=STOP_GRACE_S
-            )
-
-    async def _stop(self, pending: set[Any], runs: dict[Any, str]) -> None:
-        self._stopping = True
-        await self._cancel_all()
-        if pending:
-            done, left = await asyncio.wait(pending, timeout=STOP_GRACE_S)
-            for fut in done:
-                self._collect(runs[fut], fut)
-            for fut in left:  # replicas on a lost worker: their calls end later
-                fut.add_done_callback(_retrieve)
-
-    async def _poll(self) -> list[str]:
-        async def one(rid: str, actor: Any) -> None:
-            try:
-                self._live[rid] = await asyncio.wait_for(_call(actor, "snapshot"), 2.0)
-            except Exception:  # noqa: BLE001 - a slow or gone replica: keep the last
-                return
-
-        live = [
-            one(rid, a) for rid, a in self._actors.items() if rid not in self._outcomes
-        ]
-        await asyncio.gather(*live)
-        try:
-            lost = await self.client.scheduler.sage_job_update(
-                job=self.job_id, status=self._status, replicas=dict(self._live)
-            )
-        except Exception as exc:
-            raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
-        return list(lost)
-
-    async def _finish(self) -> None:
-        self._ended = _perf()
-        if self._status == "running":
-            self._status = "succeeded"
-        try:
-            await self.client.scheduler.sage_job_update(
-                job=self.job_id,
-                status=self._status,
-                replicas=dict(self._live),
-                error=str(self._error) if self._error else None,
-            )
-        except Exception as exc:  # noqa: BLE001 - the board is informational
-            logger.warning("could not post the end of %s: %s", self.job_id, exc)
-        self._finish_record()
-        self._write_dead_letters()
-        self._futures = []  # with the handles: releases the actors on their workers
-        self._actors = {}
-        self._done.set()
-
-    def _finish_record(self) -> None:
-        update_record(
-            self.job_id,
-            status=self._status,
-            error=str(self._error) if self._error else None,
-            finished=time.time(),
-            **run_fields(self._ended - self._started, self.metrics(), self._traces()),
-        )
-
-    def _traces(self) -> list[dict[str, Any]]:
-        return [t for o in self._outcomes.values() for t in o["traces"]]
-
-    def _write_dead_letters(self) -> None:
-        name = self.plan.settings.dead_letter_sink
-        records = [r for o in self._outcomes.values() for r in o["dead_letters"]]
-        if not name or not records:
-            return
-        import dataclasses
-
-        from sage_core.functions import OperatorContext, SinkFunction
-        from sage_core.graph.model import OperatorRef
-
-        op = dataclasses.replace(
-            self.plan.operators[-1],
-            name="dead-letter",
-            role="sink",
-            ref=OperatorRef("plugin", name),
-            config=dict(self.plan.settings.dead_letter_config),
-            parallelism=1,
-        )
-        sink = build_function(op)
-        assert isinstance(sink, SinkFunction)
-        sink.open(
-            OperatorContext("dead-letter", 0, 1, self.job_id, "client", op.config)
-        )
-        try:
-            sink.sink_batch(
-                [
-                    {
-                        **r,
-                        "item": r["item"] if _jsonable(r["item"]) else repr(r["item"]),
-                    }
-                    for r in records
-                ]
-            )
-        finally:
-            sink.close()
 
     # -- JobHandle ---------------------------------------------------------------
 
@@ -370,7 +215,7 @@ class DaskJob(JobHandle):
             self.client.sync(self._drain_all)
 
     async def _drain_all(self) -> None:
-        calls = (_call(a, "drain") for a in self._actors.values())
+        calls = (call_actor(a, "drain") for a in self._actors.values())
         await asyncio.gather(*calls, return_exceptions=True)  # a lost one: supervised
 
     def status(self) -> str:
@@ -389,10 +234,14 @@ class DaskJob(JobHandle):
 
     def metrics(self) -> dict[str, Any]:
         replicas = dict(self._live)
-        return {
+        out: dict[str, Any] = {
             "operators": aggregate(replicas.values()) if replicas else {},
             "replicas": replicas,
         }
+        stats = self._checkpoint_stats()
+        if stats is not None:
+            out["checkpoints"] = stats
+        return out
 
     def placement(self) -> list[dict[str, Any]]:
         """Every placement decision of the job (candidates, filters, scores, choice)."""
@@ -424,28 +273,13 @@ class DaskJob(JobHandle):
         )
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _call(actor: Any, method: str) -> Any:
-    """``await actor.method()``; a lost actor raises here, not at attribute access."""
-    return await getattr(actor, method)()
-
-
-def _jsonable(value: Any) -> bool:
-    import json
-
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-class RecoveryUnsupported(SageError, ValueError):
-    """A Dask job asked for checkpoints or restarts (local runtime only so far)."""
+def _replicas_with(plan: ExecutionPlan, role: str, at: int) -> list[str]:
+    """Replicas whose chain has a ``role`` operator at position ``at``."""
+    return [
+        r.id
+        for r in plan.replicas
+        if plan.operator(plan.task(r.task).operators[at]).role == role
+    ]
 
 
 class DaskRuntime:
@@ -460,20 +294,24 @@ class DaskRuntime:
         return cluster_view(self.client)
 
     def submit(
-        self, plan: ExecutionPlan, *, job_id: str | None = None, priority: int = 0
+        self,
+        plan: ExecutionPlan,
+        *,
+        job_id: str | None = None,
+        priority: int = 0,
+        resume: bool = False,
     ) -> DaskJob:
         """Start ``plan`` (placed against this cluster); returns its handle.
 
+        Args:
+            resume: restore job ``job_id``'s last committed checkpoint first.
+
         Raises:
-            RecoveryUnsupported: the plan asks for checkpoints or restarts, which
-                only the local runtime provides so far.
+            CheckpointDirError: the checkpoint directory is unusable.
+            CheckpointNotFound: ``resume`` and no usable checkpoint.
+            ReplicaStartError: an actor failed to start or open.
         """
-        s = plan.settings
-        per_op = any(op.options.get("restart") for op in plan.operators)
-        if s.checkpoint_interval_s is not None or s.restart.strip() != "none" or per_op:
-            raise RecoveryUnsupported(
-                "checkpoints and restarts (checkpoint_interval_s, restart) run on "
-                "the local runtime only so far; unset them for a Dask job or run "
-                "it with LocalEnvironment / `sage run` without --address"
-            )
-        return DaskJob(self.client, plan, job_id=job_id, priority=priority).start()
+        job = DaskJob(
+            self.client, plan, job_id=job_id, priority=priority, resume=resume
+        )
+        return job.start()

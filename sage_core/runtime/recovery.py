@@ -12,7 +12,7 @@ checkpoint, and the sources rewind to its offsets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sage_core.checkpoint.coordinator import CheckpointCoordinator, CheckpointStats
@@ -92,29 +92,52 @@ class JobRecovery:
     def prepare(self, cores: Mapping[str, ReplicaCore]) -> None:
         """Restore ``cores`` (before ``open()``) and wire their acks."""
         self._cores = cores
-        cp = self._restored
+        cp = self.restoring()
         if cp is not None and self.store is not None:
             snaps = {r: self.store.load(cp, r) for r in cp.replicas}
             for core in cores.values():
                 restore(core, snaps)
                 core.epoch = cp.epoch
+        coordinator = self.coordinate(cores, self._trigger, self._commit)
+        if coordinator is not None:
+            for core in cores.values():
+                core.on_snapshot = coordinator.ack
+
+    @property
+    def restore_epoch(self) -> int | None:
+        """The epoch the next attempt restores (None: it starts over)."""
+        return self._restored.epoch if self._restored is not None else None
+
+    def restoring(self) -> Checkpoint | None:
+        """The checkpoint this attempt restores (None: it starts over); counted."""
+        cp = self._restored
+        if cp is not None:
             self.stats.restored_epoch = cp.epoch
             self._last_epoch = max(self._last_epoch, cp.epoch)
-            logger.info("job %s restored checkpoint %s", self.job_id, cp.epoch)
+            logger.info("job %s restores checkpoint %s", self.job_id, cp.epoch)
+        return cp
+
+    def coordinate(
+        self,
+        replicas: Iterable[str],
+        trigger: Callable[[int], None],
+        on_commit: Callable[[int], None],
+    ) -> CheckpointCoordinator | None:
+        """This attempt's checkpoint coordinator over ``replicas`` (None: checkpoints
+        are off); ``start`` starts it."""
         if not self.checkpointing or self.store is None:
-            return
+            return None
         assert self.interval_s is not None
         self._coordinator = CheckpointCoordinator(
             self.store,
             self.interval_s,
-            cores,
-            trigger=self._trigger,
-            on_commit=self._commit,
+            replicas,
+            trigger=trigger,
+            on_commit=on_commit,
             first_epoch=self._last_epoch + 1,
             stats=self.stats,
         )
-        for core in cores.values():
-            core.on_snapshot = self._coordinator.ack
+        return self._coordinator
 
     def start(self) -> None:
         if self._coordinator is not None:

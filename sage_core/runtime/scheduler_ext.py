@@ -49,8 +49,15 @@ class SageJobsPlugin(SchedulerPlugin):
             status: str | None = None,
             replicas: dict[str, Any] | None = None,
             error: str | None = None,
+            checkpoints: dict[str, Any] | None = None,
         ) -> list[str]:
-            return board.update(job, status=status, replicas=replicas, error=error)
+            return board.update(
+                job,
+                status=status,
+                replicas=replicas,
+                error=error,
+                checkpoints=checkpoints,
+            )
 
         def jobs() -> list[dict[str, Any]]:
             return [

@@ -196,15 +196,6 @@ def _fault_on_l(item: dict[str, int], faults: str) -> dict[str, int]:
     return item
 
 
-def test_dask_jobs_refuse_recovery_settings_by_name() -> None:
-    from sage_core.runtime.master import DaskRuntime, RecoveryUnsupported
-
-    env = LocalEnvironment("j", checkpoint_interval_s=1.0)
-    env.from_collection([1]).collect()
-    with pytest.raises(RecoveryUnsupported, match="local runtime"):
-        DaskRuntime(client=None).submit(env.compile())
-
-
 def test_resume_skips_a_corrupt_checkpoint_for_the_previous_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,381 @@
+"""Supervision of a Dask job's attempts, from the client's event loop.
+
+``Supervision`` (mixed into ``DaskJob``) runs one attempt after another: it starts
+each replica's ``run`` call, polls live metrics about once a second, posts them to
+the scheduler's ``sage-jobs`` board and learns from it which workers were lost. A
+replica failure or a lost worker stops the attempt (every other actor is
+cancelled). Then, if the job's restart strategy allows (per operator, or the job's
+``restart`` for lost workers), the master re-places every replica with the job's
+placement policy on the surviving workers (the lost ones excluded; the decisions
+go to the job record's ``recoveries`` and the board), creates fresh actors, restores
+the last committed checkpoint on all of them and resumes; otherwise the job fails
+with an error naming the replica and cause. Nothing hangs, nothing is dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sage_core.common.errors import SageError
+from sage_core.compiler.compile import replan
+from sage_core.compiler.placement import ClusterView
+from sage_core.compiler.plan import ExecutionPlan
+from sage_core.observe.records import run_fields, update_record
+from sage_core.runtime.cluster_view import cluster_view_async
+from sage_core.runtime.dask_actor import decode_failure
+from sage_core.runtime.deadletter import write_dead_letters
+from sage_core.runtime.operators import OperatorFailure
+
+if TYPE_CHECKING:
+    import threading
+
+    from sage_core.runtime.dask_checkpoint import MasterCheckpoints
+    from sage_core.runtime.recovery import JobRecovery
+
+logger = logging.getLogger(__name__)
+_perf = time.perf_counter
+
+#: seconds between metrics polls / board updates / lost-worker checks
+POLL_S = 1.0
+#: seconds a cancelled or failed job waits for its replicas to report back
+STOP_GRACE_S = 10.0
+
+
+class WorkerLost(SageError):
+    """A worker hosting replicas of the job left the cluster."""
+
+
+class ReplicaStartError(SageError):
+    """A replica actor could not be created, wired or opened on its worker."""
+
+
+class Supervision:
+    """The attempts of a ``DaskJob`` (see the module docstring)."""
+
+    client: Any
+    plan: ExecutionPlan
+    job_id: str
+    recovery: JobRecovery
+    _status: str
+    _error: BaseException | None
+    _restart_in: float | None
+    _done: threading.Event
+    _outcomes: dict[str, dict[str, Any]]
+    _live: dict[str, dict[str, Any]]
+    _actors: dict[str, Any]
+    _futures: list[Any]
+    _started: float
+    _ended: float
+    _where: dict[str, str]
+    _stopping: bool
+    _attempt: int
+    _checkpoints: MasterCheckpoints | None
+    _lost: set[str]
+    _failures: list[BaseException]
+    _last_cause: BaseException | None
+    _history: list[dict[str, Any]]
+    _launch: Callable[[dict[str, str]], Awaitable[None]]
+    _record: Callable[[dict[str, str]], dict[str, Any]]
+    metrics: Callable[[], dict[str, Any]]
+
+    async def _run_one(self, rid: str) -> dict[str, Any]:
+        return await call_actor(self._actors[rid], "run")
+
+    async def _supervise(self) -> None:
+        try:
+            while True:
+                await self._run_attempt()
+                if self._restart_in is None or not await self._restart():
+                    break
+            if self._status == "running":
+                await self._finalize(commit=True)
+        except Exception as exc:
+            logger.exception("job master of %s failed", self.job_id)
+            self._fail(exc)
+        finally:
+            if self._checkpoints is not None:
+                await self._checkpoints.stop()
+            await self._finish()
+
+    async def _run_attempt(self) -> None:
+        assert self._checkpoints is not None
+        self._checkpoints.start()
+        runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
+        pending = set(runs)
+        next_poll = _perf() + POLL_S
+        self._stopping = False
+        while pending:
+            timeout = max(0.0, next_poll - _perf())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for fut in done:
+                self._collect(runs[fut], fut)
+            if self._failures:
+                await self._stop(pending, runs)
+                break
+            if _perf() >= next_poll:
+                next_poll = _perf() + POLL_S
+                lost = await self._poll()
+                if lost:
+                    self._lost.update(lost)
+                    hosted = sorted(
+                        rid
+                        for f, rid in runs.items()
+                        if f in pending and self._worker_of(rid) in lost
+                    )
+                    self._failure(
+                        WorkerLost(
+                            f"worker(s) {', '.join(lost)} left the cluster while "
+                            f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
+                            f" of job {self.job_id}"
+                        )
+                    )
+                    await self._stop(pending, runs)
+                    break
+        await self._checkpoints.stop()
+        self._decide()
+
+    async def _restart(self) -> bool:
+        """Re-place every replica on the surviving workers and start a new attempt
+        from the last committed checkpoint (False: the job was cancelled meanwhile)."""
+        delay, self._restart_in = self._restart_in or 0.0, None
+        await self._finalize(commit=False)
+        self._futures, self._actors = [], {}
+        await asyncio.sleep(delay)
+        if self._status != "running":
+            return False  # cancelled while waiting
+        self.recovery.rewind()
+        view = await cluster_view_async(self.client)
+        view = ClusterView(
+            tuple(w for w in view.workers if w.address not in self._lost)
+        )
+        alive = {w.address for w in view.workers}
+        self._lost.update(a for a in self._where.values() if a not in alive)
+        self.plan = replan(self.plan, view)
+        info = (await self.client.scheduler.identity(n_workers=-1))["workers"]
+        addresses = addresses_of(self.plan, info)
+        record = self._record(addresses)
+        record["attempt"] = self._attempt + 1
+        await self.client.scheduler.sage_job_submit(record=record)
+        update_record(
+            self.job_id,
+            plan=record["plan"],
+            placement=record["placement"],
+            recoveries=self._recoveries(addresses),
+        )
+        await self._launch(addresses)
+        return True
+
+    def _recoveries(self, addresses: dict[str, str]) -> list[dict[str, Any]]:
+        self._history.append(
+            {
+                "attempt": self._attempt + 1,
+                "at": time.time(),
+                "cause": str(self._last_cause),
+                "excluded": sorted(self._lost),
+                "restored_epoch": self.recovery.restore_epoch,
+                "placement": {r.id: r.placement.to_dict() for r in self.plan.replicas},
+                "addresses": dict(addresses),
+            }
+        )
+        return list(self._history)
+
+    async def _finalize(self, *, commit: bool) -> None:
+        """Close finished transactional sinks (publishing their output if ``commit``)."""
+        for rid, actor in self._actors.items():
+            if self._worker_of(rid) in self._lost:
+                continue
+            try:
+                await call_actor(actor, "finalize", commit)
+            except Exception as exc:
+                if commit:
+                    raise
+                logger.debug("finalize of %s after a failure: %r", rid, exc)
+
+    def _worker_of(self, rid: str) -> str:
+        return self._where.get(rid, "")
+
+    def _collect(self, rid: str, fut: asyncio.Future[Any]) -> None:
+        try:
+            outcome = fut.result()
+        except (OSError, RuntimeError) as exc:  # the actor's worker is gone
+            self._lost.add(self._worker_of(rid))
+            self._failure(
+                WorkerLost(
+                    f"replica {rid} on worker {self._worker_of(rid)} stopped answering"
+                    f" ({exc}); the worker left the cluster or crashed"
+                )
+            )
+            return
+        except BaseException as exc:  # noqa: BLE001 - the call itself failed
+            self._failure(
+                exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+            )
+            return
+        self._outcomes[rid] = outcome
+        self._live[rid] = outcome["metrics"]
+        if outcome["status"] == "failed":
+            self._failure(decode_failure(outcome["error"]))
+        elif outcome["status"] == "succeeded" and self._checkpoints is not None:
+            self._checkpoints.finished(rid, outcome.get("final"))
+
+    def _failure(self, exc: BaseException) -> None:
+        """A replica failed or was lost; ``_decide`` weighs it once the attempt
+        stopped."""
+        self._failures.append(exc)
+
+    def _decide(self) -> None:
+        """Restart (the strategy permitting) or fail, after the attempt's failures.
+
+        The first operator failure is the cause, over the transport errors and lost
+        replicas it causes elsewhere."""
+        failures, self._failures = self._failures, []
+        if not failures:
+            return
+        ops = [f for f in failures if isinstance(f, OperatorFailure)]
+        cause = ops[0] if ops else failures[0]
+        if self._error is None and self._status == "running":
+            delay = self.recovery.restart_delay(cause)
+            if delay is not None:
+                self._restart_in, self._last_cause = delay, cause
+                return
+        self._fail(cause)
+
+    def _fail(self, exc: BaseException) -> None:
+        # the first operator failure wins over the transport errors it causes
+        if self._error is None or (
+            isinstance(exc, OperatorFailure)
+            and not isinstance(self._error, OperatorFailure)
+        ):
+            self._error = exc
+        if self._status in ("running", "created"):
+            self._status = "failed"
+
+    async def _cancel_all(self) -> None:
+        async def cancel(actor: Any) -> None:
+            try:
+                await call_actor(actor, "cancel")
+            except Exception as exc:  # noqa: BLE001 - a lost actor stops anyway
+                logger.debug("cancel failed: %r", exc)
+
+        calls = [
+            asyncio.ensure_future(cancel(a))
+            for rid, a in self._actors.items()
+            if self._worker_of(rid) not in self._lost  # a dead worker never answers
+        ]
+        if calls:
+            await asyncio.wait(calls, timeout=STOP_GRACE_S)
+
+    async def _stop(self, pending: set[Any], runs: dict[Any, str]) -> None:
+        self._stopping = True
+        await self._cancel_all()
+        lost = {f for f in pending if self._worker_of(runs[f]) in self._lost}
+        for fut in lost:  # their calls fail later, when the comm gives up
+            fut.add_done_callback(_retrieve)
+        pending = pending - lost
+        if pending:
+            done, left = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            for fut in done:
+                self._collect(runs[fut], fut)
+            for fut in left:  # replicas on a lost worker: their calls end later
+                fut.add_done_callback(_retrieve)
+
+    async def _poll(self) -> list[str]:
+        async def one(rid: str, actor: Any) -> None:
+            try:
+                self._live[rid] = await asyncio.wait_for(
+                    call_actor(actor, "snapshot"), 2.0
+                )
+            except Exception:  # noqa: BLE001 - a slow or gone replica: keep the last
+                return
+
+        live = [
+            one(rid, a) for rid, a in self._actors.items() if rid not in self._outcomes
+        ]
+        await asyncio.gather(*live)
+        try:
+            lost = await self.client.scheduler.sage_job_update(
+                job=self.job_id,
+                status=self._status,
+                replicas=dict(self._live),
+                checkpoints=self._checkpoint_stats(),
+            )
+        except Exception as exc:
+            raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
+        return list(lost)
+
+    async def _finish(self) -> None:
+        self._ended = _perf()
+        if self._status == "running":
+            self._status = "succeeded"
+        try:
+            await self.client.scheduler.sage_job_update(
+                job=self.job_id,
+                status=self._status,
+                replicas=dict(self._live),
+                error=str(self._error) if self._error else None,
+                checkpoints=self._checkpoint_stats(),
+            )
+        except Exception as exc:  # noqa: BLE001 - the board is informational
+            logger.warning("could not post the end of %s: %s", self.job_id, exc)
+        self._finish_record()
+        records = [r for o in self._outcomes.values() for r in o["dead_letters"]]
+        write_dead_letters(self.plan, self.job_id, records)
+        self._futures = []  # with the handles: releases the actors on their workers
+        self._actors = {}
+        self._done.set()
+
+    def _checkpoint_stats(self) -> dict[str, Any] | None:
+        """Checkpoint and restart counters (None: checkpoints off, no restarts)."""
+        r = self.recovery
+        return r.stats.snapshot() if r.store is not None or r.stats.restarts else None
+
+    def _finish_record(self) -> None:
+        update_record(
+            self.job_id,
+            status=self._status,
+            error=str(self._error) if self._error else None,
+            finished=time.time(),
+            **run_fields(self._ended - self._started, self.metrics(), self._traces()),
+        )
+
+    def _traces(self) -> list[dict[str, Any]]:
+        return [t for o in self._outcomes.values() for t in o["traces"]]
+
+
+def addresses_of(plan: ExecutionPlan, workers: dict[str, Any]) -> dict[str, str]:
+    """Each replica's worker address (``workers``: the scheduler's worker info).
+
+    Raises:
+        ReplicaStartError: a replica is placed on a worker the cluster lacks.
+    """
+    by_name = {str(w.get("name", a)): a for a, w in workers.items()}
+    by_name.update({a: a for a in workers})
+    out = {}
+    for r in plan.replicas:
+        address = by_name.get(r.placement.worker)
+        if address is None:
+            raise ReplicaStartError(
+                f"replica {r.id} is placed on worker {r.placement.worker!r}, "
+                f"which this cluster does not have (workers: "
+                f"{', '.join(sorted(by_name))}); compile against this cluster"
+            )
+        out[r.id] = address
+    return out
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def call_actor(actor: Any, method: str, *args: Any) -> Any:
+    """``await actor.method(*args)``; a lost actor raises here, not at attribute
+    access."""
+    return await getattr(actor, method)(*args)
