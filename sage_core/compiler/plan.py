@@ -65,6 +65,9 @@ class RuntimeSettings:
         restart: what a failed job does: ``"none"``, ``"fixed(N, DELAY_S)"`` or
             ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"`` restarts from the last
             committed checkpoint (``sage_core.checkpoint.restart``).
+        replace_wait_s: how long a restart after a lost worker waits for workers
+            that satisfy every replica's contract (a GPU operator whose GPU workers
+            are gone waits for one to join) before the job fails.
     """
 
     buffer_size: int = 64
@@ -82,6 +85,7 @@ class RuntimeSettings:
     checkpoint_dir: str | None = None
     checkpoints_retained: int = 2
     restart: str = "none"
+    replace_wait_s: float = 300.0
 
     def problems(self) -> list[str]:
         out = []
@@ -132,6 +136,9 @@ def _checkpoint_problems(s: RuntimeSettings) -> list[str]:
         isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
     ):
         out.append(f"checkpoint_interval_s: must be a number > 0 or None, got {v!r}")
+    v = s.replace_wait_s
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        out.append(f"replace_wait_s: must be a number >= 0, got {v!r}")
     v = s.checkpoints_retained
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         out.append(f"checkpoints_retained: must be an integer >= 1, got {v!r}")

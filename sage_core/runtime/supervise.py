@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sage_core.common.errors import SageError
 from sage_core.compiler.compile import replan
-from sage_core.compiler.placement import ClusterView
+from sage_core.compiler.placement import ClusterView, PlacementError
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.records import run_fields, update_record
 from sage_core.runtime.cluster_view import cluster_view_async
@@ -151,13 +151,10 @@ class Supervision:
         if self._status != "running":
             return False  # cancelled while waiting
         self.recovery.rewind()
-        view = await cluster_view_async(self.client)
-        view = ClusterView(
-            tuple(w for w in view.workers if w.address not in self._lost)
-        )
-        alive = {w.address for w in view.workers}
-        self._lost.update(a for a in self._where.values() if a not in alive)
-        self.plan = replan(self.plan, view)
+        plan = await self._replace()
+        if plan is None:
+            return False  # cancelled while waiting for workers
+        self.plan = plan
         info = (await self.client.scheduler.identity(n_workers=-1))["workers"]
         addresses = addresses_of(self.plan, info)
         record = self._record(addresses)
@@ -171,6 +168,46 @@ class Supervision:
         )
         await self._launch(addresses)
         return True
+
+    async def _replace(self) -> ExecutionPlan | None:
+        """The plan re-placed on the surviving workers; while no worker satisfies
+        some replica's contract (its GPU workers are gone), wait for one to join,
+        saying so, for up to ``replace_wait_s`` (None: cancelled meanwhile).
+
+        Raises:
+            PlacementError: still no fitting worker after ``replace_wait_s``.
+        """
+        deadline = _perf() + self.plan.settings.replace_wait_s
+        said = None
+        while True:
+            view = await cluster_view_async(self.client)
+            view = ClusterView(
+                tuple(w for w in view.workers if w.address not in self._lost)
+            )
+            alive = {w.address for w in view.workers}
+            self._lost.update(a for a in self._where.values() if a not in alive)
+            try:
+                plan = replan(self.plan, view)
+            except PlacementError as exc:
+                if _perf() >= deadline:
+                    raise
+                if str(exc) != said:
+                    said = str(exc)
+                    logger.warning(
+                        "job %s waits up to %.0f s for a worker to join before it "
+                        "restarts: %s",
+                        self.job_id,
+                        deadline - _perf(),
+                        exc,
+                    )
+                    update_record(self.job_id, waiting_for_workers=said)
+            else:
+                if said is not None:
+                    update_record(self.job_id, waiting_for_workers=None)
+                return plan
+            await asyncio.sleep(POLL_S)
+            if self._status != "running":
+                return None
 
     def _recoveries(self, addresses: dict[str, str]) -> list[dict[str, Any]]:
         self._history.append(

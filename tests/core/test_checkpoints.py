@@ -83,6 +83,8 @@ def test_resuming_a_job_without_checkpoints_is_a_named_error(tmp_path: Path) -> 
         ("checkpoints_retained", 0),
         ("restart", "fixed(3)"),
         ("restart", "always"),
+        ("replace_wait_s", -1),
+        ("replace_wait_s", "forever"),
     ],
 )
 def test_bad_recovery_settings_are_named(setting: str, value: object) -> None:

@@ -115,3 +115,69 @@ def test_kill_9_of_the_stateful_worker_gives_the_reference_output(
                 assert not placed & set(victims[: i + 1])
     finally:
         group.stop_all()
+
+
+def test_a_gpu_operator_waits_for_a_gpu_worker_after_losing_its_own(
+    tmp_path: Path,
+    sage_cmd: list[str],
+    process_group: Any,
+    start_scheduler: Callable[..., tuple[Any, str]],
+    wait_for: Callable[..., None],
+) -> None:
+    from distributed import Client
+
+    from sage_core.observe.records import load_record
+
+    group = process_group(tmp_path)
+    _, address = start_scheduler(group, tmp_path)
+
+    def worker(name: str, *extra: str) -> Any:
+        argv = [*sage_cmd, "worker", address, "--name", name, "--no-nanny"]
+        return group.start([*argv, "--host", "127.0.0.1", *extra], name, cwd=tmp_path)
+
+    n = 6_000
+    try:
+        worker("cpu")
+        gpu = worker("gpu-0", "--resources", "GPU=1")
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=120)
+            out = tmp_path / "out.jsonl"
+            env = DaskEnvironment(
+                "gpu-wait",
+                client=client,
+                checkpoint_interval_s=0.5,
+                checkpoint_dir=str(tmp_path / "ckpt"),
+                restart="fixed(2, 0.1)",
+            )
+            s = env.from_collection(list(range(n))).map(
+                InjectedFaultDouble,
+                pause_s=0.002,
+                name="on-gpu",
+                contract={"gpu": 1},
+            )
+            s.key_by(_key).map(RunningCountDouble, name="count").sink(
+                "jsonl", path=str(out)
+            )
+            job = env.submit()
+            wait_for(
+                lambda: job.metrics().get("checkpoints", {}).get("completed", 0) >= 2,
+                120,
+                "two committed checkpoints",
+            )
+            gpu.send_signal(signal.SIGKILL)
+            wait_for(
+                lambda: (
+                    "GPU" in (load_record(job.job_id).get("waiting_for_workers") or "")
+                ),
+                60,
+                "the job to say it waits for a GPU worker",
+            )
+            assert not job.done()
+            worker("gpu-1", "--resources", "GPU=1")
+            result = job.wait(timeout=300)
+            assert result.metrics["checkpoints"]["restarts"] == 1
+            got = sorted(json.loads(line) for line in out.read_text().splitlines())
+            assert got == sorted(expected_counts(n))
+            assert load_record(job.job_id).get("waiting_for_workers") is None
+    finally:
+        group.stop_all()
