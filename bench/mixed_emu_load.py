@@ -19,24 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mixed_load import WORDS  # the same prompt vocabulary as the real-CPU run
+
 from sage_core.llm.http1 import HTTPError, Pool
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "seven",
-    "wizards",
-    "quietly",
-    "judge",
-]
 ON_FRACTION, ON_MULT, OFF_MULT = 0.25, 3.25, 0.25
 
 
