@@ -67,7 +67,10 @@ class JobManager:
             self.jobs[job.id] = job
             if board is not None:
                 board.submit({**job.summary(), "plan": None})
+        # the job table's lock is taken by handlers on the scheduler's event loop:
+        # never hold it while waiting on that loop (connecting a client does)
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
         self._shared: Any = None
         self.queue = AdmissionQueue(admission or _configured_policy(), utilisation)
         self._closed = threading.Event()
@@ -195,7 +198,7 @@ class JobManager:
         handles of a job bind to the process's default client, so there is one)."""
         from distributed import Client
 
-        with self._lock:
+        with self._client_lock:
             if self._shared is None:
                 self._shared = Client(self.address, security=self.security, timeout=60)
             return self._shared
@@ -203,7 +206,7 @@ class JobManager:
     def close(self) -> None:
         """Close the shared client (the scheduler is closing)."""
         self._closed.set()
-        with self._lock:
+        with self._client_lock:
             shared, self._shared = self._shared, None
         if shared is not None:
             shared.close()

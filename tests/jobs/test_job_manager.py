@@ -10,12 +10,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-KNOWN_HANG = pytest.mark.skip(
-    reason="known bug, open: on a fresh plain-dask scheduler the job manager's own "
-    "client can time out (60 s) connecting to its scheduler when the job comes from "
-    "JobClient.submit, so the job fails before running (seen on CI runs, passes alone)"
-)
-
 
 def test_jobs_outlive_their_submitter_and_are_managed_elsewhere(
     plain_dask, job_spec, sage_run, tmp_path
@@ -42,7 +36,6 @@ def test_jobs_outlive_their_submitter_and_are_managed_elsewhere(
     )
 
 
-@KNOWN_HANG
 def test_a_job_stopped_from_another_process_is_cancelled(
     plain_dask, job_spec, sage_run, tmp_path
 ):
@@ -67,7 +60,6 @@ def test_a_job_stopped_from_another_process_is_cancelled(
     assert missing.returncode != 0 and "no job 'nope'" in missing.stderr
 
 
-@KNOWN_HANG
 def test_fair_share_admission_queues_an_owners_second_job(
     plain_dask, job_spec, sage_run, until_status, tmp_path
 ):
