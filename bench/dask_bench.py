@@ -9,7 +9,9 @@ Op costs no-op / 100 us / 1 ms (busy loop), ~800-byte dict items. Two phases:
 * half load: right after each peak run, the source paced to half of the rate that
   run measured; emission-to-sink p50/p99. SAGE's goal: p99 <= 5 ms here, with peak
   throughput within 10% of SAGE in throughput mode (packets always filled to
-  ``buffer_size``: ``linger_ms`` and ``latency_target_ms`` of 1 s).
+  ``buffer_size``: ``linger_ms`` and ``latency_target_ms`` of 1 s). A half-load
+  run lasts ``--half-load-s`` (10 s: at least two of the job master's live-metrics
+  pulls, every ``metrics_interval_s`` = 5 s, fall inside it).
 
 A "sage-dask (actor calls)" row runs SAGE with ``direct_links=False`` (packets by
 ``actor_execute`` calls instead of its direct links), which isolates what the links
@@ -253,7 +255,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--costs", nargs="+", default=list(COSTS), choices=COSTS)
     parser.add_argument(
-        "--half-load-s", type=float, default=2.0, help="seconds per half-load run"
+        "--half-load-s", type=float, default=10.0, help="seconds per half-load run"
     )
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results/dask.json"))

@@ -65,6 +65,11 @@ class RuntimeSettings:
         restart: what a failed job does: ``"none"``, ``"fixed(N, DELAY_S)"`` or
             ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"`` restarts from the last
             committed checkpoint (``sage_core.checkpoint.restart``).
+        metrics_interval_s: seconds between the live metrics a Dask job's master
+            pulls from its replicas (the ``/sage`` page, ``sage diagnose`` of a
+            running job). A pull holds each worker's event loop for a moment, which
+            shows in the tail latency, hence 5 s; lost workers are noticed every
+            second regardless.
         replace_wait_s: how long a restart after a lost worker waits for workers
             that satisfy every replica's contract (a GPU operator whose GPU workers
             are gone waits for one to join) before the job fails.
@@ -86,6 +91,7 @@ class RuntimeSettings:
     checkpoints_retained: int = 2
     restart: str = "none"
     replace_wait_s: float = 300.0
+    metrics_interval_s: float = 5.0
 
     def problems(self) -> list[str]:
         out = []
@@ -97,9 +103,10 @@ class RuntimeSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 out.append(f"{name}: must be a number >= 0, got {v!r}")
-        v = self.latency_target_ms
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            out.append(f"latency_target_ms: must be a number > 0, got {v!r}")
+        for name in ("latency_target_ms", "metrics_interval_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                out.append(f"{name}: must be a number > 0, got {v!r}")
         for name in ("chaining", "direct_links"):
             v = getattr(self, name)
             if not isinstance(v, bool):

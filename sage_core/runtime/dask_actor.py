@@ -46,6 +46,10 @@ _perf = time.perf_counter
 #: a step (one ``handle``/``produce`` call) longer than this moves the replica's
 #: steps to its own thread, so the worker's event loop stays responsive
 OFFLOAD_S = 0.005
+#: a step that waits (sleeps, reads a socket or a file) longer than this without
+#: using the CPU also moves: the loop it blocks carries the other replicas' packets
+OFFLOAD_WAIT_S = 0.0005
+_thread_cpu = time.thread_time
 
 
 def upstream_replicas(plan: ExecutionPlan, replica: str) -> list[str]:
@@ -262,12 +266,14 @@ class ReplicaActor(ActorCheckpoints):
         if self._offloaded:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor(), fn, *args)
-        t0 = _perf()
+        t0, c0 = _perf(), _thread_cpu()
         out = fn(*args)
         took = _perf() - t0
-        # one step of 10x the limit, or three slow ones in a row (a loaded machine
-        # makes single steps slow now and then)
-        self._slow = self._slow + 1 if took > OFFLOAD_S else 0
+        waited = took - (_thread_cpu() - c0)
+        # one step of 10x the limit, or three slow (or waiting) ones in a row (a
+        # loaded machine makes single steps slow now and then)
+        slow = took > OFFLOAD_S or waited > OFFLOAD_WAIT_S
+        self._slow = self._slow + 1 if slow else 0
         if self._slow >= 3 or took > 10 * OFFLOAD_S:
             self._offloaded = True
             logger.debug("replica %s steps move to their own thread", self.replica)

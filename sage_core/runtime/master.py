@@ -71,6 +71,7 @@ class DaskJob(Supervision, JobHandle):
         self._done = threading.Event()
         self._outcomes: dict[str, dict[str, Any]] = {}
         self._live: dict[str, dict[str, Any]] = {}
+        self._next_metrics = _perf() + plan.settings.metrics_interval_s
         self._actors: dict[str, Any] = {}
         self._futures: list[Any] = []
         self._started = self._ended = 0.0

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _perf = time.perf_counter
 
-#: seconds between metrics polls / board updates / lost-worker checks
+#: seconds between board updates / lost-worker checks (replicas' live metrics are
+#: pulled every ``metrics_interval_s`` of the plan's settings)
 POLL_S = 1.0
 #: seconds a cancelled or failed job waits for its replicas to report back
 STOP_GRACE_S = 10.0
@@ -67,6 +68,7 @@ class Supervision:
     _done: threading.Event
     _outcomes: dict[str, dict[str, Any]]
     _live: dict[str, dict[str, Any]]
+    _next_metrics: float
     _actors: dict[str, Any]
     _futures: list[Any]
     _started: float
@@ -324,6 +326,24 @@ class Supervision:
                 fut.add_done_callback(_retrieve)
 
     async def _poll(self) -> list[str]:
+        if _perf() >= self._next_metrics:
+            self._next_metrics = _perf() + self.plan.settings.metrics_interval_s
+            await self._pull_metrics()
+        try:
+            lost = await self.client.scheduler.sage_job_update(
+                job=self.job_id,
+                status=self._status,
+                replicas=dict(self._live),
+                checkpoints=self._checkpoint_stats(),
+            )
+        except Exception as exc:
+            raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
+        return list(lost)
+
+    async def _pull_metrics(self) -> None:
+        """Every running replica's live counters (one actor call each: it holds the
+        workers' event loops for a moment, hence ``metrics_interval_s``)."""
+
         async def one(rid: str, actor: Any) -> None:
             try:
                 self._live[rid] = await asyncio.wait_for(
@@ -336,16 +356,6 @@ class Supervision:
             one(rid, a) for rid, a in self._actors.items() if rid not in self._outcomes
         ]
         await asyncio.gather(*live)
-        try:
-            lost = await self.client.scheduler.sage_job_update(
-                job=self.job_id,
-                status=self._status,
-                replicas=dict(self._live),
-                checkpoints=self._checkpoint_stats(),
-            )
-        except Exception as exc:
-            raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
-        return list(lost)
 
     async def _finish(self) -> None:
         self._ended = _perf()

@@ -121,11 +121,12 @@ def test_packets_grow_with_the_downstream_pressure() -> None:
     assert sizes[0] < sizes[1] < sizes[2]
 
 
-def test_latency_target_is_a_checked_setting() -> None:
-    assert RuntimeSettings().latency_target_ms > 0
+@pytest.mark.parametrize("name", ["latency_target_ms", "metrics_interval_s"])
+def test_latency_settings_are_checked(name: str) -> None:
+    assert getattr(RuntimeSettings(), name) > 0
     for bad in (0, -1.0, float("nan"), "5", True):
-        with pytest.raises(PlanFormatError, match="latency_target_ms"):
-            RuntimeSettings.from_mapping({"latency_target_ms": bad})
+        with pytest.raises(PlanFormatError, match=name):
+            RuntimeSettings.from_mapping({name: bad})
 
 
 class KeyOrderCheck(MapFunction):
@@ -191,3 +192,25 @@ def test_adaptive_packets_keep_per_key_order_across_workers(
     got = env.submit().wait(timeout=120)
     assert sum(st["out_of_order"] for st in got.state_of("order")) == 0
     assert sorted(got.collected(), key=lambda kv: kv[1]) == list(bursty(pauses))
+
+
+def waiting_source(n: int) -> Iterator[int]:
+    """A source that waits (off the CPU) between items, as a paced or network
+    source does."""
+    for i in range(n):
+        time.sleep(0.002)
+        yield i
+
+
+def test_a_source_that_waits_leaves_the_event_loop_to_the_others(embedded: Any) -> None:
+    """Its steps move to the replica's own thread after a few waiting ones: while it
+    sleeps on the worker's event loop, the other replicas there get no packets."""
+    env = DaskEnvironment(
+        "waits", client=embedded, policy="round-robin", chaining=False, linger_ms=3.0
+    )
+    env.from_source(waiting_source, n=200).map(lambda x: x + 1).sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sorted(got.collected()) == list(range(1, 201))
+    offloaded = {m["task"]: m["offloaded"] for m in got.metrics["replicas"].values()}
+    assert offloaded["waiting_source"] is True
+    assert offloaded["map"] is False  # cheap CPU steps stay on the loop
