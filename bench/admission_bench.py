@@ -32,8 +32,10 @@ from common import (
     add_smoke_flag,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
+    write_report,
 )
 
 WORK_MODULE = """
@@ -124,10 +126,7 @@ def run_batch(jc: Any, tmp: Path, n: int, items: int, tag: str) -> dict[str, Any
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ns = result["concurrency"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -225,10 +224,7 @@ def main() -> None:
         "ratios": ratios,
         "raw": {p: {str(n): v for n, v in r.items()} for p, r in raw.items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_report(out, result, lambda png: plot(result, png))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ JSON splits test accuracy by that, and lists what the fusion misses.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see memory_bench.py
 
 from agent_errors import error_analysis, split_by_example_overlap
-from common import add_smoke_flag, machine_info, smoke_path
+from common import add_smoke_flag, machine_info, pyplot, smoke_path, write_report
 from tool_catalog import (
     examples_disjoint,
     make_catalog,
@@ -137,10 +136,7 @@ def main() -> None:
         "error_analysis_fusion_test": analysis,
         "goal": _goal(results.get("MiniLM + BM25 fusion"), analysis),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    _plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out}")
+    write_report(args.out, report, lambda png: _plot(results, png))
 
 
 def _goal(fusion: dict[str, Any] | None, analysis: dict[str, Any]) -> dict[str, Any]:
@@ -170,10 +166,7 @@ def _goal(fusion: dict[str, Any] | None, analysis: dict[str, Any]) -> dict[str, 
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = list(results)

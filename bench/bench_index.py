@@ -34,7 +34,14 @@ from typing import Any
 
 import index_sets
 import numpy as np
-from common import add_smoke_flag, errorbar_args, machine_info, smoke_path, spread
+from common import (
+    add_smoke_flag,
+    errorbar_args,
+    machine_info,
+    pyplot,
+    smoke_path,
+    spread,
+)
 from index_ann import at_recall_ratios, exact_top_k, ivf_pair, recall, sweep
 from index_timing import measure, thread_settings
 
@@ -140,10 +147,7 @@ def worst_spread(results: list[dict[str, Any]]) -> float:
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.8))
     for ax, res in zip(np.atleast_1d(axes), results, strict=True):

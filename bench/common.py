@@ -10,10 +10,11 @@ figures mean nothing and go to a separate file (``smoke_path``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,28 @@ def latency_sink(batch_size: int | None = None) -> type:
             return self.lat
 
     return LatencySink
+
+
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(
+    path: Path, report: dict[str, Any], plot: Callable[[Path], None]
+) -> None:
+    """``report`` as JSON at ``path`` (with ``machine_after``), ``plot(png)`` beside it."""
+    report.setdefault("machine_after", machine_info())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    png = path.with_suffix(".png")
+    plot(png)
+    print(f"wrote {path} and {png}")
 
 
 def grouped_bars(

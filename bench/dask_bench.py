@@ -43,6 +43,7 @@ from common import (
     grouped_bars,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
 )
@@ -203,10 +204,7 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = sorted({(r["cost"], r["batch"]) for r in rows}, key=lambda x: x[1])
     labels.sort(key=lambda x: list(COSTS).index(x[0]))

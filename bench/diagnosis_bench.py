@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
-from common import add_smoke_flag, machine_info, smoke_path, spread
+from common import add_smoke_flag, machine_info, pyplot, smoke_path, spread
 from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -265,10 +265,7 @@ def errors(rows: list[Any], key: str) -> dict[str, float]:
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, key, unit in zip(

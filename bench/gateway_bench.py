@@ -38,6 +38,7 @@ from common import (
     free_port,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
     start_gateway,
@@ -210,10 +211,7 @@ def main() -> None:
 
 
 def plot(summary: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     keys = ["added_p50_ms", "added_p99_ms"]

@@ -27,7 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_smoke_flag, machine_info, percentile, smoke_path
+from common import (
+    add_smoke_flag,
+    machine_info,
+    percentile,
+    pyplot,
+    smoke_path,
+    write_report,
+)
 
 from sage_plugins.rag.live import LiveReader, LiveWriter
 
@@ -141,17 +148,11 @@ def main() -> None:
         "machine_after": machine_info(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    _plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out}")
+    write_report(args.out, report, lambda png: _plot(results, png))
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = ["query_ms_idle", "query_ms_while_writing", "staleness_ms"]

@@ -17,7 +17,6 @@ Also: context assembly latency (p50/p99 ms) and turns written per second.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # oversubscribes the cores (a single-text call took 0.6 s instead of 0.03 s)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from common import add_smoke_flag, machine_info, percentile, smoke_path
+from common import (
+    add_smoke_flag,
+    machine_info,
+    percentile,
+    pyplot,
+    smoke_path,
+    write_report,
+)
 
 from sage_plugins.memory import Memory
 from sage_plugins.memory.dialogues import make_dialogues
@@ -113,17 +119,11 @@ def main() -> None:
         "machine_after": machine_info(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    _plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out}")
+    write_report(args.out, report, lambda png: _plot(results, png))
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / len(results)

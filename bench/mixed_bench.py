@@ -38,6 +38,7 @@ from common import (
     errorbar_args,
     free_port,
     machine_info,
+    pyplot,
     smoke_path,
     spread,
     start_gateway,
@@ -301,10 +302,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mixes = list(summary)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

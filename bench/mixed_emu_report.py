@@ -7,6 +7,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from common import pyplot
+
 FIELDS = {
     "embedding_p50_ms": ("embedding", "p50_ms"),
     "embedding_p95_ms": ("embedding", "p95_ms"),
@@ -91,10 +93,7 @@ def comparisons(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
     """Embedding p99 and SLO attainment per mix, one panel per (devices, pattern),
     at the highest load run; bars per configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = sorted({(r["devices"], r["pattern"]) for r in summary})
     top = max(r["load"] for r in summary)

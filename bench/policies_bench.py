@@ -32,6 +32,7 @@ from common import (
     errorbar_args,
     latency_sink,
     machine_info,
+    pyplot,
     smoke_path,
     spread,
 )
@@ -148,10 +149,7 @@ def main() -> None:
     machine = {"before": before, "after": machine_info()}
     payload = {"machine": machine, "n": args.n, "repeats": args.repeats, "rows": rows}
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, title in zip(

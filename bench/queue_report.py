@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_smoke_flag, errorbar_args, machine_info, smoke_path
+from common import add_smoke_flag, errorbar_args, machine_info, pyplot, smoke_path
 
 IMPLS = ["sage", "deque+Condition", "queue.Queue", "queue.Queue-lists"]
 
@@ -75,10 +75,7 @@ def summarise(raw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = list(dict.fromkeys(r["scenario"] for r in rows))
     fig, ax = plt.subplots(figsize=(10, 4.5))

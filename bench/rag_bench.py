@@ -48,6 +48,7 @@ from common import (
     errorbar_args,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
 )
@@ -99,10 +100,7 @@ def dask_environment() -> Any:
 
 
 def plot(rows: list[dict[str, Any]], rates: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     systems = list(dict.fromkeys(r["system"] for r in rows))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))

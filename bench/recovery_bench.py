@@ -31,7 +31,15 @@ from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_smoke_flag, grouped_bars, machine_info, smoke_path, spread
+from common import (
+    add_smoke_flag,
+    grouped_bars,
+    machine_info,
+    pyplot,
+    smoke_path,
+    spread,
+    write_report,
+)
 
 from sage_core import LocalEnvironment, MapFunction, OperatorContext, SinkFunction
 
@@ -321,10 +329,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(rows: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     kinds = list(rows["throughput"])
@@ -370,9 +375,7 @@ def main() -> None:
         "args": {k: v for k, v in vars(args).items() if k != "out"},
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
-    plot(rows, args.out.with_suffix(".png"))
+    write_report(args.out, report, lambda png: plot(rows, png))
     for kind, modes in rows["throughput"].items():
         for m, st in modes.items():
             ratio = f"  x{st['vs_off']['median']:.3f} vs off" if "vs_off" in st else ""
@@ -393,7 +396,6 @@ def main() -> None:
         f"dask kill -9: new actors {k9['to_new_actors_s']['median']:.2f} s after the kill, "
         f"first new output {k9['to_first_output_s']['median']:.2f} s"
     )
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

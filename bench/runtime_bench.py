@@ -29,6 +29,7 @@ from common import (
     grouped_bars,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
 )
@@ -138,10 +139,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     items = list(dict.fromkeys(r["item"] for r in rows))
     fig, axes = plt.subplots(len(items), 2, figsize=(15, 5 * len(items)), squeeze=False)

@@ -39,9 +39,11 @@ from common import (
     free_port,
     machine_info,
     percentile,
+    pyplot,
     smoke_path,
     spread,
     wait_ready,
+    write_report,
 )
 
 SPEC = ROOT / "examples" / "pipelines" / "rag.yaml"
@@ -119,10 +121,7 @@ async def poisson_load(
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for i, service in enumerate(SERVICES):
@@ -210,10 +209,7 @@ def main() -> None:
         "machine_after": machine_info(),
         "rates": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_report(out, result, lambda png: plot(result, png))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ the watermark (the most open windows / buffered join items seen by the operator)
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -33,7 +32,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_smoke_flag, grouped_bars, machine_info, smoke_path, spread
+from common import (
+    add_smoke_flag,
+    grouped_bars,
+    machine_info,
+    pyplot,
+    smoke_path,
+    spread,
+    write_report,
+)
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SIZE, LOWER, UPPER = 10, -5, 5
@@ -278,17 +285,11 @@ def main() -> None:
         "machine_after": machine_info(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    _plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out}")
+    write_report(args.out, report, lambda png: _plot(results, png))
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4))
     for ax, (task, systems) in zip(axes, results.items(), strict=True):

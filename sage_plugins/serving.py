@@ -18,37 +18,39 @@ POLL_S = 0.05
 
 
 class _Requests(Iterator[Any]):
-    """Blocks for the next request; ends when the hub closes and is empty."""
+    """Blocks for the next request; ends when the hub closes and is empty, or when
+    a newer job generation took over the hub (an autoscaled, rolled job)."""
 
-    def __init__(self, hub: RequestHub) -> None:
-        self.hub = hub
+    def __init__(self, hub: RequestHub, generation: int) -> None:
+        self.hub, self.generation = hub, generation
 
     def __next__(self) -> Any:
-        hub = self.hub
+        hub, gen = self.hub, self.generation
         while True:
-            env = hub.take(POLL_S)
+            env = hub.take(POLL_S, gen)
             if env is not None:
                 return env
-            if hub.closed:
+            if hub.retired(gen):
                 raise StopIteration
 
 
 class HttpRequestSource(SourceFunction):
-    """The requests posted to a served pipeline, one item each (one replica)."""
+    """The requests posted to a served pipeline, one item each (one replica);
+    ``generation`` numbers the jobs that take turns on one hub."""
 
-    def __init__(self, *, hub: str) -> None:
-        super().__init__(hub=hub)
-        self.hub_id = hub
+    def __init__(self, *, hub: str, generation: int = 0) -> None:
+        super().__init__(hub=hub, generation=generation)
+        self.hub_id, self.generation = hub, int(generation)
 
     def run(self, context: OperatorContext) -> Iterable[Any]:
-        return _Requests(hub_for(self.hub_id))
+        return _Requests(hub_for(self.hub_id), self.generation)
 
 
 class HttpResponseSink(SinkFunction):
     """Hands each result back to the request waiting for it."""
 
-    def __init__(self, *, hub: str) -> None:
-        super().__init__(hub=hub)
+    def __init__(self, *, hub: str, generation: int = 0) -> None:
+        super().__init__(hub=hub, generation=generation)
         self.hub_id = hub
         self._hub: RequestHub | None = None
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sage_core.checkpoint.storage import CheckpointStore
@@ -22,21 +23,21 @@ from sage_core.checkpoint.storage import CheckpointStore
 logger = logging.getLogger(__name__)
 
 
+@dataclass
 class CheckpointStats:
     """Counters of one job's checkpoints (metrics, dashboard)."""
 
-    def __init__(self) -> None:
-        self.completed = 0
-        self.failed = 0
-        self.last_epoch = 0
-        self.last_duration_s = 0.0
-        self.last_bytes = 0
-        self.last_completed_at = 0.0
-        self.restarts = 0
-        self.restored_epoch: int | None = None
+    completed: int = 0
+    failed: int = 0
+    last_epoch: int = 0
+    last_duration_s: float = 0.0
+    last_bytes: int = 0
+    last_completed_at: float = 0.0
+    restarts: int = 0
+    restored_epoch: int | None = None
 
     def snapshot(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return asdict(self)
 
 
 class CheckpointCoordinator:

@@ -3,6 +3,7 @@ cluster's job manager and outlive this command."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,13 +19,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _cluster_options(command: F) -> F:
-    command = tls_options(command)
-    command = click.option(
+    """Adds ``--address``/``--scheduler-file`` and the TLS options to ``command``,
+    which is called with ``jc``, an open ``JobClient`` of that cluster, instead."""
+
+    @functools.wraps(command)
+    def run(
+        *args: Any,
+        address: str | None,
+        scheduler_file: str | None,
+        tls_ca_file: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        tls = (tls_ca_file, tls_cert, tls_key)
+        with _job_client(address, scheduler_file, tls) as jc:
+            return command(*args, jc=jc, **kwargs)
+
+    wrapped = tls_options(run)
+    wrapped = click.option(
         "--scheduler-file", default=None, help="Read the scheduler address here."
-    )(command)
+    )(wrapped)
     return click.option(
         "--address", default=None, help="The scheduler (tcp://host:8786)."
-    )(command)
+    )(wrapped)  # type: ignore[return-value]
 
 
 @contextmanager
@@ -66,19 +84,14 @@ def submit_cmd(
     owner: str,
     priority: int,
     policy: str | None,
-    address: str | None,
-    scheduler_file: str | None,
-    tls_ca_file: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
+    jc: Any,
 ) -> None:
     """Run SPEC on the cluster's job manager; print the job id and return at once.
 
     The job runs from the scheduler process, so it goes on after this command
     exits; follow it with `sage jobs status|logs JOB`.
     """
-    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
-        click.echo(jc.submit(spec, owner=owner, priority=priority, policy=policy))
+    click.echo(jc.submit(spec, owner=owner, priority=priority, policy=policy))
 
 
 @click.group("jobs")
@@ -89,33 +102,19 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @_cluster_options
 def list_cmd(
-    address: str | None,
-    scheduler_file: str | None,
-    tls_ca_file: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
+    jc: Any,
 ) -> None:
     """Every job as JSON (id, name, owner, priority, policy, status ...)."""
-    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
-        click.echo(json.dumps(jc.list(), indent=2))
+    click.echo(json.dumps(jc.list(), indent=2))
 
 
 def _one_job_command(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
     @jobs_group.command(name, help=doc)
     @click.argument("job")
     @_cluster_options
-    def command(
-        job: str,
-        address: str | None,
-        scheduler_file: str | None,
-        tls_ca_file: str | None,
-        tls_cert: str | None,
-        tls_key: str | None,
-    ) -> None:
-        tls = (tls_ca_file, tls_cert, tls_key)
-        with _job_client(address, scheduler_file, tls) as jc:
-            out = call(jc, job)
-            click.echo("\n".join(out) if name == "logs" else json.dumps(out, indent=2))
+    def command(job: str, jc: Any) -> None:
+        out = call(jc, job)
+        click.echo("\n".join(out) if name == "logs" else json.dumps(out, indent=2))
 
 
 _one_job_command("status", "One job's summary as JSON.", lambda jc, j: jc.status(j))
@@ -135,16 +134,11 @@ _one_job_command(
 def stop_cmd(
     job: str,
     drain: bool,
-    address: str | None,
-    scheduler_file: str | None,
-    tls_ca_file: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
+    jc: Any,
 ) -> None:
     """Cancel JOB (its replicas stop), or with --drain end it cleanly (status
     drained); prints its summary as JSON."""
-    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
-        click.echo(json.dumps(jc.stop(job, drain=drain), indent=2))
+    click.echo(json.dumps(jc.stop(job, drain=drain), indent=2))
 
 
 @jobs_group.command("admission")
@@ -154,20 +148,20 @@ def stop_cmd(
     "--option",
     "options",
     multiple=True,
+    callback=lambda ctx, param, value: _key_values(value),
     help="A policy option KEY=VALUE (a JSON value), e.g. -o delta_s=5.",
 )
 @_cluster_options
-def admission_cmd(
-    policy: str | None,
-    options: tuple[str, ...],
-    address: str | None,
-    scheduler_file: str | None,
-    tls_ca_file: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
-) -> None:
+def admission_cmd(policy: str | None, options: dict[str, Any], jc: Any) -> None:
     """Show, or set to POLICY, the cluster's job admission policy (immediate,
     staggered, utilisation, fair-share or a plugin's)."""
+    if options and policy is None:
+        raise click.UsageError("-o options need a POLICY")
+    click.echo(json.dumps(jc.admission(policy, **options), indent=2))
+
+
+def _key_values(options: tuple[str, ...]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` options as a mapping (VALUE parsed as JSON, else a string)."""
     parsed: dict[str, Any] = {}
     for opt in options:
         key, sep, raw = opt.partition("=")
@@ -177,10 +171,7 @@ def admission_cmd(
             parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
             parsed[key] = raw
-    if parsed and policy is None:
-        raise click.UsageError("-o options need a POLICY")
-    with _job_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key)) as jc:
-        click.echo(json.dumps(jc.admission(policy, **parsed), indent=2))
+    return parsed
 
 
 def attach(cli: click.Group) -> None:

@@ -179,22 +179,7 @@ def run_cmd(
         "checkpoints_retained": checkpoints_retained,
         "restart": restart,
     }
-    client = None
-    if (tls_ca_file or tls_cert or tls_key) and not (address or scheduler_file):
-        raise click.UsageError("--tls-* options need --address or --scheduler-file")
-    if address or scheduler_file:
-        from sage_core.api.dask_environment import connect_client
-        from sage_core.common.errors import ClusterSecurityError
-
-        security = security_from("client", tls_ca_file, tls_cert, tls_key)
-        try:
-            client = connect_client(address, scheduler_file, security)
-        except ClusterSecurityError as exc:
-            raise click.ClickException(str(exc)) from None
-        except (OSError, TimeoutError) as exc:
-            raise click.ClickException(
-                f"no Dask scheduler at {address or scheduler_file}: {exc}"
-            ) from None
+    client = _cluster_client(address, scheduler_file, (tls_ca_file, tls_cert, tls_key))
     try:
         _run_job(
             spec, overrides, policy, client, timeout, metrics_out, priority, resume
@@ -202,6 +187,34 @@ def run_cmd(
     finally:
         if client is not None:
             client.close()
+
+
+def _cluster_client(
+    address: str | None,
+    scheduler_file: str | None,
+    tls: tuple[str | None, str | None, str | None],
+) -> Any:
+    """A Dask client of the cluster the options name (None: no cluster named).
+
+    Raises:
+        click.UsageError: TLS options without a cluster.
+        click.ClickException: the cluster does not answer or refuses the TLS setup.
+    """
+    if any(tls) and not (address or scheduler_file):
+        raise click.UsageError("--tls-* options need --address or --scheduler-file")
+    if not (address or scheduler_file):
+        return None
+    from sage_core.api.dask_environment import connect_client
+    from sage_core.common.errors import ClusterSecurityError
+
+    try:
+        return connect_client(address, scheduler_file, security_from("client", *tls))
+    except ClusterSecurityError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, TimeoutError) as exc:
+        raise click.ClickException(
+            f"no Dask scheduler at {address or scheduler_file}: {exc}"
+        ) from None
 
 
 def _run_job(

@@ -38,6 +38,7 @@ from sage_core.llm.errors import (
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
+    error_response,
 )
 from sage_core.llm.plane import ControlPlane
 
@@ -53,15 +54,6 @@ class ConflictError(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
-
-
-def error_response(exc: GatewayError) -> Response:
-    return Response(
-        json.dumps(exc.body()).encode(),
-        status_code=exc.status,
-        media_type=JSON,
-        headers=exc.headers,
-    )
 
 
 class SSEResponse(StreamingResponse):

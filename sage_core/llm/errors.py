@@ -47,6 +47,14 @@ class GatewayError(SageError):
         }
 
 
+def error_response(exc: GatewayError) -> Any:
+    """The HTTP (Starlette) response of ``exc``: its status, OpenAI-shaped body and
+    headers (``Retry-After`` ...); the gateway and served pipelines answer with it."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
 class InvalidRequestError(GatewayError):
     """Malformed JSON or an invalid field (400); ``param`` names the field."""
 

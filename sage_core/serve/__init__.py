@@ -8,18 +8,31 @@ its answer by a request id carried through every operator (``envelope.py``).
 
 from __future__ import annotations
 
+from sage_core.serve.autoscale import (
+    AutoscaleError,
+    Autoscaler,
+    ScaleDecision,
+    ScaleRange,
+)
 from sage_core.serve.envelope import Envelope, Marker, ServeError, served_graph
 from sage_core.serve.hub import HubNotFound, Outcome, Overloaded, RequestHub
+from sage_core.serve.remote import HubServer, HubUnreachable
 from sage_core.serve.server import PipelineServer
 
 __all__ = [
+    "AutoscaleError",
+    "Autoscaler",
     "Envelope",
     "HubNotFound",
+    "HubServer",
+    "HubUnreachable",
     "Marker",
     "Outcome",
     "Overloaded",
     "PipelineServer",
     "RequestHub",
+    "ScaleDecision",
+    "ScaleRange",
     "ServeError",
     "served_graph",
 ]

@@ -8,6 +8,8 @@
   message becomes ``{"query": ...}``; the output's ``answer`` is the reply and its
   ``contexts`` ride along as ``sources``; ``stream: true`` answers as SSE chunks,
   the ``generate`` stage's tokens as they are generated (see :mod:`.stream`).
+* ``GET /v1/pipelines/{name}/scaling``: operators' replicas, autoscaling ranges
+  and every scale decision with its reason.
 * ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text).
 
 Errors leave in OpenAI's shape: 400 bad body, 404 unknown pipeline/model, 429 over the
@@ -35,6 +37,7 @@ from sage_core.llm.errors import (
     ModelNotFoundError,
     NotFoundError,
     OverloadedError,
+    error_response,
 )
 from sage_core.observe.histogram import LatencyHistogram, cumulative
 from sage_core.serve.hub import HubNotFound, Outcome, Overloaded, RequestHub
@@ -68,10 +71,6 @@ class PipelineUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "pipeline_unavailable"
-
-
-def error_response(exc: GatewayError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def _failure(outcome: Outcome) -> GatewayError:
@@ -255,6 +254,24 @@ class ServeApp:
         )
         return StreamingResponse(events, media_type="text/event-stream")
 
+    async def scaling(self, request: Request) -> Response:
+        server = self.server
+        if request.path_params["name"] != server.name:
+            raise NotFoundError(f"no pipeline {request.path_params['name']!r} here")
+        scaler = server.scaler
+        return JSONResponse(
+            {
+                "pipeline": server.name,
+                "generation": server.generation,
+                "parallelism": dict(server.parallelism),
+                "autoscale": {
+                    op: {"min": r.min, "max": r.max}
+                    for op, r in (scaler.ranges.items() if scaler else [])
+                },
+                "decisions": [d.to_dict() for d in scaler.decisions] if scaler else [],
+            }
+        )
+
     async def models(self, request: Request) -> Response:
         entry = {"id": self.server.name, "object": "model", "owned_by": "sage"}
         return JSONResponse({"object": "list", "data": [entry]})
@@ -302,6 +319,14 @@ class ServeApp:
         lines.append(
             f'sage_serve_request_seconds_count{{pipeline="{name}"}} {snap["count"]}'
         )
+        lines += [
+            "# HELP sage_serve_replicas Replicas of each operator of the pipeline.",
+            "# TYPE sage_serve_replicas gauge",
+        ]
+        for op, n in sorted(self.server.parallelism.items()):
+            lines.append(
+                f'sage_serve_replicas{{pipeline="{name}",operator="{op}"}} {n}'
+            )
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
@@ -345,6 +370,7 @@ def create_app(server: PipelineServer) -> Starlette:
 
     routes = [
         Route("/v1/pipelines/{name}", wrap(app.pipeline), methods=["POST"]),
+        Route("/v1/pipelines/{name}/scaling", wrap(app.scaling), methods=["GET"]),
         Route("/v1/chat/completions", wrap(app.chat), methods=["POST"]),
         Route("/v1/models", wrap(app.models), methods=["GET"]),
         Route("/health", wrap(app.health), methods=["GET"]),

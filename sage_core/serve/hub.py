@@ -27,6 +27,7 @@ from sage_core.common.errors import SageError
 from sage_core.serve.envelope import Envelope, Marker
 
 _HUBS: dict[str, RequestHub] = {}
+_REMOTE: dict[str, Any] = {}  # RemoteHub by locator, in worker processes
 _HUBS_LOCK = threading.Lock()
 
 
@@ -79,6 +80,9 @@ class RequestHub:
         self.name = name
         self.max_in_flight = max_in_flight
         self.closed = False
+        #: the job generation whose source takes requests (a rolled job's source,
+        #: of an older generation, stops: see ``retire_before``)
+        self.generation = 0
         self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
@@ -95,6 +99,15 @@ class RequestHub:
     def close(self) -> None:
         """No new requests; the source ends once it has handed out what is queued."""
         self.closed = True
+
+    def retire_before(self, generation: int) -> None:
+        """From now on only the source of job ``generation`` takes requests; older
+        sources end (their jobs finish the requests they hold)."""
+        self.generation = max(self.generation, generation)
+
+    def retired(self, generation: int) -> bool:
+        """Whether the source of job ``generation`` should end."""
+        return self.closed or generation < self.generation
 
     def unregister(self) -> None:
         with _HUBS_LOCK:
@@ -172,10 +185,11 @@ class RequestHub:
             piece, p.sent = piece[p.sent - offset :], end
             p.loop.call_soon_threadsafe(p.tokens.put_nowait, piece)
 
-    def take(self, timeout: float) -> Envelope | None:
-        """The next live request envelope, waiting up to ``timeout`` seconds."""
+    def take(self, timeout: float, generation: int = 0) -> Envelope | None:
+        """The next live request envelope, waiting up to ``timeout`` seconds (None
+        at once for a retired generation's source)."""
         end = time.monotonic() + timeout
-        while True:
+        while generation >= self.generation:
             try:
                 env = self._queue.get(timeout=max(0.0, end - time.monotonic()))
             except queue.Empty:
@@ -186,6 +200,7 @@ class RequestHub:
                 self.deliver([Marker(env.rid, "expired")])
                 continue
             return env
+        return None
 
     def deliver(self, items: Iterable[Any]) -> None:
         """Record what reached the sink; complete the requests it finishes."""
@@ -230,17 +245,28 @@ def _outcome(p: _Pending) -> Outcome:
     return Outcome("ok", items=items, multi=p.multi)
 
 
-def hub_for(hub_id: str) -> RequestHub:
-    """The hub registered under ``hub_id`` in this process.
+def hub_for(locator: str) -> RequestHub:
+    """The hub a ``hub`` config names: registered in this process under that id,
+    or, for ``ID@HOST:PORT/KEY``, the serving process's hub behind its
+    :class:`~sage_core.serve.remote.HubServer` (one connection per process).
 
     Raises:
-        HubNotFound: none is (the operator runs in another process).
+        HubNotFound: no hub of this process has the id, and no server is named.
+        HubUnreachable: the named server does not answer or refuses the key.
     """
+    from sage_core.serve.remote import RemoteHub, parse_locator
+
+    hub_id, where = parse_locator(locator)
     with _HUBS_LOCK:
-        hub = _HUBS.get(hub_id)
-    if hub is None:
+        hub = _HUBS.get(hub_id) or _REMOTE.get(locator)
+    if hub is not None:
+        return hub
+    if where is None:
         raise HubNotFound(
             f"no served pipeline {hub_id!r} in this process: http-request and "
-            f"http-response run on the serving process's embedded runtime (sage serve)"
+            f"http-response run on the serving process's embedded runtime, or name "
+            f"its hub server (sage serve --address)"
         )
-    return hub
+    remote: Any = RemoteHub(hub_id, *where)
+    with _HUBS_LOCK:
+        return _REMOTE.setdefault(locator, remote)

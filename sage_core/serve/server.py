@@ -3,8 +3,9 @@
 ``start()`` registers a :class:`RequestHub`, rewrites the pipeline with
 :func:`served_graph`, compiles it with the environment's cluster view, policy and
 routers (``buffer_size=1``: a request leaves the source at once; batching operators
-still batch across the packets queued before them) and submits it to the embedded
-runtime. ``stop(drain=True)`` closes the hub: the source ends, the requests in flight
+still batch across the packets queued before them) and submits it to the
+environment's runtime: the embedded one, or a Dask cluster, whose replicas reach the
+hub through a :class:`~sage_core.serve.remote.HubServer` of this process. ``stop(drain=True)`` closes the hub: the source ends, the requests in flight
 finish, then the job ends. ``run(host, port)`` serves until interrupted;
 ``serve_in_thread(host, port)`` serves from a background thread (tests, notebooks).
 """
@@ -15,15 +16,18 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sage_core.compiler.compile import compile_plan
+from sage_core.graph.model import LogicalGraph
 from sage_core.runtime.job import JobFailed
-from sage_core.runtime.local import LocalJob, LocalRuntime
+from sage_core.runtime.local import LocalRuntime
+from sage_core.serve.autoscale import Autoscaler, ScaleRange
 from sage_core.serve.envelope import ServeError, served_graph
 from sage_core.serve.hub import RequestHub
+from sage_core.serve.remote import HubServer
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -37,17 +41,64 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
+def _facing_ip(client: Any) -> str:
+    """This host's address on the route to the client's scheduler (the workers
+    reach it the same way, as they reach the scheduler)."""
+    from distributed.comm.addressing import get_address_host
+    from distributed.utils import get_ip
+
+    host = get_address_host(client.scheduler.address)
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    return str(get_ip(host))
+
+
+def _scaler(
+    env: Environment,
+    autoscale: Mapping[str, ScaleRange | tuple[int, int]] | None,
+    target_depth: float,
+) -> Autoscaler | None:
+    """The autoscaler of ``env``'s pipeline, checking every named operator can
+    scale: a map/filter/flat_map whose inputs are not keyed."""
+    if not autoscale:
+        return None
+    ranges = {
+        op: r if isinstance(r, ScaleRange) else ScaleRange(*r)
+        for op, r in autoscale.items()
+    }
+    graph = env.graph
+    keyed = {e.dst for e in graph.edges if e.key is not None}
+    for op in ranges:
+        node = graph.nodes.get(op)
+        if node is None:
+            raise ServeError(
+                f"autoscale: no operator {op!r}; operators: {', '.join(graph.nodes)}"
+            )
+        if node.role in ("source", "sink") or op in keyed:
+            raise ServeError(
+                f"autoscale: {op!r} cannot scale: only operators between the request "
+                f"and the response without keyed inputs do"
+            )
+    return Autoscaler(ranges, target_depth=target_depth)
+
+
 class PipelineServer:
     """Serves one pipeline over HTTP (see :mod:`sage_core.serve.app`).
 
     Args:
-        env: the environment the pipeline was built in (embedded runtime).
+        env: the environment the pipeline was built in: a ``LocalEnvironment``
+            (replicas in this process) or a ``DaskEnvironment`` (replicas on its
+            cluster; the workers must reach this process's address).
         max_in_flight: requests admitted and not yet answered, at most (429 beyond).
         deadline_ms: the deadline of requests without ``X-SLO-Deadline-Ms``
             (None: no deadline).
+        autoscale: operators whose replicas follow their queue depth, with their
+            ``(min, max)`` replicas (see :mod:`sage_core.serve.autoscale`).
+        scale_interval_s: seconds between the autoscaler's samples.
+        target_depth: packets waiting per replica above which an operator grows.
 
     Raises:
-        ServeError: the environment does not run on the embedded runtime.
+        ServeError: the environment is neither (or ``max_in_flight`` < 1).
     """
 
     def __init__(
@@ -56,21 +107,37 @@ class PipelineServer:
         *,
         max_in_flight: int = 256,
         deadline_ms: float | None = None,
+        autoscale: Mapping[str, ScaleRange | tuple[int, int]] | None = None,
+        scale_interval_s: float = 1.0,
+        target_depth: float = 2.0,
     ) -> None:
         runtime = getattr(env, "runtime", None)
-        if not isinstance(runtime, LocalRuntime):
+        if not isinstance(runtime, LocalRuntime) and not hasattr(env, "submit_plan"):
             raise ServeError(
-                f"{type(env).__name__} pipelines cannot be served yet: serve a "
-                f"pipeline built in LocalEnvironment (sage serve without --address)"
+                f"{type(env).__name__} pipelines cannot be served: build the "
+                f"pipeline in a LocalEnvironment or a DaskEnvironment"
             )
         if max_in_flight < 1:
             raise ServeError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self.env, self.runtime = env, runtime
+        self.env = env
+        self.runtime = runtime if isinstance(runtime, LocalRuntime) else None
+        self._hub_server: HubServer | None = None
         self.name = env.name
         self.max_in_flight = max_in_flight
         self.default_deadline_s = deadline_ms / 1000.0 if deadline_ms else None
         self.hub: RequestHub | None = None
-        self.job: LocalJob | None = None
+        self.job: Any = None  # LocalJob or DaskJob of the current generation
+        self.generation = 0
+        self.parallelism = {n.name: n.parallelism for n in env.graph.nodes.values()}
+        self.scaler = _scaler(env, autoscale, target_depth)
+        # a Dask job's replica metrics change every metrics_interval_s only
+        self.scale_interval_s = (
+            scale_interval_s
+            if self.runtime is not None
+            else max(scale_interval_s, env.settings.metrics_interval_s)
+        )
+        self._stopping = threading.Event()
+        self._roll_lock = threading.Lock()
         #: why the pipeline stopped on its own (an operator failed to open ...)
         self.failure: str | None = None
 
@@ -78,37 +145,106 @@ class PipelineServer:
         """Start the pipeline's job (idempotent)."""
         if self.job is not None:
             return
-        env = self.env
         hub = RequestHub(self.name, max_in_flight=self.max_in_flight).register()
-        graph = served_graph(env.graph, hub=hub.id)
+        self._locator = hub.id
+        if self.runtime is None:  # replicas on a cluster: they call back here
+            client = self.env.client  # type: ignore[attr-defined]
+            self._hub_server = HubServer(hub, _facing_ip(client))
+            self._locator = self._hub_server.locator
+        self.hub = hub
+        self._launch()
+        if self.scaler is not None:
+            threading.Thread(
+                target=self._autoscale, name=f"sage-scale-{self.name}", daemon=True
+            ).start()
+
+    def _launch(self) -> None:
+        """Compile and submit the pipeline at ``self.parallelism`` as job
+        ``self.generation`` on the hub; older generations' sources stop."""
+        env = self.env
+        graph = LogicalGraph(env.graph.name)
+        for node in env.graph.nodes.values():
+            graph.add_node(replace(node, parallelism=self.parallelism[node.name]))
+        graph.edges = list(env.graph.edges)
         plan = compile_plan(
-            graph,
+            served_graph(graph, hub=self._locator, generation=self.generation),
             env.cluster_view(),
             env.policy,
             env.routers,
-            settings=replace(env.settings, buffer_size=1),
+            # an autoscaled operator keeps a queue of its own (chained into its
+            # upstream it would have none to read the depth of)
+            settings=replace(
+                env.settings,
+                buffer_size=1,
+                chaining=env.settings.chaining and self.scaler is None,
+            ),
         )
-        self.hub = hub
-        self.job = self.runtime.submit(plan)
+        if self.runtime is not None:
+            job = self.runtime.submit(plan)
+        else:
+            job = env.submit_plan(plan)  # type: ignore[attr-defined]
+        assert self.hub is not None
+        self.hub.retire_before(self.generation)
+        self.job = job
         threading.Thread(
-            target=self._watch, name=f"sage-serve-{self.name}", daemon=True
-        ).start()
+            target=self._watch, args=(job, self.generation),
+            name=f"sage-serve-{self.name}-{self.generation}", daemon=True,
+        ).start()  # fmt: skip
 
-    def _watch(self) -> None:
-        job, hub = self.job, self.hub
-        assert job is not None and hub is not None
+    def _watch(self, job: Any, generation: int) -> None:
+        hub = self.hub
+        assert hub is not None
         try:
             job.wait()
         except JobFailed as exc:
-            self.failure = f"the pipeline failed: {exc}"
+            if generation == self.generation:
+                self.failure = f"the pipeline failed: {exc}"
             logger.error("served pipeline %r failed: %s", self.name, exc)
+        if generation != self.generation:
+            return  # a rolled job that finished its requests
         if not hub.closed:
             self.failure = self.failure or "the pipeline ended"
         hub.close()
 
+    def _autoscale(self) -> None:
+        scaler = self.scaler
+        assert scaler is not None
+        while not self._stopping.wait(self.scale_interval_s):
+            job = self.job
+            if job is None or job.done():
+                continue
+            try:
+                replicas = job.metrics().get("replicas", {})
+            except Exception as exc:  # noqa: BLE001 - a job between states
+                logger.debug("autoscaler: no metrics now (%r)", exc)
+                continue
+            changes = scaler.observe(self.parallelism, replicas)
+            if changes:
+                self.rescale(changes)
+
+    def rescale(self, parallelism: Mapping[str, int]) -> None:
+        """Run the operators at ``parallelism`` (by name) from now on: a new job
+        takes over the request hub; the current one finishes what it holds."""
+        unknown = sorted(set(parallelism) - set(self.parallelism))
+        if unknown:
+            raise ServeError(f"no operator(s) {unknown} in {self.name!r}")
+        with self._roll_lock:
+            if self._stopping.is_set() or self.hub is None or self.hub.closed:
+                return
+            for op, n in parallelism.items():
+                logger.info(
+                    "served pipeline %r: %s %d -> %d replicas",
+                    self.name, op, self.parallelism[op], n,
+                )  # fmt: skip
+            self.parallelism.update(parallelism)
+            self.generation += 1
+            self._launch()
+
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
         """Stop serving: with ``drain`` the requests in flight are answered first."""
-        hub, job = self.hub, self.job
+        self._stopping.set()
+        with self._roll_lock:
+            hub, job = self.hub, self.job
         if hub is None or job is None:
             return
         hub.close()
@@ -118,6 +254,8 @@ class PipelineServer:
         if not job.done():
             job.cancel()
         hub.unregister()
+        if self._hub_server is not None:
+            self._hub_server.close()
 
     def app(self) -> Starlette:
         from sage_core.serve.app import create_app

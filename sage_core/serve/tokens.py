@@ -57,6 +57,7 @@ def token_sinks(n: int) -> list[TokenSink | None]:
     """For each of the ``n`` items the operator was just given, a sink for its
     generated text when its request waits for a stream, else None."""
     from sage_core.serve.hub import HubNotFound, hub_for
+    from sage_core.serve.remote import HubUnreachable
 
     current = _current.get()
     if current is None or len(current[1]) != n:
@@ -64,6 +65,6 @@ def token_sinks(n: int) -> list[TokenSink | None]:
     hub_id, rids = current
     try:
         hub = hub_for(hub_id)
-    except HubNotFound:
+    except (HubNotFound, HubUnreachable):
         return [None] * n
     return [TokenSink(hub, rid) if hub.wants_tokens(rid) else None for rid in rids]
