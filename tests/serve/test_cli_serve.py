@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 
@@ -43,3 +44,46 @@ def test_sage_serve_refuses_a_pipeline_with_two_sources(sage_cli, tmp_path):
     )
     result = CliRunner().invoke(sage_cli, ["serve", str(spec)])
     assert result.exit_code != 0 and "one source" in result.output
+
+
+@pytest.mark.slow
+def test_sage_serve_runs_the_operators_on_a_cluster(
+    processes, sage_cmd, free_port, wait_for, start_scheduler, tmp_path
+):
+    """Real `sage scheduler` + `sage worker` processes: `sage serve --address`
+    answers from replicas on the worker, and `--autoscale` is accepted and shown."""
+    from distributed import Client
+
+    _, address = start_scheduler(processes, tmp_path)
+    processes.start(
+        [*sage_cmd, "worker", address, "--host", "127.0.0.1", "--name", "w0"],
+        "worker",
+        cwd=tmp_path,
+    )
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(1, timeout=120)
+    port = free_port()
+    proc = processes.start(
+        [*sage_cmd, "serve", str(EXAMPLES / "words.yaml"), "--port", str(port),
+         "--address", address, "--autoscale", "split=1:2"],
+        "serve",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, processes.log(proc)
+        try:
+            return httpx.get(f"{url}/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 90, "sage serve --address")
+    r = httpx.post(f"{url}/v1/pipelines/words", json="to be or not", timeout=60)
+    assert r.json() == ["TO", "BE", "OR", "NOT"], r.text
+    scaling = httpx.get(f"{url}/v1/pipelines/words/scaling").json()
+    assert scaling["autoscale"] == {"split": {"min": 1, "max": 2}}
+    with Client(address, timeout=30) as client:
+        jobs = client.sync(client.scheduler.sage_jobs)
+    running = [j for j in jobs if str(j.get("job", "")).startswith("words")]
+    assert running and running[0]["status"] == "running", jobs  # on the cluster
+    assert processes.stop(proc) == 0, processes.log(proc)
