@@ -4,8 +4,10 @@
 item: the context ``Memory.context`` assembled for the item's text within
 ``budget_tokens`` (recent turns + recalled long-term items, what was chosen and left
 out). With ``record=True`` (default) it then records the item's text as a turn of its
-session, in order, so turn *n* sees turns 1..n-1. Its short-term windows are its
-state (``get_state``/``restore_state``).
+session, in order, so turn *n* sees turns 1..n-1. Its short-term windows are
+managed keyed state (``context.keyed_state``, by the session field's value): key the
+stream by that field and they are checkpointed by key group and move with their
+sessions when a job resumes at another parallelism.
 
 ``memory-write`` (map): stores the item's ``field`` (e.g. a generated answer, or a
 fact) in long-term memory, with the item's session and user, and adds its id.
@@ -13,6 +15,7 @@ fact) in long-term memory, with the item's session and user, and adds its id.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from sage_core.contract import Contract
@@ -83,17 +86,23 @@ class MemoryRead(MapFunction):
         self.field, self.role, self.out = field, role, out
         self.options = _memory_config(memory_options)
         self.mem: Memory | None = None
-        self._pending: dict[str, Any] | None = None
+        self.windows: dict[Any, Any] = {}
 
     def open(self, context: OperatorContext) -> None:
         self.mem = Memory(self.name, **self.options)
-        if self._pending is not None:
-            self.mem.restore_state(self._pending)
+        # the windows live in the keyed state (restored before open), under the
+        # routing key; the Memory sees the same deques under their string ids
+        self.windows = context.keyed_state
+        for key, window in self.windows.items():
+            self.mem.sessions[str(key)] = window
 
     def map(self, item: Any) -> Any:
         assert self.mem is not None, "open() first"
         text = field_of(item, self.field, "memory-read")
-        session = str(field_of(item, self.session_field, "memory-read"))
+        key = field_of(item, self.session_field, "memory-read")
+        session = str(key)
+        window = self.mem.sessions.setdefault(session, self.windows.get(key, deque()))
+        self.windows[key] = window
         user = item.get(self.user_field)
         ctx = self.mem.context(
             session, text, user=user, budget_tokens=self.budget, top_k=self.top_k
@@ -105,18 +114,6 @@ class MemoryRead(MapFunction):
     def close(self) -> None:
         if self.mem is not None:
             self.mem.close()
-
-    def get_state(self) -> dict[str, Any]:
-        """The short-term windows, by session."""
-        return (
-            self.mem.get_state() if self.mem is not None else dict(self._pending or {})
-        )
-
-    def restore_state(self, state: dict[str, Any]) -> None:
-        if self.mem is not None:
-            self.mem.restore_state(state)
-        else:
-            self._pending = dict(state)
 
 
 class MemoryWrite(MapFunction):

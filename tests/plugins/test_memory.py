@@ -3,6 +3,8 @@ forgetting, persistence, context within a budget, and the operators in a pipelin
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +153,66 @@ def test_chat_pipeline_turn_five_gets_the_fact_of_turn_one(tmp_path: Path) -> No
         ctx = last[sess]["memory"]
         assert all("dog is called" not in t["text"] for t in ctx["recent"])
         assert f"My dog is called {name}" in ctx["recalled"][0]["text"]
-    states = [s for s in result.state_of("memory-read") if s]
-    assert sorted(k for s in states for k in s) == ["a", "b"]
+
+
+def _chat(
+    env: LocalEnvironment, items: list[dict[str, Any]], root: Path, n: int
+) -> None:
+    (
+        env.from_collection(items)
+        .map(_slowly)
+        .key_by("session")
+        .map(
+            "memory-read",
+            memory="resume",
+            root=str(root),
+            embedder="hash",
+            recent_turns=3,
+            budget_tokens=400,
+            parallelism=n,
+        )
+        .collect(name="out")
+    )
+
+
+def _slowly(x: dict[str, Any]) -> dict[str, Any]:
+    time.sleep(0.002)
+    return x
+
+
+def test_short_term_windows_resume_at_another_parallelism(tmp_path: Path) -> None:
+    """The windows are managed keyed state: a job cancelled after a checkpoint and
+    resumed with 3 replicas instead of 2 still gives every turn its session's
+    previous turns (keys moved with their key groups)."""
+    sessions = [f"s{i}" for i in range(12)] + list(range(12))  # str and int ids
+    items = [
+        {"session": s, "user": "u", "text": f"turn {t} of {s}"}
+        for t in range(8)
+        for s in sessions
+    ]
+    ckpt = {"checkpoint_interval_s": 0.02, "checkpoint_dir": str(tmp_path / "ck")}
+    first = LocalEnvironment("chat-resume", **ckpt)
+    _chat(first, items, tmp_path, 2)
+    job = first.submit()
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "ck").glob("*/chk-*/MANIFEST.json")):
+        assert time.monotonic() < deadline, "no checkpoint committed"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    job.cancel()
+    with contextlib.suppress(Exception):
+        job.wait(30)
+    second = LocalEnvironment("chat-resume", **ckpt)
+    _chat(second, items, tmp_path, 3)
+    result = second.execute(timeout=120, resume=job.job_id)
+    last = {}
+    for x in result.collected("out"):
+        last[x["session"]] = x
+    assert set(last) == set(sessions)
+    for s, x in last.items():
+        assert x["text"] == f"turn 7 of {s}"
+        recent = [t["text"] for t in x["memory"]["recent"]]
+        assert recent == [f"turn {t} of {s}" for t in (4, 5, 6)], (s, recent)
 
 
 def test_labelled_dialogues_put_the_fact_first_and_ask_last() -> None:
