@@ -146,6 +146,13 @@ def bench_serve(session: nox.Session) -> None:
     session.run("python", "bench/serve_bench.py", *session.posargs)
 
 
+@nox.session(name="bench-autoscale", python=PYTHON, default=False, tags=["bench"])
+def bench_autoscale(session: nox.Session) -> None:
+    """Served pipeline under overload: fixed 1 / fixed 4 replicas vs autoscaling."""
+    _install_project(session, "bench")
+    session.run("python", "bench/autoscale_bench.py", *session.posargs)
+
+
 @nox.session(name="bench-admission", python=PYTHON, default=False, tags=["bench"])
 def bench_admission(session: nox.Session) -> None:
     """Concurrent pipelines under immediate/staggered/utilisation admission."""

@@ -79,12 +79,19 @@ def start(service: str, port: int, env: dict[str, str], cap: int) -> subprocess.
 
 
 async def poisson_load(
-    port: int, rate: float, seconds: float, seed: int
+    port: int,
+    rate: float,
+    seconds: float,
+    seed: int,
+    path: str = "/v1/pipelines/rag",
+    bodies: list[Any] = QUESTIONS,
 ) -> dict[str, Any]:
-    """Open loop: requests at exponential gaps (mean 1/rate) for ``seconds``."""
+    """Open loop: requests (random ``bodies``) at exponential gaps (mean 1/rate) for
+    ``seconds``; ``timeline`` holds (sent at s, latency s) of each answered one."""
     rng = random.Random(seed)
-    url = f"http://127.0.0.1:{port}/v1/pipelines/rag"
+    url = f"http://127.0.0.1:{port}{path}"
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     codes: dict[int, int] = {}
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -99,13 +106,14 @@ async def poisson_load(
             codes[code] = codes.get(code, 0) + 1
             if code == 200:
                 latencies.append(time.perf_counter() - t0)
+                timeline.append((t0 - start_t, latencies[-1]))
 
         tasks = []
         start_t = time.perf_counter()
         next_t = start_t
         while next_t - start_t < seconds:
             await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(rng.choice(QUESTIONS))))
+            tasks.append(asyncio.create_task(one(rng.choice(bodies))))
             next_t += rng.expovariate(rate)
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start_t
@@ -117,6 +125,7 @@ async def poisson_load(
         "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None,
         "refused_share": codes.get(429, 0) / sent if sent else 0.0,
         "codes": {str(k): v for k, v in sorted(codes.items())},
+        "timeline": sorted(timeline),
     }
 
 
@@ -172,6 +181,7 @@ def main() -> None:
                 asyncio.run(poisson_load(port, 5, 1.0, seed=-1))  # warm up
                 for rate in rates:
                     got = asyncio.run(poisson_load(port, rate, args.seconds, seed=rep))
+                    del got["timeline"]
                     runs.setdefault((rate, service), []).append(got)
                     print(f"rep {rep} {service:6s} rate {rate:6.0f}: {got}", flush=True)
             finally:

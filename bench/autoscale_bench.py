@@ -1,0 +1,153 @@
+"""bench-autoscale: a served pipeline whose operator waits on a slow call (20 ms, as
+a remote model would) under open-loop Poisson load above one replica's capacity:
+a fixed single replica, a fixed maximum (4) and autoscaling between them
+(``--autoscale work=1:4``), same load, same run.
+
+Each configuration serves in this process (``PipelineServer.serve_in_thread``, the
+embedded runtime) and gets ``--rate`` requests/s for ``--seconds`` (Poisson, the
+same seeds). Reported per configuration: answered requests/s, p50/p99 latency, the
+share refused (429), the replicas at the end and the scale decisions with their
+times; the plot shows p99 per second over the run. Configurations alternate order
+across ``--repeats``; medians with min-max spread.
+
+Run: ``nox -s bench-autoscale`` (bench/results/autoscale.json + .png);
+``nox -s bench-autoscale -- --smoke`` (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    add_smoke_flag,
+    machine_info,
+    percentile,
+    pyplot,
+    smoke_path,
+    spread,
+    write_report,
+)
+from serve_bench import poisson_load
+
+HERE = Path(__file__).resolve().parent
+SERVICE_S = 0.02
+CONFIGS = {"fixed-1": (1, None), "fixed-4": (4, None), "autoscale-1:4": (1, (1, 4))}
+
+
+def remote_call(item: dict[str, Any]) -> dict[str, Any]:
+    """The operator: waits on a slow call (off the CPU), then answers."""
+    time.sleep(SERVICE_S)
+    return {**item, "done": True}
+
+
+def serve_once(config: str, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    from sage_core import LocalEnvironment, PipelineServer
+
+    replicas, scale = CONFIGS[config]
+    env = LocalEnvironment("work")
+    s = env.from_collection([]).map(remote_call, name="work", parallelism=replicas)
+    s.sink("collect")
+    server = PipelineServer(
+        env,
+        max_in_flight=512,
+        autoscale={"work": scale} if scale else None,
+        scale_interval_s=0.25,
+    )
+    with server.serve_in_thread() as url:
+        port = int(url.rsplit(":", 1)[1])
+        got = asyncio.run(
+            poisson_load(port, rate, seconds, seed, "/v1/pipelines/work", [{"x": 1}])
+        )
+    got["replicas_at_end"] = server.parallelism["work"]
+    got["decisions"] = [d.to_dict() for d in server.scaler.decisions] if scale else []
+    return got
+
+
+def per_second_p99(timeline: list[list[float]], seconds: float) -> list[float | None]:
+    out: list[float | None] = []
+    for sec in range(int(seconds)):
+        lat = [lat for t, lat in timeline if sec <= t < sec + 1]
+        out.append(percentile(lat, 0.99) * 1e3 if lat else None)
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (config, row) in enumerate(result["configs"].items()):
+        series = row["p99_per_second_ms_first_repeat"]
+        ax.plot(range(len(series)), series, marker=".", color=f"C{i}", label=config)
+    ax.set(xlabel="second of the run", ylabel="p99 latency (ms, log)", yscale="log",
+           title=f"{result['config']['rate']:g} req/s Poisson, 20 ms operator")  # fmt: skip
+    ax.legend()
+    fig.suptitle("bench-autoscale: served pipeline, embedded runtime (shared box)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_smoke_flag(parser)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "autoscale.json")
+    args = parser.parse_args()
+    out = args.out
+    if args.smoke:
+        args.seconds, args.repeats, out = 4.0, 1, smoke_path(out)
+    before = machine_info()
+    raw: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
+    for rep in range(args.repeats):
+        order = list(CONFIGS) if rep % 2 == 0 else list(CONFIGS)[::-1]
+        for config in order:
+            got = serve_once(config, args.rate, args.seconds, seed=rep)
+            raw[config].append(got)
+            print(f"rep {rep} {config:14s}: {got['ok_per_s']:.1f} ok/s p50 "
+                  f"{got['p50_ms']:.1f} ms p99 {got['p99_ms']:.1f} ms, 429 "
+                  f"{got['refused_share']:.2f}, replicas {got['replicas_at_end']}",
+                  flush=True)  # fmt: skip
+    configs = {}
+    for config, runs in raw.items():
+        configs[config] = {
+            "ok_per_s": spread([r["ok_per_s"] for r in runs]),
+            "p50_ms": spread([r["p50_ms"] for r in runs]),
+            "p99_ms": spread([r["p99_ms"] for r in runs]),
+            "refused_share": spread([r["refused_share"] for r in runs]),
+            "replicas_at_end": [r["replicas_at_end"] for r in runs],
+            "decisions_first_repeat": runs[0]["decisions"],
+            "p99_per_second_ms_first_repeat": per_second_p99(
+                runs[0]["timeline"], args.seconds
+            ),
+        }
+    ratio = {
+        "autoscale_vs_fixed1_p99": configs["autoscale-1:4"]["p99_ms"]["median"]
+        / configs["fixed-1"]["p99_ms"]["median"],
+        "autoscale_vs_fixed4_p99": configs["autoscale-1:4"]["p99_ms"]["median"]
+        / configs["fixed-4"]["p99_ms"]["median"],
+        "autoscale_vs_fixed4_throughput": configs["autoscale-1:4"]["ok_per_s"]["median"]
+        / configs["fixed-4"]["ok_per_s"]["median"],
+    }
+    print({k: round(v, 3) for k, v in ratio.items()})
+    result = {
+        "benchmark": "autoscale",
+        "config": {
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "repeats": args.repeats,
+            "operator_s": SERVICE_S,
+            "smoke": args.smoke,
+        },
+        "machine_before": before,
+        "configs": configs,
+        "ratios": ratio,
+    }
+    write_report(out, result, lambda png: plot(result, png))
+
+
+if __name__ == "__main__":
+    main()
