@@ -5,7 +5,8 @@ a fixed single replica, a fixed maximum (4) and autoscaling between them
 
 Each configuration serves in this process (``PipelineServer.serve_in_thread``, the
 embedded runtime) and gets ``--rate`` requests/s for ``--seconds`` (Poisson, the
-same seeds). Reported per configuration: answered requests/s, p50/p99 latency, the
+same seeds) from ``common.open_loop_post`` (latency from each request's scheduled
+send time). Reported per configuration: answered requests/s, p50/p99 latency, the
 share refused (429), the replicas at the end and the scale decisions with their
 times; the plot shows p99 per second over the run. Configurations alternate order
 across ``--repeats``; medians with min-max spread.
@@ -25,13 +26,13 @@ from typing import Any
 from common import (
     add_smoke_flag,
     machine_info,
+    open_loop_post,
     percentile,
     pyplot,
     smoke_path,
     spread,
     write_report,
 )
-from serve_bench import poisson_load
 
 HERE = Path(__file__).resolve().parent
 SERVICE_S = 0.02
@@ -60,7 +61,7 @@ def serve_once(config: str, rate: float, seconds: float, seed: int) -> dict[str,
     with server.serve_in_thread() as url:
         port = int(url.rsplit(":", 1)[1])
         got = asyncio.run(
-            poisson_load(port, rate, seconds, seed, "/v1/pipelines/work", [{"x": 1}])
+            open_loop_post(port, "/v1/pipelines/work", [{"x": 1}], rate, seconds, seed)
         )
     got["replicas_at_end"] = server.parallelism["work"]
     got["decisions"] = [d.to_dict() for d in server.scaler.decisions] if scale else []

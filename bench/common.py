@@ -210,3 +210,75 @@ def grouped_bars(
     ax.set_xticks(
         [i + 0.4 - width / 2 for i in range(len(groups))], tick_labels, **tick_kw
     )
+
+
+async def open_loop_post(
+    port: int,
+    path: str,
+    bodies: Sequence[Any],
+    rate: float,
+    seconds: float,
+    seed: int,
+    connections: int = 128,
+) -> dict[str, Any]:
+    """Open-loop Poisson load on ``POST path`` (JSON ``bodies`` at random) from
+    ``connections`` keep-alive HTTP/1.1 connections of plain asyncio streams: a
+    request's latency runs from its scheduled send time, so time it waits for a free
+    connection counts. (A pooled client such as httpx spends O(pool) per request
+    once hundreds are in flight and stops keeping the rate.)"""
+    import asyncio
+    import random
+    import time
+
+    rng = random.Random(seed)
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    codes: dict[int, int] = {}
+    timeline: list[tuple[float, float]] = []
+    start = time.perf_counter()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (job := await queue.get()) is not None:
+                due, body = job
+                writer.write(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                codes[status] = codes.get(status, 0) + 1
+                if status == 200:
+                    timeline.append((due - start, time.perf_counter() - due))
+        finally:
+            writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    encoded = [json.dumps(b).encode() for b in bodies]
+    due, sent = start, 0
+    while due - start < seconds:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        queue.put_nowait((due, rng.choice(encoded)))
+        sent += 1
+        due += rng.expovariate(rate)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - start
+    latencies = [lat for _, lat in timeline]
+    return {
+        "sent": sent,
+        "ok_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000 if latencies else None,
+        "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None,
+        "refused_share": codes.get(429, 0) / sent if sent else 0.0,
+        "codes": {str(k): v for k, v in sorted(codes.items())},
+        "timeline": sorted(timeline),
+    }

@@ -21,9 +21,12 @@ from sage_core.serve.autoscale import (
 )
 
 
-def _replicas(op: str, depths: list[int]) -> dict[str, dict[str, Any]]:
+def _replicas(
+    op: str, depths: list[int], service_s: float = 0.0
+) -> dict[str, dict[str, Any]]:
     return {
-        f"{op}#{i}": {"task": op, "queue": {"depth": d}} for i, d in enumerate(depths)
+        f"{op}#{i}": {"task": op, "queue": {"depth": d}, "service_s": service_s}
+        for i, d in enumerate(depths)
     }
 
 
@@ -54,6 +57,21 @@ def test_decisions_stay_in_range_and_follow_a_sustained_signal(
             n = after
             history.clear()
     assert [d.after for d in scaler.decisions][-1:] in ([], [n])
+
+
+def test_empty_queues_of_busy_replicas_do_not_shrink_them(monkeypatch) -> None:
+    """Four replicas 50% busy keep up with empty queues; two would be 100% busy."""
+    clock = iter(range(1000))
+    monkeypatch.setattr("sage_core.serve.autoscale.time.monotonic", lambda: next(clock))
+    scaler = Autoscaler({"op": ScaleRange(1, 4)}, down_after=3)
+    for t in range(10):
+        assert scaler.observe({"op": 4}, _replicas("op", [0] * 4, 0.5 * t)) == {}
+    idle = Autoscaler({"op": ScaleRange(1, 4)}, down_after=3)
+    got = [
+        idle.observe({"op": 4}, _replicas("op", [0] * 4, 0.1 * t)) for t in range(10)
+    ]
+    assert {"op": 2} in got  # 10% busy: two replicas would be 20% busy
+    assert "at most 10% busy" in idle.decisions[0].reason
 
 
 @pytest.mark.parametrize("bad", ["op", "op=1", "op=a:b", "=1:2", "op=3:2", "op=0:2"])
