@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from sage_core.common.errors import SageError
 from sage_core.common.settings import data_dir
 from sage_core.vector_index import MISSING_ID, create_index
+from sage_plugins.rag.common import connect_wal
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -87,13 +87,7 @@ class LongTermStore:
         self.path = memory_path(name, root)
         self.path.mkdir(parents=True, exist_ok=True)
         self.dim, self.index_name = dim, index
-        self.db = sqlite3.connect(
-            self.path / "memory.sqlite", timeout=30, check_same_thread=False
-        )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a commit survives a crash of the process, not of the OS
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = connect_wal(self.path / "memory.sqlite", _SCHEMA)
         self.index = create_index(index, dim=dim, metric="cos")
         self._last_id = 0
         self._last_deleted = 0

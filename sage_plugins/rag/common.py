@@ -8,7 +8,10 @@ best first), ``context`` (refined text), ``prompt``/``messages``, ``answer`` and
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sage_core.backends import BackendError, backend_class
@@ -87,3 +90,27 @@ def backend_contract(
         max_wait_ms=float(config.get("max_wait_ms", max_wait_ms)),
         streaming=streaming,
     )
+
+
+def connect_wal(
+    file: Path, schema: str, patience_s: float = 30.0
+) -> sqlite3.Connection:
+    """A connection to the SQLite database ``file`` in WAL mode with ``schema``
+    applied, usable from any thread (callers serialise their own use). Switching a
+    new file to WAL while another process or replica does the same can fail at once
+    with "database is locked" (SQLite skips the busy handler there): retried for up
+    to ``patience_s``."""
+    db = sqlite3.connect(file, timeout=30, check_same_thread=False)
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a crash of the process, not of the OS
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(schema)
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.01)

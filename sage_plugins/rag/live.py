@@ -30,7 +30,7 @@ from sage_core.contract import Contract
 from sage_core.functions import MapFunction, OperatorContext, SinkFunction
 from sage_core.vector_index import MISSING_ID, create_index
 from sage_plugins.rag.collection import CollectionError, collection_path
-from sage_plugins.rag.common import field_of
+from sage_plugins.rag.common import connect_wal, field_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -52,11 +52,7 @@ def live_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path / "log.sqlite", timeout=30, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(_SCHEMA)
-    return db
+    return connect_wal(path / "log.sqlite", _SCHEMA)
 
 
 class LiveWriter:
