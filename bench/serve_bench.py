@@ -5,7 +5,9 @@ Both serve ``examples/pipelines/rag.yaml`` (hash embedder, native index over SAG
 docs, extractive generation: CPU only, no model download) in their own process on
 127.0.0.1: ``sage serve`` and ``bench/serve_peer.py`` (the same operator objects
 behind its own micro-batcher and worker thread). For each rate the load generator
-sends requests at exponential gaps for ``--seconds`` and records, per service,
+(``common.open_loop_post``: plain asyncio keep-alive connections, latency from each
+request's scheduled send time) sends requests at exponential gaps for ``--seconds``
+and records, per service,
 answered requests/s, p50/p99 latency of the answered ones and the share refused with
 429 (the served pipeline's ``--max-in-flight`` cap). Services alternate within each
 repeat; figures are medians over ``--repeats`` with min-max spread, and the ratio
@@ -21,15 +23,11 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -38,7 +36,7 @@ from common import (
     add_smoke_flag,
     free_port,
     machine_info,
-    percentile,
+    open_loop_post,
     pyplot,
     smoke_path,
     spread,
@@ -79,54 +77,14 @@ def start(service: str, port: int, env: dict[str, str], cap: int) -> subprocess.
 
 
 async def poisson_load(
-    port: int,
-    rate: float,
-    seconds: float,
-    seed: int,
-    path: str = "/v1/pipelines/rag",
-    bodies: list[Any] = QUESTIONS,
+    port: int, rate: float, seconds: float, seed: int
 ) -> dict[str, Any]:
-    """Open loop: requests (random ``bodies``) at exponential gaps (mean 1/rate) for
-    ``seconds``; ``timeline`` holds (sent at s, latency s) of each answered one."""
-    rng = random.Random(seed)
-    url = f"http://127.0.0.1:{port}{path}"
-    latencies: list[float] = []
-    timeline: list[tuple[float, float]] = []
-    codes: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-
-        async def one(body: dict[str, Any]) -> None:
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(url, json=body)
-                code = r.status_code
-            except httpx.HTTPError:
-                code = 0
-            codes[code] = codes.get(code, 0) + 1
-            if code == 200:
-                latencies.append(time.perf_counter() - t0)
-                timeline.append((t0 - start_t, latencies[-1]))
-
-        tasks = []
-        start_t = time.perf_counter()
-        next_t = start_t
-        while next_t - start_t < seconds:
-            await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(rng.choice(bodies))))
-            next_t += rng.expovariate(rate)
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start_t
-    sent = len(tasks)
-    return {
-        "sent": sent,
-        "ok_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.5) * 1000 if latencies else None,
-        "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None,
-        "refused_share": codes.get(429, 0) / sent if sent else 0.0,
-        "codes": {str(k): v for k, v in sorted(codes.items())},
-        "timeline": sorted(timeline),
-    }
+    """Open loop: questions at exponential gaps (mean 1/rate) for ``seconds``."""
+    got = await open_loop_post(
+        port, "/v1/pipelines/rag", QUESTIONS, rate, seconds, seed
+    )
+    del got["timeline"]
+    return got
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

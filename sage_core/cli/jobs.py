@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from sage_core.cli.pipeline import _spec_arg
-from sage_core.cli.tls import security_from, tls_options
+from sage_core.cli.pipeline import _cluster_client, _spec_arg
+from sage_core.cli.tls import tls_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,21 +56,16 @@ def _job_client(
 
     if not (address or scheduler_file):
         raise click.UsageError("give the cluster: --address or --scheduler-file")
-    security = security_from("client", *tls)
+    dask_client = _cluster_client(address, scheduler_file, tls)
     try:
-        client = JobClient(address, scheduler_file=scheduler_file, security=security)
-    except SageError as exc:
-        raise click.ClickException(str(exc)) from None
-    except (OSError, TimeoutError) as exc:
-        raise click.ClickException(
-            f"no Dask scheduler at {address or scheduler_file}: {exc}"
-        ) from None
-    try:
+        client = JobClient(client=dask_client)
         yield client
     except JobError as exc:
         raise click.ClickException(str(exc)) from None
+    except SageError as exc:  # the manager could not be installed
+        raise click.ClickException(str(exc)) from None
     finally:
-        client.close()
+        dask_client.close()
 
 
 @click.command("submit")

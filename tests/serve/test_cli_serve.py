@@ -3,12 +3,27 @@ stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
+
+
+def _healthy(proc: Any, url: str, processes: Any) -> Callable[[], bool]:
+    """A predicate: the served pipeline answers /health (its process still runs)."""
+
+    def healthy() -> bool:
+        assert proc.poll() is None, processes.log(proc)
+        try:
+            return httpx.get(f"{url}/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    return healthy
 
 
 def test_sage_serve_answers_and_stops(processes, sage_cmd, free_port, wait_for):
@@ -18,15 +33,7 @@ def test_sage_serve_answers_and_stops(processes, sage_cmd, free_port, wait_for):
         "serve",
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, processes.log(proc)
-        try:
-            return httpx.get(f"{url}/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, 60, "sage serve")
+    wait_for(_healthy(proc, url, processes), 60, "sage serve")
     r = httpx.post(f"{url}/v1/pipelines/words", json="to be or not")
     assert r.json() == ["TO", "BE", "OR", "NOT"]  # split (flat_map) then upper
     assert processes.stop(proc) == 0, processes.log(proc)  # drained, clean exit
@@ -69,15 +76,7 @@ def test_sage_serve_runs_the_operators_on_a_cluster(
         "serve",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, processes.log(proc)
-        try:
-            return httpx.get(f"{url}/health").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, 90, "sage serve --address")
+    wait_for(_healthy(proc, url, processes), 90, "sage serve --address")
     r = httpx.post(f"{url}/v1/pipelines/words", json="to be or not", timeout=60)
     assert r.json() == ["TO", "BE", "OR", "NOT"], r.text
     scaling = httpx.get(f"{url}/v1/pipelines/words/scaling").json()
