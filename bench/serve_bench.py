@@ -139,7 +139,6 @@ def main() -> None:
                 asyncio.run(poisson_load(port, 5, 1.0, seed=-1))  # warm up
                 for rate in rates:
                     got = asyncio.run(poisson_load(port, rate, args.seconds, seed=rep))
-                    del got["timeline"]
                     runs.setdefault((rate, service), []).append(got)
                     print(f"rep {rep} {service:6s} rate {rate:6.0f}: {got}", flush=True)
             finally:
