@@ -17,8 +17,10 @@ cluster's plans may talk to the hub (they may also run code on its workers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import socket
 import threading
 from collections.abc import Iterable
 from multiprocessing import AuthenticationError
@@ -118,17 +120,23 @@ class HubServer:
         except (EOFError, OSError):
             return
         finally:
-            with self._lock:
+            with self._lock:  # never while close() shuts it down
                 self._conns.discard(conn)
-            conn.close()
+                conn.close()
 
     def close(self) -> None:
+        """Stop listening and end every connection (each one's thread closes it)."""
         self._closed = True
         self._listener.close()
         with self._lock:
-            conns, self._conns = list(self._conns), set()
-        for conn in conns:
-            conn.close()
+            for conn in self._conns:
+                with (
+                    socket.fromfd(
+                        conn.fileno(), socket.AF_INET, socket.SOCK_STREAM
+                    ) as dup,
+                    contextlib.suppress(OSError),  # the peer is gone already
+                ):
+                    dup.shutdown(socket.SHUT_RDWR)  # its thread's recv sees EOF
 
 
 class RemoteHub:
