@@ -51,7 +51,7 @@ def _job_client(
     scheduler_file: str | None,
     tls: tuple[str | None, str | None, str | None],
 ) -> Iterator[Any]:
-    from sage_core.api.jobs import JobClient, JobError
+    from sage_core.api.jobs import JobClient
     from sage_core.common.errors import SageError
 
     if not (address or scheduler_file):
@@ -60,9 +60,7 @@ def _job_client(
     try:
         client = JobClient(client=dask_client)
         yield client
-    except JobError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SageError as exc:  # the manager could not be installed
+    except SageError as exc:  # JobError, or the manager could not be installed
         raise click.ClickException(str(exc)) from None
     finally:
         dask_client.close()

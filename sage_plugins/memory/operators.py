@@ -101,7 +101,9 @@ class MemoryRead(MapFunction):
         text = field_of(item, self.field, "memory-read")
         key = field_of(item, self.session_field, "memory-read")
         session = str(key)
-        window = self.mem.sessions.setdefault(session, self.windows.get(key, deque()))
+        window = self.mem.sessions.get(session)
+        if window is None:  # new here, or restored from a checkpoint
+            window = self.mem.sessions[session] = self.windows.get(key) or deque()
         self.windows[key] = window
         user = item.get(self.user_field)
         ctx = self.mem.context(
