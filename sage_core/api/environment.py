@@ -214,6 +214,13 @@ class LocalEnvironment(Environment):
         return ClusterView.local(resources)
 
     def submit(self, *, resume: str | None = None) -> JobHandle:
-        return self.runtime.submit(
+        return self.submit_plan(
             self.compile(), job_id=resume, resume=resume is not None
         )
+
+    def submit_plan(
+        self, plan: Any, *, job_id: str | None = None, resume: bool = False
+    ) -> JobHandle:
+        """Run an already compiled plan in this process (``resume``: from job
+        ``job_id``'s last committed checkpoint)."""
+        return self.runtime.submit(plan, job_id=job_id, resume=resume)

@@ -112,7 +112,7 @@ class PipelineServer:
         target_depth: float = 2.0,
     ) -> None:
         runtime = getattr(env, "runtime", None)
-        if not isinstance(runtime, LocalRuntime) and not hasattr(env, "submit_plan"):
+        if not hasattr(env, "submit_plan"):
             raise ServeError(
                 f"{type(env).__name__} pipelines cannot be served: build the "
                 f"pipeline in a LocalEnvironment or a DaskEnvironment"
@@ -179,10 +179,7 @@ class PipelineServer:
                 chaining=env.settings.chaining and self.scaler is None,
             ),
         )
-        if self.runtime is not None:
-            job = self.runtime.submit(plan)
-        else:
-            job = env.submit_plan(plan)  # type: ignore[attr-defined]
+        job = env.submit_plan(plan)
         assert self.hub is not None
         self.hub.retire_before(self.generation)
         self.job = job
