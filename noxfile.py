@@ -153,6 +153,13 @@ def bench_autoscale(session: nox.Session) -> None:
     session.run("python", "bench/autoscale_bench.py", *session.posargs)
 
 
+@nox.session(name="bench-agent-loop", python=PYTHON, default=False, tags=["bench"])
+def bench_agent_loop(session: nox.Session) -> None:
+    """The agent operator's loop through the runtime vs plain threads (EMULATED engine)."""
+    _install_project(session, "bench")
+    session.run("python", "bench/agent_loop_bench.py", *session.posargs)
+
+
 @nox.session(name="bench-admission", python=PYTHON, default=False, tags=["bench"])
 def bench_admission(session: nox.Session) -> None:
     """Concurrent pipelines under immediate/staggered/utilisation admission."""

@@ -8,8 +8,9 @@ by its contract's timeout) and feeds back every result, or the error as
 tool calls, or after ``max_steps``. With ``top_k_tools`` only the tools ranked best for
 the query by :class:`ToolIndex` are offered. The item gets ``out`` (``"agent"``):
 ``{"answer", "stopped": "answer"|"max_steps"|"model_error", "steps": [...],
-"tools_offered": [...]}``; each step records the model's latency and every tool
-call's name, arguments, result or error and duration.
+"tools_offered": [...], "seconds"}`` (``seconds``: the whole loop); each step records
+the model's latency and every tool call's name, arguments, result or error and
+duration.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class Agent(MapFunction):
         return record
 
     def map(self, item: Any) -> Any:
+        start = time.perf_counter()
         query = str(field_of(item, self.field, "agent"))
         offered = (
             self.index.top(query, self.top_k, self.method)
@@ -215,5 +217,6 @@ class Agent(MapFunction):
                 "stopped": stopped,
                 "steps": steps,
                 "tools_offered": offered,
+                "seconds": time.perf_counter() - start,
             },
         }

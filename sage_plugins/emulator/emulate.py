@@ -12,6 +12,9 @@ Config (YAML or JSON)::
           - {id: emb0, kind: embedding, model: e5, port: 9002,
              overrides: {max_batch_inputs: 64}}
 
+An LLM engine entry may set ``tool_rounds`` (default 1): how many tool calls it
+makes in a conversation that offers tools before it answers (``tools.py``).
+
 Port 0 (or none) picks a free port. Once every engine listens, one JSON line is
 printed: ``{"emulated": true, "profile": ..., "engines": [{id, kind, model, device,
 url}, ...]}``.
@@ -79,6 +82,15 @@ def _make_engine(entry: Any, profile: Profile, where: str) -> Engine:
     return EmbeddingEngine(str(entry["id"]), str(entry["model"]), timed.embedding)
 
 
+def _tool_rounds(entry: dict[str, Any], eid: str) -> int:
+    rounds = entry.get("tool_rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 0 <= rounds <= 64:
+        raise EmulatorConfigError(
+            f"engine {eid!r}: tool_rounds must be an int in 0..64"
+        )
+    return rounds
+
+
 def build(config: dict[str, Any]) -> Emulation:
     """Devices and engines from a config mapping (nothing listens yet).
 
@@ -113,7 +125,9 @@ def build(config: dict[str, Any]) -> Emulation:
                 raise EmulatorConfigError(f"port {port} is given to two engines")
             ports[engine.id] = port
             device.place(engine)
-            apps[engine.id] = EngineApp(engine, profile.tokens_per_word)
+            apps[engine.id] = EngineApp(
+                engine, profile.tokens_per_word, _tool_rounds(entry, engine.id)
+            )
         devices.append(device)
     return Emulation(
         profile, str(config.get("host", "127.0.0.1")), devices, ports, apps

@@ -4,8 +4,9 @@ One process, one event loop, one uvicorn server per engine port. Each engine ans
 ``/health``, ``/v1/models``, vLLM-style ``/metrics`` (``vllm:num_requests_running``,
 ``vllm:num_requests_waiting``, ``vllm:gpu_cache_usage_perc``,
 ``vllm:num_preemptions_total``) and either ``/v1/completions`` +
-``/v1/chat/completions`` (stream and non-stream) or ``/v1/embeddings``. Every
-response carries ``x-sage-emulated: true`` and ``system_fingerprint: "sage-emulated"``.
+``/v1/chat/completions`` (stream and non-stream; a chat request offering ``tools``
+gets emulated tool calls, see ``tools.py``) or ``/v1/embeddings``. Every response
+carries ``x-sage-emulated: true`` and ``system_fingerprint: "sage-emulated"``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sage_plugins.emulator.device import (
     pseudo_vector,
 )
 from sage_plugins.emulator.profile import count_tokens
+from sage_plugins.emulator.tools import tool_call
 
 HEADERS = {"x-sage-emulated": "true"}
 FINGERPRINT = "sage-emulated"
@@ -54,12 +56,20 @@ def _prompt_text(body: dict[str, Any], chat: bool) -> str:
             raise ValueError("'messages' must be a non-empty list")
         parts = []
         for message in messages:
-            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(message, dict):
+                raise TypeError("every message must be an object")
+            content = message.get("content")
             if isinstance(content, list):
                 content = " ".join(
                     str(p.get("text", "")) for p in content if isinstance(p, dict)
                 )
             parts.append(str(content or ""))
+            if message.get("tool_calls"):
+                parts.append(json.dumps(message["tool_calls"]))
+        if body.get("tools"):
+            parts.append(
+                json.dumps(body["tools"])
+            )  # a template puts them in the prompt
         return " ".join(parts)
     prompt = body.get("prompt")
     if isinstance(prompt, list):
@@ -93,9 +103,12 @@ def _inputs(value: Any, per_word: float) -> tuple[list[str], list[int]]:
 class EngineApp:
     """The Starlette app of one emulated engine."""
 
-    def __init__(self, engine: Engine, tokens_per_word: float) -> None:
+    def __init__(
+        self, engine: Engine, tokens_per_word: float, tool_rounds: int = 1
+    ) -> None:
         self.engine = engine
         self.per_word = tokens_per_word
+        self.tool_rounds = tool_rounds
         routes = [
             Route("/health", self.health),
             Route("/v1/models", self.models),
@@ -159,6 +172,10 @@ class EngineApp:
             max_tokens = int(
                 body.get("max_completion_tokens") or body.get("max_tokens") or 16
             )
+            call = tool_call(body, self.tool_rounds) if chat else None
+            if call is not None:  # what is decoded: the call's arguments
+                args = call["function"]["arguments"]
+                max_tokens = min(max_tokens, count_tokens(args, self.per_word))
             seq = self.engine.submit(
                 prompt, max_tokens, stream=bool(body.get("stream"))
             )
@@ -183,7 +200,11 @@ class EngineApp:
             options = body.get("stream_options") or {}
             return StreamingResponse(
                 self._stream(
-                    seq, meta, chat, usage if options.get("include_usage") else None
+                    seq,
+                    meta,
+                    chat,
+                    usage if options.get("include_usage") else None,
+                    call,
                 ),
                 media_type="text/event-stream",
                 headers=HEADERS,
@@ -193,8 +214,15 @@ class EngineApp:
         finally:
             self.engine.abort(seq)
         text = " tok" * seq.max_tokens
-        if chat:
+        if call is not None:
             choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+            obj = "chat.completion"
+        elif chat:
+            choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": "length",
@@ -207,13 +235,33 @@ class EngineApp:
         return JSONResponse(out, headers=HEADERS)
 
     async def _stream(
-        self, seq: Any, meta: dict[str, Any], chat: bool, usage: dict[str, int] | None
+        self,
+        seq: Any,
+        meta: dict[str, Any],
+        chat: bool,
+        usage: dict[str, int] | None,
+        call: dict[str, Any] | None = None,
     ) -> AsyncIterator[bytes]:
         def event(payload: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         try:
-            while (n := await seq.tokens.get()) is not None:
+            if call is not None:  # the call goes out whole once it is decoded
+                await seq.finished
+                calls = [{"index": 0, **call}]
+                yield event(
+                    {
+                        **meta,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "tool_calls": calls},
+                                "finish_reason": "tool_calls",
+                            }
+                        ],
+                    }
+                )
+            while call is None and (n := await seq.tokens.get()) is not None:
                 last = n >= seq.max_tokens
                 if chat:
                     delta: dict[str, Any] = {"content": " tok"}
