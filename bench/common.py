@@ -126,11 +126,13 @@ def start_gateway(port: int, config: Path) -> Any:
 # -- pipeline sinks --------------------------------------------------------------------
 
 
-def latency_sink(batch_size: int | None = None) -> type:
+def latency_sink(batch_size: int | None = None, span: bool = False) -> type:
     """A SAGE sink class (named ``LatencySink``) collecting per-item latency.
 
     Items carry their emission time in ``item["t"]`` (``time.perf_counter``); the
-    sink's result is the list of ``now - t`` in seconds, one per item.
+    sink's result is the list of ``now - t`` in seconds, one per item, or with
+    ``span`` the pair ``(latencies, streaming_s)``: seconds from the first item's
+    emission to the last item's arrival (throughput without the job's set-up).
     ``batch_size`` sets the sink's contract (e.g. whole packets, as peers' sinks).
     """
     import time
@@ -146,15 +148,33 @@ def latency_sink(batch_size: int | None = None) -> type:
         def __init__(self) -> None:
             super().__init__()
             self.lat: list[float] = []
+            self.span = Span()
 
         def sink_batch(self, items: list[Any]) -> None:
             now = perf()
             self.lat.extend([now - x["t"] for x in items])
+            self.span.add(items, now)
 
-        def result(self) -> list[float]:
-            return self.lat
+        def result(self) -> Any:
+            return (self.lat, self.span.seconds()) if span else self.lat
 
     return LatencySink
+
+
+class Span:
+    """First emission (``item["t"]``) to last arrival of the items a sink saw."""
+
+    def __init__(self) -> None:
+        self.first = float("inf")
+        self.last = float("-inf")
+
+    def add(self, items: list[Any], now: float) -> None:
+        if items:
+            self.first = min(self.first, items[0]["t"])  # packets keep emission order
+            self.last = now
+
+    def seconds(self) -> float:
+        return max(self.last - self.first, 1e-9)
 
 
 def pyplot() -> Any:

@@ -3,11 +3,15 @@ and Ray actors at the same batch sizes (256 and 1024), same run.
 
 Op costs no-op / 100 us / 1 ms (busy loop), ~800-byte dict items. Two phases:
 
-* peak: the source as fast as it can; items/s, CPU us per item (every process of the
+* peak: the source as fast as it can; items/s from the first item's emission to
+  the last one's arrival (the same window for every system: deploying SAGE's job
+  and creating the peers' actors are both left out), CPU us per item (every process of the
   system: client, scheduler, nannies, workers / Ray's driver, daemons and workers)
   and emission-to-sink latency p50/p99;
 * half load: right after each peak run, the source paced to half of the rate that
-  run measured; emission-to-sink p50/p99. SAGE's goal: p99 <= 5 ms here, with peak
+  run measured; emission-to-sink p50/p99. SAGE's default rows also run at the
+  ``--sweep`` loads (0.2, 0.3, 0.4 of peak), which shows up to which load the p99
+  goal holds (``goal_p99_up_to_load``). SAGE's goal: p99 <= 5 ms here, with peak
   throughput within 10% of SAGE in throughput mode (packets always filled to
   ``buffer_size``: ``linger_ms`` and ``latency_target_ms`` of 1 s). A half-load
   run lasts ``--half-load-s`` (10 s: at least two of the job master's live-metrics
@@ -73,6 +77,8 @@ def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
         out.append((cost, "sage-dask (actor calls)", min(args.batches), n))
         n1 = max(args.min_n // 10, int(args.n_per_item * min(1.0, SCALE[cost] * 4)))
         out.append((cost, "dask-actors-per-item", 1, n1))
+    if args.systems:
+        out = [row for row in out if row[1] in args.systems]
     return out
 
 
@@ -91,16 +97,18 @@ def runners(client: Any) -> dict[str, Runner]:
 
 
 Runs = dict[tuple[str, str, int], list[tuple[Run, int]]]
+Paced = dict[tuple[str, str, int], list[tuple[Run, int, float]]]
 
 
 def measure(
     args: argparse.Namespace, rows: list[tuple[str, str, int, int]]
-) -> tuple[Runs, Runs]:
+) -> tuple[Runs, Paced]:
     """Every row ``args.repeats`` times, at peak and then paced to half of the peak
-    it just measured (same session, so both see the same machine). Dask rows share
-    one cluster per repeat; Ray's rows follow in their own Ray session."""
+    it just measured (same session, so both see the same machine); SAGE's default
+    rows also at the ``--sweep`` fractions of it. Dask rows share one cluster per
+    repeat; Ray's rows follow in their own Ray session."""
     peak: Runs = {}
-    half: Runs = {}
+    half: Paced = {}
 
     def one(fn: Runner, cost: str, system: str, batch: int, n: int) -> None:
         key = (cost, system, batch)
@@ -109,11 +117,14 @@ def measure(
         peak.setdefault(key, []).append((run, n))
         if system == "sage-dask (throughput mode)":
             return
-        rate = n / run.wall_s / 2
-        n_half = max(args.min_n // 10, int(rate * args.half_load_s))
-        run = fn(n_half, COSTS[cost], batch, rate)
-        _check(run, n_half, system)
-        half.setdefault(key, []).append((run, n_half))
+        peak_rate = n / run.span_s
+        sweep = [f for f in args.sweep if f != 0.5] if system == "sage-dask" else []
+        for fraction in [0.5, *sweep]:
+            rate = peak_rate * fraction
+            n_paced = max(args.min_n // 10, int(rate * args.half_load_s))
+            paced = fn(n_paced, COSTS[cost], batch, rate)
+            _check(paced, n_paced, system)
+            half.setdefault(key, []).append((paced, n_paced, fraction))
 
     def warm_up(fn: Runner) -> None:
         """One small unmeasured run: a fresh session's first job pays for imports,
@@ -143,7 +154,9 @@ def _check(run: Run, n: int, system: str) -> None:
 
 
 def summarise(
-    key: tuple[str, str, int], peak: list[tuple[Run, int]], half: list[tuple[Run, int]]
+    key: tuple[str, str, int],
+    peak: list[tuple[Run, int]],
+    paced: list[tuple[Run, int, float]],
 ) -> dict[str, Any]:
     cost, system, batch = key
     row: dict[str, Any] = {
@@ -151,13 +164,14 @@ def summarise(
         "system": system,
         "batch": batch,
         "n": peak[0][1],
-        "items_per_s": spread([n / r.wall_s for r, n in peak]),
+        "items_per_s": spread([n / r.span_s for r, n in peak]),
         "cpu_us_per_item": spread([r.cpu_s / n * 1e6 for r, n in peak]),
         "p50_ms": spread([percentile(r.latencies, 0.5) * 1e3 for r, _ in peak]),
         "p99_ms": spread([percentile(r.latencies, 0.99) * 1e3 for r, _ in peak]),
     }
+    half = [(r, n) for r, n, f in paced if f == 0.5]
     if half:
-        row["half_load_rate"] = spread([n / 2 / r.wall_s for r, n in peak])
+        row["half_load_rate"] = spread([n / 2 / r.span_s for r, n in peak])
         row["half_load_n"] = half[0][1]
         row["half_load_p50_ms"] = spread(
             [percentile(r.latencies, 0.5) * 1e3 for r, _ in half]
@@ -165,6 +179,20 @@ def summarise(
         row["half_load_p99_ms"] = spread(
             [percentile(r.latencies, 0.99) * 1e3 for r, _ in half]
         )
+    fractions = sorted({f for _, _, f in paced})
+    if len(fractions) > 1:
+        row["load_sweep"] = [
+            {
+                "fraction": f,
+                "p50_ms": spread(
+                    [percentile(r.latencies, 0.5) * 1e3 for r, _, g in paced if g == f]
+                ),
+                "p99_ms": spread(
+                    [percentile(r.latencies, 0.99) * 1e3 for r, _, g in paced if g == f]
+                ),
+            }
+            for f in fractions
+        ]
     return row
 
 
@@ -193,6 +221,15 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         tm = by.get((cost, "sage-dask (throughput mode)", batch))
         if tm:
             entry["peak_vs_throughput_mode"] = sage / tm["items_per_s"]["median"]
+        if "load_sweep" in r:  # the highest load (share of peak) meeting the p99 goal
+            entry["goal_p99_up_to_load"] = max(
+                (
+                    p["fraction"]
+                    for p in r["load_sweep"]
+                    if p["p99_ms"]["median"] <= GOAL_P99_MS
+                ),
+                default=0.0,
+            )
         if "half_load_p99_ms" in r:
             p99 = r["half_load_p99_ms"]["median"]
             entry["half_load_p99_ms"] = p99
@@ -255,13 +292,24 @@ def main() -> None:
     parser.add_argument(
         "--half-load-s", type=float, default=10.0, help="seconds per half-load run"
     )
+    parser.add_argument(
+        "--sweep",
+        type=float,
+        nargs="+",
+        default=[0.2, 0.3, 0.4],
+        help="further loads (shares of peak) SAGE's default rows run at",
+    )
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--systems", nargs="+", help="only these rows' systems (e.g. sage-dask)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/dask.json"))
     add_smoke_flag(parser)
     args = parser.parse_args()
     if args.smoke:
         args.repeats, args.n, args.n_per_item, args.min_n = 1, 2_000, 100, 200
         args.batches, args.costs, args.half_load_s = [256], ["noop", "1ms"], 0.3
+        args.sweep = [0.25]
         args.out = smoke_path(args.out)
     before = machine_info()
     peak, half = measure(args, configs(args))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from common import Span
 
 PAYLOAD = "x" * 760
 WINDOW = 4  # batches in flight per edge, for every peer
@@ -40,9 +41,15 @@ _perf = time.perf_counter
 
 @dataclass
 class Run:
+    """One run: ``wall_s`` from the start of the timed call, ``cpu_s`` of every
+    process, and ``span_s`` from the first emission to the last arrival (throughput
+    is ``n / span_s`` for every system: SAGE's wall includes deploying its job, the
+    peers' excludes creating their actors)."""
+
     wall_s: float
     cpu_s: float
     latencies: list[float] = field(default_factory=list)
+    span_s: float = 0.0
 
 
 class ProcessTree:
@@ -158,7 +165,9 @@ def sage_run(
 
     from sage_core.api.dask_environment import DaskEnvironment
 
-    sink = latency_sink(batch_size=1 << 16)  # whole packets, as the peers' sinks
+    sink = latency_sink(
+        batch_size=1 << 16, span=True
+    )  # whole packets, as the peers' sinks
     env = DaskEnvironment(
         "compute",
         client=client,
@@ -176,7 +185,8 @@ def sage_run(
     tree, t0 = ProcessTree(), _perf()
     result = env.submit_plan(plan).wait(timeout=900)
     wall = _perf() - t0
-    return Run(wall, tree.used(), result.results["LatencySink"][0])
+    lat, span_s = result.results["LatencySink"][0]
+    return Run(wall, tree.used(), lat, span_s)
 
 
 # -- Dask actors ------------------------------------------------------------------
@@ -185,16 +195,18 @@ def sage_run(
 class DaskSink:
     def __init__(self) -> None:
         self.lat: list[float] = []
+        self.span = Span()
 
     async def put(self, item: Any) -> None:
-        self.lat.append(_perf() - item["t"])
+        await self.put_many([item])
 
     async def put_many(self, items: list[Any]) -> None:
         now = _perf()
         self.lat.extend([now - x["t"] for x in items])
+        self.span.add(items, now)
 
-    async def result(self) -> list[float]:
-        return self.lat
+    async def result(self) -> tuple[list[float], float]:
+        return self.lat, self.span.seconds()
 
 
 class DaskOp:
@@ -242,7 +254,8 @@ def dask_actors_run(
     src.run(n, batch, rate).result()
     wall = _perf() - t0
     cpu = tree.used()
-    return Run(wall, cpu, sink.result().result())
+    lat, span_s = sink.result().result()
+    return Run(wall, cpu, lat, span_s)
 
 
 def local_cluster(n_workers: int = 2) -> tuple[Any, Any, list[int]]:
@@ -307,10 +320,12 @@ def _ray_runner(ray: Any) -> Any:
 
         def __init__(self) -> None:
             self.lat: list[float] = []
+            self.span = Span()
 
         async def put_many(self, items: list[Any]) -> None:
             now = _perf()
             self.lat.extend([now - x["t"] for x in items])
+            self.span.add(items, now)
 
         async def run(self, op: Any, n: int, batch: int, rate: float | None) -> int:
             window = Window()
@@ -320,8 +335,8 @@ def _ray_runner(ray: Any) -> Any:
             await op.flush.remote()
             return n
 
-        def result(self) -> list[float]:
-            return self.lat
+        def result(self) -> tuple[list[float], float]:
+            return self.lat, self.span.seconds()
 
     @ray.remote(num_cpus=0)
     class RayOp:
@@ -344,9 +359,9 @@ def _ray_runner(ray: Any) -> Any:
         ray.get(ends.run.remote(op, n, batch, rate))
         wall = _perf() - t0
         cpu = tree.used()
-        lat = ray.get(ends.result.remote())
+        lat, span_s = ray.get(ends.result.remote())
         for a in (ends, op):
             ray.kill(a)
-        return Run(wall, cpu, lat)
+        return Run(wall, cpu, lat, span_s)
 
     return run
