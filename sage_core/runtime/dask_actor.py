@@ -4,8 +4,11 @@ event loop.
 Every public method is ``async`` and never blocks the event loop for long: the loop
 pops what its ``Inbox`` holds (non-blocking), runs the chain, and hands outbound
 packets to one outlet per downstream replica (``transport.py``), awaiting only for
-credit. A step that runs long (a heavy operator, a source that sleeps) moves, from
-then on, to the replica's own thread (``OFFLOAD_S``); the event loop only awaits it.
+credit. A replica's first steps run in its own thread (a first step that blocks for
+seconds, e.g. an LLM call, must not stall the other replicas of the worker); after
+``PROBE_STEPS`` short ones in a row its steps move to the event loop, and a step that
+runs long there (a heavy operator, a source that sleeps) moves them back to the
+thread for good (``OFFLOAD_S``); the event loop only awaits it.
 The master drives an actor through ``open`` -> ``run`` (returns when the replica is
 done, with its results) and may ``cancel`` it; ``snapshot`` reads live metrics.
 """
@@ -49,7 +52,15 @@ OFFLOAD_S = 0.005
 #: a step that waits (sleeps, reads a socket or a file) longer than this without
 #: using the CPU also moves: the loop it blocks carries the other replicas' packets
 OFFLOAD_WAIT_S = 0.0005
+#: short steps in a row (run in the replica's thread) before steps move to the loop
+PROBE_STEPS = 3
 _thread_cpu = time.thread_time
+
+
+def _timed(fn: Any, args: tuple[Any, ...]) -> tuple[Any, float]:
+    t0 = _perf()
+    out = fn(*args)
+    return out, _perf() - t0
 
 
 def upstream_replicas(plan: ExecutionPlan, replica: str) -> list[str]:
@@ -139,6 +150,7 @@ class ReplicaActor(ActorCheckpoints):
         self.latency = LatencyHistogram()
         self._thread: ThreadPoolExecutor | None = None
         self._offloaded = False
+        self._probing = PROBE_STEPS  # short steps still to see in the thread
         self._slow = 0
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
@@ -266,6 +278,15 @@ class ReplicaActor(ActorCheckpoints):
         if self._offloaded:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor(), fn, *args)
+        if self._probing:
+            loop = asyncio.get_running_loop()
+            out, took = await loop.run_in_executor(self._executor(), _timed, fn, args)
+            if took > OFFLOAD_S:
+                self._offloaded = True
+                logger.debug("replica %s steps stay in their own thread", self.replica)
+            else:
+                self._probing -= 1
+            return out
         t0, c0 = _perf(), _thread_cpu()
         out = fn(*args)
         took = _perf() - t0

@@ -214,3 +214,26 @@ def test_a_source_that_waits_leaves_the_event_loop_to_the_others(embedded: Any) 
     offloaded = {m["task"]: m["offloaded"] for m in got.metrics["replicas"].values()}
     assert offloaded["waiting_source"] is True
     assert offloaded["map"] is False  # cheap CPU steps stay on the loop
+
+
+def blocking_call(item: int) -> dict[str, Any]:
+    """An operator that waits on the network, as an LLM or agent call does."""
+    start = time.time()
+    time.sleep(0.3)
+    return {"item": item, "start": start, "end": time.time()}
+
+
+def test_first_steps_that_block_run_side_by_side_on_one_worker(embedded: Any) -> None:
+    """A replica's first steps run in its own thread: the first item of each replica
+    of a blocking operator does not wait for its neighbours' on the worker's loop."""
+    env = DaskEnvironment(
+        "blocks", client=embedded, policy="load-aware-pack", buffer_size=1
+    )
+    env.from_collection(list(range(4))).map(
+        blocking_call, parallelism=4, name="call"
+    ).sink("collect")
+    got = env.submit().wait(timeout=120)
+    spans = sorted((x["start"], x["end"]) for x in got.collected())
+    assert len(spans) == 4
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most >= 2, f"no two blocking calls overlapped: {spans}"
