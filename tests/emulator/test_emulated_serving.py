@@ -3,6 +3,7 @@ metrics, and the official openai client through ``sage gateway``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -129,5 +130,29 @@ def test_fit_profile_writes_a_loadable_profile_naming_its_source(
     profile = load_profile(str(out))
     assert urls["llm1"] in profile.source and urls["emb0"] in profile.source
     assert "error" in profile.source
+    data = json.loads(out.read_text())
+    assert set(data["fit_errors"]) == {"llm_ttft", "embedding"}
+    # the emulator counts words x 1.3 tokens (rounded up): the fit reads it back
+    assert 1.28 <= profile.tokens_per_word <= 1.4
     missing = CliRunner().invoke(fit_cmd, [str(out)])
     assert missing.exit_code != 0 and "--llm-url" in missing.output
+
+
+def test_engine_sockets_send_without_nagle_delay() -> None:
+    """Connections to an emulated engine have TCP_NODELAY: without it a keep-alive
+    request's response waited ~40 ms for the client's delayed ACK, which every
+    emulated latency then carried."""
+    import socket
+
+    from sage_plugins.emulator.emulate import _bind
+
+    server = _bind("127.0.0.1", 0)
+    server.setblocking(True)
+    client = socket.create_connection(server.getsockname())
+    try:
+        conn, _ = server.accept()
+        with conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        client.close()
+        server.close()
