@@ -193,6 +193,19 @@ def bench_mixed_cpu(session: nox.Session) -> None:
     _run_inference_bench(session, "bench-mixed-cpu")
 
 
+@nox.session(
+    name="bench-emulator-fit",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_emulator_fit(session: nox.Session) -> None:
+    """Fit an emulator profile to the real CPU engines and validate it under load."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-emulator-fit")
+
+
 # The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
 # so `bench-smoke-inference` can check all of them in one virtualenv (CI's time).
 INFERENCE_BENCHES = {
@@ -205,6 +218,11 @@ INFERENCE_BENCHES = {
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
     "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
     "bench-agent": ["bench/agent_bench.py", "--out", "bench/results/agent.json"],
+    "bench-emulator-fit": [
+        "bench/emulator_fit_bench.py",
+        "--out",
+        "bench/results/emulator_fit.json",
+    ],
 }
 
 
@@ -225,7 +243,7 @@ def _run_inference_bench(session: nox.Session, name: str, *extra: str) -> None:
     default=False,
 )
 def bench_smoke_inference(session: nox.Session) -> None:
-    """bench-mixed-cpu, bench-index and bench-rag at smoke sizes in one virtualenv (CI)."""
+    """Every benchmark on real engines at smoke sizes in one virtualenv (CI)."""
     _install_inference_bench(session)
     for name in INFERENCE_BENCHES:
         _run_inference_bench(session, name, "--smoke")

@@ -2,11 +2,15 @@
 
 Against a running OpenAI-compatible LLM server (``--llm-url``) it measures time to first
 token over prompt lengths (-> step_base + prefill_ms_per_token x P), the inter-token gap
-of one sequence and of ``--batch`` concurrent ones (-> decode_ms_per_seq); against an
-embedding server (``--embedding-url``) the latency of batches of several sizes and
-lengths (-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares).
+of one sequence and of ``--batch`` concurrent ones (-> decode_ms_per_seq) and the
+server's tokens per word (-> tokens_per_word, which the emulator counts with); against
+an embedding server (``--embedding-url``) the latency of batches of several sizes and
+lengths (-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares,
+tokens counted as the emulator counts them).
 Fields it cannot measure (KV capacity and cost, scheduler limits) come from ``--base``.
-The profile's ``source`` names the URLs, the date and each fit's relative RMS error.
+Each shape is measured once unmeasured (a server's first request of a shape pays for
+compiling it) and then ``--repeats`` times; fits use the medians. The profile's
+``source`` names the URLs, the date and each fit's relative RMS error.
 Timings are taken at the client, so they include one HTTP round trip.
 """
 
@@ -87,34 +91,51 @@ def _rel_rms(y: Any, fitted: Any) -> float:
     return float(np.sqrt(np.mean(((fitted - y) / np.maximum(y, 1e-9)) ** 2)))
 
 
+async def _median_of(repeats: int, measure: Any) -> float:
+    """The median of ``repeats`` calls of ``measure()`` after one unmeasured call
+    (a server's first request of a shape pays for compiling or caching it)."""
+    await measure()
+    return statistics.median([await measure() for _ in range(max(1, repeats))])
+
+
 async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float], float]:
     import numpy as np
 
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
-        rows = []
-        for words in (8, 32, 96, 192, 320) * repeats:
-            ttft, _, prompt = await _stream(http, url, model, words, 1)
-            rows.append((prompt or words, ttft))
+        rows, per_word = [], []
+        for words in (8, 32, 96, 192, 320):
+            try:
+                _, _, prompt = await _stream(http, url, model, words, 1)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 400 or words == 8:
+                    raise
+                break  # longer than the server's context: stop here
+
+            async def ttft(words: int = words) -> float:
+                return (await _stream(http, url, model, words, 1))[0]
+
+            rows.append((prompt or words, await _median_of(repeats, ttft)))
+            per_word.append((prompt or words) / words)
         xs = np.array([[1.0, p] for p, _ in rows])
         ys = np.array([t for _, t in rows])
         (c0, per_token), *_ = np.linalg.lstsq(xs, ys, rcond=None)
         ttft_error = _rel_rms(ys, xs @ np.array([c0, per_token]))
-        one = [
-            g
-            for _ in range(repeats)
-            for g in (await _stream(http, url, model, 8, 32))[1]
-        ]
-        many = await asyncio.gather(
-            *(_stream(http, url, model, 8, 32) for _ in range(batch * repeats))
-        )
+        one, many = [], []
+        for _ in range(max(1, repeats)):
+            one += (await _stream(http, url, model, 8, 32))[1]
+            got = await asyncio.gather(
+                *(_stream(http, url, model, 8, 32) for _ in range(batch))
+            )
+            many += [g for _, gaps, _ in got for g in gaps]
         gap_1 = statistics.median(one)
-        gap_b = statistics.median([g for _, gaps, _ in many for g in gaps])
+        gap_b = statistics.median(many)
     per_seq = max(0.0, (gap_b - gap_1) / max(1, batch - 1))
     fitted = {
         "step_base_ms": max(0.0, gap_1 - per_seq) * 1000,
         "prefill_ms_per_token": max(0.0, float(per_token)) * 1000,
         "decode_ms_per_seq": per_seq * 1000,
+        "tokens_per_word": statistics.median(per_word),
     }
     return fitted, ttft_error
 
@@ -125,21 +146,16 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
         rows = []
-        for n, words in [
-            (1, 8),
-            (1, 64),
-            (4, 16),
-            (8, 64),
-            (16, 8),
-            (32, 32),
-        ] * repeats:
+        for n, words in [(1, 8), (1, 64), (4, 16), (8, 64), (16, 8), (32, 32)]:
             body = {"model": model, "input": [_text(words)] * n}
-            start = time.perf_counter()
-            resp = await http.post(f"{url}/v1/embeddings", json=body)
-            resp.raise_for_status()
-            took = time.perf_counter() - start
-            tokens = int(resp.json().get("usage", {}).get("prompt_tokens") or n * words)
-            rows.append((n, tokens, took))
+
+            async def took(body: dict[str, Any] = body) -> float:
+                start = time.perf_counter()
+                resp = await http.post(f"{url}/v1/embeddings", json=body)
+                resp.raise_for_status()
+                return time.perf_counter() - start
+
+            rows.append((n, n * words, await _median_of(repeats, took)))
     xs = np.array([[1.0, n, t] for n, t, _ in rows])
     ys = np.array([s for *_, s in rows])
     coef, *_ = np.linalg.lstsq(xs, ys, rcond=None)
@@ -147,7 +163,7 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
     fitted = {
         "batch_base_ms": float(coef[0]) * 1000,
         "ms_per_input": float(coef[1]) * 1000,
-        "ms_per_token": float(coef[2]) * 1000,
+        "ms_per_word": float(coef[2]) * 1000,
     }
     return fitted, _rel_rms(ys, xs @ coef)
 
@@ -183,17 +199,42 @@ def fit_cmd(
     """Measure live engines and write an emulator profile to OUT (JSON)."""
     if not llm_url and not embedding_url:
         raise click.UsageError("give --llm-url and/or --embedding-url")
+    data = fit_profile(
+        llm_url, embedding_url, base=base, batch=batch, repeats=repeats, name=name
+    )
+    Path(out).write_text(json.dumps(data, indent=2))
+    click.echo(json.dumps({"profile": out, "source": data["source"]}))
+
+
+def fit_profile(
+    llm_url: str | None,
+    embedding_url: str | None,
+    *,
+    base: str = "cpu-2core-tiny-llama-minilm",
+    batch: int = 8,
+    repeats: int = 3,
+    name: str = "fitted",
+) -> dict[str, Any]:
+    """The profile ``base`` with the fields measured on the live engines replaced;
+    ``source`` names the URLs, the date and each fit's relative RMS error, and
+    ``fit_errors`` holds those errors (``llm_ttft``, ``embedding``)."""
     data = profile_data(base)
     base_name = data.get("name", base)
-    notes = []
+    notes, errors = [], {}
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if llm_url:
         fitted, error = asyncio.run(fit_llm(llm_url.rstrip("/"), batch, repeats))
+        data["tokens_per_word"] = fitted.pop("tokens_per_word")
         data["llm"].update(fitted)
+        errors["llm_ttft"] = error
         notes.append(f"LLM fitted from {llm_url} (TTFT fit rel. RMS error {error:.1%})")
     if embedding_url:
         fitted, error = asyncio.run(fit_embedding(embedding_url.rstrip("/"), repeats))
+        # the emulator counts an input's tokens as words x tokens_per_word
+        per_word = fitted.pop("ms_per_word")
+        fitted["ms_per_token"] = per_word / float(data.get("tokens_per_word", 1.3))
         data["embedding"].update(fitted)
+        errors["embedding"] = error
         notes.append(
             f"embedding fitted from {embedding_url} (rel. RMS error {error:.1%})"
         )
@@ -202,5 +243,5 @@ def fit_cmd(
         f"Fitted by `sage engine fit-profile` on {when}: {'; '.join(notes)}. "
         f"Unmeasured fields from profile {base_name}."
     )
-    Path(out).write_text(json.dumps(data, indent=2))
-    click.echo(json.dumps({"profile": out, "source": data["source"]}))
+    data["fit_errors"] = errors
+    return data

@@ -1,0 +1,339 @@
+"""Emulator validation: the real CPU engines vs ``sage engine emulate`` running a profile
+fitted to them, under the same open-loop loads.
+
+1. Real engines: vLLM CPU with the tiny local Llama (generation) and vLLM pooling with
+   all-MiniLM-L6-v2 (embeddings), started as bench-mixed-cpu starts them (or given by
+   ``--llm-url``/``--emb-url``).
+2. Fit: ``fit_profile`` (what ``sage engine fit-profile`` runs) against them, each
+   engine measured alone; the profile is written to ``--profile-out``.
+3. Load: open-loop Poisson arrivals at each ``--rates`` x ``--mixes`` (bench-mixed-cpu's
+   request texts, 48 streamed tokens per completion), the same schedule for every
+   system. Per request: time to first token (TTFT), time between tokens (TBT, the
+   request's median gap) and embedding latency; p50/p99 per run, medians of
+   ``--repeats``.
+4. The same loads against the emulator running the fitted profile (the real engines
+   stopped first), in two layouts: ``shared`` (both engines on one emulated device:
+   their steps take turns, as two engines on one GPU do) and ``separate`` (one device
+   each: no interference).
+
+Reports each figure's relative error (emulated / real - 1) per layout and load; the
+goal is within 10%. The emulated rows are emulation and are labelled so.
+
+    python bench/emulator_fit_bench.py --out bench/results/emulator_fit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import (
+    add_smoke_flag,
+    machine_info,
+    percentile,
+    pyplot,
+    smoke_path,
+    spread,
+    write_report,
+)
+from mixed_bench import start_engines
+from mixed_emu_setup import Emulator
+from mixed_load import schedule
+
+from sage_plugins.emulator.fit import fit_profile
+
+METRICS = ("ttft", "tbt", "embedding")
+NO_SLO = {"llm": [1e9], "embedding": [1e9]}
+GOAL = 0.10
+
+
+async def _completion(
+    http: httpx.AsyncClient, url: str, text: str, max_tokens: int
+) -> tuple[float, float]:
+    """(TTFT s, median gap between tokens s) of one streamed completion."""
+    body = {
+        "model": "tiny",
+        "prompt": text,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    stamps: list[float] = []
+    async with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if line.startswith("data: {") and '"choices":[{' in line.replace(" ", ""):
+                stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return stamps[0] - start, statistics.median(gaps) if gaps else float("nan")
+
+
+async def _embedding(http: httpx.AsyncClient, url: str, text: str) -> float:
+    start = time.perf_counter()
+    resp = await http.post(
+        f"{url}/v1/embeddings", json={"model": "minilm", "input": text}
+    )
+    resp.raise_for_status()
+    return time.perf_counter() - start
+
+
+async def _load(
+    urls: dict[str, str], plan: list[tuple[float, str, str, float]], max_tokens: int
+) -> dict[str, list[float]]:
+    """Fire every request of ``plan`` at its offset; per-request figures by metric."""
+    out: dict[str, list[float]] = {m: [] for m in (*METRICS, "failed")}
+    limits = httpx.Limits(max_connections=2048, max_keepalive_connections=2048)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+
+        async def once(kind: str, text: str) -> None:
+            if kind == "llm":
+                ttft, tbt = await _completion(http, urls["llm"], text, max_tokens)
+                out["ttft"].append(ttft)
+                out["tbt"].append(tbt)
+            else:
+                out["embedding"].append(await _embedding(http, urls["embedding"], text))
+
+        async def fire(offset: float, kind: str, text: str) -> None:
+            await asyncio.sleep(max(0.0, begin + offset - time.perf_counter()))
+            try:
+                await once(kind, text)
+            except httpx.TransportError:  # a connection the server dropped: once more
+                try:
+                    await once(kind, text)
+                except httpx.HTTPError as exc:  # counted, never dropped
+                    print(f"request failed: {exc!r}", file=sys.stderr)
+                    out["failed"].append(1.0)
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(fire(t, kind, text) for t, kind, text, _ in plan))
+    return out
+
+
+def measure(
+    args: argparse.Namespace, urls: dict[str, str]
+) -> tuple[dict[str, dict[str, list[dict[str, float]]]], dict[str, int]]:
+    """(load name -> metric -> one {p50_ms, p99_ms} per repeat, load name -> requests
+    that failed twice)."""
+    asyncio.run(_load(urls, schedule(5.0, 3.0, 0.5, 999, NO_SLO), args.max_tokens))
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+    failures: dict[str, int] = {}
+    for rate in args.rates:
+        for share in args.mixes:
+            name = f"{rate:g}/s {round(share * 100)}/{round((1 - share) * 100)}"
+            per = runs.setdefault(name, {m: [] for m in METRICS})
+            for rep in range(args.repeats):
+                plan = schedule(rate, args.seconds, share, rep, NO_SLO)
+                got = asyncio.run(_load(urls, plan, args.max_tokens))
+                failed = len(got.pop("failed"))
+                failures[name] = failures.get(name, 0) + failed
+                for metric, values in got.items():
+                    ok = [v for v in values if not math.isnan(v)]
+                    per[metric].append(
+                        {
+                            "p50_ms": percentile(ok, 0.5) * 1e3,
+                            "p99_ms": percentile(ok, 0.99) * 1e3,
+                        }
+                    )
+                time.sleep(args.pause)
+            print(f"  {name}: {summarise(per)}", flush=True)
+    return runs, failures
+
+
+def summarise(per: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    return {
+        f"{metric}_{q}": spread([r[q] for r in rows])
+        for metric, rows in per.items()
+        for q in ("p50_ms", "p99_ms")
+        if rows
+    }
+
+
+def layout(name: str, profile: Path) -> dict[str, Any]:
+    llm = {"id": "llm0", "kind": "llm", "model": "tiny"}
+    emb = {"id": "emb0", "kind": "embedding", "model": "minilm"}
+    if name == "shared":
+        devices = [{"name": "cpu", "engines": [llm, emb]}]
+    else:
+        devices = [
+            {"name": "cpu-llm", "engines": [llm]},
+            {"name": "cpu-emb", "engines": [emb]},
+        ]
+    return {"profile": str(profile), "devices": devices}
+
+
+def compare(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    real = summary["real"]
+    for system, loads in summary.items():
+        if system == "real":
+            continue
+        for load, figures in loads.items():
+            for key, stat in figures.items():
+                base = real[load].get(key, {}).get("median")
+                if not base:
+                    continue
+                err = stat["median"] / base - 1
+                rows.append(
+                    {
+                        "layout": system.removeprefix("emulated-"),
+                        "load": load,
+                        "figure": key,
+                        "real_ms": base,
+                        "emulated_ms": stat["median"],
+                        "error": err,
+                        "within_goal": abs(err) <= GOAL,
+                    }
+                )
+    return rows
+
+
+def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    keys = [f"{m}_{q}" for m in METRICS for q in ("p50_ms", "p99_ms")]
+    loads = list(summary["real"])
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, key in zip(axes.T.flat, keys, strict=False):
+        width = 0.8 / len(summary)
+        for i, (system, per) in enumerate(summary.items()):
+            stats = [per[load].get(key) for load in loads]
+            xs = [j + i * width for j in range(len(loads))]
+            med = [s["median"] if s else 0 for s in stats]
+            err = [
+                [s["median"] - s["min"] if s else 0 for s in stats],
+                [s["max"] - s["median"] if s else 0 for s in stats],
+            ]
+            ax.bar(xs, med, width, yerr=err, capsize=2, label=system)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(loads))], loads)
+        ax.set_title(key.replace("_", " "))
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("real CPU engines vs EMULATED (fitted profile), median, min-max bars")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llm-url")
+    parser.add_argument("--emb-url")
+    parser.add_argument("--vllm-python", default=sys.executable)
+    parser.add_argument("--tiny-model")
+    parser.add_argument("--minilm")
+    parser.add_argument("--rates", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--mixes", type=float, nargs="+", default=[0.7, 0.5])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fit-repeats", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=2.0)
+    parser.add_argument("--layouts", nargs="+", default=["shared", "separate"])
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=HERE / "results" / "emulator_fit_profile.json",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results" / "emulator_fit.json"
+    )
+    add_smoke_flag(parser)
+    args = parser.parse_args()
+    if args.smoke:
+        args.rates, args.mixes, args.seconds, args.max_tokens = [4.0], [0.5], 2.0, 4
+        args.repeats, args.fit_repeats, args.pause = 1, 1, 0.2
+        args.layouts = ["shared"]
+        args.out = smoke_path(args.out)
+        args.profile_out = smoke_path(args.profile_out)
+    before = machine_info()
+    servers: list[Any] = []
+    summary: dict[str, dict[str, Any]] = {}
+    runs: dict[str, Any] = {}
+    failed: dict[str, dict[str, int]] = {}
+    try:
+        if args.llm_url and args.emb_url:
+            urls = {"llm": args.llm_url, "embedding": args.emb_url}
+        else:
+            urls = start_engines(args, servers)
+        t0 = time.perf_counter()
+        profile = fit_profile(
+            urls["llm"],
+            urls["embedding"],
+            repeats=args.fit_repeats,
+            name="cpu-2core-tiny-llama-minilm",
+        )
+        fit_s = time.perf_counter() - t0
+        args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        args.profile_out.write_text(json.dumps(profile, indent=2) + "\n")
+        print(f"fitted in {fit_s:.0f} s: {profile['source']}", flush=True)
+        print("real engines", flush=True)
+        runs["real"], failed["real"] = measure(args, urls)
+    finally:
+        for server in servers:
+            server.stop()
+    for name in args.layouts:
+        print(f"emulated ({name})", flush=True)
+        emulator = Emulator(layout(name, args.profile_out))
+        try:
+            urls = {k: emulator.urls(k)[0] for k in ("llm", "embedding")}
+            system = f"emulated-{name}"
+            runs[system], failed[system] = measure(args, urls)
+        finally:
+            emulator.stop()
+    for system, loads in runs.items():
+        summary[system] = {load: summarise(per) for load, per in loads.items()}
+    comparisons = compare(summary)
+    errors = [abs(r["error"]) for r in comparisons]
+    report = {
+        "benchmark": "emulator-validation",
+        "emulated": "rows named emulated-* are EMULATION with the fitted profile",
+        "machine": before,
+        "smoke": args.smoke,
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
+        "profile": profile,
+        "fit_seconds": fit_s,
+        "summary": summary,
+        "comparisons": comparisons,
+        "failed_requests": failed,
+        "goal": {
+            "within": GOAL,
+            "share_within": sum(r["within_goal"] for r in comparisons)
+            / max(1, len(comparisons)),
+            "median_abs_error": statistics.median(errors) if errors else None,
+            "worst_abs_error": max(errors) if errors else None,
+            "by_layout": {
+                name: statistics.median(
+                    abs(r["error"]) for r in comparisons if r["layout"] == name
+                )
+                for name in args.layouts
+                if any(r["layout"] == name for r in comparisons)
+            },
+        },
+        "runs": runs,
+    }
+    write_report(args.out, report, lambda png: plot(summary, png))
+    for r in comparisons:
+        print(
+            f"  {r['layout']:9s} {r['load']:12s} {r['figure']:18s} real "
+            f"{r['real_ms']:9.1f} ms emulated {r['emulated_ms']:9.1f} ms "
+            f"error {r['error']:+.0%}"
+        )
+    print("goal:", json.dumps(report["goal"]))
+
+
+if __name__ == "__main__":
+    main()
