@@ -343,8 +343,12 @@ def test_subclass_instances_are_native_queues() -> None:
 
 def test_blocking_wait_in_the_main_thread_can_be_interrupted() -> None:
     import _thread
+    import signal
 
     q = BoundedQueue(1)
+    # Ctrl-C's usual handler, also where the runner was started with SIGINT ignored
+    # (a background job of a non-interactive shell), which makes interrupt_main a no-op
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.05, _thread.interrupt_main)
     timer.start()
     try:
@@ -352,6 +356,7 @@ def test_blocking_wait_in_the_main_thread_can_be_interrupted() -> None:
             q.pop(timeout=30)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     q.push("still usable")
     assert q.pop() == "still usable"
 
