@@ -17,7 +17,11 @@ Op costs no-op / 100 us / 1 ms (busy loop), ~800-byte dict items. Two phases:
   run lasts ``--half-load-s`` (10 s: at least two of the job master's live-metrics
   pulls, every ``metrics_interval_s`` = 5 s, fall inside it).
 
-A "sage-dask (actor calls)" row runs SAGE with ``direct_links=False`` (packets by
+SAGE's edges hold ``WINDOW`` packets (``queue_capacity``), as many batches as the
+peers keep in flight per edge, so peak latency (queueing) compares like with like.
+A "sage-dask (default queue)" row runs SAGE with its default ``queue_capacity`` (64
+packets) at the smaller batch size, which shows what the deeper queues change. A
+"sage-dask (actor calls)" row runs SAGE with ``direct_links=False`` (packets by
 ``actor_execute`` calls instead of its direct links), which isolates what the links
 change at the same batch size.
 
@@ -75,6 +79,7 @@ def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
                 out.append((cost, "ray-actors", batch, n))
         out.append((cost, "sage-dask (throughput mode)", max(args.batches), n))
         out.append((cost, "sage-dask (actor calls)", min(args.batches), n))
+        out.append((cost, "sage-dask (default queue)", min(args.batches), n))
         n1 = max(args.min_n // 10, int(args.n_per_item * min(1.0, SCALE[cost] * 4)))
         out.append((cost, "dask-actors-per-item", 1, n1))
     if args.systems:
@@ -90,6 +95,9 @@ def runners(client: Any) -> dict[str, Runner]:
         ),
         "sage-dask (actor calls)": lambda n, c, b, r: sage_run(
             client, n, c, b, r, **ACTOR_CALLS
+        ),
+        "sage-dask (default queue)": lambda n, c, b, r: sage_run(
+            client, n, c, b, r, queue_capacity=None
         ),
         "dask-actors": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
         "dask-actors-per-item": lambda n, c, b, r: dask_actors_run(client, n, c, b, r),
@@ -218,6 +226,10 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["vs_actor_calls"] = sage / ac["items_per_s"]["median"]
             if "half_load_p99_ms" in ac:
                 entry["actor_calls_half_load_p99_ms"] = ac["half_load_p99_ms"]["median"]
+        dq = by.get((cost, "sage-dask (default queue)", batch))
+        if dq:
+            entry["vs_default_queue"] = sage / dq["items_per_s"]["median"]
+            entry["default_queue_p50_ms"] = dq["p50_ms"]["median"]
         tm = by.get((cost, "sage-dask (throughput mode)", batch))
         if tm:
             entry["peak_vs_throughput_mode"] = sage / tm["items_per_s"]["median"]
@@ -344,6 +356,7 @@ def main() -> None:
         "goal": {"half_load_p99_ms": GOAL_P99_MS, "peak_vs_throughput_mode": 0.9},
         "throughput_mode": THROUGHPUT_MODE,
         "window": dask_peers.WINDOW,
+        "sage_queue_capacity": dask_peers.WINDOW,
         "rows": table,
         "ratios": ratios,
     }

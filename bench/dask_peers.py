@@ -159,8 +159,11 @@ def sage_run(
     cost_s: float,
     batch: int,
     rate: float | None = None,
+    queue_capacity: int | None = WINDOW,
     **settings: Any,
 ) -> Run:
+    """SAGE's pipeline; its edges hold ``queue_capacity`` packets (``WINDOW``, as
+    many as the peers keep in flight; None: SAGE's default)."""
     from common import latency_sink
 
     from sage_core.api.dask_environment import DaskEnvironment
@@ -174,8 +177,8 @@ def sage_run(
         policy="round-robin",
         chaining=False,
         buffer_size=batch,
-        queue_capacity=32,
         trace_every=0,
+        **({"queue_capacity": queue_capacity} if queue_capacity else {}),
         **settings,
     )
     env.from_source(source_items, n=n, rate=rate).map(busy(cost_s), name="op").sink(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,17 +29,11 @@ from sage_core.observe.traces import TraceLog
 from sage_core.plugins import load_plugins
 from sage_core.runtime.barriers import checkpoint
 from sage_core.runtime.dask_checkpoint import ActorCheckpoints
+from sage_core.runtime.dask_links import ActorLinks, upstream_replicas
 from sage_core.runtime.deadletter import DeadLetters
 from sage_core.runtime.link import LinkPool, LinkServer
-from sage_core.runtime.operators import OperatorFailure
-from sage_core.runtime.transport import (
-    Inbox,
-    LocalOutlet,
-    RemoteOutlet,
-    TransportError,
-    decode,
-    quota,
-)
+from sage_core.runtime.operators import OperatorFailure, encode_failure
+from sage_core.runtime.transport import Inbox, TransportError
 from sage_core.runtime.worker import ReplicaCore
 
 logger = logging.getLogger(__name__)
@@ -63,54 +56,7 @@ def _timed(fn: Any, args: tuple[Any, ...]) -> tuple[Any, float]:
     return out, _perf() - t0
 
 
-def upstream_replicas(plan: ExecutionPlan, replica: str) -> list[str]:
-    """Replica ids that send to ``replica`` (each once, plan order)."""
-    task = next(r.task for r in plan.replicas if r.id == replica)
-    out: list[str] = []
-    for ch in plan.inputs_of(task):
-        for src, dsts in ch.routes:
-            if replica in dsts and src not in out:
-                out.append(src)
-    return out
-
-
-def encode_failure(exc: BaseException) -> bytes:
-    """A failure in a form that survives pickling (OperatorFailure's keyword-only
-    constructor does not)."""
-    if isinstance(exc, OperatorFailure):
-        cause: BaseException = exc.cause
-        try:
-            pickle.dumps(cause)
-        except Exception:  # noqa: BLE001 - unpicklable cause: keep its text
-            cause = RuntimeError(f"{type(cause).__name__}: {cause}")
-        item, key = exc.item, exc.key
-        try:
-            pickle.dumps((item, key))
-        except Exception:  # noqa: BLE001
-            item, key = repr(item), repr(key)
-        fields = {
-            "operator": exc.operator,
-            "replica": exc.replica,
-            "sequence": exc.sequence,
-            "item": item,
-            "key": key,
-            "cause": cause,
-        }
-        return pickle.dumps(("operator", fields))
-    try:
-        return pickle.dumps(("other", exc))
-    except Exception:  # noqa: BLE001
-        return pickle.dumps(("other", RuntimeError(f"{type(exc).__name__}: {exc}")))
-
-
-def decode_failure(blob: bytes) -> BaseException:
-    kind, payload = pickle.loads(blob)
-    if kind == "operator":
-        return OperatorFailure(**payload)
-    return payload
-
-
-class ReplicaActor(ActorCheckpoints):
+class ReplicaActor(ActorLinks, ActorCheckpoints):
     """One replica of a plan, hosted by a Dask worker (create with ``actor=True``)."""
 
     def __init__(self, plan_json: str, replica: str, job_id: str) -> None:
@@ -158,102 +104,6 @@ class ReplicaActor(ActorCheckpoints):
         self._opened = False
         self._started = 0.0
         self._init_checkpoints()
-
-    # -- wiring ----------------------------------------------------------------
-
-    async def connect(self, targets: dict[str, tuple[str, str]]) -> str:
-        """Make one outlet per downstream replica: ``targets`` maps replica id to
-        (worker address, actor key). Same-worker targets get a direct queue hand-off.
-        """
-        from distributed import get_worker
-        from distributed.protocol import to_serialize
-
-        worker = get_worker()
-        self.outlets = []
-        for rid in self.core.targets:
-            address, key = targets[rid]
-            local = worker.state.actors.get(key) if address == self.worker else None
-            if isinstance(local, ReplicaActor) and local.inbox is not None:
-                self.outlets.append(LocalOutlet(self.replica, local.inbox))
-                continue
-            n_senders = len(upstream_replicas(self.plan, rid))
-            cap = next(r.queue_capacity for r in self.plan.replicas if r.id == rid)
-            rpc = worker.rpc(address)
-
-            async def call(
-                fn: str, *args: Any, _rpc: Any = rpc, _key: str = key
-            ) -> Any:
-                reply = await _rpc.actor_execute(
-                    actor=_key,
-                    function=fn,
-                    args=[to_serialize(a) for a in args],
-                    kwargs={},
-                )
-                if reply["status"] != "OK":
-                    raise reply["exception"]
-                return reply["result"]
-
-            link_address, token = (
-                await call("link") if self.plan.settings.direct_links else (None, "")
-            )
-            if link_address is not None:
-                pool = LinkPool(
-                    link_address, token, worker.security.get_connection_args("worker")
-                )
-                self._pools.append(pool)
-                push, wait_credit = pool.push, pool.credit
-            else:
-
-                async def push(
-                    sender: str, seq: int, blob: bytes, _call: Any = call
-                ) -> Any:
-                    return await _call("push", sender, seq, blob)
-
-                async def wait_credit(sender: str, _call: Any = call) -> Any:
-                    return await _call("wait_credit", sender)
-
-            self.outlets.append(
-                RemoteOutlet(
-                    self.replica,
-                    rid,
-                    push,
-                    wait_credit,
-                    credits=quota(cap, n_senders),
-                    link=link_address is not None,
-                )
-            )
-        outlets = self.outlets
-        self.core.load_of = lambda slot: outlets[slot].depth()
-        self.core.pressure_of = lambda slot: outlets[slot].pressure()
-        return self.worker
-
-    # -- receiving -------------------------------------------------------------
-
-    async def link(self) -> tuple[str | None, str]:
-        """The address and token of this replica's direct link (started now if
-        needed); ``(None, "")`` where senders must use actor calls."""
-        if self.inbox is None:
-            return None, ""
-        from distributed import get_worker
-
-        address = await self._links.start(get_worker())
-        return address, self._links.token
-
-    async def push(self, sender: str, seq: int, blob: bytes) -> int:
-        """Blob number ``seq`` of a remote sender's packets (enqueued in sequence
-        order); returns credits given back."""
-        assert self.inbox is not None, "a source replica has no input"
-        now = _perf()
-        packets = [
-            p if type(p) is not tuple else (p[0], p[1], now, p[3], p[4])
-            for p in decode(blob)
-        ]
-        self.inbox.accept_in_order(sender, seq, packets)
-        return self.inbox.take_owed(sender)
-
-    async def wait_credit(self, sender: str) -> int:
-        assert self.inbox is not None
-        return await self.inbox.wait_credit(sender)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -430,11 +280,6 @@ class ReplicaActor(ActorCheckpoints):
                 f"replica {self.replica}: {inbox.queue.size + inbox.held} packets "
                 f"arrived after end of stream from every upstream replica"
             )
-
-    def _close_links(self) -> None:
-        for pool in self._pools:
-            pool.close()
-        self._links.close()
 
     async def cancel(self) -> None:
         """Stop promptly: the run loop ends, waiting senders and receivers wake."""

@@ -26,6 +26,7 @@ from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import aggregate
 from sage_core.observe.records import save_record
+from sage_core.runtime.actor_calls import ReplicaStartError, addresses_of, call_actor
 from sage_core.runtime.cluster_view import (
     cluster_view,
     replica_demand,
@@ -35,13 +36,7 @@ from sage_core.runtime.dask_checkpoint import MasterCheckpoints
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
 from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.scheduler_ext import install_on
-from sage_core.runtime.supervise import (
-    ReplicaStartError,
-    Supervision,
-    WorkerLost,
-    addresses_of,
-    call_actor,
-)
+from sage_core.runtime.supervise import Supervision, WorkerLost
 
 __all__ = ["DaskJob", "DaskRuntime", "ReplicaStartError", "WorkerLost"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import operator as _op
+import pickle
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
@@ -63,6 +64,43 @@ class OperatorFailure(SageError):
             f"or set on_error='dead-letter' to route failing items to the "
             f"dead-letter sink"
         )
+
+
+def encode_failure(exc: BaseException) -> bytes:
+    """A failure in a form that survives pickling (OperatorFailure's keyword-only
+    constructor does not)."""
+    if isinstance(exc, OperatorFailure):
+        cause: BaseException = exc.cause
+        try:
+            pickle.dumps(cause)
+        except Exception:  # noqa: BLE001 - unpicklable cause: keep its text
+            cause = RuntimeError(f"{type(cause).__name__}: {cause}")
+        item, key = exc.item, exc.key
+        try:
+            pickle.dumps((item, key))
+        except Exception:  # noqa: BLE001
+            item, key = repr(item), repr(key)
+        fields = {
+            "operator": exc.operator,
+            "replica": exc.replica,
+            "sequence": exc.sequence,
+            "item": item,
+            "key": key,
+            "cause": cause,
+        }
+        return pickle.dumps(("operator", fields))
+    try:
+        return pickle.dumps(("other", exc))
+    except Exception:  # noqa: BLE001
+        return pickle.dumps(("other", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def decode_failure(blob: bytes) -> BaseException:
+    """The failure ``encode_failure`` wrote (blobs come from the job's own replicas)."""
+    kind, payload = pickle.loads(blob)
+    if kind == "operator":
+        return OperatorFailure(**payload)
+    return payload
 
 
 class ConfigError(SageError, TypeError):

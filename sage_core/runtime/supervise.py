@@ -26,10 +26,10 @@ from sage_core.compiler.compile import replan
 from sage_core.compiler.placement import ClusterView, PlacementError
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.records import run_fields, update_record
+from sage_core.runtime.actor_calls import addresses_of, call_actor, retrieve
 from sage_core.runtime.cluster_view import cluster_view_async
-from sage_core.runtime.dask_actor import decode_failure
 from sage_core.runtime.deadletter import write_dead_letters
-from sage_core.runtime.operators import OperatorFailure
+from sage_core.runtime.operators import OperatorFailure, decode_failure
 
 if TYPE_CHECKING:
     import threading
@@ -49,10 +49,6 @@ STOP_GRACE_S = 10.0
 
 class WorkerLost(SageError):
     """A worker hosting replicas of the job left the cluster."""
-
-
-class ReplicaStartError(SageError):
-    """A replica actor could not be created, wired or opened on its worker."""
 
 
 class Supervision:
@@ -316,14 +312,14 @@ class Supervision:
         await self._cancel_all()
         lost = {f for f in pending if self._worker_of(runs[f]) in self._lost}
         for fut in lost:  # their calls fail later, when the comm gives up
-            fut.add_done_callback(_retrieve)
+            fut.add_done_callback(retrieve)
         pending = pending - lost
         if pending:
             done, left = await asyncio.wait(pending, timeout=STOP_GRACE_S)
             for fut in done:
                 self._collect(runs[fut], fut)
             for fut in left:  # replicas on a lost worker: their calls end later
-                fut.add_done_callback(_retrieve)
+                fut.add_done_callback(retrieve)
 
     async def _poll(self) -> list[str]:
         if _perf() >= self._next_metrics:
@@ -394,35 +390,3 @@ class Supervision:
 
     def _traces(self) -> list[dict[str, Any]]:
         return [t for o in self._outcomes.values() for t in o["traces"]]
-
-
-def addresses_of(plan: ExecutionPlan, workers: dict[str, Any]) -> dict[str, str]:
-    """Each replica's worker address (``workers``: the scheduler's worker info).
-
-    Raises:
-        ReplicaStartError: a replica is placed on a worker the cluster lacks.
-    """
-    by_name = {str(w.get("name", a)): a for a, w in workers.items()}
-    by_name.update({a: a for a in workers})
-    out = {}
-    for r in plan.replicas:
-        address = by_name.get(r.placement.worker)
-        if address is None:
-            raise ReplicaStartError(
-                f"replica {r.id} is placed on worker {r.placement.worker!r}, "
-                f"which this cluster does not have (workers: "
-                f"{', '.join(sorted(by_name))}); compile against this cluster"
-            )
-        out[r.id] = address
-    return out
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def call_actor(actor: Any, method: str, *args: Any) -> Any:
-    """``await actor.method(*args)``; a lost actor raises here, not at attribute
-    access."""
-    return await getattr(actor, method)(*args)

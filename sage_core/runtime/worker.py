@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sage_core import plugins
 from sage_core.compiler.plan import ExecutionPlan, OperatorPlan
 from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog, add_hop
-from sage_core.routing import Candidate
 from sage_core.runtime.barriers import Aligner
 from sage_core.runtime.fused import FusedChain, fusable
 from sage_core.runtime.join import JoinExecutor
@@ -40,10 +38,10 @@ from sage_core.runtime.operators import (
     build_function,
     key_function,
 )
+from sage_core.runtime.outputs import Outbound, Outputs
 from sage_core.runtime.source import produce
 
 Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
-Outbound = list[tuple[int, Any]]
 _perf = time.perf_counter
 
 
@@ -57,24 +55,6 @@ class EndOfStream:
 
     def __repr__(self) -> str:
         return f"EndOfStream({self.channel!r}, {self.sender!r})"
-
-
-class OutPort:
-    """One downstream channel of a replica: its targets and router."""
-
-    __slots__ = ("candidates", "channel", "input_index", "key_of", "router", "slots")
-
-    def __init__(
-        self,
-        channel: str,
-        input_index: int,
-        slots: list[int],
-        router: Any,
-        candidates: tuple[Candidate, ...],
-        key_of: Callable[[Any], Any] | None,
-    ) -> None:
-        self.channel, self.input_index, self.slots = channel, input_index, slots
-        self.router, self.candidates, self.key_of = router, candidates, key_of
 
 
 class ReplicaCore:
@@ -142,35 +122,8 @@ class ReplicaCore:
         self.two_inputs = self.ops[0].role in ("co_map", "join")
         if self.two_inputs:
             self.fill_wait_s = 0.0
-        # outputs
-        self.targets: list[str] = []
-        self.ports: list[OutPort] = []
-        for ch in plan.outputs_of(task.name):
-            dsts = dict(ch.routes)[replica_id]
-            slots = []
-            for d in dsts:
-                if d not in self.targets:
-                    self.targets.append(d)
-                slots.append(self.targets.index(d))
-            router = None
-            if len(dsts) > 1:
-                router = plugins.get("router", ch.router, scope="dataflow")(
-                    **dict(ch.router_config)
-                )
-            self.ports.append(
-                OutPort(
-                    ch.id,
-                    ch.input_index,
-                    slots,
-                    router,
-                    tuple(Candidate(i, d) for i, d in enumerate(dsts)),
-                    key_function(ch.key) if ch.key is not None else None,
-                )
-            )
-        only = self.ports[0] if len(self.ports) == 1 else None
-        self._fast_port = (
-            only if only and only.router is None and only.key_of is None else None
-        )
+        self.outputs = Outputs(plan, task.name, replica_id, self.metrics)
+        self.targets, self.ports = self.outputs.targets, self.outputs.ports
         self.expected_eos = sum(
             1
             for ch in plan.inputs_of(task.name)
@@ -302,75 +255,24 @@ class ReplicaCore:
                     traces.append(trace)
         return self._emit(outs, traces or None, t1) if outs else []
 
-    def _keys(self, port: OutPort, outs: list[Any]) -> tuple[list[Any], list[Any]]:
-        key_of = port.key_of
-        assert key_of is not None
-        try:
-            return outs, [key_of(x) for x in outs]
-        except Exception:  # noqa: BLE001 - find the item, apply the tail's policy
-            return self._keys_one_by_one(key_of, outs)
-
-    def _keys_one_by_one(
-        self, key_of: Callable[[Any], Any], outs: list[Any]
-    ) -> tuple[list[Any], list[Any]]:
-        kept, keys = [], []
-        tail = self.executors[-1] if self.executors else None
-        for x in outs:
-            try:
-                keys.append(key_of(x))
-                kept.append(x)
-            except Exception as exc:
-                if tail is None:
-                    raise OperatorFailure(
-                        operator=self.ops[-1].name,
-                        replica=self.replica,
-                        sequence=self._produced,
-                        item=x,
-                        key=None,
-                        cause=exc,
-                    ) from exc
-                tail.failed(outs, x, exc)
-        return kept, keys
-
     def _emit(
         self, outs: list[Any], traces: list[dict[str, Any]] | None, now: float
     ) -> Outbound:
-        size = self.buffer_size
-        fast = self._fast_port
-        if fast is not None and len(outs) <= size:  # one target, no router, no key
-            self.metrics.packets_out += 1
-            return [
-                (fast.slots[0], (outs, fast.input_index, now, traces, self.replica))
-            ]
-        result: Outbound = []
-        for n, port in enumerate(self.ports):
-            items = outs if n == 0 else list(outs)
-            keys = None
-            if port.key_of is not None:
-                items, keys = self._keys(port, items)
-                self.metrics.note_keys(keys)
-            if port.router is None:
-                parts = [(port.slots[0], items)]
-            else:
-                cands = port.candidates
-                if port.router.load_aware:
-                    cands = tuple(
-                        Candidate(
-                            c.index, c.name, load=self.load_of(port.slots[c.index])
-                        )
-                        for c in cands
-                    )
-                split = port.router.partition(items, keys, cands)
-                parts = [(port.slots[i], part) for i, part in enumerate(split) if part]
-            for slot, part in parts:
-                for i in range(0, len(part), size) if len(part) > size else (0,):
-                    chunk = part if len(part) <= size else part[i : i + size]
-                    result.append(
-                        (slot, (chunk, port.input_index, now, traces, self.replica))
-                    )
-                    traces = None
-        self.metrics.packets_out += len(result)
-        return result
+        return self.outputs.emit(outs, traces, now, self.load_of, self._key_failed)
+
+    def _key_failed(self, outs: list[Any], item: Any, exc: Exception) -> None:
+        """An output item's key function raised: the chain's last operator's error
+        policy decides (a source-only chain fails)."""
+        if not self.executors:
+            raise OperatorFailure(
+                operator=self.ops[-1].name,
+                replica=self.replica,
+                sequence=self._produced,
+                item=item,
+                key=None,
+                cause=exc,
+            ) from exc
+        self.executors[-1].failed(outs, item, exc)
 
     def handle(self, packets: list[Any]) -> Outbound:
         """Process popped packets (and end-of-stream markers, checkpoint barriers);

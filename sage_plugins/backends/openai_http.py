@@ -22,7 +22,8 @@ from sage_core.backends import (
     GenerationRequest,
     Vectors,
 )
-from sage_core.llm.client import BackgroundLoop, OpenAIClient
+from sage_core.llm.client import OpenAIClient
+from sage_core.llm.loop import BackgroundLoop
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from sage_core.backends import (
     GenerationRequest,
     render_prompt,
 )
-from sage_core.llm.client import BackgroundLoop
+from sage_core.llm.loop import BackgroundLoop
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,138 @@
+"""``RuntimeSettings``: how a plan's replicas move items (batching, queues, linger,
+tracing, dead letters, checkpoints and restarts), validated when a plan is built or
+read (``from_mapping``, ``problems``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sage_core.common.errors import SageError
+
+
+class PlanFormatError(SageError, ValueError):
+    """A serialised plan is malformed or of an unknown version."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """How replicas move items.
+
+    Attributes:
+        buffer_size: most items in one packet (a micro-batch on a channel); 1 sends
+            every item on its own.
+        linger_ms: about how long a source may hold a partial packet to fill it:
+            half of it while the downstream is idle, twice it while items are on
+            the way downstream (0: every packet is sent with the first item).
+        latency_target_ms: the emission-to-sink latency batching aims to stay within
+            at moderate load: ``linger_ms`` is capped at a quarter of it, and while
+            the downstream has a backlog a source packet may fill for up to half of it.
+        queue_capacity: default packets a replica's input queue holds.
+        max_packets: most packets a replica takes from its queue per step.
+        chaining: fuse consecutive stateless operators of equal parallelism.
+        direct_links: cross-worker packets go over direct links between replica
+            actors (a listener per receiving replica on its worker's host, a random
+            port); False sends them by actor calls through the workers' own ports
+            (for networks that only open those, at about twice the CPU per packet).
+        trace_every: trace one packet in this many per source replica (0: off).
+        trace_path: JSONL file the traces are appended to (None: kept in memory).
+        dead_letter_sink: sink plugin that receives dead-letter records as well as
+            the job result (None: the job result only).
+        dead_letter_config: config of that sink (``{"path": "dead.jsonl"}``).
+        checkpoint_interval_s: seconds between aligned checkpoints (None: off).
+        checkpoint_dir: where checkpoints go, a path or fsspec URL (None: the data
+            directory's ``checkpoints/``); each job writes under its id.
+        checkpoints_retained: committed checkpoints kept per job.
+        restart: what a failed job does: ``"none"``, ``"fixed(N, DELAY_S)"`` or
+            ``"exponential(INITIAL_S, MAX_S, ATTEMPTS)"`` restarts from the last
+            committed checkpoint (``sage_core.checkpoint.restart``).
+        metrics_interval_s: seconds between the live metrics a Dask job's master
+            pulls from its replicas (the ``/sage`` page, ``sage diagnose`` of a
+            running job). A pull holds each worker's event loop for a moment, which
+            shows in the tail latency, hence 5 s; lost workers are noticed every
+            second regardless.
+        replace_wait_s: how long a restart after a lost worker waits for workers
+            that satisfy every replica's contract (a GPU operator whose GPU workers
+            are gone waits for one to join) before the job fails.
+    """
+
+    buffer_size: int = 64
+    linger_ms: float = 1.0
+    latency_target_ms: float = 5.0
+    queue_capacity: int = 64
+    max_packets: int = 64
+    chaining: bool = True
+    direct_links: bool = True
+    trace_every: int = 1000
+    trace_path: str | None = None
+    dead_letter_sink: str | None = None
+    dead_letter_config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_interval_s: float | None = None
+    checkpoint_dir: str | None = None
+    checkpoints_retained: int = 2
+    restart: str = "none"
+    replace_wait_s: float = 300.0
+    metrics_interval_s: float = 5.0
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("buffer_size", "queue_capacity", "max_packets"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                out.append(f"{name}: must be an integer >= 1, got {v!r}")
+        for name in ("linger_ms",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                out.append(f"{name}: must be a number >= 0, got {v!r}")
+        for name in ("latency_target_ms", "metrics_interval_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                out.append(f"{name}: must be a number > 0, got {v!r}")
+        for name in ("chaining", "direct_links"):
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                out.append(f"{name}: must be true or false, got {v!r}")
+        v = self.trace_every
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            out.append(f"trace_every: must be an integer >= 0, got {v!r}")
+        out += _checkpoint_problems(self)
+        return out
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RuntimeSettings:
+        """Settings from a mapping; unknown names or bad values raise PlanFormatError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PlanFormatError(
+                f"unknown setting(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        settings = cls(**dict(data))
+        problems = settings.problems()
+        if problems:
+            raise PlanFormatError("invalid settings: " + "; ".join(problems))
+        return settings
+
+
+def _checkpoint_problems(s: RuntimeSettings) -> list[str]:
+    from sage_core.checkpoint.restart import RestartStrategy, RestartStrategyError
+
+    out = []
+    v = s.checkpoint_interval_s
+    if v is not None and (
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+    ):
+        out.append(f"checkpoint_interval_s: must be a number > 0 or None, got {v!r}")
+    v = s.replace_wait_s
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        out.append(f"replace_wait_s: must be a number >= 0, got {v!r}")
+    v = s.checkpoints_retained
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        out.append(f"checkpoints_retained: must be an integer >= 1, got {v!r}")
+    try:
+        RestartStrategy.parse(s.restart)
+    except RestartStrategyError as exc:
+        out.append(str(exc))
+    return out

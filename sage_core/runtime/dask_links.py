@@ -1,0 +1,147 @@
+"""How replica actors reach each other on the Dask runtime (mixed into
+``ReplicaActor``).
+
+``connect`` makes one outlet per downstream replica (``transport.py``): a
+same-worker target gets a direct hand-off into its ``Inbox``; a remote one gets
+packets over its direct link (``link.py``; ``link`` starts the receiving end and
+names its address and token) or, with ``direct_links`` off or on workers whose
+comm scheme has none, by Dask ``actor_execute`` calls to ``push``/``wait_credit``.
+Either way a sender holds credits for at most its share of the receiver's queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sage_core.compiler.plan import ExecutionPlan
+from sage_core.runtime.link import LinkPool, LinkServer
+from sage_core.runtime.transport import Inbox, LocalOutlet, RemoteOutlet, decode, quota
+from sage_core.runtime.worker import ReplicaCore
+
+_perf = time.perf_counter
+
+
+def upstream_replicas(plan: ExecutionPlan, replica: str) -> list[str]:
+    """Replica ids that send to ``replica`` (each once, plan order)."""
+    task = next(r.task for r in plan.replicas if r.id == replica)
+    out: list[str] = []
+    for ch in plan.inputs_of(task):
+        for src, dsts in ch.routes:
+            if replica in dsts and src not in out:
+                out.append(src)
+    return out
+
+
+class ActorLinks:
+    """The wiring methods of a replica actor (see the module docstring)."""
+
+    core: ReplicaCore
+    plan: ExecutionPlan
+    replica: str
+    worker: str
+    inbox: Inbox | None
+    outlets: list[Any]
+    _links: LinkServer
+    _pools: list[LinkPool]
+
+    # -- wiring ----------------------------------------------------------------
+
+    async def connect(self, targets: dict[str, tuple[str, str]]) -> str:
+        """Make one outlet per downstream replica: ``targets`` maps replica id to
+        (worker address, actor key). Same-worker targets get a direct queue hand-off.
+        """
+        from distributed import get_worker
+        from distributed.protocol import to_serialize
+
+        worker = get_worker()
+        self.outlets = []
+        for rid in self.core.targets:
+            address, key = targets[rid]
+            local = worker.state.actors.get(key) if address == self.worker else None
+            if isinstance(local, ActorLinks) and local.inbox is not None:
+                self.outlets.append(LocalOutlet(self.replica, local.inbox))
+                continue
+            n_senders = len(upstream_replicas(self.plan, rid))
+            cap = next(r.queue_capacity for r in self.plan.replicas if r.id == rid)
+            rpc = worker.rpc(address)
+
+            async def call(
+                fn: str, *args: Any, _rpc: Any = rpc, _key: str = key
+            ) -> Any:
+                reply = await _rpc.actor_execute(
+                    actor=_key,
+                    function=fn,
+                    args=[to_serialize(a) for a in args],
+                    kwargs={},
+                )
+                if reply["status"] != "OK":
+                    raise reply["exception"]
+                return reply["result"]
+
+            link_address, token = (
+                await call("link") if self.plan.settings.direct_links else (None, "")
+            )
+            if link_address is not None:
+                pool = LinkPool(
+                    link_address, token, worker.security.get_connection_args("worker")
+                )
+                self._pools.append(pool)
+                push, wait_credit = pool.push, pool.credit
+            else:
+
+                async def push(
+                    sender: str, seq: int, blob: bytes, _call: Any = call
+                ) -> Any:
+                    return await _call("push", sender, seq, blob)
+
+                async def wait_credit(sender: str, _call: Any = call) -> Any:
+                    return await _call("wait_credit", sender)
+
+            self.outlets.append(
+                RemoteOutlet(
+                    self.replica,
+                    rid,
+                    push,
+                    wait_credit,
+                    credits=quota(cap, n_senders),
+                    link=link_address is not None,
+                )
+            )
+        outlets = self.outlets
+        self.core.load_of = lambda slot: outlets[slot].depth()
+        self.core.pressure_of = lambda slot: outlets[slot].pressure()
+        return self.worker
+
+    # -- receiving -------------------------------------------------------------
+
+    async def link(self) -> tuple[str | None, str]:
+        """The address and token of this replica's direct link (started now if
+        needed); ``(None, "")`` where senders must use actor calls."""
+        if self.inbox is None:
+            return None, ""
+        from distributed import get_worker
+
+        address = await self._links.start(get_worker())
+        return address, self._links.token
+
+    async def push(self, sender: str, seq: int, blob: bytes) -> int:
+        """Blob number ``seq`` of a remote sender's packets (enqueued in sequence
+        order); returns credits given back."""
+        assert self.inbox is not None, "a source replica has no input"
+        now = _perf()
+        packets = [
+            p if type(p) is not tuple else (p[0], p[1], now, p[3], p[4])
+            for p in decode(blob)
+        ]
+        self.inbox.accept_in_order(sender, seq, packets)
+        return self.inbox.take_owed(sender)
+
+    async def wait_credit(self, sender: str) -> int:
+        assert self.inbox is not None
+        return await self.inbox.wait_credit(sender)
+
+    def _close_links(self) -> None:
+        for pool in self._pools:
+            pool.close()
+        self._links.close()
