@@ -93,7 +93,7 @@ def exact(ds: index_sets.DataSet, args: Any) -> dict[str, Any]:
                 len(q),
                 threads,
             )
-    runs = measure(points, args.repeats)
+    runs = measure(points, args.repeats, args.min_time)
     return {
         key: {
             "qps": spread(run["qps"]),
@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--no-text", action="store_true", help="skip the MiniLM set")
     parser.add_argument("--ann", nargs="*", default=SYSTEMS, choices=SYSTEMS)
     parser.add_argument("--agree", type=float, default=0.25)
+    parser.add_argument(
+        "--min-time", type=float, default=0.2, help="seconds each figure is timed over"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/index.json"))
     add_smoke_flag(parser)
     args = parser.parse_args()
@@ -199,6 +202,7 @@ def main() -> None:
         args.n, args.dims, args.clusters, args.queries = 2000, [32], 20, 50
         args.exact_batch, args.single_queries, args.min_timed_queries = 50, 5, 50
         args.repeats, args.nlist, args.text_nlist = 1, 16, 4
+        args.min_time = 0.01
         args.out = smoke_path(args.out)
     # plugin discovery happens on the first create_index; the old benchmark counted
     # it (about 2 s) in native IVF's build time

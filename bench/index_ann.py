@@ -136,7 +136,7 @@ def sweep(
             if r >= 0.995:
                 break
         out[name] = {"build_s": index.build_s, "knob": KNOB[name], "curve": curve}
-    runs = measure(points, args.repeats)
+    runs = measure(points, args.repeats, args.min_time)
     for name, res in out.items():
         for p in res["curve"]:
             run = runs[f"{name}@{p[KNOB[name]]}"]

@@ -14,7 +14,9 @@ what this module does about each:
   during a busy minute: repeats are interleaved (every point once per round, rounds
   repeated), every point is warmed up first, and each figure is the median of the
   rounds with its min-max spread. Single-thread figures also count process CPU time,
-  which other processes stretch far less than wall time.
+  which other processes stretch far less than wall time;
+* figures timed over one call of a few milliseconds: each figure repeats its call
+  for at least ``min_s`` (0.2 s; ``--min-time``).
 """
 
 from __future__ import annotations
@@ -59,13 +61,21 @@ def thread_settings() -> dict[str, Any]:
 
 
 def measure(
-    points: dict[str, tuple[Callable[[], Any], int, int]], repeats: int
+    points: dict[str, tuple[Callable[[], Any], int, int]],
+    repeats: int,
+    min_s: float = 0.2,
 ) -> dict[str, dict[str, Any]]:
     """Time every point once per round, `repeats` rounds, after one warm-up each.
+
+    A point's figure in a round comes from calling it again and again for at least
+    `min_s` seconds (as ``timeit``'s autorange does): a fast index answers 1000
+    queries in a few milliseconds, a window in which one timer interrupt or
+    descheduling moves the figure by tens of percent.
 
     Args:
         points: name -> (call, queries answered by one call, threads).
         repeats: rounds.
+        min_s: the least wall time one figure is measured over.
 
     Returns:
         name -> {"qps": [...], "qps_cpu": [...]} per round (CPU time only counted
@@ -81,11 +91,16 @@ def measure(
     for _ in range(repeats):
         for name, (fn, n, threads) in points.items():
             with pinned(threads):
+                calls = 0
                 c, t = time.process_time(), time.perf_counter()
-                fn()
-                wall = time.perf_counter() - t
+                while True:
+                    fn()
+                    calls += 1
+                    wall = time.perf_counter() - t
+                    if wall >= min_s:
+                        break
                 cpu = time.process_time() - c
-            runs[name]["qps"].append(n / wall)
+            runs[name]["qps"].append(n * calls / wall)
             if threads == 1:
-                runs[name]["qps_cpu"].append(n / max(cpu, 1e-9))
+                runs[name]["qps_cpu"].append(n * calls / max(cpu, 1e-9))
     return runs
