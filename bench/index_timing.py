@@ -10,6 +10,12 @@ what this module does about each:
 * OpenMP workers spinning after a parallel region (libgomp's default wait policy)
   steal a core of a 2-core machine from whatever runs next: the benchmark sets
   ``OMP_WAIT_POLICY=PASSIVE`` before numpy or FAISS load (``configure_env``);
+* FAISS's wheel bundles an old OpenBLAS (0.3.15) that does not know newer Xeons and
+  falls back to its generic "Prescott" kernels there: FAISS IVF's coarse quantizer
+  (one sgemm) then ran 3x slower than with the AVX-512 kernels numpy's own OpenBLAS
+  picks on the same CPU, and native IVF looked 3x faster than FAISS. The benchmark
+  sets ``OPENBLAS_CORETYPE`` from the CPU's flags (SkylakeX with AVX-512, Haswell
+  with AVX2) before FAISS loads, and the JSON records each BLAS pool's kernels;
 * one system measured after another, so load from other processes hit whichever ran
   during a busy minute: repeats are interleaved (every point once per round, rounds
   repeated), every point is warmed up first, and each figure is the median of the
@@ -31,8 +37,28 @@ WAIT_POLICY = "PASSIVE"
 
 
 def configure_env() -> None:
-    """Make idle OpenMP threads sleep; call before numpy or FAISS is imported."""
+    """Make idle OpenMP threads sleep and give every OpenBLAS the kernels this CPU
+    supports; call before numpy or FAISS is imported."""
     os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    core = blas_core_type()
+    if core:
+        os.environ.setdefault("OPENBLAS_CORETYPE", core)
+
+
+def blas_core_type(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The OpenBLAS kernel family this CPU's flags allow (None: leave it to
+    OpenBLAS's own detection)."""
+    try:
+        with open(cpuinfo) as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return None
+    flags = set(line.partition(":")[2].split())
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
 
 
 @contextlib.contextmanager
@@ -50,11 +76,19 @@ def thread_settings() -> dict[str, Any]:
     """Environment and thread pools as the benchmark sees them (for the JSON)."""
     from threadpoolctl import threadpool_info
 
-    keys = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    keys = (
+        "OMP_WAIT_POLICY",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "OPENBLAS_CORETYPE",
+    )
     return {
         "env": {k: os.environ.get(k) for k in keys},
         "pools": [
-            {k: p.get(k) for k in ("internal_api", "num_threads", "version")}
+            {
+                k: p.get(k)
+                for k in ("internal_api", "num_threads", "version", "architecture")
+            }
             for p in threadpool_info()
         ],
     }
