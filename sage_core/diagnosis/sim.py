@@ -89,6 +89,8 @@ class SimResult:
     items: int
     operators: dict[str, dict[str, Any]]
     cross_packets: dict[str, int] = field(default_factory=dict)
+    #: latency (ms) at each of ``QUANTILES``
+    quantiles_ms: dict[float, float] = field(default_factory=dict)
 
 
 class Simulator:
@@ -352,6 +354,7 @@ class Simulator:
             }
         lat = sorted(self.latencies)
         return SimResult(
+            quantiles_ms={q: 1e3 * percentile(lat, q) for q in QUANTILES},
             throughput=self.m.source_items() / span,
             p50_ms=1e3 * percentile(lat, 0.50),
             p99_ms=1e3 * percentile(lat, 0.99),
@@ -360,6 +363,10 @@ class Simulator:
             operators=ops,
             cross_packets=dict(self.cross),
         )
+
+
+#: the latency quantiles a result reports (what-if calibrates its latency on them)
+QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,7 +7,9 @@ is changed accordingly (replicas re-placed with the policy's own decisions when 
 policy or the workers change) and simulated; the baseline model is simulated too and
 the seconds the baseline run took beyond its model (start-up, transport, event loops:
 ``calibration.unmodelled_s``) are added to the changed plan's modelled duration, and
-its p99 is scaled by the measured/modelled baseline p99 of the sampled traces. On
+its latencies are scaled by how far the modelled baseline's latency is from the
+sampled traces' (the median of the measured/modelled ratios at the quantiles 0.5 to
+0.99: a short run's trace p99 alone rests on a handful of traces). On
 several workers, that time is first charged to the packets crossing workers
 (``calibrate_transport``), so plans sending fewer of them (bigger packets, fewer
 workers) are predicted to gain it back.
@@ -22,7 +24,7 @@ from typing import Any
 
 from sage_core.diagnosis.model import DiagnosisError, JobModel
 from sage_core.diagnosis.replay import place, recorded_cluster, workers_named
-from sage_core.diagnosis.sim import SimResult, percentile, simulate
+from sage_core.diagnosis.sim import QUANTILES, SimResult, percentile, simulate
 
 #: simulated items per source at most (longer runs are sampled down)
 MAX_ITEMS = 40_000
@@ -250,7 +252,7 @@ def predict(
     span = items / out.throughput if out.throughput else 0.0
     throughput = items / max(0.1 * span, span + extra) if span else 0.0
     lat = _measured_latency(model)
-    lat_scale = lat["p99_ms"] / base.p99_ms if lat and base.p99_ms else 1.0
+    lat_scale = latency_scale(lat, base) if lat else 1.0
     return {
         "changes": [str(c) for c in changes],
         "policy": changed.policy,
@@ -278,9 +280,28 @@ def predict(
     }
 
 
-def _measured_latency(model: JobModel) -> dict[str, float] | None:
-    """p50/p99 of the sampled traces that reached a sink (None: fewer than 20)."""
+def _measured_latency(model: JobModel) -> dict[str, Any] | None:
+    """p50/p99 and the ``QUANTILES`` of the sampled traces that reached a sink
+    (None: fewer than 20)."""
     e2e = sorted(t["end_to_end_s"] for t in model.traces if t.get("outcome") == "sink")
     if len(e2e) < 20:
         return None
-    return {"p50_ms": 1e3 * percentile(e2e, 0.5), "p99_ms": 1e3 * percentile(e2e, 0.99)}
+    return {
+        "p50_ms": 1e3 * percentile(e2e, 0.5),
+        "p99_ms": 1e3 * percentile(e2e, 0.99),
+        "quantiles_ms": {q: 1e3 * percentile(e2e, q) for q in QUANTILES},
+    }
+
+
+def latency_scale(measured: Mapping[str, Any], base: SimResult) -> float:
+    """Measured over modelled baseline latency: the median of the ratios at the
+    ``QUANTILES`` (1.0 when the model has no latency)."""
+    ratios = sorted(
+        measured["quantiles_ms"][q] / base.quantiles_ms[q]
+        for q in QUANTILES
+        if base.quantiles_ms.get(q)
+    )
+    if not ratios:
+        return 1.0
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2

@@ -118,3 +118,33 @@ def test_workers_on_one_machine_share_its_cores(chain: Any, svc: Any) -> None:
     )
     assert simulate(model).throughput == pytest.approx(4000, rel=0.05)
     assert simulate(model, host_cores=2).throughput == pytest.approx(2000, rel=0.05)
+
+
+def test_latency_scale_follows_the_bulk_of_the_traces_not_one_slow_one() -> None:
+    """A short run's trace p99 rests on a few traces: the what-if calibrates its
+    latency on the median ratio over several quantiles, so one stalled trace in the
+    recorded run does not scale every prediction."""
+    from sage_core.diagnosis.sim import SimResult
+    from sage_core.diagnosis.whatif import latency_scale
+
+    modelled = {0.5: 10.0, 0.75: 12.0, 0.9: 15.0, 0.95: 17.0, 0.99: 20.0}
+    base = SimResult(
+        throughput=1.0,
+        p50_ms=10.0,
+        p99_ms=20.0,
+        makespan_s=1.0,
+        items=100,
+        operators={},
+        quantiles_ms=modelled,
+    )
+    measured = {q: 2 * v for q, v in modelled.items()}
+    measured[0.99] = 400.0  # one trace that waited behind a stall
+    assert latency_scale({"quantiles_ms": measured}, base) == pytest.approx(2.0)
+
+
+def test_latency_scale_is_one_when_the_model_has_no_latency() -> None:
+    from sage_core.diagnosis.sim import SimResult
+    from sage_core.diagnosis.whatif import latency_scale
+
+    base = SimResult(1.0, 0.0, 0.0, 1.0, 0, {})
+    assert latency_scale({"quantiles_ms": {0.5: 3.0}}, base) == 1.0
