@@ -6,8 +6,10 @@ on a LocalCluster of 2 single-thread worker processes (and once on the LocalRunt
 ``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
 packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
 record (workers capped at this machine's cores), then run --repeats times, each
-time right after a baseline run (the profiled baseline run follows a discarded
-full-size one, so it is as warm as the runs it is compared with). Errors are
+time right after a baseline run. Predictions come from ``PROFILED_RUNS`` (3)
+recorded baseline runs pooled (``pool_runs``: their traces and median duration),
+made after a discarded full-size run, so they are as warm as the runs they are
+compared with. Errors are
 (predicted - measured) / measured of throughput and of the p99 of the sampled packet
 traces (emission to sink), both absolute and as effects: the predicted ratio to the predicted baseline against the
 measured ratio to the baseline run next to it (the box may be shared).
@@ -42,6 +44,8 @@ from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 _perf = time.perf_counter
+#: recorded baseline runs a prediction is made from (``pool_runs``)
+PROFILED_RUNS = 3
 
 
 def items(n: int, rate: float | None = None, hot: float = 0.0) -> Any:
@@ -131,13 +135,15 @@ def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> li
     """Each counterfactual predicted from one baseline record, then run k times,
     each time right after a baseline run (the peer: the box is shared, so effects
     are compared as ratios to the baseline measured next to them)."""
-    from sage_core.diagnosis import job_model
+    from sage_core.diagnosis import job_model, pool_runs
     from sage_core.diagnosis.whatif import predict
 
     cases = counterfactuals(smoke, dask)
-    run(cases[0][2], clusters)  # discarded: the profiled baseline is a warm run
-    record = run(cases[0][2], clusters)
-    model, profiled = job_model(record), measured(record)
+    run(cases[0][2], clusters)  # discarded: the profiled baseline runs are warm
+    records = [run(cases[0][2], clusters) for _ in range(PROFILED_RUNS)]
+    models = [job_model(r) for r in records]
+    model = pool_runs(models[0], models[1:])
+    profiled = [measured(r) for r in records]
     cores = os.cpu_count()  # the LocalCluster's workers share this machine
     pred0 = predict(model, host_cores=cores)
     rows = []

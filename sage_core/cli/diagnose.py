@@ -127,12 +127,21 @@ def diagnose_cmd(
     default=None,
     help=HOST_HELP,
 )
+@click.option(
+    "--also-run",
+    "also",
+    multiple=True,
+    metavar="JOB",
+    help="Another recorded run of the same pipeline, pooled with JOB's (its traces "
+    "and duration; repeatable): steadier latency predictions.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @tls_options
 def whatif_cmd(
     job: str,
     sets: tuple[str, ...],
+    also: tuple[str, ...],
     policy: str | None,
     workers: int | None,
     cores_per_worker: int,
@@ -144,13 +153,16 @@ def whatif_cmd(
     tls_key: str | None,
 ) -> None:
     """Predict JOB's throughput, latency and utilisation under changes."""
-    from sage_core.diagnosis import DiagnosisError
+    from sage_core.diagnosis import DiagnosisError, pool_runs
     from sage_core.diagnosis.whatif import Change, predict
 
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1")
-    model = load_model(job, cores_per_worker, address, (tls_ca_file, tls_cert, tls_key))
+    tls = (tls_ca_file, tls_cert, tls_key)
+    model = load_model(job, cores_per_worker, address, tls)
     try:
+        runs = [load_model(j, cores_per_worker, None, (None, None, None)) for j in also]
+        model = pool_runs(model, runs)
         changes = [Change.parse(s) for s in sets]
         out = predict(
             model,

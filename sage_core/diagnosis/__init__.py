@@ -12,6 +12,7 @@ from sage_core.diagnosis.model import (
     JobModel,
     ServiceModel,
     job_model,
+    pool_runs,
     record_of,
 )
 from sage_core.diagnosis.replay import replay
@@ -26,6 +27,7 @@ __all__ = [
     "SimResult",
     "diagnose",
     "job_model",
+    "pool_runs",
     "predict",
     "record_of",
     "replay",

@@ -93,6 +93,27 @@ def test_whatif_rejects_unknown_operators_and_knobs(local_job: str) -> None:
     assert missing.exit_code != 0 and "no job record" in missing.output
 
 
+def test_whatif_pools_other_runs_of_the_same_pipeline(
+    local_job: str, tmp_path: Path, sage_home: Path
+) -> None:
+    spec = tmp_path / "p.yaml"
+    assert CliRunner().invoke(cli, ["run", str(spec)]).exit_code == 0
+    jobs = sorted(p.stem for p in (sage_home / "state" / "jobs").glob("*.json"))
+    other = next(j for j in jobs if j != local_job)
+    alone = _json(["whatif", local_job, "--json"])
+    pooled = _json(["whatif", local_job, "--also-run", other, "--json"])
+    assert pooled["p99_ms"] > 0 and pooled["throughput"] > 0
+    # the pooled calibration reads both runs' durations
+    assert pooled["calibration"] != alone["calibration"]
+
+    spec.write_text(SPEC.replace("buffer_size: 8", "buffer_size: 4"))
+    assert CliRunner().invoke(cli, ["run", str(spec)]).exit_code == 0
+    jobs_now = sorted(p.stem for p in (sage_home / "state" / "jobs").glob("*.json"))
+    (different,) = set(jobs_now) - set(jobs)
+    bad = CliRunner().invoke(cli, ["whatif", local_job, "--also-run", different])
+    assert bad.exit_code != 0 and "not a run of the same pipeline" in bad.output
+
+
 def test_replay_on_a_local_job_keeps_every_replica_in_process(local_job: str) -> None:
     out = _json(["explain", local_job, "--replay", "round-robin", "--json"])
     assert {d["replayed"] for d in out["decisions"]} == {"local"}

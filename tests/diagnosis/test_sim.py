@@ -148,3 +148,23 @@ def test_latency_scale_is_one_when_the_model_has_no_latency() -> None:
 
     base = SimResult(1.0, 0.0, 0.0, 1.0, 0, {})
     assert latency_scale({"quantiles_ms": {0.5: 3.0}}, base) == 1.0
+
+
+def test_pool_runs_takes_every_runs_traces_and_the_median_duration(
+    counters: Any,
+) -> None:
+    from sage_core.diagnosis import DiagnosisError, pool_runs
+
+    reps = {"src#0": {"busy": 0.05}, "op#0": {"busy": 0.9}, "sink#0": {"busy": 0.05}}
+    runs = [counters(reps) for _ in range(3)]
+    for i, (m, seconds) in enumerate(zip(runs, (10.0, 14.0, 11.0), strict=True)):
+        m.duration_s = seconds
+        m.traces = [{"end_to_end_s": 0.01 * (i + 1), "outcome": "sink"}] * 5
+    pooled = pool_runs(runs[0], runs[1:])
+    assert pooled.duration_s == pytest.approx(11.0)
+    assert len(pooled.traces) == 15
+    assert runs[0].duration_s == 10.0 and len(runs[0].traces) == 5  # not changed
+
+    other = counters({**reps, "op#1": {"busy": 0.9}})  # two op replicas
+    with pytest.raises(DiagnosisError, match="not a run of the same pipeline"):
+        pool_runs(runs[0], [other])
