@@ -121,9 +121,14 @@ def clients(clusters: dict[int, Any], n: int) -> Any:
 
 def measured(record: dict[str, Any]) -> dict[str, float]:
     from sage_core.diagnosis import job_model
+
+    return measured_model(job_model(record))
+
+
+def measured_model(m: Any) -> dict[str, float]:
+    """Throughput and trace p99 of a run's diagnosis model."""
     from sage_core.diagnosis.sim import percentile
 
-    m = job_model(record)
     e2e = sorted(t["end_to_end_s"] for t in m.traces if t.get("outcome") == "sink")
     return {
         "throughput": m.measured_throughput(),
@@ -143,7 +148,7 @@ def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> li
     records = [run(cases[0][2], clusters) for _ in range(PROFILED_RUNS)]
     models = [job_model(r) for r in records]
     model = pool_runs(models[0], models[1:])
-    profiled = [measured(r) for r in records]
+    profiled = [measured_model(m) for m in models]
     cores = os.cpu_count()  # the LocalCluster's workers share this machine
     pred0 = predict(model, host_cores=cores)
     rows = []

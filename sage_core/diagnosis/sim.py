@@ -353,11 +353,12 @@ class Simulator:
                 "batch_sizes": sorted({k for r in reps for k in r.sizes}),
             }
         lat = sorted(self.latencies)
+        qs = {q: 1e3 * percentile(lat, q) for q in QUANTILES}
         return SimResult(
-            quantiles_ms={q: 1e3 * percentile(lat, q) for q in QUANTILES},
+            quantiles_ms=qs,
             throughput=self.m.source_items() / span,
-            p50_ms=1e3 * percentile(lat, 0.50),
-            p99_ms=1e3 * percentile(lat, 0.99),
+            p50_ms=qs[0.5],
+            p99_ms=qs[0.99],
             makespan_s=span,
             items=len(lat),
             operators=ops,

@@ -18,6 +18,7 @@ workers) are predicted to gain it back.
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -286,22 +287,16 @@ def _measured_latency(model: JobModel) -> dict[str, Any] | None:
     e2e = sorted(t["end_to_end_s"] for t in model.traces if t.get("outcome") == "sink")
     if len(e2e) < 20:
         return None
-    return {
-        "p50_ms": 1e3 * percentile(e2e, 0.5),
-        "p99_ms": 1e3 * percentile(e2e, 0.99),
-        "quantiles_ms": {q: 1e3 * percentile(e2e, q) for q in QUANTILES},
-    }
+    qs = {q: 1e3 * percentile(e2e, q) for q in QUANTILES}
+    return {"p50_ms": qs[0.5], "p99_ms": qs[0.99], "quantiles_ms": qs}
 
 
 def latency_scale(measured: Mapping[str, Any], base: SimResult) -> float:
     """Measured over modelled baseline latency: the median of the ratios at the
     ``QUANTILES`` (1.0 when the model has no latency)."""
-    ratios = sorted(
+    ratios = [
         measured["quantiles_ms"][q] / base.quantiles_ms[q]
         for q in QUANTILES
         if base.quantiles_ms.get(q)
-    )
-    if not ratios:
-        return 1.0
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    ]
+    return statistics.median(ratios) if ratios else 1.0

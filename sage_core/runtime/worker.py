@@ -38,7 +38,7 @@ from sage_core.runtime.operators import (
     build_function,
     key_function,
 )
-from sage_core.runtime.outputs import Outbound, Outputs
+from sage_core.runtime.outputs import Outbound, OutPort, Outputs
 from sage_core.runtime.source import produce
 
 Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
@@ -123,7 +123,7 @@ class ReplicaCore:
         if self.two_inputs:
             self.fill_wait_s = 0.0
         self.outputs = Outputs(plan, task.name, replica_id, self.metrics)
-        self.targets, self.ports = self.outputs.targets, self.outputs.ports
+        self._on_key_error = self._key_failed  # bound once: _emit is the hot path
         self.expected_eos = sum(
             1
             for ch in plan.inputs_of(task.name)
@@ -166,6 +166,16 @@ class ReplicaCore:
                 if rp.id in d
             }
             self.aligner = Aligner(self, senders)
+
+    @property
+    def targets(self) -> list[str]:
+        """Downstream replica ids by slot (``Outputs.targets``)."""
+        return self.outputs.targets
+
+    @property
+    def ports(self) -> list[OutPort]:
+        """One ``OutPort`` per output channel (``Outputs.ports``)."""
+        return self.outputs.ports
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -258,7 +268,7 @@ class ReplicaCore:
     def _emit(
         self, outs: list[Any], traces: list[dict[str, Any]] | None, now: float
     ) -> Outbound:
-        return self.outputs.emit(outs, traces, now, self.load_of, self._key_failed)
+        return self.outputs.emit(outs, traces, now, self.load_of, self._on_key_error)
 
     def _key_failed(self, outs: list[Any], item: Any, exc: Exception) -> None:
         """An output item's key function raised: the chain's last operator's error
