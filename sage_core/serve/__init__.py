@@ -11,6 +11,7 @@ from __future__ import annotations
 from sage_core.serve.autoscale import (
     AutoscaleError,
     Autoscaler,
+    Demand,
     ScaleDecision,
     ScaleRange,
 )
@@ -22,6 +23,7 @@ from sage_core.serve.server import PipelineServer
 __all__ = [
     "AutoscaleError",
     "Autoscaler",
+    "Demand",
     "Envelope",
     "HubNotFound",
     "HubServer",

@@ -284,6 +284,7 @@ class ServeApp:
                 "status": "ok" if ok else "unavailable",
                 "pipeline": server.name,
                 "in_flight": server.hub.in_flight if server.hub else 0,
+                "waiting": server.hub.waiting if server.hub else 0,
                 "max_in_flight": server.max_in_flight,
                 "error": server.failure,
             },
@@ -304,6 +305,9 @@ class ServeApp:
             "# HELP sage_serve_in_flight Requests admitted and not yet answered.",
             "# TYPE sage_serve_in_flight gauge",
             f'sage_serve_in_flight{{pipeline="{name}"}} {hub.in_flight if hub else 0}',
+            "# HELP sage_serve_waiting Requests admitted that no source has taken yet.",
+            "# TYPE sage_serve_waiting gauge",
+            f'sage_serve_waiting{{pipeline="{name}"}} {hub.waiting if hub else 0}',
             "# HELP sage_serve_request_seconds Time from admission to answer.",
             "# TYPE sage_serve_request_seconds histogram",
         ]

@@ -88,6 +88,9 @@ class RequestHub:
         self._lock = threading.Lock()
         #: requests answered, by outcome status; refused (429) and cancelled
         self.counts: dict[str, int] = {}
+        #: requests that arrived since the start, admitted or refused (the demand
+        #: the autoscaler sizes for)
+        self.arrived = 0
 
     # --- registry -------------------------------------------------------------
 
@@ -119,6 +122,11 @@ class RequestHub:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def waiting(self) -> int:
+        """Requests admitted that no source has taken yet (the hub's backlog)."""
+        return self._queue.qsize()
+
     def submit(
         self, items: list[Any], *, deadline: float | None = None, stream: bool = False
     ) -> list[tuple[str, asyncio.Future[Outcome]]]:
@@ -134,6 +142,7 @@ class RequestHub:
         loop = asyncio.get_running_loop()
         out = []
         with self._lock:
+            self.arrived += len(items)
             if len(self._pending) + len(items) > self.max_in_flight:
                 self._count("refused", len(items))
                 raise Overloaded(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from sage_core.compiler.compile import compile_plan
 from sage_core.graph.model import LogicalGraph
 from sage_core.runtime.job import JobFailed
 from sage_core.runtime.local import LocalRuntime
-from sage_core.serve.autoscale import Autoscaler, ScaleRange
+from sage_core.serve.autoscale import Autoscaler, Demand, ScaleRange
 from sage_core.serve.envelope import ServeError, served_graph
 from sage_core.serve.hub import RequestHub
 from sage_core.serve.remote import HubServer
@@ -92,10 +93,13 @@ class PipelineServer:
         max_in_flight: requests admitted and not yet answered, at most (429 beyond).
         deadline_ms: the deadline of requests without ``X-SLO-Deadline-Ms``
             (None: no deadline).
-        autoscale: operators whose replicas follow their queue depth, with their
-            ``(min, max)`` replicas (see :mod:`sage_core.serve.autoscale`).
+        autoscale: operators whose replicas follow their queue depth, the hub's
+            backlog and the demand, with their ``(min, max)`` replicas (see
+            :mod:`sage_core.serve.autoscale`).
         scale_interval_s: seconds between the autoscaler's samples.
-        target_depth: packets waiting per replica above which an operator grows.
+        target_depth: packets waiting per replica above which an operator grows;
+            an autoscaled operator's input queue holds twice as many (unless its
+            contract sets ``queue_capacity``): requests beyond it wait at the hub.
 
     Raises:
         ServeError: the environment is neither (or ``max_in_flight`` < 1).
@@ -130,6 +134,10 @@ class PipelineServer:
         self.generation = 0
         self.parallelism = {n.name: n.parallelism for n in env.graph.nodes.values()}
         self.scaler = _scaler(env, autoscale, target_depth)
+        #: the input queue of an autoscaled operator's replicas (unless its
+        #: contract names one): twice the target depth, so the depth signal can
+        #: pass the target while the backlog waits at the hub
+        self.scaled_queue_capacity = max(2, math.ceil(2 * target_depth))
         # a Dask job's replica metrics change every metrics_interval_s only
         self.scale_interval_s = (
             scale_interval_s
@@ -163,8 +171,18 @@ class PipelineServer:
         ``self.generation`` on the hub; older generations' sources stop."""
         env = self.env
         graph = LogicalGraph(env.graph.name)
+        scaled = self.scaler.ranges if self.scaler is not None else {}
         for node in env.graph.nodes.values():
-            graph.add_node(replace(node, parallelism=self.parallelism[node.name]))
+            contract = dict(node.contract)
+            if node.name in scaled:
+                # requests beyond a short queue wait at the hub, where a rolled
+                # job's new replicas take them, not in the old replicas' queues
+                contract.setdefault("queue_capacity", self.scaled_queue_capacity)
+            graph.add_node(
+                replace(
+                    node, parallelism=self.parallelism[node.name], contract=contract
+                )
+            )
         graph.edges = list(env.graph.edges)
         plan = compile_plan(
             served_graph(graph, hub=self._locator, generation=self.generation),
@@ -215,7 +233,9 @@ class PipelineServer:
             except Exception as exc:  # noqa: BLE001 - a job between states
                 logger.debug("autoscaler: no metrics now (%r)", exc)
                 continue
-            changes = scaler.observe(self.parallelism, replicas)
+            hub = self.hub
+            demand = Demand(hub.arrived, hub.waiting) if hub is not None else None
+            changes = scaler.observe(self.parallelism, replicas, demand)
             if changes:
                 self.rescale(changes)
 
