@@ -133,17 +133,20 @@ def measured_model(m: Any) -> dict[str, float]:
     return {
         "throughput": m.measured_throughput(),
         "p99_ms": 1e3 * percentile(e2e, 0.99),
+        "traces": len(e2e),
     }
 
 
-def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> list[Any]:
+def whatif_rows(
+    smoke: bool, dask: bool, clusters: dict[int, Any], k: int, items: int = 6000
+) -> list[Any]:
     """Each counterfactual predicted from one baseline record, then run k times,
     each time right after a baseline run (the peer: the box is shared, so effects
     are compared as ratios to the baseline measured next to them)."""
     from sage_core.diagnosis import job_model, pool_runs
     from sage_core.diagnosis.whatif import predict
 
-    cases = counterfactuals(smoke, dask)
+    cases = counterfactuals(smoke, dask, items)
     run(cases[0][2], clusters)  # discarded: the profiled baseline runs are warm
     records = [run(cases[0][2], clusters) for _ in range(PROFILED_RUNS)]
     models = [job_model(r) for r in records]
@@ -164,7 +167,7 @@ def whatif_rows(smoke: bool, dask: bool, clusters: dict[int, Any], k: int) -> li
             "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
             "measured": {
                 key: spread([cf[key] for _, cf in pairs])
-                for key in ("throughput", "p99_ms")
+                for key in ("throughput", "p99_ms", "traces")
             },
             "baseline_measured": {
                 key: spread([b[key] for b, _ in pairs])
@@ -329,6 +332,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("bench/results/diagnosis.json"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--items",
+        type=int,
+        default=6000,
+        help="items per what-if run (more: more traces behind each p99, longer runs)",
+    )
     add_smoke_flag(p)
     args = p.parse_args()
     out = smoke_path(args.out) if args.smoke else args.out
@@ -338,8 +347,8 @@ def main() -> None:
     clusters: dict[int, Any] = {}
     t0 = _perf()
     try:
-        rows = whatif_rows(args.smoke, False, clusters, k)
-        rows += whatif_rows(args.smoke, True, clusters, k)
+        rows = whatif_rows(args.smoke, False, clusters, k, args.items)
+        rows += whatif_rows(args.smoke, True, clusters, k, args.items)
         attribution = attribution_rows(args.smoke, clusters)
         replays = replay_rows(args.smoke, clusters)
     finally:
@@ -351,6 +360,7 @@ def main() -> None:
         "machine": machine_info(),
         "smoke": args.smoke,
         "repeats": k,
+        "items_per_run": 1000 if args.smoke else args.items,
         "whatif": rows,
         "attribution": attribution,
         "replay": replays,

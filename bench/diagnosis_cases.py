@@ -26,11 +26,14 @@ class Cfg:
     par: dict[str, int] = field(default_factory=dict)
 
 
-def counterfactuals(smoke: bool, dask: bool) -> list[tuple[str, dict[str, Any], Cfg]]:
-    """(label, predict() keywords, the config actually run) per counterfactual."""
+def counterfactuals(
+    smoke: bool, dask: bool, items: int = 6000
+) -> list[tuple[str, dict[str, Any], Cfg]]:
+    """(label, predict() keywords, the config actually run) per counterfactual;
+    each run streams ``items`` items (1000 in smoke mode)."""
     from sage_core.diagnosis.whatif import Change
 
-    base = Cfg(n=1000 if smoke else 6000, dask=dask)
+    base = Cfg(n=1000 if smoke else items, dask=dask)
     one = [
         (
             "op.parallelism=2",
