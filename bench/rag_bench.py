@@ -26,6 +26,7 @@ per item). Medians of --repeats with min-max spread. Writes JSON (--out) and a P
 
     python bench/rag_bench.py --out bench/results/rag.json
     python bench/rag_bench.py --smoke      # seconds after the engine starts
+    python bench/rag_bench.py --pin-engine # engine on the last CPU, rows on the rest
 """
 
 from __future__ import annotations
@@ -131,6 +132,27 @@ def plot(rows: list[dict[str, Any]], rates: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def pin_split() -> dict[str, list[int]] | None:
+    """The engine's CPU (the last one) and the pipeline's (the others); None with
+    fewer than two CPUs or no affinity support."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    return {"engine": cpus[-1:], "pipeline": cpus[:-1]}
+
+
+def limit_threads(n: int) -> None:
+    """BLAS/torch threads of this process (and processes it starts) to ``n``."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=64)
@@ -150,6 +172,12 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json for budgets")
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument(
+        "--pin-engine",
+        action="store_true",
+        help="run the engine it starts on the last CPU and every row's pipeline on "
+        "the others, as a GPU engine would leave the host's cores to the pipeline",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/rag.json"))
     add_smoke_flag(parser)
     args = parser.parse_args()
@@ -167,10 +195,20 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     rates = args.rates.split(",")
     server = None
+    pinned: dict[str, list[int]] | None = None
     if args.llm_url is None:
         model = make_tiny_model(cache_dir() / "models" / "tiny")
         args.tokenizer = args.tokenizer or str(model)
-        server = VLLMServer(model, served_model_name=args.model).start()
+        pinned = pin_split() if args.pin_engine else None
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned["engine"])  # the engine inherits it
+            bind = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, pinned["engine"]))}
+            server = VLLMServer(model, served_model_name=args.model, env=bind)
+            server.start()
+            os.sched_setaffinity(0, pinned["pipeline"])  # rows and Dask workers
+            limit_threads(len(pinned["pipeline"]))
+        else:
+            server = VLLMServer(model, served_model_name=args.model).start()
         args.llm_url = server.api_url
     llm = {"base_url": args.llm_url, "model": args.model}
     Dask = None if args.no_dask else dask_environment()
@@ -265,6 +303,7 @@ def main() -> None:
             if server
             else args.llm_url,
             "embedder": "sentence-transformers all-MiniLM-L6-v2 (CPU)",
+            "cpus_pinned": pinned or "not pinned: engine and rows share every core",
         },
         "dask": dask_status,
         "rows": rows,
