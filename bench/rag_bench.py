@@ -200,15 +200,14 @@ def main() -> None:
         model = make_tiny_model(cache_dir() / "models" / "tiny")
         args.tokenizer = args.tokenizer or str(model)
         pinned = pin_split() if args.pin_engine else None
+        bind = {}
         if pinned is not None:
             os.sched_setaffinity(0, pinned["engine"])  # the engine inherits it
             bind = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, pinned["engine"]))}
-            server = VLLMServer(model, served_model_name=args.model, env=bind)
-            server.start()
+        server = VLLMServer(model, served_model_name=args.model, env=bind).start()
+        if pinned is not None:
             os.sched_setaffinity(0, pinned["pipeline"])  # rows and Dask workers
             limit_threads(len(pinned["pipeline"]))
-        else:
-            server = VLLMServer(model, served_model_name=args.model).start()
         args.llm_url = server.api_url
     llm = {"base_url": args.llm_url, "model": args.model}
     Dask = None if args.no_dask else dask_environment()

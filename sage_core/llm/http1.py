@@ -16,10 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
+
+
+def parse_fields(lines: Iterable[str]) -> dict[str, str]:
+    """``Name: value`` header (or trailer) lines as a dict with lower-case names;
+    lines without a colon are skipped."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 class HTTPError(Exception):
@@ -51,7 +62,8 @@ class _Conn:
 
 
 class Response:
-    """Status, headers (lower-case names) and the body, read once."""
+    """Status, headers (lower-case names) and the body, read once; a chunked body's
+    trailer fields are in ``trailers`` once it has been read to the end."""
 
     def __init__(
         self,
@@ -65,6 +77,7 @@ class Response:
         self.conn: _Conn | None = conn
         self.status_code = status
         self.headers = headers
+        self.trailers: dict[str, str] = {}
         self.timeout = timeout
         self.keep_alive = headers.get("connection", "").lower() != "close"
 
@@ -83,8 +96,7 @@ class Response:
                     line = await self._read(reader.readuntil(b"\r\n"))
                     size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                     if size == 0:
-                        while (await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
-                            pass  # trailers
+                        self.trailers = await self._read_trailers(reader)
                         break
                     data = await self._read(reader.readexactly(size + 2))
                     yield data[:-2]
@@ -107,6 +119,14 @@ class Response:
             self.aclose_now()
             raise
         self._release()
+
+    async def _read_trailers(self, reader: asyncio.StreamReader) -> dict[str, str]:
+        """The trailer fields after a chunked body's last chunk, up to the blank
+        line that ends the message."""
+        lines = []
+        while (line := await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
+            lines.append(line.decode("latin-1"))
+        return parse_fields(lines)
 
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_raw()])
@@ -239,12 +259,7 @@ class Pool:
             raise HTTPError(
                 f"malformed status line from the engine: {lines[0]!r}"
             ) from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        return Response(self, conn, status, headers, timeout_s)
+        return Response(self, conn, status, parse_fields(lines[1:]), timeout_s)
 
     def close(self) -> None:
         for conn in self.idle:

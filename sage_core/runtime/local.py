@@ -196,8 +196,10 @@ class LocalJob(JobHandle):
             if not cancelled.is_set():
                 self.recovery.replica_finished(core)
                 finished = True
-        except (QueueClosed, threading.BrokenBarrierError):
-            pass  # cancelled or failed elsewhere: the queues were closed
+        except (QueueClosed, threading.BrokenBarrierError) as exc:
+            # the job was cancelled, or another replica failed and closed the
+            # queues (that failure is the one recorded): this replica just stops
+            logger.debug("replica %s stopped: %r", core.replica, exc)
         except BaseException as exc:  # noqa: BLE001 - recorded, fails the job
             self._fail(exc, core)
         finally:

@@ -197,8 +197,9 @@ class Autoscaler:
                 sample.items += items - before[1]
         return out
 
-    def _demand_rate(self, demand: Demand | None, now: float) -> float | None:
-        """Requests arrived per second since the last sample."""
+    def _read_demand(self, demand: Demand | None, now: float) -> float | None:
+        """Record the hub's backlog; requests arrived per second since the last
+        sample (None: not known yet)."""
         if demand is None:
             return None
         last, self._arrived = self._arrived, (demand.arrived, now)
@@ -235,7 +236,7 @@ class Autoscaler:
         current ``parallelism``, the job's replica metrics and the hub's load."""
         now_s = time.monotonic()
         sampled = self._sample(replicas, now_s)
-        rate = self._demand_rate(demand, now_s)
+        rate = self._read_demand(demand, now_s)
         changes: dict[str, int] = {}
         for op, rng in self.ranges.items():
             if op not in sampled:
@@ -273,6 +274,7 @@ class Autoscaler:
                 )
                 seen.clear()  # the new replicas start a fresh record
                 used.clear()
+                self._backlog.clear()
         return changes
 
     def _grow(self, op: _OpView) -> tuple[int, str]:

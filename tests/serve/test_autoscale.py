@@ -4,6 +4,7 @@ sustained signal, and a rolled job loses or duplicates no request."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -131,6 +132,22 @@ def test_a_backlog_at_the_hub_grows_only_a_busy_operator(one_second_samples) -> 
     idle = Autoscaler({"op": ScaleRange(1, 8)}, up_after=3)
     assert _run(idle, 2, samples(0.2)) == [{}] * 5
     assert idle.decisions == []
+
+
+def test_after_a_growth_the_backlog_signal_starts_over(one_second_samples) -> None:
+    """The new replicas get ``up_after`` samples of their own before a backlog that
+    outlived the roll grows them again."""
+    scaler = Autoscaler({"op": ScaleRange(1, 16)}, up_after=3)
+    n, grown_at = 2, []
+    for t in range(12):
+        got = scaler.observe(
+            {"op": n}, _replicas("op", [1] * n, 0.9 * t, 45 * t), Demand(0, 5 + 5 * t)
+        )
+        if got:
+            n = got["op"]
+            grown_at.append(t)
+    assert len(grown_at) >= 2
+    assert all(b - a >= 3 for a, b in itertools.pairwise(grown_at))
 
 
 def test_a_shrink_keeps_what_the_demand_needs(one_second_samples) -> None:
