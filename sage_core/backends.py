@@ -39,6 +39,19 @@ from sage_core.common.errors import SageError
 Vectors = npt.NDArray[np.float32]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenVectors:
+    """One text's contextual token embeddings (``EmbeddingBackend.embed_tokens``).
+
+    Attributes:
+        tokens: the model's tokens of the text (word pieces), special tokens left out.
+        vectors: one unit-norm float32 row per token, shape ``(len(tokens), dim)``.
+    """
+
+    tokens: tuple[str, ...]
+    vectors: Vectors
+
+
 class BackendError(SageError):
     """A backend was misconfigured or cannot serve what was asked of it."""
 
@@ -150,7 +163,7 @@ class Generation:
 class Backend(abc.ABC):  # noqa: B024 - the abstract methods are on the subclasses
     """Common base of inference backends."""
 
-    #: what this backend can do: drawn from "embed", "generate", "chat"
+    #: what this backend can do: drawn from "embed", "embed_tokens", "generate", "chat"
     capabilities: ClassVar[tuple[str, ...]] = ()
     #: GPUs a pipeline stage using this backend requests by default (contract gpu=)
     default_gpu: ClassVar[float] = 0.0
@@ -209,6 +222,18 @@ class EmbeddingBackend(Backend):
     async def aembed(self, texts: Sequence[str]) -> Vectors:
         """``embed`` for async callers (default: runs ``embed`` in a thread)."""
         return await asyncio.to_thread(self.embed, texts)
+
+    def embed_tokens(self, texts: Sequence[str]) -> list[TokenVectors]:
+        """Contextual token embeddings of ``texts`` (late-interaction matching), for
+        backends with the ``"embed_tokens"`` capability.
+
+        Raises:
+            BackendError: this backend has no token embeddings.
+        """
+        raise BackendError(
+            f"embedding backend {type(self).__name__} does not give token embeddings "
+            f"(capabilities: {', '.join(self.capabilities)})"
+        )
 
 
 class GenerationBackend(Backend):

@@ -58,7 +58,8 @@ class Agent(MapFunction):
     registered that need no config), ``tool_config`` ({name: config}),
     ``max_steps`` (6), ``step_timeout_s`` (60, one model call), ``system``,
     ``field`` ("query"), ``out`` ("agent"), ``top_k_tools`` (offer only the best k),
-    ``tool_retrieval`` ("fusion", "embedding" or "bm25"), ``embedder`` ("hash"),
+    ``tool_retrieval`` ("fusion", "views", "embedding" or "bm25"; "views" is the
+    most accurate with ``embedder="sentence-transformers"``), ``embedder`` ("hash"),
     ``lexical_weight`` (BM25's share of the fusion, see :class:`ToolIndex`).
     """
 

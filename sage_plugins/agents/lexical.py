@@ -36,7 +36,8 @@ FIELD_WEIGHTS: Mapping[str, float] = {
 }
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _TOKEN = re.compile(r"[a-z0-9]+")
-_DROP = STOPWORDS | REQUEST_WORDS
+#: words no signal matches on: stop words and request filler
+DROPPED_WORDS = STOPWORDS | REQUEST_WORDS
 
 
 def split_identifier(name: str) -> str:
@@ -63,13 +64,19 @@ def stem(word: str) -> str:
     return w
 
 
+def plain_words(text: str) -> list[str]:
+    """The words of ``text`` that say something (split identifiers, lower case, no
+    stop or request words), unstemmed and in order."""
+    return [
+        w
+        for w in _TOKEN.findall(_CAMEL.sub(" ", text).lower())
+        if w not in DROPPED_WORDS and len(w) > 1
+    ]
+
+
 def tool_terms(text: str) -> list[str]:
     """The terms BM25 matches: split identifiers, drop stop/request words, stem."""
-    out = []
-    for word in _TOKEN.findall(_CAMEL.sub(" ", text).lower()):
-        if word not in _DROP and len(word) > 1:
-            out.append(stem(word))
-    return out
+    return [stem(w) for w in plain_words(text)]
 
 
 def field_bm25(

@@ -13,6 +13,14 @@ with ``w = lexical_weight``. BM25 often scores nothing for a paraphrased request
 then the fusion is the embedding ranking; rank fusion with equal weights instead lets a
 weak lexical ranking outvote the semantic one. :meth:`ToolIndex.tune` picks ``w`` on
 labelled queries (keep them apart from the ones you measure on).
+
+``method="views"`` fuses more signals the same way, each normalised per query and
+weighted by ``view_weights``: the tool's name and description embedded alone
+(``card``), its best-matching usage example (``examples``), late interaction over the
+model's token embeddings (``tokens``), a soft BM25 over word embeddings (``words``),
+and BM25 (:mod:`sage_plugins.agents.tool_signals` describes each). A signal the
+embedder cannot give (``tokens`` needs ``"embed_tokens"``) is left out and the others'
+weights rescaled. :meth:`ToolIndex.tune_views` picks the weights on labelled queries.
 """
 
 from __future__ import annotations
@@ -25,11 +33,29 @@ import numpy as np
 from sage_core.backends import EmbeddingBackend
 from sage_core.tools import Tool, ToolError
 from sage_plugins.agents.lexical import field_bm25, split_identifier
+from sage_plugins.agents.tool_signals import (
+    ExampleMatcher,
+    TokenMatcher,
+    WordMatcher,
+    card_text,
+    clean_query,
+    mean_reciprocal_rank,
+    weight_grid,
+)
 
-METHODS = ("embedding", "bm25", "fusion")
+METHODS = ("embedding", "bm25", "fusion", "views")
 #: default lexical weight of the fusion: the best on the tool bench's dev split (MiniLM)
 LEXICAL_WEIGHT = 0.2
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+SIGNALS = ("card", "examples", "tokens", "words", "bm25")
+#: default weights of ``views``: the best on the tool bench's dev split (MiniLM)
+VIEW_WEIGHTS: Mapping[str, float] = {
+    "card": 0.4,
+    "examples": 0.1,
+    "tokens": 0.3,
+    "words": 0.2,
+    "bm25": 0.0,
+}
 
 
 def tool_fields(
@@ -86,9 +112,12 @@ class ToolIndex:
             are indexed).
         examples: usage phrases per tool, same order.
         lexical_weight: ``w`` of the fusion, in [0, 1].
+        view_weights: weights of the ``views`` signals (``SIGNALS``; missing ones
+            count 0).
 
     Raises:
-        ToolError: lengths differ, or ``lexical_weight`` outside [0, 1].
+        ToolError: lengths differ, ``lexical_weight`` outside [0, 1], or view
+            weights that are negative, unknown or all zero.
     """
 
     def __init__(
@@ -100,20 +129,24 @@ class ToolIndex:
         parameters: Sequence[Mapping[str, Any] | None] | None = None,
         examples: Sequence[Iterable[str]] | None = None,
         lexical_weight: float = LEXICAL_WEIGHT,
+        view_weights: Mapping[str, float] = VIEW_WEIGHTS,
     ) -> None:
         n = len(names)
         params = list(parameters) if parameters is not None else [None] * n
-        exs = list(examples) if examples is not None else [()] * n
+        exs = [list(e) for e in examples] if examples is not None else [[]] * n
         if not len(descriptions) == len(params) == len(exs) == n:
             raise ToolError(
                 "tool names, descriptions, parameters, examples differ in length"
             )
         self.names = list(names)
+        self._examples = exs
         self.fields = [
             tool_fields(*row)
             for row in zip(names, descriptions, params, exs, strict=True)
         ]
         self.lexical_weight = _check_weight(lexical_weight)
+        self.view_weights = _check_views(view_weights)
+        self._signals: dict[str, Any] | None = None
         self.bm25 = field_bm25(self.fields)
         self.embedder = embedder
         self.vectors = (
@@ -148,6 +181,8 @@ class ToolIndex:
         """
         if method not in METHODS:
             raise ToolError(f"tool retrieval method must be one of {METHODS}")
+        if method == "views":
+            raise ToolError("views has several signals: use signal_scores()")
         if method != "bm25" and (self.embedder is None or self.vectors is None):
             raise ToolError(f"tool retrieval method {method!r} needs an embedder")
         lex = (
@@ -161,6 +196,92 @@ class ToolIndex:
             q = np.asarray(self.embedder.embed(list(queries)), dtype=np.float32)
             sem = (q @ self.vectors.T).astype(np.float64)
         return sem, lex
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The ``views`` signals this index can give (``tokens`` needs an embedder
+        with token embeddings)."""
+        if self.embedder is None:
+            return ("bm25",)
+        caps = self.embedder.capabilities
+        return tuple(s for s in SIGNALS if s != "tokens" or "embed_tokens" in caps)
+
+    def _matchers(self) -> dict[str, Any]:
+        """The per-signal matchers, built on first use (each embeds the catalog)."""
+        if self._signals is None:
+            emb = self.embedder
+            assert emb is not None
+            texts = [f"{card_text(f)} {f['examples']}" for f in self.fields]
+            self._signals = {
+                "card": np.asarray(
+                    emb.embed([card_text(f) for f in self.fields]), dtype=np.float32
+                ),
+                "examples": ExampleMatcher(emb, self._examples),
+                "words": WordMatcher(emb, texts),
+            }
+            if "tokens" in self.signals:
+                self._signals["tokens"] = TokenMatcher(emb, texts)
+        return self._signals
+
+    def signal_scores(
+        self, queries: Sequence[str], signals: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each signal's scores (queries x tools), normalised per query to [0, 1]
+        (min-max; BM25 by its maximum); ``signals`` default: those weighted.
+
+        Raises:
+            ToolError: a signal this index cannot give.
+        """
+        wanted = list(signals) if signals is not None else self._weighted()
+        missing = sorted(set(wanted) - set(self.signals))
+        if missing:
+            raise ToolError(
+                f"signals {missing} need an embedder"
+                + (" with token embeddings" if missing == ["tokens"] else "")
+            )
+        out: dict[str, np.ndarray] = {}
+        if "bm25" in wanted:
+            lex = np.asarray([self.bm25.scores(q) for q in queries], dtype=np.float64)
+            top = lex.max(axis=1, keepdims=True) if len(queries) else lex
+            out["bm25"] = lex / np.where(top > 0, top, 1.0)
+        semantic = [s for s in wanted if s != "bm25"]
+        if not semantic:
+            return out
+        m = self._matchers()
+        cleaned = [clean_query(q) for q in queries]
+        if {"card", "examples"} & set(semantic):
+            assert self.embedder is not None
+            qv = np.asarray(self.embedder.embed(cleaned), dtype=np.float32)
+        raw = {
+            "card": lambda: (qv @ m["card"].T).astype(np.float64),
+            "examples": lambda: m["examples"].scores(qv),
+            "tokens": lambda: m["tokens"].scores(cleaned),
+            "words": lambda: m["words"].scores(queries),
+        }
+        for name in semantic:
+            out[name] = _minmax(raw[name]())
+        return out
+
+    def _weighted(self) -> list[str]:
+        chosen = [s for s in self.signals if self.view_weights.get(s, 0.0) > 0]
+        if not chosen:
+            raise ToolError(
+                f"no view weight is above 0 among the signals this index gives "
+                f"{self.signals}: {dict(self.view_weights)}"
+            )
+        return chosen
+
+    @staticmethod
+    def fuse_views(
+        scores: Mapping[str, np.ndarray], weights: Mapping[str, float]
+    ) -> np.ndarray:
+        """The weighted sum of normalised signal scores (weights rescaled to sum 1
+        over the signals present)."""
+        used = {s: w for s, w in weights.items() if s in scores and w > 0}
+        total = sum(used.values())
+        if total <= 0:
+            raise ToolError("views: no signal with a weight above 0")
+        return sum(scores[s] * (w / total) for s, w in used.items())  # type: ignore[return-value]
 
     @staticmethod
     def fuse(sem: np.ndarray, lex: np.ndarray, weight: float) -> np.ndarray:
@@ -180,6 +301,9 @@ class ToolIndex:
         Raises:
             ToolError: unknown method, no embedder for embeddings, a bad weight.
         """
+        if method == "views":
+            fused = self.fuse_views(self.signal_scores(queries), self.view_weights)
+            return [_order(row) for row in fused]
         sem, lex = self.scores(queries, method)
         if method == "bm25":
             assert lex is not None
@@ -206,27 +330,67 @@ class ToolIndex:
         Raises:
             ToolError: no queries, lengths differ, or a gold name not in the index.
         """
+        at = self._gold_positions(queries, gold)
+        sem, lex = self.scores(queries, "fusion")
+        assert sem is not None and lex is not None
+        mrr = {
+            float(w): mean_reciprocal_rank(self.fuse(sem, lex, _check_weight(w)), at)
+            for w in grid
+        }
+        self.lexical_weight = max(mrr, key=lambda w: (mrr[w], -w))
+        return mrr
+
+    def tune_views(
+        self,
+        queries: Sequence[str],
+        gold: Sequence[str],
+        step: float = 0.1,
+        signals: Sequence[str] | None = None,
+    ) -> list[tuple[dict[str, float], float]]:
+        """Set ``view_weights`` to the weighting (multiples of ``step`` summing to 1
+        over ``signals``, default every signal this index gives) with the best mean
+        reciprocal rank of the gold tools on these labelled queries.
+
+        Returns:
+            every weighting tried with its mean reciprocal rank, best first.
+
+        Raises:
+            ToolError: as :meth:`tune`, or a signal this index cannot give.
+        """
+        at = self._gold_positions(queries, gold)
+        names = list(signals) if signals is not None else list(self.signals)
+        scores = self.signal_scores(queries, names)
+        tried = [
+            (w, mean_reciprocal_rank(self.fuse_views(scores, w), at))
+            for w in weight_grid(names, step)
+        ]
+        tried.sort(key=lambda t: -t[1])
+        self.view_weights = _check_views(tried[0][0])
+        return tried
+
+    def _gold_positions(self, queries: Sequence[str], gold: Sequence[str]) -> Any:
         if not queries or len(queries) != len(gold):
             raise ToolError(
-                "tune needs as many gold tool names as queries (at least one)"
+                "tuning needs as many gold tool names as queries (at least one)"
             )
         unknown = sorted(set(gold) - set(self.names))
         if unknown:
             raise ToolError(f"gold tools not in the index: {unknown[:5]}")
-        at = np.asarray([self.names.index(g) for g in gold])
-        sem, lex = self.scores(queries, "fusion")
-        assert sem is not None and lex is not None
-        mrr = {}
-        for w in grid:
-            fused = self.fuse(sem, lex, _check_weight(w))
-            mine = fused[np.arange(len(at)), at][:, None]
-            mrr[float(w)] = float(np.mean(1.0 / (1 + (fused > mine).sum(axis=1))))
-        self.lexical_weight = max(mrr, key=lambda w: (mrr[w], -w))
-        return mrr
+        return np.asarray([self.names.index(g) for g in gold])
 
     def top(self, query: str, k: int, method: str = "fusion") -> list[str]:
         """Names of the ``k`` best tools for ``query``."""
         return [self.names[i] for i in self.rank([query], method)[0][:k]]
+
+
+def _check_views(weights: Mapping[str, float]) -> dict[str, float]:
+    unknown = sorted(set(weights) - set(SIGNALS))
+    if unknown:
+        raise ToolError(f"unknown view signals {unknown}; known: {list(SIGNALS)}")
+    bad = {k: v for k, v in weights.items() if not float(v) >= 0.0}
+    if bad or not any(float(v) > 0 for v in weights.values()):
+        raise ToolError(f"view weights must be >= 0 and not all 0, got {dict(weights)}")
+    return {s: float(weights.get(s, 0.0)) for s in SIGNALS}
 
 
 def _check_weight(w: float) -> float:

@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sage_core.backends import BackendError, EmbeddingBackend, Vectors, normalize_rows
+from sage_core.backends import (
+    BackendError,
+    EmbeddingBackend,
+    TokenVectors,
+    Vectors,
+    normalize_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +162,16 @@ class _Batcher:
         self._thread.join(30)
 
 
+def _token_vectors(tokenizer: Any, text: str, rows: Any) -> TokenVectors:
+    """The rows of ``text``'s own tokens (no [CLS]/[SEP]/padding), unit norm."""
+    ids = tokenizer(text, truncation=True)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    matrix = np.asarray(rows.cpu() if hasattr(rows, "cpu") else rows)[: len(ids)]
+    special = set(tokenizer.all_special_tokens)
+    keep = [i for i, tok in enumerate(tokens) if tok not in special]
+    return TokenVectors(tuple(tokens[i] for i in keep), normalize_rows(matrix[keep]))
+
+
 _shared: dict[tuple[str, str, int, float], _Batcher] = {}
 _shared_lock = threading.Lock()
 
@@ -171,7 +187,7 @@ class SentenceTransformersBackend(EmbeddingBackend):
         gpu: GPUs a stage using it declares (default: 1 on a CUDA device, else 0).
     """
 
-    capabilities: ClassVar[tuple[str, ...]] = ("embed",)
+    capabilities: ClassVar[tuple[str, ...]] = ("embed", "embed_tokens")
 
     def __init__(
         self,
@@ -235,6 +251,27 @@ class SentenceTransformersBackend(EmbeddingBackend):
             for i in range(0, len(texts), step)
         ]
         return np.concatenate([f.result() for f in futures], axis=0)
+
+    def embed_tokens(self, texts: Sequence[str]) -> list[TokenVectors]:
+        """Contextual token embeddings (unit rows, special tokens left out), one
+        forward pass per ``max_batch_size`` texts outside the micro-batcher."""
+        if isinstance(texts, str):
+            raise BackendError("embed_tokens() takes a list of texts, got one string")
+        model = self._live().model
+        out = []
+        for i in range(0, len(texts), self.max_batch_size):
+            part = list(texts[i : i + self.max_batch_size])
+            rows = model.encode(
+                part,
+                output_value="token_embeddings",
+                batch_size=max(len(part), 1),
+                show_progress_bar=False,
+            )
+            out.extend(
+                _token_vectors(model.tokenizer, t, r)
+                for t, r in zip(part, rows, strict=True)
+            )
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.path, "device": self.device}

@@ -131,3 +131,26 @@ def test_in_process_vllm_matches_the_vllm_server(
     assert [g.text for g in inproc] == [g.text for g in served]  # greedy, same model
     assert inproc[-1].ttft_s is not None and len(inproc[-1].token_times_s) == 6
     assert served[-1].ttft_s is not None
+
+
+def test_minilm_gives_unit_token_vectors_without_special_tokens(minilm) -> None:
+    [tv, empty] = minilm.embed_tokens(["Could you recap the memo?", ""])
+    assert tv.tokens == ("could", "you", "rec", "##ap", "the", "memo", "?")
+    assert tv.vectors.shape == (7, 384) and tv.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(tv.vectors, axis=1), 1, rtol=1e-5)
+    assert empty.tokens == () and empty.vectors.shape == (0, 384)
+
+
+def test_views_tell_tools_apart_by_a_verb_synonym(minilm) -> None:
+    from sage_plugins.agents import ToolIndex
+
+    verbs = {"restore": "Restore a deleted", "summarize": "Summarize the content of"}
+    objects = {"invoice": "invoice", "note": "personal note", "flight": "flight"}
+    names = [f"{v}_{o}" for v in verbs for o in objects]
+    descs = [f"{verbs[v]} a {objects[o]}." for v in verbs for o in objects]
+    idx = ToolIndex(names, descs, minilm)
+    assert "tokens" in idx.signals
+    assert idx.top("Could you give me the gist of my memo?", 1, "views") == [
+        "summarize_note"
+    ]
+    assert idx.top("please bring back the bill", 1, "views") == ["restore_invoice"]
