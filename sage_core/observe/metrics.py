@@ -17,6 +17,7 @@ that the diagnosis models are fed with.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from random import Random
@@ -72,6 +73,8 @@ class ReplicaMetrics:
         "service_s",
         "source_s",
         "state",
+        "step_items",
+        "step_started",
         "task",
     )
 
@@ -89,6 +92,9 @@ class ReplicaMetrics:
         self.blocked_s = 0.0
         self.idle_s = 0.0
         self.source_s = 0.0
+        #: the step in progress: when it began (perf_counter; 0: none) and its items
+        self.step_started = 0.0
+        self.step_items = 0
         self.queue: Any = None
         self.state = "created"
         self.batch_service: list[tuple[int, float]] = []
@@ -117,7 +123,10 @@ class ReplicaMetrics:
             self.keys = Counter(dict(counts.most_common(TOP_KEYS)))
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-friendly copy of the counters, with the input queue's depth."""
+        """A JSON-friendly copy of the counters, with the input queue's depth and the
+        step in progress (``in_step_s`` so far and ``in_step_items``: not yet in
+        ``service_s``/``items_in``, which count finished steps)."""
+        started = self.step_started
         out: dict[str, Any] = {
             "replica": self.replica,
             "task": self.task,
@@ -132,6 +141,8 @@ class ReplicaMetrics:
             "blocked_s": self.blocked_s,
             "idle_s": self.idle_s,
             "source_s": self.source_s,
+            "in_step_s": max(0.0, time.perf_counter() - started) if started else 0.0,
+            "in_step_items": self.step_items if started else 0,
             "batch_service": [list(p) for p in self.batch_service],
             "keys": dict(self.keys.most_common(TOP_KEYS)),
             "operators": {n: s.snapshot() for n, s in self.operators.items()},

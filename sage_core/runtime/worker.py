@@ -235,10 +235,14 @@ class ReplicaCore:
         traced: list[tuple[dict[str, Any], float]] | None,
         now: float,
     ) -> Outbound:
-        t0 = _perf()
-        outs = self._chain(items, index)
-        t1 = _perf()
         m = self.metrics
+        t0 = m.step_started = _perf()
+        m.step_items = len(items)
+        try:
+            outs = self._chain(items, index)
+        finally:
+            m.step_started, m.step_items = 0.0, 0
+        t1 = _perf()
         m.items_in += len(items)
         m.batches += 1
         m.service_s += t1 - t0

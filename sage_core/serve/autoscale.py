@@ -5,7 +5,9 @@ request hub's load (:class:`Demand`: requests arrived so far, admitted or refuse
 and requests waiting for a source to take them) to an :class:`Autoscaler`. For each operator under autoscaling
 it averages the input-queue depth of the operator's replicas (packets waiting; a
 served pipeline sends one request per packet), their busy share (service seconds per
-second) and their service seconds per item.
+second) and their service seconds per item. A step in progress counts as far as it
+has gone (``in_step_s``, ``in_step_items`` of the replica metrics): a replica that
+takes many requests into one long step would otherwise look idle until the step ends.
 
 An operator grows when, for ``up_after`` samples in a row, its queues stay above
 ``target_depth``, or the hub's backlog stays non-empty and does not shrink while the
@@ -185,8 +187,12 @@ class Autoscaler:
                 continue
             sample = out.setdefault(str(op), _OpSample())
             sample.depths.append(int(queue["depth"]))
-            service = float(snap.get("service_s", 0.0))
-            items = int(snap.get("items_in", 0))
+            # a step in progress counts as far as it has gone (a long batch would
+            # otherwise look idle until it ends, then busy all at once)
+            service = float(snap.get("service_s", 0.0)) + float(
+                snap.get("in_step_s", 0.0)
+            )
+            items = int(snap.get("items_in", 0)) + int(snap.get("in_step_items", 0))
             self._last[rid] = (service, items, now)
             before = last.get(rid)
             if before is None or service < before[0] or not now > before[2]:

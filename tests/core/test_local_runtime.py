@@ -338,3 +338,32 @@ def test_every_operator_kind_dead_letters_exactly_the_failing_items(
     )
     dead = [(d["item"], d["sequence"]) for d in result.dead_letters]
     assert dead == [(x, i) for i, x in enumerate(items) if x in bad]
+
+
+def test_metrics_show_the_step_in_progress() -> None:
+    """While an operator is inside a step, its replica's metrics say since when and
+    with how many items (finished-step counters move only when the step ends)."""
+    release = threading.Event()
+
+    def held(x: int) -> int:
+        release.wait(30)
+        return x
+
+    env = LocalEnvironment("in-step", chaining=False, buffer_size=4)
+    env.from_collection(range(4)).map(held, name="held").collect()
+    job = env.submit()
+    try:
+        deadline = time.monotonic() + 20
+        snap: dict = {}
+        while time.monotonic() < deadline:
+            snap = job.metrics()["replicas"].get("held#0", {})
+            if snap.get("in_step_items") and snap.get("in_step_s", 0) > 0.05:
+                break
+            time.sleep(0.02)
+        assert snap["in_step_items"] >= 1 and snap["items_in"] == 0
+    finally:
+        release.set()
+    result = job.wait(30)
+    assert sorted(result.collected()) == [0, 1, 2, 3]
+    done = result.metrics["replicas"]["held#0"]
+    assert done["in_step_items"] == 0 and done["items_in"] == 4

@@ -246,3 +246,24 @@ def test_a_backlog_grows_the_operator_and_no_request_is_lost() -> None:
     assert {"demand_per_s", "service_s_per_item"} <= set(first)
     assert 'sage_serve_replicas{pipeline="scaled",operator="work"} ' in metrics
     assert server.hub is not None and server.hub.counts.get("ok") == len(xs)
+
+
+def test_a_long_step_in_progress_counts_as_busy(one_second_samples) -> None:
+    """One replica in the middle of a 10 s step: its finished-step counters do not
+    move, but it is busy all the time (before, its busy share read 0)."""
+    scaler = Autoscaler({"op": ScaleRange(1, 4)}, down_after=2)
+    for t in range(6):
+        snap = _replicas("op", [0])
+        snap["op#0"].update(in_step_s=float(t), in_step_items=16)
+        assert scaler.observe({"op": 1}, snap) == {}
+    assert scaler._busy["op"][-1] == pytest.approx(1.0)
+
+
+def test_replica_metrics_report_the_step_in_progress() -> None:
+    from sage_core.observe.metrics import ReplicaMetrics
+
+    m = ReplicaMetrics("op#0", "op", ["op"])
+    assert m.snapshot()["in_step_s"] == 0.0 and m.snapshot()["in_step_items"] == 0
+    m.step_started, m.step_items = time.perf_counter() - 2.0, 16
+    snap = m.snapshot()
+    assert snap["in_step_s"] >= 2.0 and snap["in_step_items"] == 16
