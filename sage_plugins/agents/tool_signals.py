@@ -48,7 +48,8 @@ def card_text(fields: Mapping[str, str]) -> str:
     return f"{fields['name']}: {fields['description']}"
 
 
-def _unit(vectors: object) -> np.ndarray:
+def _f32(vectors: object) -> np.ndarray:
+    """``vectors`` as a float32 array (backends return unit rows already)."""
     return np.asarray(vectors, dtype=np.float32)
 
 
@@ -63,14 +64,14 @@ class ExampleMatcher:
         owners = [j for j, exs in enumerate(examples) for e in exs if e.strip()]
         self.tools = len(examples)
         self.owners = np.asarray(owners, dtype=np.int64)
-        self.vectors = _unit(embedder.embed(texts)) if texts else None
+        self.vectors = _f32(embedder.embed(texts)) if texts else None
 
     def scores(self, query_vectors: np.ndarray) -> np.ndarray:
-        out = np.full((len(query_vectors), self.tools), -np.inf)
+        out = np.full((self.tools, len(query_vectors)), -np.inf)
         if self.vectors is not None:
-            sims = (query_vectors @ self.vectors.T).astype(np.float64)
-            for col, owner in enumerate(self.owners):
-                np.maximum(out[:, owner], sims[:, col], out=out[:, owner])
+            sims = (self.vectors @ query_vectors.T).astype(np.float64)
+            np.maximum.at(out, self.owners, sims)  # each tool: its best example
+        out = out.T
         low = np.where(np.isfinite(out), out, np.inf).min(axis=1, keepdims=True)
         return np.where(np.isfinite(out), out, np.where(np.isfinite(low), low, 0.0))
 
@@ -131,7 +132,7 @@ class WordMatcher:
         for j, ws in enumerate(per_tool):
             self.words[j, : len(ws)] = [at[w] for w in ws]
         self.vectors = (
-            _unit(embedder.embed(self.vocab))
+            _f32(embedder.embed(self.vocab))
             if self.vocab
             else np.zeros((0, embedder.dim), dtype=np.float32)
         )
@@ -143,7 +144,7 @@ class WordMatcher:
         if not flat or not self.vocab:
             return out
         at = {w: i for i, w in enumerate(flat)}
-        sims = _unit(self.embedder.embed(flat)) @ self.vectors.T
+        sims = _f32(self.embedder.embed(flat)) @ self.vectors.T
         gains = np.where(sims >= WORD_FLOOR, sims, 0.0) * self.idf[None, :-1]
         gains = np.concatenate([gains, np.zeros((len(flat), 1))], axis=1)
         for i, ws in enumerate(asked):
