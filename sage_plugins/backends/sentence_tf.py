@@ -162,11 +162,14 @@ class _Batcher:
         self._thread.join(30)
 
 
-def _token_vectors(tokenizer: Any, text: str, rows: Any) -> TokenVectors:
-    """The rows of ``text``'s own tokens (no [CLS]/[SEP]/padding), unit norm."""
-    ids = tokenizer(text, truncation=True)["input_ids"]
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    matrix = np.asarray(rows.cpu() if hasattr(rows, "cpu") else rows)[: len(ids)]
+def _token_vectors(model: Any, text: str, rows: Any) -> TokenVectors:
+    """The rows of ``text``'s own tokens (no [CLS]/[SEP]/padding), unit norm; a
+    text longer than the model's ``max_seq_length`` keeps the tokens the model saw."""
+    tokenizer = model.tokenizer
+    limit = getattr(model, "max_seq_length", None)
+    ids = tokenizer(text, truncation=True, max_length=limit)["input_ids"]
+    matrix = np.asarray(rows.cpu() if hasattr(rows, "cpu") else rows)
+    tokens = tokenizer.convert_ids_to_tokens(ids[: len(matrix)])
     special = set(tokenizer.all_special_tokens)
     keep = [i for i, tok in enumerate(tokens) if tok not in special]
     return TokenVectors(tuple(tokens[i] for i in keep), normalize_rows(matrix[keep]))
@@ -257,6 +260,11 @@ class SentenceTransformersBackend(EmbeddingBackend):
         forward pass per ``max_batch_size`` texts outside the micro-batcher."""
         if isinstance(texts, str):
             raise BackendError("embed_tokens() takes a list of texts, got one string")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise BackendError(
+                f"embed_tokens(): texts at positions {bad[:5]} are not strings"
+            )
         model = self._live().model
         out = []
         for i in range(0, len(texts), self.max_batch_size):
@@ -268,8 +276,7 @@ class SentenceTransformersBackend(EmbeddingBackend):
                 show_progress_bar=False,
             )
             out.extend(
-                _token_vectors(model.tokenizer, t, r)
-                for t, r in zip(part, rows, strict=True)
+                _token_vectors(model, t, r) for t, r in zip(part, rows, strict=True)
             )
         return out
 

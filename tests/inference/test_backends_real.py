@@ -154,3 +154,10 @@ def test_views_tell_tools_apart_by_a_verb_synonym(minilm) -> None:
         "summarize_note"
     ]
     assert idx.top("please bring back the bill", 1, "views") == ["restore_invoice"]
+
+
+def test_minilm_token_vectors_of_a_long_text_stop_where_the_model_does(minilm) -> None:
+    [tv] = minilm.embed_tokens(["word " * 1000])
+    assert 0 < len(tv.tokens) == len(tv.vectors) <= 256
+    with pytest.raises(Exception, match="not strings"):
+        minilm.embed_tokens(["fine", 3])  # type: ignore[list-item]
