@@ -209,11 +209,13 @@ def whatif_rows(
             row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
         row["measured"]["p99_ms_pooled"] = pooled
         row["baseline_measured"]["p99_ms_pooled"] = pooled_base
-        row["error_p99_ms_pooled"] = (pred["p99_ms"] - pooled) / pooled
+        row["error_p99_ms_pooled"] = (
+            (pred["p99_ms"] - pooled) / pooled if pooled else None
+        )
         p_ratio = pred["p99_ms"] / pred0["p99_ms"] if pred0["p99_ms"] else 0.0
-        ratio = pooled / pooled_base
+        ratio = pooled / pooled_base if pooled_base else 0.0
         row["effect_p99_ms_pooled"] = {"predicted": p_ratio, "measured": ratio}
-        row["effect_error_p99_ms_pooled"] = (p_ratio - ratio) / ratio
+        row["effect_error_p99_ms_pooled"] = (p_ratio - ratio) / ratio if ratio else None
         print(
             f"{row['runtime']:5} {label:26} thr x{row['effect_throughput']['predicted']:.2f}"
             f" pred, x{row['effect_throughput']['measured']:.2f} meas "
