@@ -10,7 +10,7 @@ time right after a baseline run. Predictions come from ``PROFILED_RUNS`` (5)
 recorded baseline runs pooled (``pool_runs``: their traces and median duration),
 made after a discarded full-size run, so they are as warm as the runs they are
 compared with, and as many as the repeats a counterfactual's pooled p99 comes from
-(--repeats 5): a run's p99 is bimodal on Dask (a stall lands in it or not), and a
+(--repeats 5): a run's p99 is bimodal on Dask (most likely a stall lands in it or not), and a
 pool of three runs caught the upper mode in one of three benchmark runs. Errors are
 (predicted - measured) / measured of throughput and of the p99 of the sampled packet
 traces (emission to sink), both absolute and as effects: the predicted ratio to the predicted baseline against the
