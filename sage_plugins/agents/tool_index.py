@@ -90,6 +90,14 @@ def tool_text(fields: Mapping[str, str]) -> str:
     return out
 
 
+def _by_max(rows: np.ndarray) -> np.ndarray:
+    """BM25 rows over their maximum (rows without a hit stay 0; no rows: as is)."""
+    if not len(rows):
+        return rows
+    top = rows.max(axis=1, keepdims=True)
+    return rows / np.where(top > 0, top, 1.0)
+
+
 def _minmax(rows: np.ndarray) -> np.ndarray:
     lo = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - lo
@@ -242,8 +250,7 @@ class ToolIndex:
         out: dict[str, np.ndarray] = {}
         if "bm25" in wanted:
             lex = np.asarray([self.bm25.scores(q) for q in queries], dtype=np.float64)
-            top = lex.max(axis=1, keepdims=True) if len(queries) else lex
-            out["bm25"] = lex / np.where(top > 0, top, 1.0)
+            out["bm25"] = _by_max(lex)
         semantic = [s for s in wanted if s != "bm25"]
         if not semantic:
             return out
@@ -286,9 +293,7 @@ class ToolIndex:
     @staticmethod
     def fuse(sem: np.ndarray, lex: np.ndarray, weight: float) -> np.ndarray:
         """The fused scores (module doc); rows without a BM25 hit keep the cosine order."""
-        top = lex.max(axis=1, keepdims=True)
-        lexn = lex / np.where(top > 0, top, 1.0)
-        return (1.0 - weight) * _minmax(sem) + weight * lexn
+        return (1.0 - weight) * _minmax(sem) + weight * _by_max(lex)
 
     def rank(
         self,
