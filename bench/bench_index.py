@@ -137,34 +137,31 @@ def run_set(ds: index_sets.DataSet, nlist: int, args: Any, with_exact: bool) -> 
     return res
 
 
+def _single_thread(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The single-thread CPU-time QPS figures by name (each curve point and exact
+    row): ``spread`` dicts with median and rel_spread."""
+    out = {}
+    for r in results:
+        for name, a in r["approximate"].items():
+            for p in a["curve"]:
+                out[f"{r['set']}/{name}@{p[a['knob']]}"] = p["qps_cpu"]
+        for key, v in r.get("exact", {}).items():
+            if "qps_cpu" in v:
+                out[f"{r['set']}/{key}"] = v["qps_cpu"]
+    return out
+
+
 def worst_spread(results: list[dict[str, Any]]) -> float:
     """Largest relative spread of the single-thread CPU-time QPS figures."""
-    spreads = [
-        p["qps_cpu"]["rel_spread"]
-        for r in results
-        for a in r["approximate"].values()
-        for p in a["curve"]
-    ]
-    spreads += [
-        v["qps_cpu"]["rel_spread"]
-        for r in results
-        for v in r.get("exact", {}).values()
-        if "qps_cpu" in v
-    ]
+    spreads = [s["rel_spread"] for s in _single_thread(results).values()]
     return max(spreads, default=0.0)
 
 
 def _figures(results: list[dict[str, Any]]) -> dict[str, float]:
     """Every quoted median by name: single-thread CPU-time QPS of each curve point
     and exact row, and each native/FAISS IVF ratio at equal nprobe."""
-    out = {}
+    out = {k: s["median"] for k, s in _single_thread(results).items()}
     for r in results:
-        for name, a in r["approximate"].items():
-            for p in a["curve"]:
-                out[f"{r['set']}/{name}@{p[a['knob']]}"] = p["qps_cpu"]["median"]
-        for key, v in r.get("exact", {}).items():
-            if "qps_cpu" in v:
-                out[f"{r['set']}/{key}"] = v["qps_cpu"]["median"]
         for nprobe, v in r["native_vs_faiss_ivf_at_equal_nprobe"].items():
             out[f"{r['set']}/native-vs-faiss-ivf@{nprobe}"] = v["qps_cpu_ratio"][
                 "median"
