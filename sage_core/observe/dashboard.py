@@ -1,10 +1,11 @@
 """The SAGE page of the Dask dashboard: ``/sage`` (HTML) and ``/sage/api/jobs`` (JSON);
 ``/sage/`` redirects to ``/sage``.
 
-The page lists jobs (status, policy, priority), draws the selected job's plan as a
-graph (tasks in topological columns, channels with their router) and shows, per
-replica, its worker, input queue depth, items/s, p50/p99 service time per item and
-the time it was blocked by backpressure. It refreshes itself every second from the
+The page lists jobs (status, policy, priority), names the selected job's bottleneck
+and the first fixes ``sage diagnose`` would recommend (``observe.verdict``, every 5
+s), draws its plan as a graph (tasks in topological columns, channels with their
+router) and shows, per replica, its worker, input queue depth, items/s, p50/p99
+service time per item and the time it was blocked by backpressure. It refreshes itself every second from the
 JSON route, which reads the scheduler's ``sage-jobs`` board.
 """
 
@@ -17,13 +18,8 @@ from typing import Any
 from distributed.http.utils import RequestHandler
 
 from sage_core.observe.histogram import quantile
-
-BOARD_PLUGIN = "sage-jobs"
-
-
-def _board(server: Any) -> Any:
-    plugin = getattr(server, "plugins", {}).get(BOARD_PLUGIN)
-    return getattr(plugin, "board", None)
+from sage_core.observe.jobboard import board_of
+from sage_core.observe.verdict import DiagnosisAPI
 
 
 def replica_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,7 +140,7 @@ class JobsAPI(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.write(json.dumps(jobs_payload(_board(self.server)), default=repr))
+        self.write(json.dumps(jobs_payload(board_of(self.server)), default=repr))
 
 
 class SagePage(RequestHandler):
@@ -171,7 +167,8 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;
 padding:3px 8px;text-align:right} th{background:#f3f3f3} td.l,th.l{text-align:left}
 tr.sel{background:#fff6d5} tr.job{cursor:pointer} .failed{color:#b00020}
 .running{color:#1a73e8} .succeeded{color:#188038} #updated{color:#777;font-size:12px}
-nav a{margin-right:12px}
+nav a{margin-right:12px} .panel{font-size:13px;margin:6px 0;max-width:70em}
+.panel ol{margin:2px 0 0;padding-left:20px} .muted{color:#777}
 </style></head><body>
 <nav><a href="status">Dask status</a><a href="workers">Workers</a>
 <a href="metrics">Prometheus</a></nav>
@@ -179,7 +176,8 @@ nav a{margin-right:12px}
 <table id="jobs"><thead><tr><th class="l">job</th><th class="l">name</th>
 <th class="l">owner</th><th class="l">status</th><th class="l">policy</th><th>priority</th>
 <th>replicas</th><th class="l">error</th></tr></thead><tbody></tbody></table>
-<h2 id="title"></h2><div id="checkpoints"></div><div id="graph"></div>
+<h2 id="title"></h2><div id="checkpoints"></div>
+<div id="diagnosis" class="panel"></div><div id="graph"></div>
 <table id="replicas"><thead><tr><th class="l">replica</th><th class="l">worker</th>
 <th class="l">state</th><th>queue depth</th><th>items in</th><th>items out</th>
 <th>items/s</th><th>p50 service (ms)</th><th>p99 service (ms)</th>
@@ -225,8 +223,28 @@ function render(data) {
   document.getElementById("updated").textContent =
     "updated " + new Date().toLocaleTimeString() + " · " + jobs.length + " job(s)";
 }
+function renderDiagnosis(d) {
+  const el = document.getElementById("diagnosis");
+  if (!d || d.job !== selected && !String(d.job).startsWith(selected)) return;
+  if (d.error) { el.innerHTML = `<span class="muted">diagnosis: ${esc(d.error)}</span>`;
+    return; }
+  const b = d.bottleneck, ev = Object.entries(b.evidence || {}).map(([k, v]) =>
+    `${esc(k)} ${typeof v === "number" ? num(v, 3) : esc(JSON.stringify(v))}`);
+  el.innerHTML = `<b>bottleneck: ${esc(b.operator)} (${esc(b["class"])})</b>
+    <span class="muted">${ev.join(", ")}</span><ol>` + d.recommendations.map(r =>
+    `<li>${esc(r.action)}: predicted ${num(r.predicted.throughput, 0)} items/s,
+     p99 ${num(r.predicted.p99_ms, 2)} ms</li>`).join("") + "</ol>";
+}
+let diagnosed = null, diagnosedAt = 0;
+function diagnose() {
+  if (!selected) { document.getElementById("diagnosis").innerHTML = ""; return; }
+  if (selected === diagnosed && Date.now() - diagnosedAt < 5000) return;
+  diagnosed = selected; diagnosedAt = Date.now();
+  fetch("sage/api/diagnosis?job=" + encodeURIComponent(selected))
+    .then(r => r.json()).then(renderDiagnosis).catch(() => {});
+}
 function refresh() {
-  fetch("sage/api/jobs").then(r => r.json()).then(render).catch(e =>
+  fetch("sage/api/jobs").then(r => r.json()).then(render).then(diagnose).catch(e =>
     document.getElementById("updated").textContent = "cannot reach the scheduler: " + e);
 }
 refresh(); setInterval(refresh, 1000);
@@ -237,4 +255,5 @@ ROUTES: list[tuple[str, Any]] = [
     ("/sage", SagePage),
     ("/sage/", SageSlash),
     ("/sage/api/jobs", JobsAPI),
+    ("/sage/api/diagnosis", DiagnosisAPI),
 ]

@@ -16,6 +16,14 @@ from typing import Any
 
 #: finished jobs kept for the dashboard and ``sage explain``
 KEEP_FINISHED = 200
+#: name of the scheduler plugin that keeps the board
+BOARD_PLUGIN = "sage-jobs"
+
+
+def board_of(server: Any) -> JobBoard | None:
+    """The job board of a scheduler (None where SAGE's plugin is not loaded)."""
+    plugin = getattr(server, "plugins", {}).get(BOARD_PLUGIN)
+    return getattr(plugin, "board", None)
 
 
 class JobBoard:

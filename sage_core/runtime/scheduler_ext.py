@@ -15,13 +15,13 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from sage_core.observe.jobboard import JobBoard
+from sage_core.observe.jobboard import BOARD_PLUGIN, JobBoard
 from sage_core.observe.prometheus import register_board, unregister_board
 from sage_core.runtime.jobmanager import install as install_manager
 
 logger = logging.getLogger(__name__)
 
-NAME = "sage-jobs"
+NAME = BOARD_PLUGIN
 
 
 class SageJobsPlugin(SchedulerPlugin):

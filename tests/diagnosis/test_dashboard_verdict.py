@@ -1,0 +1,141 @@
+"""The ``/sage`` page's diagnosis panel: ``/sage/api/diagnosis?job=ID`` gives the
+verdict ``sage diagnose`` gives, from the scheduler's board, for a running job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import tornado.httpclient
+import tornado.httpserver
+import tornado.testing
+import tornado.web
+
+from sage_core.observe.dashboard import ROUTES
+from sage_core.observe.jobboard import JobBoard, board_of
+from sage_core.observe.verdict import VerdictCache, verdict_payload
+
+
+def slow(x: int) -> int:
+    end = time.perf_counter() + 0.0005
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+def drop(x: int) -> None:
+    return None
+
+
+async def _get(server: Any, path: str) -> tornado.httpclient.HTTPResponse:
+    """GET ``path`` from SAGE's dashboard routes mounted for Dask server ``server``."""
+    app = tornado.web.Application([(p, h, {"dask_server": server}) for p, h in ROUTES])
+    sock, port = tornado.testing.bind_unused_port()
+    http = tornado.httpserver.HTTPServer(app)
+    http.add_sockets([sock])
+    client = tornado.httpclient.AsyncHTTPClient()
+    try:
+        return await client.fetch(f"http://127.0.0.1:{port}{path}", raise_error=False)
+    finally:
+        http.stop()
+        await http.close_all_connections()
+
+
+class SchedulerDouble:
+    """Test double of a scheduler: only the ``plugins`` mapping the routes read."""
+
+    def __init__(self, board: JobBoard | None) -> None:
+        self.plugins = {} if board is None else {"sage-jobs": _Holder(board)}
+
+
+class _Holder:
+    def __init__(self, board: JobBoard) -> None:
+        self.board = board
+
+
+def test_the_panel_names_the_bottleneck_of_a_running_dask_job(sage_home: Path) -> None:
+    from sage_core.api.dask_environment import DaskEnvironment
+
+    env = DaskEnvironment("panel", n_workers=2, chaining=False, buffer_size=8)
+    try:
+        env.client.wait_for_workers(2)
+        s = env.from_source("range", stop=20_000, name="nums")
+        s.map(slow, name="slow").sink(drop, name="out")
+        job = env.submit()
+        scheduler = env.client.cluster.scheduler  # a LocalCluster's, in this process
+        board = board_of(scheduler)
+        assert board is not None
+        deadline = time.monotonic() + 60
+        out: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = asyncio.run(
+                _get(scheduler, f"/sage/api/diagnosis?job={job.job_id[:8]}")
+            )
+            assert response.code == 200
+            out = json.loads(response.body)
+            if "bottleneck" in out:
+                break
+            assert out["error"] == "no replica has reported counters yet"
+            time.sleep(0.5)
+        assert job.status() == "running"
+        assert out["job"] == job.job_id
+        assert out["bottleneck"]["operator"] == "slow"
+        assert out["bottleneck"]["class"] == "compute"
+        assert 1 <= len(out["recommendations"]) <= 3
+        assert all(r["predicted"]["throughput"] > 0 for r in out["recommendations"])
+        job.cancel()
+        job.wait(60)
+    finally:
+        env.close()
+
+
+def test_an_unknown_job_is_a_404_with_the_reason() -> None:
+    for server in (SchedulerDouble(JobBoard()), SchedulerDouble(None)):
+        response = asyncio.run(_get(server, "/sage/api/diagnosis?job=nope"))
+        assert response.code == 404
+        assert json.loads(response.body) == {
+            "job": "nope",
+            "error": "no job 'nope' on this scheduler",
+        }
+
+
+def test_a_job_that_reported_nothing_yet_says_so() -> None:
+    board = JobBoard()
+    board.submit({"job": "j-1", "status": "running", "plan": {}})
+    assert verdict_payload(board, "j-1") == {
+        "job": "j-1",
+        "error": "no replica has reported counters yet",
+    }
+
+
+def test_the_page_has_the_panel() -> None:
+    response = asyncio.run(_get(None, "/sage"))
+    assert b'id="diagnosis"' in response.body
+    assert b"sage/api/diagnosis?job=" in response.body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_verdict_is_reused_for_its_ttl_then_recomputed() -> None:
+    clock, calls = Clock(), []
+    cache = VerdictCache(ttl_s=5.0, clock=clock)
+
+    def compute(tag: str) -> Any:
+        return lambda: calls.append(tag) or {"tag": tag}
+
+    assert cache.get("a", compute("a1")) == {"tag": "a1"}
+    clock.now += 4.9
+    assert cache.get("a", compute("a2")) == {"tag": "a1"}
+    assert cache.get("b", compute("b1")) == {"tag": "b1"}
+    clock.now += 0.2
+    assert cache.get("a", compute("a3")) == {"tag": "a3"}
+    assert calls == ["a1", "b1", "a3"]
