@@ -26,9 +26,6 @@ _perf = time.perf_counter
 
 #: downstream pressure levels (``ReplicaCore.pressure``)
 IDLE, BUSY, BACKLOG = 0, 1, 2
-#: how much of the remembered slowest source pace (``source_pace_s``) each packet
-#: keeps: a source that became faster is trusted again after a few packets
-PACE_DECAY = 0.5
 
 
 def linger_for(core: ReplicaCore, pressure: int) -> float:
@@ -49,9 +46,7 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
 
     Items are pulled in chunks at C speed (``islice``), doubling while the source
     keeps up; a chunk is never larger than the time left fits at the source's
-    measured pace (the slower of the last chunk's and the slowest chunk of recent
-    packets, ``core.source_pace_s``), so a slow or paced source does not overshoot
-    the linger, even right after catching up on its schedule in a burst.
+    measured pace, so a slow or paced source does not overshoot the linger.
     """
     size = core.buffer_size
     t0 = _perf()
@@ -60,10 +55,7 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
         return items
     first = _perf()
     deadline = first + linger_for(core, core.pressure())
-    # the source's pace: this item's, or the slowest of the recent packets' chunks
-    # (a paced source catching up on its schedule is fast only for a moment)
-    per_item = max(first - t0, core.source_pace_s)
-    slowest = 0.0
+    per_item = first - t0  # the source's pace so far
     k = 1
     while len(items) < size:
         now = _perf()
@@ -80,10 +72,7 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
         got = len(items) - before
         if got < k:
             break  # exhausted: the next produce() returns None
-        pace = (_perf() - now) / got
-        slowest = max(slowest, pace)
-        per_item = max(pace, core.source_pace_s)
-    core.source_pace_s = max(slowest, core.source_pace_s * PACE_DECAY)
+        per_item = (_perf() - now) / got
     return items
 
 

@@ -150,7 +150,6 @@ class ReplicaCore:
         self._source_iter: Iterator[Any] | None = None
         self._produced = 0
         self._batches = 0
-        self.source_pace_s = 0.0  # seconds per item, recent slowest (source.fill)
         # checkpoints (runtime.barriers): the last barrier handled, the one a
         # source is asked for, where a restored source resumes, the ack callback
         self.epoch = 0

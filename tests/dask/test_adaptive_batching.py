@@ -29,7 +29,6 @@ class CoreDouble:
         self.latency_target_s = target_s
         self._pressures = iter(pressures)
         self.seen: list[int] = []
-        self.source_pace_s = 0.0
 
     def pressure(self) -> int:
         p = next(self._pressures, IDLE)
@@ -113,17 +112,6 @@ def test_any_pace_and_pressure_keep_every_item_in_order(
     got = packets(core, VirtualClock(), [g * 1e-6 for g in gaps_us])
     assert [i for p in got for i, _ in p] == list(range(len(gaps_us)))
     assert all(1 <= len(p) <= size for p in got)
-
-
-def test_a_paced_source_catching_up_in_bursts_does_not_outwait_the_linger() -> None:
-    """A paced source that fell behind yields its late items at once, then paces
-    again: the burst must not make the packet's next chunk outlast the linger."""
-    gaps = ([0.0] * 20 + [50e-6] * 100) * 10
-    core = CoreDouble(1024, 1e-3, 10e-3, [BUSY] * 1000)
-    got = packets(core, VirtualClock(), gaps)
-    assert [i for p in got for i, _ in p] == list(range(len(gaps)))
-    for p in got[1:]:  # the first packet has seen no pace yet
-        assert p[-1][1] - p[0][1] <= linger_for(core, BUSY) + 1e-12  # type: ignore[arg-type]
 
 
 def test_packets_grow_with_the_downstream_pressure() -> None:
