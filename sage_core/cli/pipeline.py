@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,17 @@ def _run_job(
             )
     except SageError as exc:
         raise click.ClickException(str(exc)) from None
+    where = "" if client is None else " --address ADDRESS"
+    click.echo(
+        f"job {job.job_id} running (`sage diagnose {job.job_id}{where}` reads it live)",
+        err=True,
+    )
     try:
-        result = job.wait(timeout)
+        if client is None:
+            interval = plan.settings.metrics_interval_s
+            result = wait_recording(job, timeout, interval)
+        else:
+            result = job.wait(timeout)
     except JobFailed as exc:
         if client is None:
             update_record(job.job_id, status="failed", error=str(exc.cause))
@@ -308,6 +318,26 @@ def _run_job(
         f"{result.duration_s:.3f} s, {len(result.dead_letters)} dead-lettered",
         err=True,
     )
+
+
+def wait_recording(job: Any, timeout: float | None, interval_s: float) -> Any:
+    """``job.wait(timeout)`` for a local job, meanwhile writing its live counters and
+    traces into its record every ``interval_s`` (``sage diagnose JOB`` of a job still
+    running reads them)."""
+    from sage_core.observe.records import run_fields, update_record
+
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        step = interval_s if left is None else max(0.0, min(interval_s, left))
+        try:
+            return job.wait(step)
+        except TimeoutError:
+            if left is not None and left <= interval_s:
+                raise
+        elapsed = time.monotonic() - started
+        update_record(job.job_id, **run_fields(elapsed, job.metrics(), job.traces()))
 
 
 def attach(cli: click.Group) -> None:

@@ -49,7 +49,8 @@ class RuntimeSettings:
             committed checkpoint (``sage_core.checkpoint.restart``).
         metrics_interval_s: seconds between the live metrics a Dask job's master
             pulls from its replicas (the ``/sage`` page, ``sage diagnose`` of a
-            running job). A pull holds each worker's event loop for a moment, which
+            running job), and between the live counters ``sage run`` writes into a
+            running local job's record. A pull holds each worker's event loop for a moment, which
             shows in the tail latency, hence 5 s; lost workers are noticed every
             second regardless.
         replace_wait_s: how long a restart after a lost worker waits for workers

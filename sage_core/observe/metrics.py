@@ -144,7 +144,9 @@ class ReplicaMetrics:
             "in_step_s": max(0.0, time.perf_counter() - started) if started else 0.0,
             "in_step_items": self.step_items if started else 0,
             "batch_service": [list(p) for p in self.batch_service],
-            "keys": dict(self.keys.most_common(TOP_KEYS)),
+            # copied in one C call first: other threads read snapshots while the
+            # replica's thread adds keys (iterating a changing dict would raise)
+            "keys": dict(self.keys.copy().most_common(TOP_KEYS)),
             "operators": {n: s.snapshot() for n, s in self.operators.items()},
         }
         if self.queue is not None:
