@@ -72,8 +72,16 @@ def from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
 
 
 @click.command("explain")
-@click.argument("job")
+@click.argument("job", required=False)
 @click.option("--address", default=None, help="Ask this scheduler's job board.")
+@click.option(
+    "--dispatch-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Explain a gateway's dispatch decisions instead of a job's placement: the "
+    "log `sage gateway --record-decisions` wrote (with --replay POLICY: what POLICY "
+    "would have dispatched, and the effect per request class).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @click.option(
     "--replay",
@@ -84,17 +92,28 @@ def from_scheduler(address: str, job: str, security: Any) -> dict[str, Any]:
 )
 @tls_options
 def explain_cmd(
-    job: str,
+    job: str | None,
     address: str | None,
+    dispatch_log: str | None,
     as_json: bool,
     replay_policy: str | None,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
 ) -> None:
-    """Show why each replica of JOB (id or unique prefix) landed where it did."""
+    """Show why each replica of JOB (id or unique prefix) landed where it did, or
+    replay a gateway's dispatch decisions (--dispatch-log)."""
     from sage_core.observe.records import JobRecordNotFound, load_record
 
+    if dispatch_log is not None:
+        if job or address:
+            raise click.UsageError("give JOB or --dispatch-log, not both")
+        from sage_core.cli.explain_dispatch import show_dispatch
+
+        show_dispatch(dispatch_log, replay_policy, as_json)
+        return
+    if not job:
+        raise click.UsageError("missing JOB (or --dispatch-log LOG)")
     if (tls_ca_file or tls_cert or tls_key) and not address:
         raise click.UsageError("--tls-* options need --address")
     if address:

@@ -81,6 +81,14 @@ def check_exposure(host: str, config: GatewayConfig, *, insecure: bool) -> None:
     "$SAGE_ADMIN_KEY; overrides the config's admin_keys).",
 )
 @click.option(
+    "--record-decisions",
+    "decision_log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append every dispatch decision to this JSON-lines file (replay it with "
+    "`sage explain --dispatch-log FILE --replay POLICY`).",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Serve on a non-loopback address without API keys (trusted networks only).",
@@ -100,6 +108,7 @@ def gateway(
     router: str | None,
     api_keys: tuple[str, ...],
     admin_keys: tuple[str, ...],
+    decision_log: str | None,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -125,6 +134,7 @@ def gateway(
             router=router,
             api_keys=tuple(api_keys) or None,
             admin_keys=tuple(admin_keys) or None,
+            decision_log=decision_log,
         )
         make_policy(config.policy, dict(config.policy_config))
         make_router(config.router, dict(config.router_config))

@@ -19,6 +19,7 @@ Example (``sage gateway --config gateway.yaml``)::
     allowed_engine_hosts: [10.0.0.0/24, gpu-7]  # more hosts POST /admin/engines accepts
     max_body_bytes: 4194304
     health: {interval_s: 2, timeout_s: 2, failures: 2, cooldown_s: 5}
+    decision_log: decisions.jsonl # dispatch decisions, for `sage explain --dispatch-log`
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class GatewayConfig:
     request_timeout_s: float = 300.0
     queue_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
+    decision_log: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GatewayConfig:

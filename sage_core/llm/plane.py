@@ -24,6 +24,7 @@ import httpx
 from sage_core import plugins
 from sage_core.llm import managed
 from sage_core.llm.admission import Admission
+from sage_core.llm.decisions import DecisionLog
 from sage_core.llm.dispatch import (
     Dispatcher,
 )
@@ -153,6 +154,9 @@ class ControlPlane(Serving):
         self.dispatcher: Dispatcher | None = None
         self._timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.decisions = (
+            DecisionLog(config.decision_log) if config.decision_log else None
+        )
         self.poller: MetricsPoller | None = None
         if any(r.engine_metrics for r in self.routers.values()):
             interval_ms = float(config.router_config.get("metrics_interval_ms", 250))
@@ -167,6 +171,8 @@ class ControlPlane(Serving):
             spec, stop, loading_until = await asyncio.to_thread(managed.launch, entry)
             self.registry.add(spec, on_stop=stop, loading_until=loading_until)
         await self.registry.start(self._http)
+        if self.decisions is not None:
+            self.decisions.start(self.config, list(self.registry.engines.values()))
         if self.poller is not None:
             self.poller.start(self._http)
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
@@ -190,6 +196,8 @@ class ControlPlane(Serving):
             self.dispatcher.close()
         if self._http is not None:
             await self._http.aclose()
+        if self.decisions is not None:
+            self.decisions.close()
 
     # -- admission -----------------------------------------------------------------------
     def models(self) -> dict[str, str]:
@@ -318,6 +326,8 @@ class ControlPlane(Serving):
         for request in batch:
             self.admission.left_queue(request.kind, dispatched=True)
             self.metrics.dispatched(request, engine.id, self.router_names[kind], now)
+        if self.decisions is not None:
+            self.decisions.dispatch(batch, engine, len(self.policy), now)
         if len(batch) == 1:
             future = self._futures.get(first.seq)
             if future is None or future.done():

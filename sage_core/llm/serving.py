@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sage_core.llm.admission import Admission
     from sage_core.llm.classify import LLMRequest
     from sage_core.llm.config import GatewayConfig
+    from sage_core.llm.decisions import DecisionLog
     from sage_core.llm.metrics import GatewayMetrics
     from sage_core.llm.registry import Engine, EngineRegistry
     from sage_core.llm.scheduling import RequestPolicy
@@ -82,6 +83,7 @@ class Serving:
     _futures: dict[int, asyncio.Future[_Grant]]
     _tried: dict[int, set[str]]
     _closing: bool
+    decisions: DecisionLog | None
 
     def wake(self) -> None:
         raise TypeError("Serving is mixed into ControlPlane, which implements wake()")
@@ -136,6 +138,8 @@ class Serving:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         )
+        if self.decisions is not None:
+            self.decisions.done(request, status)
 
     async def _attempts(
         self, request: LLMRequest, call: Callable[[Engine], Awaitable[T]]
