@@ -370,7 +370,17 @@ def replay_dispatch(
     same = simulate(log, recorded_policy, log.start.get("policy_config"))
     other = simulate(log, policy, policy_config)
     recorded = {r.id: r.dispatched for r in log.requests.values()}
-    mine = [d for d in log.decisions if all(i in log.requests for i in d[2])]
+    # the recorded decisions that served requests: each request's last dispatch
+    # (an attempt that failed and was retried elsewhere is left out)
+    mine = [
+        d
+        for d in log.decisions
+        if all(
+            i in log.requests
+            and (log.requests[i].dispatched, log.requests[i].engine) == d[:2]
+            for i in d[2]
+        )
+    ]
     classes = {
         kind: {
             "recorded": rec,

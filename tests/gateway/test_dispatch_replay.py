@@ -157,3 +157,32 @@ def test_bad_logs_and_policies_get_named_errors(tmp_path: Path, fifo_log: Path) 
     assert neither.exit_code == 2 and "missing JOB" in neither.output
     bad = CliRunner().invoke(cli, ["explain", "--dispatch-log", str(broken)])
     assert bad.exit_code == 1 and "not JSON" in bad.output
+
+
+def test_a_retried_request_counts_with_its_last_dispatch(
+    engine_double: Any, gateway: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "retry.jsonl"
+    bad, good = engine_double("tiny"), engine_double("tiny")
+    bad.state.fail_status = 500
+    gw = gateway(
+        {
+            "engines": [bad.spec("bad"), good.spec("good")],
+            "policy": "fifo",
+            "router": "round-robin",
+            "decision_log": str(log),
+        }
+    )
+    for _ in range(2):
+        response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert response.status_code == 200
+    deadline = time.monotonic() + 10
+    while len(_events(log, "done")) < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    attempts = _events(log, "dispatch")
+    assert "bad" in {d["engine"] for d in attempts}  # one request failed there first
+    out = replay_dispatch(log, "fifo")
+    assert out["requests"] == 2
+    served = [d["recorded"] for d in out["decisions"] if d["recorded"]]
+    assert [d["engine"] for d in served] == ["good", "good"]
