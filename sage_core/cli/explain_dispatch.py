@@ -47,7 +47,7 @@ def show_dispatch(path: str, policy: str | None, as_json: bool) -> None:
         f"never served to the end); {was} -> {new}"
     )
     rows = []
-    for kind, c in out["classes"].items():
+    for kind, c in {**out["classes"], **out["priorities"]}.items():
         cols = (c["recorded"], c["replayed_recorded_policy"], c["replayed"])
         rows.append(
             [
@@ -57,6 +57,11 @@ def show_dispatch(path: str, policy: str | None, as_json: bool) -> None:
                 " / ".join(_ms(x["wait_p99_ms"]) for x in cols),
                 " / ".join(_share(x["slo_attainment"]) for x in cols),
             ]
+        )
+    for switch in out["policy_switches"]:
+        click.echo(
+            f"note: the gateway switched to {switch['policy']} at t={switch['t']:.1f} "
+            f"s; the replay of {was} assumes it ran throughout"
         )
     what = f"(recorded / replayed {was} / replayed {new})"
     header = ["class", "requests", f"wait p50 ms {what}", "wait p99 ms", "SLO met"]

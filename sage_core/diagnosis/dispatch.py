@@ -8,7 +8,8 @@ held one in the recording (dispatch to done). A request policy (a plugin, by nam
 and the recorded router then dispatch them in simulated time over engines with the
 recorded slots and devices, decision by decision.
 
-The recorded policy is replayed as well. Its replay set beside the recording is the
+The recorded policy (the one the gateway started with; a switch at run time is
+listed in ``policy_switches``) is replayed as well. Its replay set beside the recording is the
 check of the replay itself (same policy, so the waits should match); the effect of
 another policy is read against that replay, like for like.
 
@@ -68,6 +69,8 @@ class DispatchLog:
     requests: dict[str, Logged]
     decisions: list[tuple[float, str, list[str]]]
     unfinished: int = 0
+    #: policies switched to while the gateway ran: {"t", "policy", "policy_config"}
+    switches: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -97,10 +100,13 @@ def read_log(path: str | Path) -> DispatchLog:
     start: dict[str, Any] | None = None
     seen: dict[str, Logged] = {}
     decisions: list[tuple[float, str, list[str]]] = []
+    switches: list[dict[str, Any]] = []
     for n, rec in _lines(path):
         try:
             if rec["event"] == "start":
-                start, seen, decisions = rec, {}, []
+                start, seen, decisions, switches = rec, {}, [], []
+            elif rec["event"] == "policy":
+                switches.append({k: rec[k] for k in ("t", "policy", "policy_config")})
             elif rec["event"] == "dispatch":
                 t, engine = float(rec["t"]), str(rec["engine"])
                 ids = [str(r["id"]) for r in rec["requests"]]
@@ -130,7 +136,9 @@ def read_log(path: str | Path) -> DispatchLog:
     served = {k: v for k, v in seen.items() if v.status == "ok"}
     if not served:
         raise DiagnosisError(f"{path} records no request served to the end")
-    return DispatchLog(start, served, decisions, unfinished=len(seen) - len(served))
+    return DispatchLog(
+        start, served, decisions, len(seen) - len(served), switches=switches
+    )
 
 
 @dataclass(slots=True)
@@ -327,15 +335,19 @@ def simulate(
     return out
 
 
-def class_stats(log: DispatchLog, dispatched: Mapping[str, float]) -> dict[str, Any]:
-    """Per request class: requests, p50/p99 queue wait (ms) and SLO attainment (the
-    share of requests with an SLO whose wait plus engine time met it; None without
-    any) when each request was dispatched at ``dispatched[id]``."""
+def class_stats(
+    log: DispatchLog, dispatched: Mapping[str, float], *, by_priority: bool = False
+) -> dict[str, Any]:
+    """Per request class (``chat``; with ``by_priority`` per class and priority,
+    ``chat p9``): requests, p50/p99 queue wait (ms) and SLO attainment (the share of
+    requests with an SLO whose wait plus engine time met it; None without any) when
+    each request was dispatched at ``dispatched[id]``."""
     from sage_core.diagnosis.sim import percentile
 
     by_kind: dict[str, list[Logged]] = {}
     for r in log.requests.values():
-        by_kind.setdefault(r.kind, []).append(r)
+        key = f"{r.kind} p{r.priority}" if by_priority else r.kind
+        by_kind.setdefault(key, []).append(r)
     out = {}
     for kind, rs in sorted(by_kind.items()):
         waits = [max(0.0, dispatched[r.id] - r.arrival) * 1000 for r in rs]
@@ -358,8 +370,8 @@ def replay_dispatch(
 ) -> dict[str, Any]:
     """The recorded decisions beside ``policy``'s, and the effect per class:
     ``{recorded_policy, policy, requests, left_out, classes: {kind: {recorded,
-    replayed_recorded_policy, replayed}}, decisions: [{k, recorded, replayed,
-    changed}]}``. ``replayed_recorded_policy`` checks the replay against the
+    replayed_recorded_policy, replayed}}, priorities: (the same per class and
+    priority), policy_switches, decisions: [{k, recorded, replayed, changed}]}``. ``replayed_recorded_policy`` checks the replay against the
     recording; compare ``replayed`` with it (both simulated).
 
     Raises:
@@ -381,14 +393,19 @@ def replay_dispatch(
             for i in d[2]
         )
     ]
-    classes = {
-        kind: {
-            "recorded": rec,
-            "replayed_recorded_policy": class_stats(log, same.dispatched)[kind],
-            "replayed": class_stats(log, other.dispatched)[kind],
+    classes, priorities = (
+        {
+            kind: {
+                "recorded": rec,
+                "replayed_recorded_policy": class_stats(log, same.dispatched, **by)[
+                    kind
+                ],
+                "replayed": class_stats(log, other.dispatched, **by)[kind],
+            }
+            for kind, rec in class_stats(log, recorded, **by).items()
         }
-        for kind, rec in class_stats(log, recorded).items()
-    }
+        for by in ({"by_priority": False}, {"by_priority": True})
+    )
     decisions = []
     for k in range(max(len(mine), len(other.decisions))):
         a = mine[k] if k < len(mine) else None
@@ -407,6 +424,8 @@ def replay_dispatch(
         "requests": len(log.requests),
         "left_out": log.unfinished,
         "classes": classes,
+        "priorities": priorities,
+        "policy_switches": log.switches,
         "decisions": decisions,
     }
 

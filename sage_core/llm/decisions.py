@@ -9,7 +9,9 @@ lines to PATH:
 * ``{"event": "dispatch", "t", "engine", "queued", "requests": [{"id", "kind",
   "model", "priority", "slo_ms", "arrival", "tokens", "size"}]}`` per engine call
   (one request, or an embedding batch), ``queued`` the requests left waiting;
-* ``{"event": "done", "t", "id", "status"}`` per request that left the gateway.
+* ``{"event": "done", "t", "id", "status"}`` per request that left the gateway;
+* ``{"event": "policy", "t", "policy", "policy_config"}`` when the request policy is
+  switched at run time.
 
 ``sage explain --dispatch-log PATH --replay POLICY`` reads it
 (``sage_core.diagnosis.dispatch``). Prompts and bodies are never written.
@@ -94,6 +96,17 @@ class DecisionLog:
                 "engine": engine.id,
                 "queued": queued,
                 "requests": [request_fields(r, self.t0) for r in batch],
+            }
+        )
+
+    def policy(self, name: str, config: dict[str, Any] | None) -> None:
+        """The request policy was switched at run time (``PUT /admin/policy``)."""
+        self._write(
+            {
+                "event": "policy",
+                "t": self._t(),
+                "policy": name,
+                "policy_config": dict(config or {}),
             }
         )
 

@@ -248,6 +248,8 @@ class ControlPlane(Serving):
         for request in self.policy.requests():
             new.push(request)
         self.policy = new
+        if self.decisions is not None:
+            self.decisions.policy(name, config)
         logger.info("request policy is now %s %s", name, config or {})
         self.wake()
 

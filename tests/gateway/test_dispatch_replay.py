@@ -114,6 +114,8 @@ def test_replay_under_priority_serves_the_urgent_request_first(fifo_log: Path) -
     # the replay of fifo itself stays close to what was measured; priority's effect
     # is read against it
     assert set(chat) == {"recorded", "replayed_recorded_policy", "replayed"}
+    p9 = out["priorities"]["chat p9"]
+    assert p9["replayed"]["wait_p50_ms"] < p9["recorded"]["wait_p50_ms"]
     urgent = next(r for r in log.requests.values() if r.priority == 9)
     sim = simulate(log, "priority")
     assert sim.dispatched[urgent.id] < urgent.dispatched
@@ -186,3 +188,25 @@ def test_a_retried_request_counts_with_its_last_dispatch(
     assert out["requests"] == 2
     served = [d["recorded"] for d in out["decisions"] if d["recorded"]]
     assert [d["engine"] for d in served] == ["good", "good"]
+
+
+def test_a_policy_switch_at_run_time_is_logged_and_reported(
+    engine_double: Any, gateway: Any, tmp_path: Path
+) -> None:
+    log = tmp_path / "switch.jsonl"
+    a = engine_double("tiny")
+    gw = gateway({"engines": [a.spec("a")], "policy": "fifo", "decision_log": str(log)})
+    assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT).status_code == 200
+    switched = httpx.put(gw.url + "/admin/policy", json={"policy": "priority"})
+    assert switched.status_code == 200
+    assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT).status_code == 200
+    deadline = time.monotonic() + 10
+    while len(_events(log, "done")) < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    (switch,) = _events(log, "policy")
+    assert switch["policy"] == "priority"
+    out = replay_dispatch(log, "slo-aware")
+    assert [s["policy"] for s in out["policy_switches"]] == ["priority"]
+    text = CliRunner().invoke(cli, ["explain", "--dispatch-log", str(log)])
+    assert "switched to priority" in text.output
