@@ -268,6 +268,14 @@ def bench_diagnosis(session: nox.Session) -> None:
     session.run("python", "bench/diagnosis_bench.py", *session.posargs)
 
 
+@nox.session(name="bench-dispatch-replay", python=PYTHON, default=False, tags=["bench"])
+def bench_dispatch_replay(session: nox.Session) -> None:
+    """Dispatch replay of a recorded gateway run vs the real runs of other request
+    policies, on an emulated engine (JSON + PNG)."""
+    _install_project(session, "bench")
+    session.run("python", "bench/dispatch_replay_bench.py", *session.posargs)
+
+
 @nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
 def bench_queue(session: nox.Session) -> None:
     """Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG)."""
