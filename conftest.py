@@ -51,6 +51,35 @@ def register_plugin() -> Iterator[Callable[[object, str], object]]:
             pm.unregister(plugin)
 
 
+@pytest.fixture(scope="session")
+def dashboard_get() -> Callable[[Any, str], Any]:
+    """``dashboard_get(dask_server, path)``: GET ``path`` from SAGE's dashboard routes
+    mounted on a bare tornado server for ``dask_server`` (a scheduler, or None)."""
+    import asyncio
+
+    import tornado.httpclient
+    import tornado.httpserver
+    import tornado.testing
+    import tornado.web
+
+    from sage_core.observe.dashboard import ROUTES
+
+    async def fetch(server: Any, path: str) -> Any:
+        routes = [(p, h, {"dask_server": server}) for p, h in ROUTES]
+        sock, port = tornado.testing.bind_unused_port()
+        http = tornado.httpserver.HTTPServer(tornado.web.Application(routes))
+        http.add_sockets([sock])
+        client = tornado.httpclient.AsyncHTTPClient()
+        try:
+            url = f"http://127.0.0.1:{port}{path}"
+            return await client.fetch(url, raise_error=False)
+        finally:
+            http.stop()
+            await http.close_all_connections()
+
+    return lambda server, path: asyncio.run(fetch(server, path))
+
+
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     """A module-scoped in-process LocalCluster (2 workers, 1 thread each) and Client."""

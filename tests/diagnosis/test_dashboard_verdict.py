@@ -3,45 +3,14 @@ verdict ``sage diagnose`` gives, from the scheduler's board, for a running job."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import tornado.httpclient
-import tornado.httpserver
-import tornado.testing
-import tornado.web
-
-from sage_core.observe.dashboard import ROUTES
 from sage_core.observe.jobboard import JobBoard, board_of
 from sage_core.observe.verdict import VerdictCache, verdict_payload
-
-
-def slow(x: int) -> int:
-    end = time.perf_counter() + 0.0005
-    while time.perf_counter() < end:
-        pass
-    return x
-
-
-def drop(x: int) -> None:
-    return None
-
-
-async def _get(server: Any, path: str) -> tornado.httpclient.HTTPResponse:
-    """GET ``path`` from SAGE's dashboard routes mounted for Dask server ``server``."""
-    app = tornado.web.Application([(p, h, {"dask_server": server}) for p, h in ROUTES])
-    sock, port = tornado.testing.bind_unused_port()
-    http = tornado.httpserver.HTTPServer(app)
-    http.add_sockets([sock])
-    client = tornado.httpclient.AsyncHTTPClient()
-    try:
-        return await client.fetch(f"http://127.0.0.1:{port}{path}", raise_error=False)
-    finally:
-        http.stop()
-        await http.close_all_connections()
+from tests.diagnosis.test_cli_diagnosis import drop, slow
 
 
 class SchedulerDouble:
@@ -56,7 +25,9 @@ class _Holder:
         self.board = board
 
 
-def test_the_panel_names_the_bottleneck_of_a_running_dask_job(sage_home: Path) -> None:
+def test_the_panel_names_the_bottleneck_of_a_running_dask_job(
+    sage_home: Path, dashboard_get: Any
+) -> None:
     from sage_core.api.dask_environment import DaskEnvironment
 
     env = DaskEnvironment("panel", n_workers=2, chaining=False, buffer_size=8)
@@ -71,8 +42,8 @@ def test_the_panel_names_the_bottleneck_of_a_running_dask_job(sage_home: Path) -
         deadline = time.monotonic() + 60
         out: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            response = asyncio.run(
-                _get(scheduler, f"/sage/api/diagnosis?job={job.job_id[:8]}")
+            response = dashboard_get(
+                scheduler, f"/sage/api/diagnosis?job={job.job_id[:8]}"
             )
             assert response.code == 200
             out = json.loads(response.body)
@@ -92,9 +63,9 @@ def test_the_panel_names_the_bottleneck_of_a_running_dask_job(sage_home: Path) -
         env.close()
 
 
-def test_an_unknown_job_is_a_404_with_the_reason() -> None:
+def test_an_unknown_job_is_a_404_with_the_reason(dashboard_get: Any) -> None:
     for server in (SchedulerDouble(JobBoard()), SchedulerDouble(None)):
-        response = asyncio.run(_get(server, "/sage/api/diagnosis?job=nope"))
+        response = dashboard_get(server, "/sage/api/diagnosis?job=nope")
         assert response.code == 404
         assert json.loads(response.body) == {
             "job": "nope",
@@ -111,8 +82,8 @@ def test_a_job_that_reported_nothing_yet_says_so() -> None:
     }
 
 
-def test_the_page_has_the_panel() -> None:
-    response = asyncio.run(_get(None, "/sage"))
+def test_the_page_has_the_panel(dashboard_get: Any) -> None:
+    response = dashboard_get(None, "/sage")
     assert b'id="diagnosis"' in response.body
     assert b"sage/api/diagnosis?job=" in response.body
 
