@@ -17,7 +17,8 @@ depends on what runs beside them, which the replay holds fixed.
 Per repeat, per slots: run fifo (the recording), replay it under each policy
 (predicted; and under fifo itself: the check), run each policy (measured, the waits
 its own log records). Error = |predicted - measured| / measured of the queue wait
-p50/p99 per priority class; medians over repeats with min/max.
+p50/p99 per priority class (waits under ``FLOOR_MS`` by their absolute error
+instead); medians over repeats with min/max.
 
     python bench/dispatch_replay_bench.py --out bench/results/dispatch_replay.json
 """
@@ -208,6 +209,11 @@ def one_repeat(
     return out
 
 
+#: waits shorter than this (ms) are compared by absolute error: a relative error of
+#: a wait near zero says nothing
+FLOOR_MS = 5.0
+
+
 def _error(predicted: float, measured: float) -> float:
     return abs(predicted - measured) / measured if measured else 0.0
 
@@ -215,7 +221,7 @@ def _error(predicted: float, measured: float) -> float:
 def summarise(runs: list[dict[str, Any]], slots: list[int]) -> dict[str, Any]:
     rows, summary = [], {}
     for s in slots:
-        errors = []
+        errors, absolute = [], []
         for policy in (*POLICIES, "fifo (check)"):
             for cls in CLASSES:
                 for stat in STATS:
@@ -232,7 +238,9 @@ def summarise(runs: list[dict[str, Any]], slots: list[int]) -> dict[str, Any]:
                             meas.append(m[stat])
                     if not pred:
                         continue
-                    errs = [_error(p, m) for p, m in zip(pred, meas, strict=True)]
+                    pairs = list(zip(pred, meas, strict=True))
+                    errs = [_error(p, m) for p, m in pairs]
+                    off = [abs(p - m) for p, m in pairs]
                     rows.append(
                         {
                             "slots": s,
@@ -242,14 +250,21 @@ def summarise(runs: list[dict[str, Any]], slots: list[int]) -> dict[str, Any]:
                             "predicted": spread(pred),
                             "measured": spread(meas),
                             "error": spread(errs),
+                            "abs_error_ms": spread(off),
                         }
                     )
-                    if policy != "fifo (check)":
+                    if policy == "fifo (check)":
+                        continue
+                    if statistics.median(meas) >= FLOOR_MS:
                         errors.append(statistics.median(errs))
+                    else:
+                        absolute.append(statistics.median(off))
         summary[str(s)] = {
             "median_error": statistics.median(errors) if errors else None,
             "worst_error": max(errors) if errors else None,
             "predictions": len(errors),
+            "short_waits": len(absolute),
+            "short_waits_worst_abs_error_ms": max(absolute) if absolute else None,
         }
     return {"rows": rows, "summary": summary}
 

@@ -401,6 +401,9 @@ def test_dashboard_page_in_chromium_and_prometheus(
     for rid in ("slow_source#0", "map#0", "map#1", "collect#0"):
         assert f'<td class="l">{rid}</td>' in dom  # a rendered row per replica
     assert "<svg" in dom and "slow_source" in dom
+    # the diagnosis panel asked /sage/api/diagnosis and shows its verdict (or why
+    # there is none yet)
+    assert "bottleneck: " in dom or "diagnosis: " in dom
     assert 'href="sage"' in status  # linked from the dashboard's navigation
     assert shot.exists() and shot.stat().st_size > 10_000
     assert f'sage_replica_queue_depth{{job="{job.job_id}"' in metrics
