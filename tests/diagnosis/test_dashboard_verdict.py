@@ -33,7 +33,7 @@ def test_the_panel_names_the_bottleneck_of_a_running_dask_job(
     env = DaskEnvironment("panel", n_workers=2, chaining=False, buffer_size=8)
     try:
         env.client.wait_for_workers(2)
-        s = env.from_source("range", stop=20_000, name="nums")
+        s = env.from_source("range", stop=400_000, name="nums")
         s.map(slow, name="slow").sink(drop, name="out")
         job = env.submit()
         scheduler = env.client.cluster.scheduler  # a LocalCluster's, in this process
@@ -49,9 +49,9 @@ def test_the_panel_names_the_bottleneck_of_a_running_dask_job(
             out = json.loads(response.body)
             if "bottleneck" in out:
                 break
-            assert out["error"] == "no replica has reported counters yet"
+            assert "error" in out, out  # not diagnosable yet: says why
             time.sleep(0.5)
-        assert job.status() == "running"
+        assert job.status() == "running", out
         assert out["job"] == job.job_id
         assert out["bottleneck"]["operator"] == "slow"
         assert out["bottleneck"]["class"] == "compute"
