@@ -242,7 +242,12 @@ def test_a_backlog_grows_the_operator_and_no_request_is_lost() -> None:
     assert scaling["parallelism"]["work"] == decisions[-1]["to"]
     first = decisions[0]
     assert (first["operator"], first["from"]) == ("work", 1) and first["to"] > 1
-    assert "queue depth above 2" in first["reason"]
+    # a backlog in the replicas' queues or one waiting at the hub with the replicas
+    # busy: which one the sampler sees first depends on timing
+    assert (
+        "queue depth above 2" in first["reason"]
+        or "requests waiting at the hub" in first["reason"]
+    ), first["reason"]
     assert {"demand_per_s", "service_s_per_item"} <= set(first)
     assert 'sage_serve_replicas{pipeline="scaled",operator="work"} ' in metrics
     assert server.hub is not None and server.hub.counts.get("ok") == len(xs)
