@@ -30,11 +30,9 @@ def show_dispatch(path: str, policy: str | None, as_json: bool) -> None:
     """Print the replay of the decision log at ``path`` under ``policy`` (the
     recorded one when None: the check of the replay against the recording)."""
     from sage_core.diagnosis import DiagnosisError
-    from sage_core.diagnosis.dispatch import read_log, replay_dispatch
+    from sage_core.diagnosis.dispatch import replay_dispatch
 
     try:
-        if policy is None:
-            policy = str(read_log(path).start.get("policy", ""))
         out = replay_dispatch(path, policy)
     except DiagnosisError as exc:
         raise click.ClickException(str(exc)) from None

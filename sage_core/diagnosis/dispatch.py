@@ -51,7 +51,7 @@ class _Engine:
 
 def _engines(log: DispatchLog) -> list[_Engine]:
     """The recorded engines; an engine added while the gateway ran (not in the start
-    record) gets the most requests it was seen holding at once as its slots."""
+    record) gets one slot."""
     out = {
         e["id"]: _Engine(
             e["id"], e["kind"], tuple(e["models"]), int(e["max_inflight"]), e["device"]
@@ -108,10 +108,9 @@ class _View:
 
 @dataclass(slots=True)
 class Replayed:
-    """One replay: per request its dispatch time and engine, and the decisions."""
+    """One replay: per request its dispatch time, and the decisions."""
 
     dispatched: dict[str, float] = field(default_factory=dict)
-    engine: dict[str, str] = field(default_factory=dict)
     decisions: list[tuple[float, str, list[str]]] = field(default_factory=list)
 
 
@@ -211,7 +210,7 @@ def simulate(
             ids = [r.id for r in batch]
             out.decisions.append((now, engine.id, ids))
             for rid in ids:
-                out.dispatched[rid], out.engine[rid] = now, engine.id
+                out.dispatched[rid] = now
             hold = max(log.requests[rid].service_s for rid in ids)
             heapq.heappush(events, (now + hold, order, "free", (engine, tokens)))
             order += 1
@@ -263,12 +262,15 @@ def class_stats(
 
 
 def replay_dispatch(
-    path: str | Path, policy: str, policy_config: Mapping[str, Any] | None = None
+    path: str | Path,
+    policy: str | None = None,
+    policy_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The recorded decisions beside ``policy``'s, and the effect per class:
-    ``{recorded_policy, policy, requests, left_out, classes: {kind: {recorded,
-    replayed_recorded_policy, replayed}}, priorities: (the same per class and
-    priority), policy_switches, decisions: [{k, recorded, replayed, changed}]}``. ``replayed_recorded_policy`` checks the replay against the
+    """The recorded decisions beside ``policy``'s (None: the recorded policy), and
+    the effect per class: ``{recorded_policy, policy, requests, left_out, classes:
+    {kind: {recorded, replayed_recorded_policy, replayed}}, priorities: (the same
+    per class and priority), policy_switches, decisions: [{k, recorded, replayed,
+    changed}]}``. ``replayed_recorded_policy`` checks the replay against the
     recording; compare ``replayed`` with it (both simulated).
 
     Raises:
@@ -277,7 +279,10 @@ def replay_dispatch(
     log = read_log(path)
     recorded_policy = str(log.start.get("policy", ""))
     same = simulate(log, recorded_policy, log.start.get("policy_config"))
-    other = simulate(log, policy, policy_config)
+    if policy is None or (policy == recorded_policy and policy_config is None):
+        policy, other = recorded_policy, same  # the same replay: run it once
+    else:
+        other = simulate(log, policy, policy_config)
     recorded = {r.id: r.dispatched for r in log.requests.values()}
     # the recorded decisions that served requests: each request's last dispatch
     # (an attempt that failed and was retried elsewhere is left out)
@@ -291,17 +296,12 @@ def replay_dispatch(
         )
     ]
     classes, priorities = (
-        {
-            kind: {
-                "recorded": rec,
-                "replayed_recorded_policy": class_stats(log, same.dispatched, **by)[
-                    kind
-                ],
-                "replayed": class_stats(log, other.dispatched, **by)[kind],
-            }
-            for kind, rec in class_stats(log, recorded, **by).items()
-        }
-        for by in ({"by_priority": False}, {"by_priority": True})
+        _side_by_side(
+            class_stats(log, recorded, by_priority=by),
+            class_stats(log, same.dispatched, by_priority=by),
+            class_stats(log, other.dispatched, by_priority=by),
+        )
+        for by in (False, True)
     )
     decisions = []
     for k in range(max(len(mine), len(other.decisions))):
@@ -324,6 +324,19 @@ def replay_dispatch(
         "priorities": priorities,
         "policy_switches": log.switches,
         "decisions": decisions,
+    }
+
+
+def _side_by_side(
+    recorded: dict[str, Any], same: dict[str, Any], other: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        kind: {
+            "recorded": rec,
+            "replayed_recorded_policy": same[kind],
+            "replayed": other[kind],
+        }
+        for kind, rec in recorded.items()
     }
 
 
