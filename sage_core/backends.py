@@ -187,6 +187,12 @@ class Backend(abc.ABC):  # noqa: B024 - the abstract methods are on the subclass
             return 1.0
         return cls.default_gpu
 
+    @classmethod
+    def engine_for(cls, config: Mapping[str, Any]) -> str | None:
+        """The external engine a backend built with ``config`` calls (what operator
+        contracts declare as ``engine``), or None when it computes in the worker."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description: backend class, model, capabilities."""
         return {

@@ -35,6 +35,10 @@ class Contract:
         max_wait_ms: how long a replica may wait to fill a batch once it has one item.
         streaming: the operator emits partial results (e.g. token streams).
         queue_capacity: slots of the replica's bounded input queue (None: default).
+        engine: the external engine one replica's calls run on (e.g. an
+            OpenAI-compatible server's URL; None: the work runs in the worker).
+            Replicas naming the same engine share it: the diagnosis models their
+            service as that engine batching their concurrent calls, not as worker CPU.
     """
 
     cpu: float = 1.0
@@ -46,6 +50,7 @@ class Contract:
     max_wait_ms: float = 0.0
     streaming: bool = False
     queue_capacity: int | None = None
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -80,6 +85,12 @@ class Contract:
             out.append(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
         if self.queue_capacity is not None and self.queue_capacity < 1:
             out.append(f"queue_capacity: must be >= 1, got {self.queue_capacity}")
+        if self.engine is not None and (
+            not isinstance(self.engine, str) or not self.engine
+        ):
+            out.append(
+                f"engine: must be a non-empty string or None, got {self.engine!r}"
+            )
         return out
 
     @property

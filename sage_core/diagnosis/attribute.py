@@ -40,7 +40,10 @@ SMALL_PACKET = 4
 
 def _replica_row(model: JobModel, rid: str, task: TaskModel) -> dict[str, Any]:
     snap = model.replicas.get(rid, {})
-    scale = model.deflation.get(model.worker_of.get(rid, "?"), 1.0)
+    # an engine's time is not the worker's CPU: never deflated, never crowds it
+    scale = (
+        1.0 if task.engine else model.deflation.get(model.worker_of.get(rid, "?"), 1.0)
+    )
     items = snap.get("items_in", 0) or snap.get("items_out", 0)
     batches = snap.get("batches", 0)
     busy = (snap.get("service_s", 0.0) + snap.get("source_s", 0.0)) * scale
@@ -70,6 +73,7 @@ def breakdown(model: JobModel) -> list[dict[str, Any]]:
             "operator": t.name,
             "role": t.role,
             "items": sum(r["items"] for r in reps),
+            "engine": t.engine,
         }
         for key in ("queue_wait_ms", "service_ms", "blocked_ms"):
             row[key] = sum(r[key] * r["items"] for r in reps) / items
@@ -145,7 +149,7 @@ def classify(model: JobModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
             }
     load: dict[str, float] = {}
     for r in rows:
-        for x in r["replicas"]:
+        for x in r["replicas"] if not r["engine"] else ():
             load[x["worker"]] = load.get(x["worker"], 0.0) + x["utilisation"]
     if len(load) > 1:
         for x in top["replicas"]:
@@ -153,6 +157,7 @@ def classify(model: JobModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
             crowd = [
                 y["replica"]
                 for r in rows
+                if not r["engine"]
                 for y in r["replicas"]
                 if y["worker"] == w and y["utilisation"] >= 0.1
             ]

@@ -9,7 +9,9 @@ Service times of replicas that share a worker process are measured under the
 process's GIL: when their summed busy time exceeds the run's duration the worker was
 saturated and the samples are scaled down by that excess (``deflation``), so that the
 simulator, which serialises them on the worker's slots, does not count contention
-twice.
+twice. Operators whose contract names an ``engine`` (an external server their calls
+wait on) are left out of that sum: their service time is the engine's, not the
+worker's CPU.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ class TaskModel:
     packet: int = 1
     #: sources: seconds to pull a packet, per size (overrides ``pull_s``)
     pull: ServiceModel | None = None
+    #: the external engine the head operator's calls run on (``Contract.engine``)
+    engine: str | None = None
 
     @property
     def is_source(self) -> bool:
@@ -270,16 +274,21 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
     snaps: Mapping[str, Mapping[str, Any]] = record["metrics"]["replicas"]
     duration = float(record["duration_s"])
     worker_of, threads = _workers(record)
-    deflation = _deflation(snaps, worker_of, duration)
     settings = plan["settings"]
     ops = {o["name"]: o for o in plan["operators"]}
+    engine_of = {
+        t["name"]: ops[t["operators"][0]]["contract"].get("engine")
+        for t in plan["tasks"]
+    }
+    offloaded = {r["id"] for r in plan["replicas"] if engine_of.get(r["task"])}
+    deflation = _deflation(snaps, worker_of, duration, offloaded)
     tasks = []
     for t in plan["tasks"]:
         reps = [r for r in plan["replicas"] if r["task"] == t["name"]]
         ids = [r["id"] for r in reps]
         got = [snaps[i] for i in ids if i in snaps]
         pairs = [
-            (size, s * deflation.get(worker_of[i], 1.0))
+            (size, s * (1.0 if i in offloaded else deflation.get(worker_of[i], 1.0)))
             for i in ids
             if i in snaps
             for size, s in snaps[i].get("batch_service", [])
@@ -299,6 +308,7 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
             fill_size=int(head["contract"].get("batch_size", 1)),
             fill_wait_s=float(head["contract"].get("max_wait_ms", 0.0)) / 1000.0,
             queue_capacity=max((r["queue_capacity"] for r in reps), default=0),
+            engine=engine_of[t["name"]],
         )
         if task.is_source:
             produced = sum(g["operators"][t["operators"][0]]["items_out"] for g in got)
@@ -337,11 +347,13 @@ def _deflation(
     snaps: Mapping[str, Mapping[str, Any]],
     worker_of: Mapping[str, str],
     duration: float,
+    offloaded: set[str],
 ) -> dict[str, float]:
     busy: dict[str, float] = {}
     for rid, snap in snaps.items():
         w = worker_of.get(rid, "?")
-        busy[w] = busy.get(w, 0.0) + snap["service_s"] + snap.get("source_s", 0.0)
+        own = 0.0 if rid in offloaded else snap["service_s"]
+        busy[w] = busy.get(w, 0.0) + own + snap.get("source_s", 0.0)
     return {w: min(1.0, duration / b) if b > 0 else 1.0 for w, b in busy.items()}
 
 

@@ -13,6 +13,14 @@ measured per-replica shares, load-aware to the shortest queue. A replica whose
 downstream queue is full blocks, holding its outputs, until room frees (blocking
 after service). Sources pull ``packet`` items at ``pull_s`` seconds each.
 
+A task whose operator calls an external ``engine`` (``Contract.engine``) does not use
+its worker's CPU: its replicas' batches run on that engine, which batches them
+together as a continuous-batching server does. Batches of k_1..k_n items active at
+once progress at f(k_i) / f(k_1 + ... + k_n) each, f being the task's measured
+service time per batch size: with a fixed cost per call (f(k) = a + b k, a > 0) two
+concurrent batches finish sooner than one after the other; proportional costs
+(a = 0) share the engine like a CPU.
+
 A packet sent to another worker costs its sender ``transport_s`` of CPU (serialising
 and sending; calibrated by ``whatif`` from the baseline run). Not modelled: network
 latency, the event loop of a Dask worker, operators whose cost depends on state.
@@ -32,7 +40,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sage_core.diagnosis.model import ChannelModel, JobModel, TaskModel
+    from sage_core.diagnosis.model import (
+        ChannelModel,
+        JobModel,
+        ServiceModel,
+        TaskModel,
+    )
 
 
 @dataclass(slots=True)
@@ -41,6 +54,7 @@ class _Replica:
     task: TaskModel
     worker: str
     capacity: int
+    run_on: str = ""
     queue: deque[list[float]] = field(default_factory=deque)
     busy: bool = False
     blocked_on: str | None = None
@@ -62,11 +76,27 @@ class _Replica:
 
 @dataclass(slots=True)
 class _Worker:
-    """A worker process: its active batches share ``slots`` CPUs equally."""
+    """A worker process: its active batches share ``slots`` CPUs equally; or an
+    external engine (``engine``): they progress as one batch (module docstring)."""
 
     slots: int
     active: dict[str, float] = field(default_factory=dict)
     then: dict[str, Callable[[], None]] = field(default_factory=dict)
+    engine: bool = False
+    #: engines: items and service model of each active batch
+    size: dict[str, tuple[int, ServiceModel]] = field(default_factory=dict)
+
+    def rates(self) -> dict[str, float]:
+        """The share of its own service time each active batch gets done per second."""
+        if not self.engine:
+            return dict.fromkeys(self.active, min(1.0, self.slots / len(self.active)))
+        total = sum(self.size[rid][0] for rid in self.active)
+        out = {}
+        for rid in self.active:
+            k, f = self.size[rid]
+            own, together = f.mean(k), f.mean(total)
+            out[rid] = min(1.0, own / together) if own > 0 and together > 0 else 1.0
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +142,11 @@ class Simulator:
         self.reps: dict[str, _Replica] = {}
         for t in model.tasks:
             for rid in t.replicas:
-                self.reps[rid] = _Replica(
-                    rid, t, model.worker_of.get(rid, "?"), t.queue_capacity
-                )
+                home = model.worker_of.get(rid, "?")
+                on = f"engine:{t.engine}" if t.engine else home
+                self.reps[rid] = _Replica(rid, t, home, t.queue_capacity, on)
+                if t.engine:
+                    self.workers.setdefault(on, _Worker(1, engine=True))
         self.routes: dict[str, list[tuple[ChannelModel, list[str]]]] = {}
         for t in model.tasks:
             outs = [(c, self.m.task(c.dst_task).replicas) for c in model.channels]
@@ -160,45 +192,54 @@ class Simulator:
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
         r.busy_s += took
-        self._work(r, took, functools.partial(self._done, r, batch))
+        self._work(r, took, functools.partial(self._done, r, batch), r.run_on, n)
 
-    def _work(self, r: _Replica, seconds: float, then: Callable[[], None]) -> None:
-        """``seconds`` of CPU for ``r`` on its worker, then ``then()``."""
-        w = self.workers[r.worker]
+    def _work(
+        self,
+        r: _Replica,
+        seconds: float,
+        then: Callable[[], None],
+        on: str = "",
+        items: int = 0,
+    ) -> None:
+        """``seconds`` of service for ``r`` on ``on`` (its worker's CPU by default),
+        then ``then()``."""
+        w = self.workers[on or r.worker]
         self._advance()
         w.active[r.rid] = seconds
         w.then[r.rid] = then
+        if w.engine:
+            w.size[r.rid] = (max(1, items), r.task.service)
         self._reschedule()
 
-    def _rates(self) -> dict[str, float]:
-        """Per worker: the share of a CPU each of its active batches gets."""
-        share = {
-            name: min(1.0, w.slots / len(w.active))
-            for name, w in self.workers.items()
-            if w.active
-        }
+    def _rates(self) -> dict[str, dict[str, float]]:
+        """Per worker (or engine): the rate each of its active batches progresses at."""
+        rates = {name: w.rates() for name, w in self.workers.items() if w.active}
         if self.host_cores:
-            using = sum(min(len(w.active), w.slots) for w in self.workers.values())
+            cpus = [w for w in self.workers.values() if not w.engine]
+            using = sum(min(len(w.active), w.slots) for w in cpus)
             if using > self.host_cores:
-                share = {k: v * self.host_cores / using for k, v in share.items()}
-        return share
+                cut = self.host_cores / using
+                for name, w in self.workers.items():
+                    if name in rates and not w.engine:
+                        rates[name] = {k: v * cut for k, v in rates[name].items()}
+        return rates
 
     def _advance(self) -> None:
         elapsed = self.now - self._since
         if elapsed > 0:
-            for name, rate in self._rates().items():
+            for name, rates in self._rates().items():
                 active = self.workers[name].active
-                for rid in active:
+                for rid, rate in rates.items():
                     active[rid] -= elapsed * rate
         self._since = self.now
 
     def _reschedule(self) -> None:
         self._version += 1
-        rates = self._rates()
         waits = [
-            max(0.0, left) / rate
-            for name, rate in rates.items()
-            for left in self.workers[name].active.values()
+            max(0.0, self.workers[name].active[rid]) / rate
+            for name, rates in self._rates().items()
+            for rid, rate in rates.items()
         ]
         if waits:
             when = self.now + min(waits)
@@ -212,6 +253,7 @@ class Simulator:
         for w in self.workers.values():
             for rid in [rid for rid, left in w.active.items() if left <= 1e-12]:
                 del w.active[rid]
+                w.size.pop(rid, None)
                 finished.append(w.then.pop(rid))
         self._reschedule()
         for then in finished:
@@ -308,17 +350,18 @@ class Simulator:
                 if not r.pending:
                     r.pending_since = self.now
                 r.pending.extend(packet)
-            self._wake_writers(r)
-        if not r.pending:
-            return
-        t = r.task
-        due = r.pending_since + t.fill_wait_s
-        if t.fill_wait_s and len(r.pending) < t.fill_size and self.now < due:
-            if not r.timer:
-                r.timer = True
-                self.at(due, lambda: self._fill_due(r))
-            return
-        self._want_slot(r)
+        # start before waking blocked writers: their packets must not join this step
+        # beyond max_packets (they would through the re-entrant _try_start)
+        if r.pending:
+            t = r.task
+            due = r.pending_since + t.fill_wait_s
+            if t.fill_wait_s and len(r.pending) < t.fill_size and self.now < due:
+                if not r.timer:
+                    r.timer = True
+                    self.at(due, lambda: self._fill_due(r))
+            else:
+                self._want_slot(r)
+        self._wake_writers(r)
 
     def _fill_due(self, r: _Replica) -> None:
         r.timer = False

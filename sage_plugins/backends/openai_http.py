@@ -9,7 +9,7 @@ background event loop, so a batch of prompts keeps a continuous-batching engine 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -76,6 +76,11 @@ class OpenAIBackend(EmbeddingBackend, GenerationBackend):
     @property
     def gpu(self) -> float:
         return self._gpu
+
+    @classmethod
+    def engine_for(cls, config: Mapping[str, Any]) -> str | None:
+        url = config.get("base_url")
+        return str(url).rstrip("/") if url else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_url": self.base_url}

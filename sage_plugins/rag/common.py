@@ -80,8 +80,11 @@ def backend_contract(
             with the node's name).
     """
     name = config.get("backend", default_backend)
+    backend = config.get("backend_config") or {}
     try:
-        gpu = backend_class(str(name)).gpu_for(config.get("backend_config") or {})
+        cls = backend_class(str(name))
+        gpu = cls.gpu_for(backend)
+        engine = cls.engine_for(backend)
     except (UnknownPluginError, BackendError) as exc:
         raise ContractError(f"{operator}: {exc}") from None
     return Contract(
@@ -89,6 +92,7 @@ def backend_contract(
         batch_size=int(config.get("batch_size", batch_size)),
         max_wait_ms=float(config.get("max_wait_ms", max_wait_ms)),
         streaming=streaming,
+        engine=engine,
     )
 
 
