@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -45,13 +44,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
-from common import add_smoke_flag, machine_info, pyplot, smoke_path, spread
+from common import add_smoke_flag, machine_info, pyplot, smoke_path
 from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
+from diagnosis_compare import compare, errors, measured
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 _perf = time.perf_counter
-#: recorded baseline runs a prediction is made from (``pool_runs``; module doc)
-PROFILED_RUNS = 5
 
 
 def items(n: int, rate: float | None = None, hot: float = 0.0) -> Any:
@@ -125,108 +123,18 @@ def clients(clusters: dict[int, Any], n: int) -> Any:
     return clusters[n]
 
 
-def measured(record: dict[str, Any]) -> dict[str, float]:
-    from sage_core.diagnosis import job_model
-
-    return measured_model(job_model(record))
-
-
-def end_to_end_s(m: Any) -> list[float]:
-    """Emission-to-sink seconds of a run's sampled traces, sorted."""
-    return sorted(t["end_to_end_s"] for t in m.traces if t.get("outcome") == "sink")
-
-
-def measured_model(m: Any) -> dict[str, float]:
-    """Throughput and trace p99 of a run's diagnosis model."""
-    from sage_core.diagnosis.sim import percentile
-
-    e2e = end_to_end_s(m)
-    return {
-        "throughput": m.measured_throughput(),
-        "p99_ms": 1e3 * percentile(e2e, 0.99),
-        "traces": len(e2e),
-    }
-
-
-def pooled_p99_ms(models: list[Any]) -> float:
-    """The p99 over the traces of several runs together: what a user watching the
-    pipeline for that long sees, and far steadier than one short run's p99."""
-    from sage_core.diagnosis.sim import percentile
-
-    return 1e3 * percentile(sorted(x for m in models for x in end_to_end_s(m)), 0.99)
-
-
 def whatif_rows(
     smoke: bool, dask: bool, clusters: dict[int, Any], k: int, items: int = 6000
 ) -> list[Any]:
-    """Each counterfactual predicted from one baseline record, then run k times,
-    each time right after a baseline run (the peer: the box is shared, so effects
-    are compared as ratios to the baseline measured next to them)."""
-    from sage_core.diagnosis import job_model, pool_runs
-    from sage_core.diagnosis.whatif import predict
-
+    """The COMPUTE counterfactuals on one runtime (``compare``)."""
     cases = counterfactuals(smoke, dask, items)
-    run(cases[0][2], clusters)  # discarded: the profiled baseline runs are warm
-    records = [run(cases[0][2], clusters) for _ in range(PROFILED_RUNS)]
-    models = [job_model(r) for r in records]
-    model = pool_runs(models[0], models[1:])
-    profiled = [measured_model(m) for m in models]
-    cores = os.cpu_count()  # the LocalCluster's workers share this machine
-    pred0 = predict(model, host_cores=cores)
-    rows = []
-    for label, kw, cfg in cases[1:]:
-        pred = predict(model, host_cores=cores, **kw)
-        runs = [
-            (job_model(run(cases[0][2], clusters)), job_model(run(cfg, clusters)))
-            for _ in range(k)
-        ]
-        pairs = [(measured_model(b), measured_model(cf)) for b, cf in runs]
-        pooled = pooled_p99_ms([cf for _, cf in runs])
-        pooled_base = pooled_p99_ms([b for b, _ in runs])
-        row: dict[str, Any] = {
-            "runtime": "dask" if dask else "local",
-            "case": label,
-            "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
-            "measured": {
-                key: spread([cf[key] for _, cf in pairs])
-                for key in ("throughput", "p99_ms", "traces")
-            },
-            "baseline_measured": {
-                key: spread([b[key] for b, _ in pairs])
-                for key in ("throughput", "p99_ms")
-            },
-            "baseline_profiled": profiled,
-            "prediction_baseline": pred["baseline"],
-            "calibration": pred["calibration"],
-            "validity": pred["validity"],
-        }
-        for key in ("throughput", "p99_ms"):
-            m = row["measured"][key]["median"]
-            row[f"error_{key}"] = (pred[key] - m) / m if m else None
-            ratio = statistics.median(cf[key] / b[key] for b, cf in pairs if b[key])
-            p_ratio = pred[key] / pred0[key] if pred0[key] else 0.0
-            row[f"effect_{key}"] = {"predicted": p_ratio, "measured": ratio}
-            row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
-        row["measured"]["p99_ms_pooled"] = pooled
-        row["baseline_measured"]["p99_ms_pooled"] = pooled_base
-        row["error_p99_ms_pooled"] = (
-            (pred["p99_ms"] - pooled) / pooled if pooled else None
-        )
-        p_ratio = pred["p99_ms"] / pred0["p99_ms"] if pred0["p99_ms"] else 0.0
-        ratio = pooled / pooled_base if pooled_base else 0.0
-        row["effect_p99_ms_pooled"] = {"predicted": p_ratio, "measured": ratio}
-        row["effect_error_p99_ms_pooled"] = (p_ratio - ratio) / ratio if ratio else None
-        print(
-            f"{row['runtime']:5} {label:26} thr x{row['effect_throughput']['predicted']:.2f}"
-            f" pred, x{row['effect_throughput']['measured']:.2f} meas "
-            f"({row['effect_error_throughput']:+.0%}); abs {pred['throughput']:6.0f} vs "
-            f"{row['measured']['throughput']['median']:6.0f}; p99 "
-            f"x{row['effect_p99_ms']['predicted']:.2f} vs "
-            f"x{row['effect_p99_ms']['measured']:.2f}",
-            flush=True,
-        )
-        rows.append(row)
-    return rows
+    return compare(
+        cases,
+        lambda c: run(c, clusters),
+        k,
+        "dask" if dask else "local",
+        os.cpu_count(),
+    )
 
 
 def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
@@ -301,18 +209,6 @@ def replay_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
             )
             print(f"replay {a:18} -> {b:18} same {same:.0%}", flush=True)
     return rows
-
-
-def errors(rows: list[Any], key: str) -> dict[str, float]:
-    """Median and worst |error| of absolute predictions and of effects (ratios to
-    the baseline measured alongside)."""
-    out: dict[str, float] = {}
-    for kind in ("error", "effect_error"):
-        errs = [abs(r[f"{kind}_{key}"]) for r in rows if r[f"{kind}_{key}"] is not None]
-        if errs:
-            out[f"{kind}_median"] = statistics.median(errs)
-            out[f"{kind}_worst"] = max(errs)
-    return out
 
 
 def plot(result: dict[str, Any], out: Path) -> None:

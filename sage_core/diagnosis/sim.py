@@ -156,6 +156,8 @@ class Simulator:
         self.latencies: list[float] = []
         self.cross: dict[str, int] = {}
         self.last_sink = 0.0
+        #: engine tasks: the most items their engine had in calls at once
+        self.engine_load: dict[str, int] = {}
 
     # -- events -----------------------------------------------------------------
 
@@ -208,8 +210,13 @@ class Simulator:
         self._advance()
         w.active[r.rid] = seconds
         w.then[r.rid] = then
-        if w.engine:
-            w.size[r.rid] = (max(1, items), r.task.service)
+        if w.engine:  # the engine sees calls of at most the contract's batch size
+            call = min(max(1, items), max(1, r.task.fill_size))
+            w.size[r.rid] = (call, r.task.service)
+            load = sum(k for k, _ in w.size.values())
+            self.engine_load[r.task.name] = max(
+                self.engine_load.get(r.task.name, 0), load
+            )
         self._reschedule()
 
     def _rates(self) -> dict[str, dict[str, float]]:
@@ -395,6 +402,8 @@ class Simulator:
                 "items": [r.items_in for r in reps],
                 "batch_sizes": sorted({k for r in reps for k in r.sizes}),
             }
+            if t.name in self.engine_load:
+                ops[t.name]["engine_items"] = self.engine_load[t.name]
         lat = sorted(self.latencies)
         qs = {q: 1e3 * percentile(lat, q) for q in QUANTILES}
         return SimResult(

@@ -191,6 +191,15 @@ def validity(model: JobModel, result: SimResult) -> list[str]:
             f"{t.name}: service at batch sizes {seen[0]}..{seen[-1]} {kind} "
             f"from measured sizes {span}"
         )
+    for t in model.tasks:
+        load = result.operators[t.name].get("engine_items")
+        if t.engine and load and t.service.coverage(load) == "extrapolated":
+            have = t.service.sizes
+            notes.append(
+                f"{t.name}: its engine had up to {load} items in calls at once; how "
+                f"it batches them is extrapolated from calls of "
+                f"{have[0]}..{have[-1]} items"
+            )
     return notes
 
 

@@ -112,3 +112,16 @@ def test_a_recorded_engine_stage_does_not_deflate_its_workers_cpu_stages() -> No
     measured = record["metrics"]["replicas"]["gen#0"]["service_s"]
     modelled = sum(sum(v) for v in model.task("gen").service.by_size.values())
     assert modelled == pytest.approx(measured, rel=0.01)
+
+
+def test_an_engine_load_beyond_the_measured_calls_is_flagged(
+    chain: Any, svc: Any
+) -> None:
+    from sage_core.diagnosis.whatif import validity
+
+    measured_at_one = ServiceModel({1: (0.004,) * 5})
+    model = engine_chain(chain, svc, measured_at_one, 1)
+    assert validity(model, simulate(model)) == []
+    two = engine_chain(chain, svc, measured_at_one, 2)
+    notes = validity(two, simulate(two))
+    assert notes and "engine had up to 2 items" in notes[0]

@@ -1,0 +1,146 @@
+"""What-if predictions set against actually run counterfactuals: the comparison
+shared by ``diagnosis_bench.py`` (COMPUTE) and ``diagnosis_rag.py`` (RAG, MIXED).
+
+A prediction comes from ``PROFILED_RUNS`` recorded baseline runs pooled
+(``pool_runs``); each counterfactual is then run k times, each time right after a
+baseline run, and compared both absolutely and as an effect (its ratio to the
+baseline run beside it), with its p99 taken per run (median) and over the traces of
+all k runs pooled.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from common import spread
+
+#: recorded baseline runs a prediction is made from (``pool_runs``)
+PROFILED_RUNS = 5
+
+
+def measured(record: dict[str, Any]) -> dict[str, float]:
+    from sage_core.diagnosis import job_model
+
+    return measured_model(job_model(record))
+
+
+def end_to_end_s(m: Any) -> list[float]:
+    """Emission-to-sink seconds of a run's sampled traces, sorted."""
+    return sorted(t["end_to_end_s"] for t in m.traces if t.get("outcome") == "sink")
+
+
+def measured_model(m: Any) -> dict[str, float]:
+    """Throughput and trace p99 of a run's diagnosis model."""
+    from sage_core.diagnosis.sim import percentile
+
+    e2e = end_to_end_s(m)
+    return {
+        "throughput": m.measured_throughput(),
+        "p99_ms": 1e3 * percentile(e2e, 0.99),
+        "traces": len(e2e),
+    }
+
+
+def pooled_p99_ms(models: list[Any]) -> float:
+    """The p99 over the traces of several runs together: what a user watching the
+    pipeline for that long sees, and far steadier than one short run's p99."""
+    from sage_core.diagnosis.sim import percentile
+
+    return 1e3 * percentile(sorted(x for m in models for x in end_to_end_s(m)), 0.99)
+
+
+def compare(
+    cases: list[tuple[str, dict[str, Any], Any]],
+    run_one: Any,
+    k: int,
+    runtime: str,
+    cores: int | None,
+) -> list[Any]:
+    """Each counterfactual of ``cases`` (the first is the baseline) predicted from
+    ``PROFILED_RUNS`` pooled baseline records, then run k times by ``run_one(cfg)``
+    (a job record), each time right after a baseline run (the peer: the box is
+    shared, so effects are compared as ratios to the baseline measured next to
+    them). ``cores``: the CPUs the workers share (``predict``'s ``host_cores``)."""
+    from sage_core.diagnosis import job_model, pool_runs
+    from sage_core.diagnosis.whatif import predict
+
+    base_cfg = cases[0][2]
+    run_one(base_cfg)  # discarded: the profiled baseline runs are warm
+    models = [job_model(run_one(base_cfg)) for _ in range(PROFILED_RUNS)]
+    model = pool_runs(models[0], models[1:])
+    profiled = [measured_model(m) for m in models]
+    pred0 = predict(model, host_cores=cores)
+    rows = []
+    for label, kw, cfg in cases[1:]:
+        pred = predict(model, host_cores=cores, **kw)
+        runs = [
+            (job_model(run_one(base_cfg)), job_model(run_one(cfg))) for _ in range(k)
+        ]
+        rows.append(_row(runtime, label, pred, pred0, runs, profiled))
+    return rows
+
+
+def _row(
+    runtime: str,
+    label: str,
+    pred: dict[str, Any],
+    pred0: dict[str, Any],
+    runs: list[tuple[Any, Any]],
+    profiled: list[dict[str, float]],
+) -> dict[str, Any]:
+    """One counterfactual's prediction set against its (baseline, run) pairs."""
+    pairs = [(measured_model(b), measured_model(cf)) for b, cf in runs]
+    pooled = pooled_p99_ms([cf for _, cf in runs])
+    pooled_base = pooled_p99_ms([b for b, _ in runs])
+    row: dict[str, Any] = {
+        "runtime": runtime,
+        "case": label,
+        "predicted": {"throughput": pred["throughput"], "p99_ms": pred["p99_ms"]},
+        "measured": {
+            key: spread([cf[key] for _, cf in pairs])
+            for key in ("throughput", "p99_ms", "traces")
+        },
+        "baseline_measured": {
+            key: spread([b[key] for b, _ in pairs]) for key in ("throughput", "p99_ms")
+        },
+        "baseline_profiled": profiled,
+        "prediction_baseline": pred["baseline"],
+        "calibration": pred["calibration"],
+        "validity": pred["validity"],
+    }
+    for key in ("throughput", "p99_ms"):
+        m = row["measured"][key]["median"]
+        row[f"error_{key}"] = (pred[key] - m) / m if m else None
+        ratio = statistics.median(cf[key] / b[key] for b, cf in pairs if b[key])
+        p_ratio = pred[key] / pred0[key] if pred0[key] else 0.0
+        row[f"effect_{key}"] = {"predicted": p_ratio, "measured": ratio}
+        row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
+    row["measured"]["p99_ms_pooled"] = pooled
+    row["baseline_measured"]["p99_ms_pooled"] = pooled_base
+    row["error_p99_ms_pooled"] = (pred["p99_ms"] - pooled) / pooled if pooled else None
+    p_ratio = pred["p99_ms"] / pred0["p99_ms"] if pred0["p99_ms"] else 0.0
+    ratio = pooled / pooled_base if pooled_base else 0.0
+    row["effect_p99_ms_pooled"] = {"predicted": p_ratio, "measured": ratio}
+    row["effect_error_p99_ms_pooled"] = (p_ratio - ratio) / ratio if ratio else None
+    print(
+        f"{runtime:6} {label:28} thr x{row['effect_throughput']['predicted']:.2f}"
+        f" pred, x{row['effect_throughput']['measured']:.2f} meas "
+        f"({row['effect_error_throughput']:+.0%}); abs {pred['throughput']:6.1f} vs "
+        f"{row['measured']['throughput']['median']:6.1f}; p99 "
+        f"{pred['p99_ms']:.0f} vs {pooled:.0f} ms pooled",
+        flush=True,
+    )
+    return row
+
+
+def errors(rows: list[Any], key: str) -> dict[str, float]:
+    """Median and worst |error| of absolute predictions and of effects (ratios to
+    the baseline measured alongside)."""
+    out: dict[str, float] = {}
+    for kind in ("error", "effect_error"):
+        errs = [abs(r[f"{kind}_{key}"]) for r in rows if r[f"{kind}_{key}"] is not None]
+        if errs:
+            out[f"{kind}_median"] = statistics.median(errs)
+            out[f"{kind}_worst"] = max(errs)
+    return out

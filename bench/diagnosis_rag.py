@@ -1,0 +1,307 @@
+"""What-if predictions against actually run counterfactuals of RAG and MIXED
+pipelines on real engines.
+
+RAG: questions -> embed (all-MiniLM-L6-v2 in the workers) -> retrieve (the demo
+corpus indexed with it) -> prompt -> generate (vLLM CPU serving the tiny local Llama,
+over HTTP) -> sink. MIXED: the same with a CPU-bound ``rerank`` stage (a busy loop of
+``--rerank-ms`` per item) between retrieve and prompt, so that worker CPU and the
+engine both bound the pipeline. Each runs on a LocalCluster of 2 single-thread
+worker processes (1 for ``workers=1``), with every item traced.
+
+``generate`` declares its engine (``Contract.engine``: the server's URL), so the
+model runs its calls on that engine, batched together, instead of on the worker's
+CPU (``sage_core.diagnosis.sim``). The counterfactuals change the replicas of the
+engine stage and of the CPU stage, packet size, queue capacity and worker count;
+each is predicted from the pooled baseline runs and then run ``--repeats`` times
+beside a baseline run (``diagnosis_compare``).
+
+On this machine the engine shares the 2 CPUs with the workers: the engine's
+measured speed includes that contention, and a plan that moves CPU load changes it,
+which the model does not see (the worst rows say where).
+
+    python bench/diagnosis_rag.py --out bench/results/diagnosis_rag.json
+    python bench/diagnosis_rag.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cloudpickle
+from common import add_smoke_flag, machine_info, pyplot, smoke_path
+from diagnosis_compare import compare, errors
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True)
+class RagCfg:
+    """One RAG or MIXED pipeline with its runtime settings."""
+
+    kind: str
+    n: int
+    rerank_s: float = 0.0
+    par: dict[str, int] = field(default_factory=dict)
+    buffer: int = 1
+    cap: int = 8
+    workers: int = 2
+
+
+def questions(n: int) -> Any:
+    """``n`` questions of the demo set, numbered so none repeats exactly."""
+    from sage_plugins.demo.corpus import questions_path
+
+    base = [json.loads(x) for x in questions_path().read_text().splitlines()]
+    for i in range(n):
+        yield {"query": f"{base[i % len(base)]['query']} (case {i})", "i": i}
+
+
+def rerank(cost_s: float) -> Any:
+    def op(item: Any) -> Any:
+        end = _perf() + cost_s
+        while _perf() < end:
+            pass
+        return item
+
+    return op
+
+
+def hold_embedder(dask_worker: Any) -> None:
+    """Keep one reference to the worker's shared MiniLM (the embed stage's default
+    backend): the model is then loaded once per process, not once per job."""
+    from sage_plugins.backends.sentence_tf import SentenceTransformersBackend
+
+    dask_worker.sage_bench_embedder = SentenceTransformersBackend()
+
+
+class Bench:
+    """The engine, the collection and the clusters the runs share."""
+
+    def __init__(self, llm: dict[str, Any], root: str, tokenizer: str, tokens: int):
+        self.llm, self.root, self.tokenizer, self.tokens = llm, root, tokenizer, tokens
+        self.clusters: dict[int, Any] = {}
+
+    def client(self, n: int) -> Any:
+        if n not in self.clusters:
+            from dask_peers import local_cluster
+
+            self.clusters[n] = client = local_cluster(n)[1]
+            # every worker keeps the embedder loaded, as a serving deployment
+            # would, so no run pays for loading it
+            client.run(hold_embedder)
+            self.run(RagCfg("rag", 8, workers=n))  # warm-up: workers import the code
+        return self.clusters[n]
+
+    def build(self, env: Any, c: RagCfg) -> None:
+        s = env.from_source(questions, n=c.n, name="questions")
+        s = s.map(
+            "embed",
+            field="query",
+            batch_size=8,
+            max_wait_ms=5,
+            parallelism=c.par.get("embed", 1),
+        )
+        s = s.map("retrieve", collection="bench", root=self.root, top_k=4)
+        if c.kind == "mixed":
+            s = s.map(
+                rerank(c.rerank_s), name="rerank", parallelism=c.par.get("rerank", 1)
+            )
+        s = s.map("prompt", max_prompt_tokens=320, tokenizer=self.tokenizer)
+        s = s.map(
+            "generate",
+            backend_config=self.llm,
+            max_tokens=self.tokens,
+            params={"ignore_eos": True},
+            batch_size=8,
+            parallelism=c.par.get("generate", 1),
+        )
+        s.sink(lambda item: None, name="sink")
+
+    def run(self, c: RagCfg) -> dict[str, Any]:
+        """Run ``c`` on Dask; its job record (as ``sage run`` writes it)."""
+        from sage_core.api.dask_environment import DaskEnvironment
+        from sage_core.observe.records import load_record
+
+        env = DaskEnvironment(
+            f"bench-diag-{c.kind}",
+            client=self.client(c.workers),
+            chaining=False,
+            buffer_size=c.buffer,
+            queue_capacity=c.cap,
+            trace_every=1,
+        )
+        self.build(env, c)
+        job = env.submit()
+        job.wait(1800)
+        return load_record(job.job_id)
+
+    def close(self) -> None:
+        for client in self.clusters.values():
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+
+
+def cases(kind: str, n: int, rerank_s: float, smoke: bool) -> list[Any]:
+    """(label, predict() keywords, config) per counterfactual; the baseline first."""
+    from sage_core.diagnosis.whatif import Change
+
+    base = RagCfg(kind, n, rerank_s=rerank_s if kind == "mixed" else 0.0)
+
+    def par(**ps: int) -> tuple[str, dict[str, Any], RagCfg]:
+        label = " ".join(f"{op}.parallelism={v}" for op, v in ps.items())
+        changes = [Change(op, "parallelism", v) for op, v in ps.items()]
+        return label, {"changes": changes}, replace(base, par=dict(ps))
+
+    out = [("baseline", {}, base), par(generate=2)]
+    if kind == "mixed":
+        out += [par(rerank=2), par(rerank=2, generate=2)]
+    else:
+        out += [par(generate=4)]
+    if not smoke:
+        out += [
+            (
+                "buffer_size=4",
+                {"changes": [Change(None, "buffer_size", 4)]},
+                replace(base, buffer=4),
+            ),
+            (
+                "queue_capacity=2",
+                {"changes": [Change(None, "queue_capacity", 2)]},
+                replace(base, cap=2),
+            ),
+            ("workers=1", {"workers": 1}, replace(base, workers=1)),
+        ]
+    return out
+
+
+def plot(result: dict[str, Any], out: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, key, unit in zip(
+        axes, ("throughput", "p99_ms"), ("items/s", "ms"), strict=True
+    ):
+        meas_key = "p99_ms_pooled" if key == "p99_ms" else key
+        for kind, marker in (("rag", "o"), ("mixed", "s")):
+            rows = [r for r in result["whatif"] if r["runtime"] == kind]
+            meas = [
+                r["measured"][key]["median"]
+                if key == "throughput"
+                else r["measured"][meas_key]
+                for r in rows
+            ]
+            pred = [r["predicted"][key] for r in rows]
+            ax.plot(meas, pred, marker, label=kind)
+            for r, x, y in zip(rows, meas, pred, strict=True):
+                ax.annotate(r["case"], (x, y), fontsize=6)
+        top = max(
+            max(
+                r["predicted"][key],
+                r["measured"][key]["median"]
+                if key == "throughput"
+                else r["measured"][meas_key],
+            )
+            for r in result["whatif"]
+        )
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        e = result["summary"][meas_key]
+        ax.set_title(
+            f"{key}{' (pooled over repeats)' if key == 'p99_ms' else ''}: |error| "
+            f"median {e['error_median']:.0%}, worst {e['error_worst']:.0%}",
+            fontsize=9,
+        )
+        ax.set_xlabel(f"measured ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.legend()
+    fig.suptitle(
+        "what-if predicted vs measured: RAG and MIXED on MiniLM + vLLM CPU "
+        "(tiny model), 2-core box"
+    )
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("bench/results/diagnosis_rag.json"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--items", type=int, default=240, help="questions per run")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--rerank-ms", type=float, default=12.0)
+    p.add_argument("--llm-url", default=None, help="a running server (else started)")
+    p.add_argument("--model", default="tiny")
+    add_smoke_flag(p)
+    args = p.parse_args()
+    if args.smoke:
+        args.items, args.repeats, args.max_tokens = 40, 1, 4
+    out = smoke_path(args.out) if args.smoke else args.out
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("SAGE_HOME", tempfile.mkdtemp(prefix="sage-bench-diag-"))
+    from rag_runs import index
+
+    from sage_core.common.settings import cache_dir
+    from sage_plugins.engines.tiny_model import make_tiny_model
+    from sage_plugins.engines.vllm_server import VLLMServer
+
+    model = make_tiny_model(cache_dir() / "models" / "tiny")
+    server = None
+    if args.llm_url is None:
+        server = VLLMServer(model, served_model_name=args.model).start()
+        args.llm_url = server.api_url
+    llm = {"base_url": args.llm_url, "model": args.model}
+    t0 = _perf()
+    rows: list[Any] = []
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            index(root)
+            bench = Bench(llm, root, str(model), args.max_tokens)
+            try:
+                for kind in ("rag", "mixed"):
+                    todo = cases(kind, args.items, args.rerank_ms / 1e3, args.smoke)
+                    rows += compare(todo, bench.run, args.repeats, kind, os.cpu_count())
+            finally:
+                bench.close()
+    finally:
+        if server is not None:
+            server.stop()
+    result = {
+        "machine": machine_info(),
+        "smoke": args.smoke,
+        "repeats": args.repeats,
+        "items_per_run": args.items,
+        "max_tokens": args.max_tokens,
+        "rerank_ms": args.rerank_ms,
+        "whatif": rows,
+        "summary": {
+            key: errors(rows, key) for key in ("throughput", "p99_ms", "p99_ms_pooled")
+        },
+        "per_pipeline": {
+            kind: {
+                key: errors([r for r in rows if r["runtime"] == kind], key)
+                for key in ("throughput", "p99_ms_pooled")
+            }
+            for kind in ("rag", "mixed")
+        },
+        "seconds": _perf() - t0,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out)
+    med = statistics.median(abs(r["error_throughput"]) for r in rows)
+    print(json.dumps(result["summary"]), f"median thr error {med:.1%} -> {out}")
+
+
+if __name__ == "__main__":
+    main()
