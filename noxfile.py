@@ -218,6 +218,11 @@ INFERENCE_BENCHES = {
     "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
     "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
     "bench-agent": ["bench/agent_bench.py", "--out", "bench/results/agent.json"],
+    "bench-diagnosis-rag": [
+        "bench/diagnosis_rag.py",
+        "--out",
+        "bench/results/diagnosis_rag.json",
+    ],
     "bench-emulator-fit": [
         "bench/emulator_fit_bench.py",
         "--out",
@@ -398,6 +403,19 @@ def bench_rag(session: nox.Session) -> None:
     """RAG pipeline on real engines: local/Dask runtimes vs the stages in a loop."""
     _install_inference_bench(session)
     _run_inference_bench(session, "bench-rag")
+
+
+@nox.session(
+    name="bench-diagnosis-rag",
+    python=PYTHON,
+    venv_backend="virtualenv",
+    default=False,
+    tags=["bench"],
+)
+def bench_diagnosis_rag(session: nox.Session) -> None:
+    """What-if predictions against runs of RAG and MIXED pipelines on real engines."""
+    _install_inference_bench(session)
+    _run_inference_bench(session, "bench-diagnosis-rag")
 
 
 @nox.session(name="bench-dask", python=PYTHON, default=False, tags=["bench"])

@@ -44,11 +44,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
+import dask_peers
 from common import add_smoke_flag, machine_info, pyplot, smoke_path
 from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 from diagnosis_compare import compare, errors, measured
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(dask_peers)  # busy() ships to the workers
+busy = dask_peers.busy
 _perf = time.perf_counter
 
 
@@ -62,16 +65,6 @@ def items(n: int, rate: float | None = None, hot: float = 0.0) -> Any:
                 time.sleep(ahead)
         hot_one = (i * 7919 % 1000) < hot * 1000
         yield {"id": i, "k": "hot" if hot_one else f"k{i % 97}", "p": "x" * 200}
-
-
-def busy(cost_s: float) -> Any:
-    def op(item: Any) -> Any:
-        end = _perf() + cost_s
-        while _perf() < end:
-            pass
-        return item
-
-    return op
 
 
 def build(env: Any, c: Cfg) -> None:

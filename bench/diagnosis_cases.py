@@ -26,6 +26,21 @@ class Cfg:
     par: dict[str, int] = field(default_factory=dict)
 
 
+#: Cfg fields of the job-wide knobs (``RagCfg`` uses the same names)
+FIELDS = {"buffer_size": "buffer", "queue_capacity": "cap"}
+
+
+def knob(base: Any, name: str, value: int) -> tuple[str, dict[str, Any], Any]:
+    """The counterfactual setting job-wide knob ``name`` of config ``base``."""
+    from sage_core.diagnosis.whatif import Change
+
+    return (
+        f"{name}={value}",
+        {"changes": [Change(None, name, value)]},
+        replace(base, **{FIELDS[name]: value}),
+    )
+
+
 def counterfactuals(
     smoke: bool, dask: bool, items: int = 6000
 ) -> list[tuple[str, dict[str, Any], Cfg]]:
@@ -40,24 +55,12 @@ def counterfactuals(
             {"changes": [Change("op", "parallelism", 2)]},
             replace(base, par={"op": 2}),
         ),
-        (
-            "buffer_size=64",
-            {"changes": [Change(None, "buffer_size", 64)]},
-            replace(base, buffer=64),
-        ),
-        (
-            "queue_capacity=2",
-            {"changes": [Change(None, "queue_capacity", 2)]},
-            replace(base, cap=2),
-        ),
+        knob(base, "buffer_size", 64),
+        knob(base, "queue_capacity", 2),
     ]
     if not smoke:
         one += [
-            (
-                "buffer_size=4",
-                {"changes": [Change(None, "buffer_size", 4)]},
-                replace(base, buffer=4),
-            ),
+            knob(base, "buffer_size", 4),
             (
                 "op.parallelism=3",
                 {"changes": [Change("op", "parallelism", 3)]},

@@ -31,11 +31,14 @@ from __future__ import annotations
 import functools
 import heapq
 import random
-import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
+
+from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
+
+__all__ = ["QUANTILES", "SimResult", "Simulator", "percentile", "simulate"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,6 +88,15 @@ class _Worker:
     engine: bool = False
     #: engines: items and service model of each active batch
     size: dict[str, tuple[int, ServiceModel]] = field(default_factory=dict)
+    #: engines: f(k) per (service model, k), computed once (a fit is not cheap)
+    means: dict[tuple[int, int], float] = field(default_factory=dict)
+
+    def mean(self, f: ServiceModel, k: int) -> float:
+        key = (id(f), k)
+        got = self.means.get(key)
+        if got is None:
+            got = self.means[key] = f.mean(k)
+        return got
 
     def rates(self) -> dict[str, float]:
         """The share of its own service time each active batch gets done per second."""
@@ -94,33 +106,9 @@ class _Worker:
         out = {}
         for rid in self.active:
             k, f = self.size[rid]
-            own, together = f.mean(k), f.mean(total)
+            own, together = self.mean(f, k), self.mean(f, total)
             out[rid] = min(1.0, own / together) if own > 0 and together > 0 else 1.0
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class SimResult:
-    """What one simulated run gives.
-
-    Attributes:
-        throughput: source items per second of makespan.
-        p50_ms, p99_ms: emission-to-sink latency of the items.
-        makespan_s: from the first pull to the last sink item.
-        operators: task name -> utilisation (busy / (replicas * makespan)),
-            blocked fraction, mean queue wait per item (ms), service per batch (ms),
-            batch sizes seen and items per replica.
-    """
-
-    throughput: float
-    p50_ms: float
-    p99_ms: float
-    makespan_s: float
-    items: int
-    operators: dict[str, dict[str, Any]]
-    cross_packets: dict[str, int] = field(default_factory=dict)
-    #: latency (ms) at each of ``QUANTILES``
-    quantiles_ms: dict[float, float] = field(default_factory=dict)
 
 
 class Simulator:
@@ -416,21 +404,6 @@ class Simulator:
             operators=ops,
             cross_packets=dict(self.cross),
         )
-
-
-#: the latency quantiles a result reports (what-if calibrates its latency on them)
-QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of sorted ``values`` (0.0 when empty)."""
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=1000, method="inclusive")[
-        min(998, max(0, round(q * 1000) - 1))
-    ]
 
 
 def simulate(
