@@ -45,7 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
 import dask_peers
-from common import add_smoke_flag, machine_info, pyplot, smoke_path
+from common import (
+    add_smoke_flag,
+    machine_info,
+    pyplot,
+    smoke_path,
+    write_report,
+)
 from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 from diagnosis_compare import compare, errors, measured
 
@@ -294,10 +300,8 @@ def main() -> None:
         },
         "seconds": _perf() - t0,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    plot(result, out)
-    print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s -> {out}")
+    write_report(out, result, lambda png: plot(result, png))
+    print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
