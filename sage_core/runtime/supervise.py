@@ -30,6 +30,7 @@ from sage_core.runtime.actor_calls import addresses_of, call_actor, retrieve
 from sage_core.runtime.cluster_view import cluster_view_async
 from sage_core.runtime.deadletter import write_dead_letters
 from sage_core.runtime.operators import OperatorFailure, decode_failure
+from sage_core.runtime.transport import TransportError
 
 if TYPE_CHECKING:
     import threading
@@ -45,6 +46,9 @@ _perf = time.perf_counter
 POLL_S = 1.0
 #: seconds a cancelled or failed job waits for its replicas to report back
 STOP_GRACE_S = 10.0
+#: seconds a transport failure waits for the scheduler to say whether a worker left
+#: (a peer's dead connection is usually seen before the scheduler removes it)
+LOST_GRACE_S = 5.0
 
 
 class WorkerLost(SageError):
@@ -115,29 +119,53 @@ class Supervision:
             for fut in done:
                 self._collect(runs[fut], fut)
             if self._failures:
+                failed_at = _perf()
                 await self._stop(pending, runs)
+                await self._confirm_lost(failed_at, runs)
                 break
             if _perf() >= next_poll:
                 next_poll = _perf() + POLL_S
                 lost = await self._poll()
                 if lost:
-                    self._lost.update(lost)
-                    hosted = sorted(
-                        rid
-                        for f, rid in runs.items()
-                        if f in pending and self._worker_of(rid) in lost
-                    )
-                    self._failure(
-                        WorkerLost(
-                            f"worker(s) {', '.join(lost)} left the cluster while "
-                            f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
-                            f" of job {self.job_id}"
-                        )
-                    )
+                    self._worker_lost(lost, {runs[f] for f in pending})
                     await self._stop(pending, runs)
                     break
         await self._checkpoints.stop()
         self._decide()
+
+    def _worker_lost(self, lost: list[str], running: set[str]) -> None:
+        self._lost.update(lost)
+        hosted = sorted(rid for rid in running if self._worker_of(rid) in lost)
+        self._failure(
+            WorkerLost(
+                f"worker(s) {', '.join(lost)} left the cluster while "
+                f"hosting replica(s) {', '.join(hosted) or '(finished)'}"
+                f" of job {self.job_id}"
+            )
+        )
+
+    async def _confirm_lost(self, since: float, runs: dict[Any, str]) -> None:
+        """After a transport failure, ask the scheduler whether a worker of the job
+        left (for up to ``LOST_GRACE_S``): a replica usually sees its peer's
+        connection die before the scheduler removes the worker, and the lost
+        worker, not the failed send, is the cause."""
+        if any(isinstance(f, (OperatorFailure, WorkerLost)) for f in self._failures):
+            return
+        if not any(isinstance(f, (TransportError, OSError)) for f in self._failures):
+            return
+        ours = set(self._where.values())
+        while True:
+            try:
+                lost = [w for w in await self._post_board() if w in ours]
+            except WorkerLost as exc:  # the scheduler itself is gone
+                self._failure(exc)
+                return
+            if lost:
+                self._worker_lost(lost, set(runs.values()))
+                return
+            if _perf() - since >= LOST_GRACE_S:
+                return
+            await asyncio.sleep(0.25)
 
     async def _restart(self) -> bool:
         """Re-place every replica on the surviving workers and start a new attempt
@@ -269,12 +297,14 @@ class Supervision:
         """Restart (the strategy permitting) or fail, after the attempt's failures.
 
         The first operator failure is the cause, over the transport errors and lost
-        replicas it causes elsewhere."""
+        replicas it causes elsewhere; a lost worker is the cause over the transport
+        errors its absence causes."""
         failures, self._failures = self._failures, []
         if not failures:
             return
         ops = [f for f in failures if isinstance(f, OperatorFailure)]
-        cause = ops[0] if ops else failures[0]
+        lost = [f for f in failures if isinstance(f, WorkerLost)]
+        cause = (ops or lost or failures)[0]
         if self._error is None and self._status == "running":
             delay = self.recovery.restart_delay(cause)
             if delay is not None:
@@ -325,6 +355,10 @@ class Supervision:
         if _perf() >= self._next_metrics:
             self._next_metrics = _perf() + self.plan.settings.metrics_interval_s
             await self._pull_metrics()
+        return await self._post_board()
+
+    async def _post_board(self) -> list[str]:
+        """Post the live metrics to the scheduler's board; the workers it lost."""
         try:
             lost = await self.client.scheduler.sage_job_update(
                 job=self.job_id,
