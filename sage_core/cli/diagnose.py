@@ -42,6 +42,11 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _ratios(effect: dict[str, float | None]) -> str:
+    tp, p99 = effect["throughput_ratio"], effect["p99_ratio"]
+    return f"x{_f(tp)} / x{_f(p99)}"
+
+
 @click.command("diagnose")
 @click.argument("job")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
@@ -102,10 +107,13 @@ def diagnose_cmd(
             r["action"],
             _f(r["predicted"]["throughput"], ".0f"),
             _f(r["predicted"]["p99_ms"], ".2f"),
+            _ratios(r["effect"]),
         ]
         for i, r in enumerate(out["recommendations"])
     ]
-    click.echo(table(recs, ["#", "recommendation", "items/s", "p99 ms"]))
+    click.echo(
+        table(recs, ["#", "recommendation", "items/s", "p99 ms", "vs now (tput / p99)"])
+    )
 
 
 @click.command("whatif")

@@ -17,8 +17,12 @@ bottleneck class is decided in this order:
   >= 20% of the run (names the sink);
 * ``compute``: otherwise, the busiest operator.
 
-Recommendations are changes whose effect ``whatif.predict`` quantifies, ranked by
-predicted throughput.
+Recommendations are changes whose effect ``whatif.predict`` quantifies, each with
+its predicted ratios to the model's own baseline (``effect``). Ranked: first those
+that raise throughput by at least ``MARGIN`` (the what-if's throughput error goal),
+most throughput first; then those whose throughput change is within the margin but
+lower p99, lowest p99 first; the rest last. A gain smaller than the model's error is
+no reason to accept a p99 several times longer.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ HALF = 0.5
 CROWDED = 0.6
 BLOCKED = 0.2
 SMALL_PACKET = 4
+#: a predicted throughput change smaller than this share is within the model's error
+MARGIN = 0.05
 
 
 def _replica_row(model: JobModel, rid: str, task: TaskModel) -> dict[str, Any]:
@@ -265,10 +271,14 @@ def _candidates(model: JobModel, verdict: dict[str, Any]) -> list[dict[str, Any]
 
 
 def recommend(
-    model: JobModel, verdict: dict[str, Any], host_cores: int | None = None
+    model: JobModel,
+    verdict: dict[str, Any],
+    host_cores: int | None = None,
+    base: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Candidate actions with their predicted effect, best predicted throughput
-    first."""
+    """Candidate actions with their predicted effect, ranked as the module docstring
+    says; ``base``: the unchanged plan's prediction, when already made."""
+    base = base or predict(model, host_cores=host_cores)
     out = []
     for cand in _candidates(model, verdict):
         m = model
@@ -283,10 +293,36 @@ def recommend(
                 "changes": got["changes"],
                 "policy": cand.get("policy"),
                 "predicted": {"throughput": got["throughput"], "p99_ms": got["p99_ms"]},
+                "effect": _effect(got, base),
                 "validity": got["validity"],
             }
         )
-    return sorted(out, key=lambda r: -r["predicted"]["throughput"])
+    return ranked(out)
+
+
+def ranked(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recommendations (with ``effect``) in the order the module docstring says."""
+    return sorted(recs, key=_rank)
+
+
+def _effect(got: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    """Predicted throughput and p99 as ratios to the predicted baseline."""
+
+    def ratio(key: str) -> float | None:
+        b = base.get(key)
+        return round(got[key] / b, 4) if b and got.get(key) is not None else None
+
+    return {"throughput_ratio": ratio("throughput"), "p99_ratio": ratio("p99_ms")}
+
+
+def _rank(rec: dict[str, Any]) -> tuple[int, float]:
+    tp = rec["effect"]["throughput_ratio"] or 1.0
+    p99 = rec["effect"]["p99_ratio"]
+    if tp >= 1.0 + MARGIN:
+        return 0, -tp
+    if tp > 1.0 - MARGIN and p99 is not None and p99 < 1.0:
+        return 1, p99
+    return 2, -tp
 
 
 def _salted(model: JobModel, task: str) -> JobModel:
@@ -317,5 +353,5 @@ def diagnose(model: JobModel, *, host_cores: int | None = None) -> dict[str, Any
             "duration_s": model.duration_s,
         },
         "model_baseline": base["baseline"],
-        "recommendations": recommend(model, verdict, host_cores),
+        "recommendations": recommend(model, verdict, host_cores, base),
     }

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sage_core.diagnosis.attribute import breakdown, classify, critical_path
+from sage_core.diagnosis.attribute import (
+    MARGIN,
+    breakdown,
+    classify,
+    critical_path,
+    ranked,
+)
 
 
 def verdict(model: Any) -> dict[str, Any]:
@@ -100,3 +106,29 @@ def test_nothing_busy_with_tiny_packets_is_overhead(counters: Any) -> None:
 def test_the_critical_path_runs_source_to_sink(counters: Any) -> None:
     model = counters({"src#0": {}, "op#0": {"busy": 0.5}, "sink#0": {}})
     assert critical_path(model, breakdown(model)) == ["src", "op", "sink"]
+
+
+def _rec(action: str, throughput_ratio: float, p99_ratio: float) -> dict[str, Any]:
+    return {
+        "action": action,
+        "effect": {"throughput_ratio": throughput_ratio, "p99_ratio": p99_ratio},
+    }
+
+
+def test_a_gain_within_the_models_error_does_not_buy_a_longer_tail() -> None:
+    recs = [
+        _rec("bigger packets", 1.013, 3.8),  # +1.3% for a p99 3.8x longer
+        _rec("more replicas", 1.004, 0.8),
+        _rec("deeper queues", 0.97, 1.0),
+        _rec("round-robin", 1.12, 1.5),
+        _rec("spread", 1.30, 1.1),
+    ]
+    order = [r["action"] for r in ranked(recs)]
+    assert order == [
+        "spread",  # real gains first, most throughput first
+        "round-robin",
+        "more replicas",  # no real throughput change, a shorter tail
+        "bigger packets",  # the rest, by throughput
+        "deeper queues",
+    ]
+    assert MARGIN == 0.05
