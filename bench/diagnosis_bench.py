@@ -155,7 +155,15 @@ def attribution_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
         }
         top = out["recommendations"][0] if out["recommendations"] else None
         if top:
-            row["top"] = {"action": top["action"], "predicted": top["predicted"]}
+            row["top"] = {
+                "action": top["action"],
+                "predicted": top["predicted"],
+                "effect": top["effect"],
+            }
+            row["ranked"] = [
+                {"action": r["action"], "effect": r["effect"]}
+                for r in out["recommendations"]
+            ]
             after = applied(cfg, top)
             if after is not None:
                 row["top"]["measured"] = measured(run(after, clusters))

@@ -143,6 +143,15 @@ def diagnose_cmd(
     help="Another recorded run of the same pipeline, pooled with JOB's (its traces "
     "and duration; repeatable): steadier latency predictions.",
 )
+@click.option(
+    "--calibrate-with",
+    "calibrations",
+    multiple=True,
+    metavar="JOB",
+    help="A run of the same pipeline at other batch sizes (repeatable): its service "
+    "times fill the sizes JOB did not run (e.g. an engine stage always called with "
+    "full batches).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @tls_options
@@ -150,6 +159,7 @@ def whatif_cmd(
     job: str,
     sets: tuple[str, ...],
     also: tuple[str, ...],
+    calibrations: tuple[str, ...],
     policy: str | None,
     workers: int | None,
     cores_per_worker: int,
@@ -162,6 +172,7 @@ def whatif_cmd(
 ) -> None:
     """Predict JOB's throughput, latency and utilisation under changes."""
     from sage_core.diagnosis import DiagnosisError, pool_runs
+    from sage_core.diagnosis.calibrate import extend_service
     from sage_core.diagnosis.whatif import Change, predict
 
     if workers is not None and workers < 1:
@@ -171,6 +182,11 @@ def whatif_cmd(
     try:
         runs = [load_model(j, cores_per_worker, None, (None, None, None)) for j in also]
         model = pool_runs(model, runs)
+        calib = [
+            load_model(j, cores_per_worker, None, (None, None, None))
+            for j in calibrations
+        ]
+        model = extend_service(model, calib)
         changes = [Change.parse(s) for s in sets]
         out = predict(
             model,

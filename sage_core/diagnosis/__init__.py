@@ -7,6 +7,7 @@ Reads job records, plans, metrics and traces; never runtime internals.
 from __future__ import annotations
 
 from sage_core.diagnosis.attribute import diagnose
+from sage_core.diagnosis.calibrate import extend_service
 from sage_core.diagnosis.model import (
     DiagnosisError,
     JobModel,
@@ -26,6 +27,7 @@ __all__ = [
     "ServiceModel",
     "SimResult",
     "diagnose",
+    "extend_service",
     "job_model",
     "pool_runs",
     "predict",

@@ -20,9 +20,9 @@ bottleneck class is decided in this order:
 Recommendations are changes whose effect ``whatif.predict`` quantifies, each with
 its predicted ratios to the model's own baseline (``effect``). Ranked: first those
 that raise throughput by at least ``MARGIN`` (the what-if's throughput error goal),
-most throughput first; then those whose throughput change is within the margin but
-lower p99, lowest p99 first; the rest last. A gain smaller than the model's error is
-no reason to accept a p99 several times longer.
+most throughput first; then those whose throughput change is within the margin,
+shortest p99 first; those that lose more than the margin last. A gain smaller than
+the model's error is no reason to accept a p99 several times longer.
 """
 
 from __future__ import annotations
@@ -320,8 +320,8 @@ def _rank(rec: dict[str, Any]) -> tuple[int, float]:
     p99 = rec["effect"]["p99_ratio"]
     if tp >= 1.0 + MARGIN:
         return 0, -tp
-    if tp > 1.0 - MARGIN and p99 is not None and p99 < 1.0:
-        return 1, p99
+    if tp > 1.0 - MARGIN:
+        return 1, p99 if p99 is not None else 1.0
     return 2, -tp
 
 

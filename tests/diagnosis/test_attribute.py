@@ -121,14 +121,16 @@ def test_a_gain_within_the_models_error_does_not_buy_a_longer_tail() -> None:
         _rec("more replicas", 1.004, 0.8),
         _rec("deeper queues", 0.97, 1.0),
         _rec("round-robin", 1.12, 1.5),
+        _rec("fewer workers", 0.5, 0.5),
         _rec("spread", 1.30, 1.1),
     ]
     order = [r["action"] for r in ranked(recs)]
     assert order == [
         "spread",  # real gains first, most throughput first
         "round-robin",
-        "more replicas",  # no real throughput change, a shorter tail
-        "bigger packets",  # the rest, by throughput
+        "more replicas",  # no real throughput change: shortest tail first
         "deeper queues",
+        "bigger packets",
+        "fewer workers",  # real losses last
     ]
     assert MARGIN == 0.05

@@ -114,6 +114,43 @@ def test_whatif_pools_other_runs_of_the_same_pipeline(
     assert bad.exit_code != 0 and "not a run of the same pipeline" in bad.output
 
 
+def test_whatif_calibrates_unmeasured_batch_sizes_with_another_run(
+    local_job: str, tmp_path: Path, sage_home: Path
+) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text(SPEC.replace("buffer_size: 8", "buffer_size: 4"))
+    jobs = {p.stem for p in (sage_home / "state" / "jobs").glob("*.json")}
+    assert CliRunner().invoke(cli, ["run", str(spec)]).exit_code == 0
+    (small,) = {p.stem for p in (sage_home / "state" / "jobs").glob("*.json")} - jobs
+    change = ["whatif", local_job, "--set", "buffer_size=4", "--json"]
+
+    from sage_core.diagnosis import job_model, predict
+    from sage_core.diagnosis.calibrate import extend_service
+    from sage_core.diagnosis.whatif import Change
+    from sage_core.observe.records import load_record
+
+    calibrated = _json([*change, "--calibrate-with", small])
+    model = extend_service(
+        job_model(load_record(local_job)), [job_model(load_record(small))]
+    )
+    expected = predict(model, [Change(None, "buffer_size", 4)])
+    assert calibrated["validity"] == expected["validity"]
+    assert calibrated["throughput"] == pytest.approx(expected["throughput"])
+
+    renamed = {"name: slow": "name: busy", "[slow]": "[busy]", "name: out": "name: o"}
+    text = SPEC
+    for a, b in renamed.items():
+        text = text.replace(a, b)
+    spec.write_text(text)
+    jobs = {p.stem for p in (sage_home / "state" / "jobs").glob("*.json")}
+    assert CliRunner().invoke(cli, ["run", str(spec)]).exit_code == 0
+    (unrelated,) = {
+        p.stem for p in (sage_home / "state" / "jobs").glob("*.json")
+    } - jobs
+    bad = CliRunner().invoke(cli, [*change, "--calibrate-with", unrelated])
+    assert bad.exit_code != 0 and "shares no operator" in bad.output
+
+
 def test_replay_on_a_local_job_keeps_every_replica_in_process(local_job: str) -> None:
     out = _json(["explain", local_job, "--replay", "round-robin", "--json"])
     assert {d["replayed"] for d in out["decisions"]} == {"local"}
