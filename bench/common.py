@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,42 @@ async def open_loop_post(
         "codes": {str(k): v for k, v in sorted(codes.items())},
         "timeline": sorted(timeline),
     }
+
+
+def pin_split() -> dict[str, list[int]] | None:
+    """The engine's CPU (the last one) and the pipeline's (the others); None with
+    fewer than two CPUs or no affinity support."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    return {"engine": cpus[-1:], "pipeline": cpus[:-1]}
+
+
+def limit_threads(n: int) -> None:
+    """BLAS/torch threads of this process (and processes it starts) to ``n``."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def start_vllm(model: Any, name: str, *, pin: bool) -> tuple[Any, Any]:
+    """A vLLM CPU server for ``model`` (started) and the CPU split: with ``pin``
+    (and two CPUs or more) the engine gets the last CPU and this process, with
+    the processes it starts later (Dask workers), the others; else (server, None)."""
+    from sage_plugins.engines.vllm_server import VLLMServer
+
+    pinned = pin_split() if pin else None
+    bind = {}
+    if pinned is not None:
+        os.sched_setaffinity(0, pinned["engine"])  # the engine inherits it
+        bind = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, pinned["engine"]))}
+    server = VLLMServer(model, served_model_name=name, env=bind).start()
+    if pinned is not None:
+        os.sched_setaffinity(0, pinned["pipeline"])  # the pipeline and its workers
+        limit_threads(len(pinned["pipeline"]))
+    return server, pinned

@@ -15,9 +15,15 @@ engine stage and of the CPU stage, packet size, queue capacity and worker count;
 each is predicted from the pooled baseline runs and then run ``--repeats`` times
 beside a baseline run (``diagnosis_compare``).
 
-On this machine the engine shares the 2 CPUs with the workers: the engine's
-measured speed includes that contention, and a plan that moves CPU load changes it,
-which the model does not see (the worst rows say where).
+The baseline always calls the engine with full batches of 8, so how the engine's
+time grows with the items it holds at once (two generate replicas send it 16) is
+not in the baseline's record: one calibration run with ``generate`` at
+``batch_size=16`` (not a counterfactual) supplies service samples at that size
+(``extend_service``, ``sage whatif --calibrate-with``), and every prediction uses
+them. By default the engine runs pinned to the last CPU and the pipeline (client,
+workers, MiniLM) to the others (``--no-pin-engine``: all share every CPU; the
+engine's speed then depends on the CPU load the plan puts beside it, which the
+model does not see); predictions cap the workers at the pipeline's CPUs.
 
     python bench/diagnosis_rag.py --out bench/results/diagnosis_rag.json
     python bench/diagnosis_rag.py --smoke
@@ -44,6 +50,7 @@ from common import (
     machine_info,
     pyplot,
     smoke_path,
+    start_vllm,
     write_report,
 )
 from diagnosis_cases import knob
@@ -52,6 +59,8 @@ from diagnosis_compare import compare, errors
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(dask_peers)  # busy() ships to the workers
 _perf = time.perf_counter
+#: items per generate call in the calibration run (the baseline calls with 8)
+CALIBRATION_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ class RagCfg:
     buffer: int = 1
     cap: int = 8
     workers: int = 2
+    #: items per generate call
+    gen_batch: int = 8
 
 
 def questions(n: int) -> Any:
@@ -124,7 +135,7 @@ class Bench:
             backend_config=self.llm,
             max_tokens=self.tokens,
             params={"ignore_eos": True},
-            batch_size=8,
+            batch_size=c.gen_batch,
             parallelism=c.par.get("generate", 1),
         )
         s.sink(lambda item: None, name="sink")
@@ -223,6 +234,12 @@ def main() -> None:
     p.add_argument("--rerank-ms", type=float, default=12.0)
     p.add_argument("--llm-url", default=None, help="a running server (else started)")
     p.add_argument("--model", default="tiny")
+    p.add_argument(
+        "--no-pin-engine",
+        dest="pin_engine",
+        action="store_false",
+        help="engine and pipeline share every CPU (default: the engine gets the last)",
+    )
     add_smoke_flag(p)
     args = p.parse_args()
     if args.smoke:
@@ -234,13 +251,13 @@ def main() -> None:
 
     from sage_core.common.settings import cache_dir
     from sage_plugins.engines.tiny_model import make_tiny_model
-    from sage_plugins.engines.vllm_server import VLLMServer
 
     model = make_tiny_model(cache_dir() / "models" / "tiny")
-    server = None
+    server, pinned = None, None
     if args.llm_url is None:
-        server = VLLMServer(model, served_model_name=args.model).start()
+        server, pinned = start_vllm(model, args.model, pin=args.pin_engine)
         args.llm_url = server.api_url
+    cores = len(pinned["pipeline"]) if pinned else os.cpu_count()
     llm = {"base_url": args.llm_url, "model": args.model}
     t0 = _perf()
     rows: list[Any] = []
@@ -251,7 +268,8 @@ def main() -> None:
             try:
                 for kind in ("rag", "mixed"):
                     todo = cases(kind, args.items, args.rerank_ms / 1e3, args.smoke)
-                    rows += compare(todo, bench.run, args.repeats, kind, os.cpu_count())
+                    calib = replace(todo[0][2], gen_batch=CALIBRATION_BATCH)
+                    rows += compare(todo, bench.run, args.repeats, kind, cores, calib)
             finally:
                 bench.close()
     finally:
@@ -264,6 +282,9 @@ def main() -> None:
         "items_per_run": args.items,
         "max_tokens": args.max_tokens,
         "rerank_ms": args.rerank_ms,
+        "calibration": f"one run with generate batch_size={CALIBRATION_BATCH}",
+        "cpus_pinned": pinned or "not pinned: engine and pipeline share every CPU",
+        "host_cores": cores,
         "whatif": rows,
         "summary": {
             key: errors(rows, key) for key in ("throughput", "p99_ms", "p99_ms_pooled")

@@ -52,6 +52,7 @@ from common import (
     pyplot,
     smoke_path,
     spread,
+    start_vllm,
 )
 from rag_runs import STAGES, Setup, index, offsets, run_loop, run_sage
 
@@ -132,27 +133,6 @@ def plot(rows: list[dict[str, Any]], rates: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def pin_split() -> dict[str, list[int]] | None:
-    """The engine's CPU (the last one) and the pipeline's (the others); None with
-    fewer than two CPUs or no affinity support."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None
-    if len(cpus) < 2:
-        return None
-    return {"engine": cpus[-1:], "pipeline": cpus[:-1]}
-
-
-def limit_threads(n: int) -> None:
-    """BLAS/torch threads of this process (and processes it starts) to ``n``."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=64)
@@ -189,7 +169,6 @@ def main() -> None:
     from sage_core.api import LocalEnvironment
     from sage_core.common.settings import cache_dir
     from sage_plugins.engines.tiny_model import make_tiny_model
-    from sage_plugins.engines.vllm_server import VLLMServer
 
     before = machine_info()
     batches = [int(b) for b in args.batch_sizes.split(",")]
@@ -199,15 +178,7 @@ def main() -> None:
     if args.llm_url is None:
         model = make_tiny_model(cache_dir() / "models" / "tiny")
         args.tokenizer = args.tokenizer or str(model)
-        pinned = pin_split() if args.pin_engine else None
-        bind = {}
-        if pinned is not None:
-            os.sched_setaffinity(0, pinned["engine"])  # the engine inherits it
-            bind = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, pinned["engine"]))}
-        server = VLLMServer(model, served_model_name=args.model, env=bind).start()
-        if pinned is not None:
-            os.sched_setaffinity(0, pinned["pipeline"])  # rows and Dask workers
-            limit_threads(len(pinned["pipeline"]))
+        server, pinned = start_vllm(model, args.model, pin=args.pin_engine)
         args.llm_url = server.api_url
     llm = {"base_url": args.llm_url, "model": args.model}
     Dask = None if args.no_dask else dask_environment()

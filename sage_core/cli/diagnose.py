@@ -114,6 +114,13 @@ def diagnose_cmd(
     click.echo(
         table(recs, ["#", "recommendation", "items/s", "p99 ms", "vs now (tput / p99)"])
     )
+    if out["recommendations"] and all(
+        r["gain"] in ("none", "loss") for r in out["recommendations"]
+    ):
+        click.echo(
+            "no change above is predicted to raise throughput or cut p99 by more "
+            "than the model's error (5%)"
+        )
 
 
 @click.command("whatif")

@@ -293,7 +293,8 @@ def recommend(
                 "changes": got["changes"],
                 "policy": cand.get("policy"),
                 "predicted": {"throughput": got["throughput"], "p99_ms": got["p99_ms"]},
-                "effect": _effect(got, base),
+                "effect": (effect := _effect(got, base)),
+                "gain": gain(effect),
                 "validity": got["validity"],
             }
         )
@@ -323,6 +324,18 @@ def _rank(rec: dict[str, Any]) -> tuple[int, float]:
     if tp > 1.0 - MARGIN:
         return 1, p99 if p99 is not None else 1.0
     return 2, -tp
+
+
+def gain(effect: dict[str, float | None]) -> str:
+    """What a recommendation is predicted to buy: ``throughput`` (at least
+    ``MARGIN`` more), ``latency`` (throughput within the margin, p99 shorter by at
+    least the margin), ``none`` or ``loss`` (throughput down by more than it)."""
+    tp, p99 = effect["throughput_ratio"] or 1.0, effect["p99_ratio"]
+    if tp >= 1.0 + MARGIN:
+        return "throughput"
+    if tp <= 1.0 - MARGIN:
+        return "loss"
+    return "latency" if p99 is not None and p99 <= 1.0 - MARGIN else "none"
 
 
 def _salted(model: JobModel, task: str) -> JobModel:

@@ -9,6 +9,7 @@ from sage_core.diagnosis.attribute import (
     breakdown,
     classify,
     critical_path,
+    gain,
     ranked,
 )
 
@@ -134,3 +135,12 @@ def test_a_gain_within_the_models_error_does_not_buy_a_longer_tail() -> None:
         "fewer workers",  # real losses last
     ]
     assert MARGIN == 0.05
+    gains = {r["action"]: gain(r["effect"]) for r in recs}
+    assert gains == {
+        "bigger packets": "none",
+        "more replicas": "latency",
+        "deeper queues": "none",
+        "round-robin": "throughput",
+        "fewer workers": "loss",
+        "spread": "throughput",
+    }
