@@ -75,6 +75,30 @@ def fake_chain_model(
     )
 
 
+#: the engine URL of ``fake_engine_model``'s engine stage
+ENGINE_URL = "http://engine.test:8000/v1"
+
+
+def fake_engine_model(service: ServiceModel, replicas: int) -> JobModel:
+    """src -> gen, ``gen`` (``replicas`` replicas) calling an external engine with
+    ``service`` seconds per call size; the source is near instant."""
+    model = fake_chain_model(
+        arrivals=samples("det", 1e-6),
+        stages=[("gen", service, replicas)],
+        items=4000,
+        capacity=2,
+        slots=1,
+    )
+    model.task("gen").engine = ENGINE_URL
+    return model
+
+
+@pytest.fixture
+def engine_model() -> Callable[..., JobModel]:
+    """``fake_engine_model``: an engine stage fed by a near-instant source."""
+    return fake_engine_model
+
+
 @pytest.fixture
 def chain() -> Callable[..., JobModel]:
     """``fake_chain_model``: a synthetic source -> stages chain."""

@@ -9,31 +9,17 @@ import pytest
 from sage_core.diagnosis import DiagnosisError, ServiceModel, simulate
 from sage_core.diagnosis.calibrate import extend_service
 
-URL = "http://engine.test:8000/v1"
-
 
 def at(**sizes: float) -> ServiceModel:
     """Deterministic service seconds per batch size (``k1=0.011``)."""
     return ServiceModel({int(k[1:]): (s,) * 5 for k, s in sizes.items()})
 
 
-def engine_model(chain: Any, svc: Any, service: ServiceModel, replicas: int) -> Any:
-    model = chain(
-        arrivals=svc("det", 1e-6),
-        stages=[("gen", service, replicas)],
-        items=4000,
-        capacity=2,
-        slots=1,
-    )
-    model.task("gen").engine = URL
-    return model
-
-
 def test_samples_fill_the_sizes_the_baseline_lacks_and_keep_its_own(
-    chain: Any, svc: Any
+    engine_model: Any,
 ) -> None:
-    base = engine_model(chain, svc, at(k1=0.011), 1)
-    calib = engine_model(chain, svc, at(k1=0.5, k2=0.012), 1)
+    base = engine_model(at(k1=0.011), 1)
+    calib = engine_model(at(k1=0.5, k2=0.012), 1)
     out = extend_service(base, [calib])
     gen = out.task("gen").service
     assert gen.by_size[1] == (0.011,) * 5  # measured in the baseline: kept
@@ -43,24 +29,24 @@ def test_samples_fill_the_sizes_the_baseline_lacks_and_keep_its_own(
 
 
 def test_a_calibrated_engine_curve_predicts_the_gain_of_a_second_replica(
-    chain: Any, svc: Any
+    engine_model: Any,
 ) -> None:
     """Measured at size 1 only, the engine's cost is taken as proportional to the
     batch: a second replica gains nothing. A calibration run at size 2 shows a
     fixed cost per call (11 ms for 1, 12 ms for 2), and two replicas' concurrent
     calls then run nearly twice as fast."""
-    one_size = engine_model(chain, svc, at(k1=0.011), 2)
+    one_size = engine_model(at(k1=0.011), 2)
     before = simulate(one_size).throughput
-    calib = engine_model(chain, svc, at(k2=0.012), 2)
+    calib = engine_model(at(k2=0.012), 2)
     after = simulate(extend_service(one_size, [calib])).throughput
-    alone = simulate(engine_model(chain, svc, at(k1=0.011), 1)).throughput
+    alone = simulate(engine_model(at(k1=0.011), 1)).throughput
     assert before / alone == pytest.approx(1.0, rel=0.03)
     assert after / alone == pytest.approx(2 * 11 / 12, rel=0.03)
 
 
-def test_runs_with_other_replica_counts_do_not_calibrate(chain: Any, svc: Any) -> None:
-    base = engine_model(chain, svc, at(k1=0.011), 1)
-    other = engine_model(chain, svc, at(k2=0.012), 2)
+def test_runs_with_other_replica_counts_do_not_calibrate(engine_model: Any) -> None:
+    base = engine_model(at(k1=0.011), 1)
+    other = engine_model(at(k2=0.012), 2)
     with pytest.raises(DiagnosisError, match="shares no operator"):
         extend_service(base, [other])
     assert extend_service(base, []) is base

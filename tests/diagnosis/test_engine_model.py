@@ -24,18 +24,6 @@ def linear(a_s: float, b_s: float) -> ServiceModel:
     return ServiceModel({k: (a_s + b_s * k,) * 3 for k in range(1, 5)})
 
 
-def engine_chain(chain: Any, svc: Any, service: ServiceModel, replicas: int) -> Any:
-    model = chain(
-        arrivals=svc("det", 1e-6),
-        stages=[("gen", service, replicas)],
-        items=4000,
-        capacity=2,
-        slots=1,
-    )
-    model.task("gen").engine = URL
-    return model
-
-
 def test_the_contract_names_its_engine_and_round_trips() -> None:
     contract = Contract(engine=URL)
     assert Contract.from_dict(contract.to_dict()) == contract
@@ -52,22 +40,20 @@ def test_stages_calling_a_server_declare_it_and_in_process_ones_do_not() -> None
     assert OpenAIBackend.engine_for({}) is None
 
 
-def test_replicas_share_an_engine_that_batches_their_calls(
-    chain: Any, svc: Any
-) -> None:
+def test_replicas_share_an_engine_that_batches_their_calls(engine_model: Any) -> None:
     fixed = linear(0.010, 0.001)  # 11 ms alone; two calls at once take 12 ms each
-    one = simulate(engine_chain(chain, svc, fixed, 1))
-    two = simulate(engine_chain(chain, svc, fixed, 2))
+    one = simulate(engine_model(fixed, 1))
+    two = simulate(engine_model(fixed, 2))
     assert one.throughput == pytest.approx(1 / 0.011, rel=0.03)
     assert two.throughput / one.throughput == pytest.approx(2 * 11 / 12, rel=0.03)
 
 
 def test_an_engine_without_fixed_cost_per_call_is_shared_like_a_cpu(
-    chain: Any, svc: Any
+    engine_model: Any,
 ) -> None:
     proportional = linear(0.0, 0.004)
-    one = simulate(engine_chain(chain, svc, proportional, 1))
-    two = simulate(engine_chain(chain, svc, proportional, 2))
+    one = simulate(engine_model(proportional, 1))
+    two = simulate(engine_model(proportional, 2))
     assert two.throughput / one.throughput == pytest.approx(1.0, rel=0.03)
 
 
@@ -114,14 +100,12 @@ def test_a_recorded_engine_stage_does_not_deflate_its_workers_cpu_stages() -> No
     assert modelled == pytest.approx(measured, rel=0.01)
 
 
-def test_an_engine_load_beyond_the_measured_calls_is_flagged(
-    chain: Any, svc: Any
-) -> None:
+def test_an_engine_load_beyond_the_measured_calls_is_flagged(engine_model: Any) -> None:
     from sage_core.diagnosis.whatif import validity
 
     measured_at_one = ServiceModel({1: (0.004,) * 5})
-    model = engine_chain(chain, svc, measured_at_one, 1)
+    model = engine_model(measured_at_one, 1)
     assert validity(model, simulate(model)) == []
-    two = engine_chain(chain, svc, measured_at_one, 2)
+    two = engine_model(measured_at_one, 2)
     notes = validity(two, simulate(two))
     assert notes and "engine had up to 2 items" in notes[0]
