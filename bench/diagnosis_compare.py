@@ -56,16 +56,16 @@ def compare(
     k: int,
     runtime: str,
     cores: int | None,
-    calibration: Any = None,
+    calibration: tuple[Any, ...] = (),
 ) -> list[Any]:
     """Each counterfactual of ``cases`` (the first is the baseline) predicted from
     ``PROFILED_RUNS`` pooled baseline records, then run k times by ``run_one(cfg)``
     (a job record), each time right after a baseline run (the peer: the box is
     shared, so effects are compared as ratios to the baseline measured next to
     them). ``cores``: the CPUs the workers share (``predict``'s ``host_cores``).
-    ``calibration``: a config run once more after the profiled runs, whose service
-    samples fill the batch sizes the baseline did not run (``extend_service``; it
-    must not be one of the counterfactuals)."""
+    ``calibration``: configs run once each after the profiled runs, whose service
+    samples fill the batch sizes the baseline did not run (``extend_service``; none
+    may be one of the counterfactuals)."""
     from sage_core.diagnosis import extend_service, job_model, pool_runs
     from sage_core.diagnosis.whatif import predict
 
@@ -73,8 +73,7 @@ def compare(
     run_one(base_cfg)  # discarded: the profiled baseline runs are warm
     models = [job_model(run_one(base_cfg)) for _ in range(PROFILED_RUNS)]
     model = pool_runs(models[0], models[1:])
-    if calibration is not None:
-        model = extend_service(model, [job_model(run_one(calibration))])
+    model = extend_service(model, [job_model(run_one(c)) for c in calibration])
     profiled = [measured_model(m) for m in models]
     pred0 = predict(model, host_cores=cores)
     rows = []

@@ -17,10 +17,11 @@ beside a baseline run (``diagnosis_compare``).
 
 The baseline always calls the engine with full batches of 8, so how the engine's
 time grows with the items it holds at once (two generate replicas send it 16) is
-not in the baseline's record: one calibration run with ``generate`` at
-``batch_size=16`` (not a counterfactual) supplies service samples at that size
-(``extend_service``, ``sage whatif --calibrate-with``), and every prediction uses
-them. By default the engine runs pinned to the last CPU and the pipeline (client,
+not in the baseline's record, nor how much a call of fewer items still costs (a
+short input queue makes them): two calibration runs with ``generate`` at
+``batch_size=2`` and ``16`` (not counterfactuals) supply service samples at those
+sizes (``extend_service``, ``sage whatif --calibrate-with``), and every prediction
+uses them. By default the engine runs pinned to the last CPU and the pipeline (client,
 workers, MiniLM) to the others (``--no-pin-engine``: all share every CPU; the
 engine's speed then depends on the CPU load the plan puts beside it, which the
 model does not see); predictions cap the workers at the pipeline's CPUs.
@@ -59,8 +60,8 @@ from diagnosis_compare import compare, errors
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(dask_peers)  # busy() ships to the workers
 _perf = time.perf_counter
-#: items per generate call in the calibration run (the baseline calls with 8)
-CALIBRATION_BATCH = 16
+#: items per generate call in the calibration runs (the baseline calls with 8)
+CALIBRATION_BATCHES = (2, 16)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,9 @@ def main() -> None:
             try:
                 for kind in ("rag", "mixed"):
                     todo = cases(kind, args.items, args.rerank_ms / 1e3, args.smoke)
-                    calib = replace(todo[0][2], gen_batch=CALIBRATION_BATCH)
+                    calib = tuple(
+                        replace(todo[0][2], gen_batch=b) for b in CALIBRATION_BATCHES
+                    )
                     rows += compare(todo, bench.run, args.repeats, kind, cores, calib)
             finally:
                 bench.close()
@@ -282,7 +285,7 @@ def main() -> None:
         "items_per_run": args.items,
         "max_tokens": args.max_tokens,
         "rerank_ms": args.rerank_ms,
-        "calibration": f"one run with generate batch_size={CALIBRATION_BATCH}",
+        "calibration": [f"generate batch_size={b}" for b in CALIBRATION_BATCHES],
         "cpus_pinned": pinned or "not pinned: engine and pipeline share every CPU",
         "host_cores": cores,
         "whatif": rows,
