@@ -87,6 +87,7 @@ class ActorLinks:
                     link_address, token, worker.security.get_connection_args("worker")
                 )
                 self._pools.append(pool)
+                await pool.warm(RemoteOutlet.max_calls)
                 push, wait_credit = pool.push, pool.credit
             else:
 

@@ -18,6 +18,7 @@ workers the link uses the worker's certificates like any Dask connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -142,6 +143,12 @@ class LinkPool:
         comm = await connect(self.address, deserialize=False, **self._args)
         self._all.add(comm)
         return comm
+
+    async def warm(self, n: int) -> None:
+        """Open ``n`` comms now (concurrently) so that the first packets do not
+        pay for connecting: a job's sources start right after its wiring."""
+        comms = await asyncio.gather(*(self._comm() for _ in range(n)))
+        self._idle.extend(comms)
 
     async def _call(self, op: str, sender: str, seq: int, blob: bytes) -> int:
         comm = await self._comm()

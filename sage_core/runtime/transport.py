@@ -267,6 +267,8 @@ class RemoteOutlet:
     """
 
     remote = True
+    #: push calls in flight at once by default (``max_calls``)
+    max_calls = 4
 
     def __init__(
         self,
@@ -276,14 +278,14 @@ class RemoteOutlet:
         wait_credit: Call,
         *,
         credits: int,
-        max_calls: int = 4,
+        max_calls: int | None = None,
         link: bool = False,
     ) -> None:
         self.sender, self.target = sender, target
         self.link = link
         self._push, self._wait_credit = push, wait_credit
         self.credits = credits
-        self.max_calls = max_calls
+        self.max_calls = max_calls or RemoteOutlet.max_calls
         self.pending: list[Any] = []
         self.in_flight = 0
         self._crediting = False

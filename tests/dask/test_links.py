@@ -69,6 +69,27 @@ def test_push_and_credit_over_a_link_and_errors_come_back_named() -> None:
     run(main())
 
 
+def test_a_warmed_pool_sends_on_the_comms_it_opened_ahead() -> None:
+    async def main() -> None:
+        rx = Receiver()
+        server = LinkServer(rx.push, rx.credit)
+        address = await server.start(worker_stand_in())
+        assert address is not None
+        pool = LinkPool(address, server.token, {})
+        try:
+            await pool.warm(3)
+            opened = set(pool._all)
+            assert len(opened) == 3 and all(not c.closed() for c in opened)
+            got = await asyncio.gather(*(pool.push("a/0", i, b"x") for i in range(3)))
+            assert got == [1, 1, 1]
+            assert set(pool._all) == opened  # no connect on the data path
+        finally:
+            pool.close()
+            server.close()
+
+    run(main())
+
+
 def test_a_peer_without_the_token_is_refused() -> None:
     async def main() -> None:
         rx = Receiver()
