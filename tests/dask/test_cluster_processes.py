@@ -374,19 +374,27 @@ def test_dashboard_page_in_chromium_and_prometheus(
             "--disable-dev-shm-usage",
             "--virtual-time-budget=4000",
         ]
+        # each run gets its own profile: a first browser still exiting cannot hold
+        # the second's profile lock
         dom = subprocess.run(
-            [*base, "--dump-dom", url],
+            [*base, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", url],
             capture_output=True,
             check=False,
             text=True,
-            timeout=90,
+            timeout=180,
         ).stdout
         shot = tmp_path / "sage-dashboard.png"  # kept under the test's tmp dir
         subprocess.run(
-            [*base, f"--screenshot={shot}", "--window-size=1400,900", url],
+            [
+                *base,
+                f"--user-data-dir={tmp_path / 'shot'}",
+                f"--screenshot={shot}",
+                "--window-size=1400,900",
+                url,
+            ],
             capture_output=True,
             check=False,
-            timeout=90,
+            timeout=180,
         )
         metrics = (
             urllib.request.urlopen(cluster["dashboard"] + "/metrics").read().decode()
