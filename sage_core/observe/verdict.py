@@ -3,9 +3,12 @@
 It returns what ``sage diagnose JOB --address …`` prints, computed from the same
 job-board entry (``sage_core.diagnosis`` on ``live_record``): the bottleneck operator,
 its class and evidence, and the first recommendations with their predicted effect.
-The what-if predictions behind the recommendations take a moment of CPU, so they run
-in a thread (the scheduler's event loop keeps serving) and each job's verdict is kept
-for ``TTL_S`` seconds, however many pages ask for it.
+The what-if predictions behind the recommendations take CPU (seconds for a job of
+thousands of small packets on a loaded machine), so they run in a thread (the
+scheduler's event loop keeps serving), one computation per job at a time however
+many pages ask (``VerdictCache``): a running job's verdict is kept for ``TTL_S``
+seconds or twice as long as it took to compute, whichever is longer, and a finished
+job's for good (its record no longer changes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from sage_core.observe.jobboard import board_of
 TTL_S = 5.0
 #: recommendations the panel shows
 SHOWN = 3
+#: board statuses of a job that has ended (its verdict no longer changes)
+FINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
 
 
 def verdict_payload(board: Any, job_id: str) -> dict[str, Any]:
@@ -53,22 +58,57 @@ def verdict_payload(board: Any, job_id: str) -> dict[str, Any]:
 
 
 class VerdictCache:
-    """Verdicts by job id, each reused for ``ttl_s`` seconds."""
+    """Verdicts by job id (see the module docstring); at most ``limit`` kept."""
 
     def __init__(
-        self, ttl_s: float = TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float = TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = 256,
     ):
-        self.ttl_s, self._clock = ttl_s, clock
-        self._kept: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.ttl_s, self._clock, self.limit = ttl_s, clock, limit
+        #: job id -> (computed at, seconds it took, final, verdict)
+        self._kept: dict[str, tuple[float, float, bool, dict[str, Any]]] = {}
+        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
-    def get(self, job_id: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        now = self._clock()
+    def _fresh(self, job_id: str) -> dict[str, Any] | None:
         kept = self._kept.get(job_id)
-        if kept is not None and now - kept[0] < self.ttl_s:
-            return kept[1]
-        out = compute()
-        self._kept = {k: v for k, v in self._kept.items() if now - v[0] < self.ttl_s}
-        self._kept[job_id] = (now, out)
+        if kept is None:
+            return None
+        at, took, final, out = kept
+        if final or self._clock() - at < max(self.ttl_s, 2 * took):
+            return out
+        return None
+
+    async def get(
+        self, job_id: str, final: bool, compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Job ``job_id``'s verdict: kept, being computed (awaited), or computed
+        now by ``compute`` in a thread. ``final``: the job has ended."""
+        out = self._fresh(job_id)
+        if out is not None:
+            return out
+        running = self._running.get(job_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        loop = asyncio.get_running_loop()
+        t0 = self._clock()
+        fut = loop.run_in_executor(None, compute)
+        self._running[job_id] = done = loop.create_future()
+        try:
+            out = await fut
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._running[job_id]
+        done.set_result(out)
+        now = self._clock()
+        self._kept.pop(job_id, None)
+        self._kept[job_id] = (now, now - t0, final, out)
+        while len(self._kept) > self.limit:  # the oldest go first
+            del self._kept[next(iter(self._kept))]
         return out
 
 
@@ -87,8 +127,6 @@ class DiagnosisAPI(RequestHandler):
             self.set_status(404)
             self.write(json.dumps(verdict_payload(None, job_id)))
             return
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(
-            None, _CACHE.get, job_id, lambda: verdict_payload(board, job_id)
-        )
+        final = board.get(job_id).get("status") in FINAL
+        out = await _CACHE.get(job_id, final, lambda: verdict_payload(board, job_id))
         self.write(json.dumps(out, default=repr))

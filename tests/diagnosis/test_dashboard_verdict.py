@@ -3,10 +3,14 @@ verdict ``sage diagnose`` gives, from the scheduler's board, for a running job."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sage_core.observe.jobboard import JobBoard, board_of
 from sage_core.observe.verdict import VerdictCache, verdict_payload
@@ -103,10 +107,71 @@ def test_a_verdict_is_reused_for_its_ttl_then_recomputed() -> None:
     def compute(tag: str) -> Any:
         return lambda: calls.append(tag) or {"tag": tag}
 
-    assert cache.get("a", compute("a1")) == {"tag": "a1"}
-    clock.now += 4.9
-    assert cache.get("a", compute("a2")) == {"tag": "a1"}
-    assert cache.get("b", compute("b1")) == {"tag": "b1"}
-    clock.now += 0.2
-    assert cache.get("a", compute("a3")) == {"tag": "a3"}
-    assert calls == ["a1", "b1", "a3"]
+    async def main() -> None:
+        assert await cache.get("a", False, compute("a1")) == {"tag": "a1"}
+        clock.now += 4.9
+        assert await cache.get("a", False, compute("a2")) == {"tag": "a1"}
+        assert await cache.get("b", False, compute("b1")) == {"tag": "b1"}
+        clock.now += 0.2
+        assert await cache.get("a", False, compute("a3")) == {"tag": "a3"}
+        # a finished job's verdict is kept for good
+        assert await cache.get("c", True, compute("c1")) == {"tag": "c1"}
+        clock.now += 3600
+        assert await cache.get("c", True, compute("c2")) == {"tag": "c1"}
+
+    asyncio.run(main())
+    assert calls == ["a1", "b1", "a3", "c1"]
+
+
+def test_one_slow_computation_serves_every_page_that_asks_meanwhile() -> None:
+    """The dashboard polls every second; a verdict that takes seconds of CPU must
+    not be computed once per poll (it starved the scheduler of its GIL)."""
+    clock, calls = Clock(), []
+    cache = VerdictCache(ttl_s=5.0, clock=clock)
+    gate = threading.Event()
+
+    def slow() -> dict[str, Any]:
+        calls.append("slow")
+        gate.wait(10)
+        return {"tag": "slow"}
+
+    async def main() -> None:
+        first = asyncio.ensure_future(cache.get("a", False, slow))
+        await asyncio.sleep(0.05)
+        others = [asyncio.ensure_future(cache.get("a", False, slow)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        got = await asyncio.gather(first, *others)
+        assert got == [{"tag": "slow"}] * 6
+
+    asyncio.run(main())
+    assert calls == ["slow"]
+
+
+def test_a_verdict_that_took_long_is_kept_twice_as_long_and_errors_reach_all() -> None:
+    clock, calls = Clock(), []
+    cache = VerdictCache(ttl_s=1.0, clock=clock)
+
+    def timed(tag: str, seconds: float) -> Any:
+        def run() -> dict[str, Any]:
+            calls.append(tag)
+            clock.now += seconds  # the time the computation takes
+            return {"tag": tag}
+
+        return run
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no model")
+
+    async def main() -> None:
+        assert await cache.get("a", False, timed("a1", 3.0)) == {"tag": "a1"}
+        clock.now += 5.9  # < 2 x 3 s: still kept although ttl_s is 1 s
+        assert await cache.get("a", False, timed("a2", 0.1)) == {"tag": "a1"}
+        clock.now += 0.2
+        assert await cache.get("a", False, timed("a3", 0.1)) == {"tag": "a3"}
+        with pytest.raises(RuntimeError, match="no model"):
+            await cache.get("b", False, broken)
+        assert await cache.get("b", False, timed("b1", 0.0)) == {"tag": "b1"}
+
+    asyncio.run(main())
+    assert calls == ["a1", "a3", "b1"]
