@@ -123,10 +123,11 @@ class DiagnosisAPI(RequestHandler):
         job_id = self.get_query_argument("job", "")
         board = board_of(self.server)
         self.set_header("Content-Type", "application/json")
-        if board is None or not job_id or board.get(job_id) is None:
+        entry = board.get(job_id) if board is not None and job_id else None
+        if entry is None:
             self.set_status(404)
             self.write(json.dumps(verdict_payload(None, job_id)))
             return
-        final = board.get(job_id).get("status") in FINAL
+        final = entry.get("status") in FINAL
         out = await _CACHE.get(job_id, final, lambda: verdict_payload(board, job_id))
         self.write(json.dumps(out, default=repr))
