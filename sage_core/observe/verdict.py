@@ -69,7 +69,7 @@ class VerdictCache:
         self.ttl_s, self._clock, self.limit = ttl_s, clock, limit
         #: job id -> (computed at, seconds it took, final, verdict)
         self._kept: dict[str, tuple[float, float, bool, dict[str, Any]]] = {}
-        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by job id
 
     def _fresh(self, job_id: str) -> dict[str, Any] | None:
         kept = self._kept.get(job_id)
@@ -91,19 +91,13 @@ class VerdictCache:
         running = self._running.get(job_id)
         if running is not None:
             return await asyncio.shield(running)
-        loop = asyncio.get_running_loop()
         t0 = self._clock()
-        fut = loop.run_in_executor(None, compute)
-        self._running[job_id] = done = loop.create_future()
+        fut = asyncio.get_running_loop().run_in_executor(None, compute)
+        self._running[job_id] = fut
         try:
             out = await fut
-        except BaseException as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
         finally:
             del self._running[job_id]
-        done.set_result(out)
         now = self._clock()
         self._kept.pop(job_id, None)
         self._kept[job_id] = (now, now - t0, final, out)

@@ -16,7 +16,14 @@ from typing import Any
 
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.runtime.link import LinkPool, LinkServer
-from sage_core.runtime.transport import Inbox, LocalOutlet, RemoteOutlet, decode, quota
+from sage_core.runtime.transport import (
+    MAX_CALLS,
+    Inbox,
+    LocalOutlet,
+    RemoteOutlet,
+    decode,
+    quota,
+)
 from sage_core.runtime.worker import ReplicaCore
 
 _perf = time.perf_counter
@@ -87,7 +94,7 @@ class ActorLinks:
                     link_address, token, worker.security.get_connection_args("worker")
                 )
                 self._pools.append(pool)
-                await pool.warm(RemoteOutlet.max_calls)
+                await pool.warm(MAX_CALLS)
                 push, wait_credit = pool.push, pool.credit
             else:
 

@@ -249,6 +249,8 @@ class LocalOutlet:
 
 
 Call = Callable[..., Awaitable[Any]]
+#: push calls a ``RemoteOutlet`` has in flight at once by default
+MAX_CALLS = 4
 
 
 class RemoteOutlet:
@@ -267,8 +269,6 @@ class RemoteOutlet:
     """
 
     remote = True
-    #: push calls in flight at once by default (``max_calls``)
-    max_calls = 4
 
     def __init__(
         self,
@@ -278,14 +278,14 @@ class RemoteOutlet:
         wait_credit: Call,
         *,
         credits: int,
-        max_calls: int | None = None,
+        max_calls: int = MAX_CALLS,
         link: bool = False,
     ) -> None:
         self.sender, self.target = sender, target
         self.link = link
         self._push, self._wait_credit = push, wait_credit
         self.credits = credits
-        self.max_calls = max_calls or RemoteOutlet.max_calls
+        self.max_calls = max_calls
         self.pending: list[Any] = []
         self.in_flight = 0
         self._crediting = False

@@ -374,8 +374,7 @@ def test_dashboard_page_in_chromium_and_prometheus(
             "--disable-dev-shm-usage",
             "--virtual-time-budget=4000",
         ]
-        # each run gets its own profile: a first browser still exiting cannot hold
-        # the second's profile lock
+        # each run gets its own profile directory
         dom = subprocess.run(
             [*base, f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", url],
             capture_output=True,
