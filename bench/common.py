@@ -317,6 +317,25 @@ def pin_split() -> dict[str, list[int]] | None:
     return {"engine": cpus[-1:], "pipeline": cpus[:-1]}
 
 
+def engine_cpus(layout: str) -> dict[str, list[int]] | None:
+    """CPUs for two engines and their load client in ``layout``: ``separate`` gives
+    the LLM and the embedding engine one CPU each, ``shared`` puts both on the last
+    CPU (they take turns on it, as two engines on one GPU do); the client gets the
+    CPUs left over, or all of them when none are. None with fewer than two CPUs or
+    no affinity support (the engines then run unpinned)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    if layout == "separate":
+        return {"llm": cpus[:1], "embedding": cpus[1:2], "client": cpus[2:] or cpus}
+    if layout == "shared":
+        return {"llm": cpus[-1:], "embedding": cpus[-1:], "client": cpus[:-1]}
+    raise ValueError(f"layout must be 'separate' or 'shared', got {layout!r}")
+
+
 def limit_threads(n: int) -> None:
     """BLAS/torch threads of this process (and processes it starts) to ``n``."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -333,11 +352,8 @@ def start_vllm(model: Any, name: str, *, pin: bool) -> tuple[Any, Any]:
     from sage_plugins.engines.vllm_server import VLLMServer
 
     pinned = pin_split() if pin else None
-    bind = {}
-    if pinned is not None:
-        os.sched_setaffinity(0, pinned["engine"])  # the engine inherits it
-        bind = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, pinned["engine"]))}
-    server = VLLMServer(model, served_model_name=name, env=bind).start()
+    cpus = pinned["engine"] if pinned is not None else None
+    server = VLLMServer(model, served_model_name=name, cpus=cpus).start()
     if pinned is not None:
         os.sched_setaffinity(0, pinned["pipeline"])  # the pipeline and its workers
         limit_threads(len(pinned["pipeline"]))

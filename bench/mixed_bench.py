@@ -47,8 +47,15 @@ from common import (
 from mixed_load import run_once, schedule
 
 
-def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str]:
-    """Start the two vLLM servers (made/found models), wait until both are healthy."""
+def start_engines(
+    args: argparse.Namespace,
+    servers: list[Any],
+    cpus: dict[str, list[int]] | None = None,
+) -> dict[str, str]:
+    """Start the two vLLM servers (made/found models), wait until both are healthy;
+    ``cpus`` pins each (``{"llm": [0], "embedding": [1]}``, see
+    ``common.engine_cpus``)."""
+    cpus = cpus or {}
     from sage_plugins.engines.vllm_server import VLLMServer
 
     tiny = args.tiny_model
@@ -68,6 +75,7 @@ def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str
             served_model_name="tiny",
             python=args.vllm_python,
             log_path=logs / "sage-bench-mixed-llm.log",
+            cpus=cpus.get("llm"),
         )
     )
     servers.append(
@@ -78,6 +86,7 @@ def start_engines(args: argparse.Namespace, servers: list[Any]) -> dict[str, str
             max_model_len=256,
             python=args.vllm_python,
             log_path=logs / "sage-bench-mixed-embedding.log",
+            cpus=cpus.get("embedding"),
         )
     )
     for server in servers:

@@ -1,22 +1,31 @@
 """Emulated devices and the engines placed on them.
 
 A :class:`Device` owns one timeline: a single asyncio task executes the steps of every
-engine placed on it, one step at a time, taking turns among the engines that have
-work (as kernels of co-located engine processes time-share one GPU). Engines on
-different devices never wait for each other. Step durations come from the profile
+engine placed on it. With ``sharing="turns"`` (the default) it runs one step at a
+time, taking turns among the engines that have work (as kernels of co-located engine
+processes time-share one GPU); with ``sharing="processor"`` every engine with work
+runs its step at once, each at 1/k of the device's speed while k steps are in
+progress (as processes share a CPU core under the OS scheduler), and with
+``idle_spin_s`` an engine keeps its share that long after its last step (vLLM's CPU
+worker spin-waits 1 s for its next step before it sleeps, so two such engines on one
+core each run at about half speed whenever both served in the last second). Engines
+on different devices never wait for each other. Step durations come from the profile
 (:mod:`sage_plugins.emulator.profile`); the task sleeps until each step's emulated end
 on a clock that does not drift when the event loop is late. ``time_scale`` stretches
 every step in wall time (2.0: an emulated second lasts two), so a busy host's
 scheduling delays weigh less against the emulated times.
 
 :class:`LLMEngine` emulates continuous batching with chunked prefill and a KV cache
-(recompute preemption of the newest sequence when the cache is full);
+(recompute preemption of the newest sequence when the cache is full); a request
+reaches its scheduler ``request_overhead_ms`` after it arrives (the server's own path:
+HTTP, tokenisation), which takes no device time;
 :class:`EmbeddingEngine` batches queued inputs up to the profile's limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import deque
@@ -108,9 +117,22 @@ class LLMEngine(Engine):
                 f"({seq.max_tokens}) exceed the KV cache "
                 f"({self.timing.kv_capacity_tokens} tokens)"
             )
+        scale = self.device.time_scale if self.device is not None else 1.0
+        delay = self.timing.request_overhead_ms / 1000.0 * scale
+        if delay > 0:
+            seq.state = "arriving"
+            asyncio.get_running_loop().call_later(delay, self._admit, seq)
+        else:
+            self._admit(seq)
+        return seq
+
+    def _admit(self, seq: Sequence) -> None:
+        """The request reaches the scheduler's waiting queue (unless aborted)."""
+        if seq.state == "done":
+            return
+        seq.state = "waiting"
         self.waiting.append(seq)
         self.poke()
-        return seq
 
     def abort(self, seq: Sequence) -> None:
         if seq.state == "waiting":
@@ -280,11 +302,27 @@ class EmbeddingEngine(Engine):
         }
 
 
-class Device:
-    """One emulated accelerator: its engines' steps run one at a time, in turn."""
+SHARING = ("turns", "processor")
 
-    def __init__(self, name: str, time_scale: float = 1.0) -> None:
+
+class Device:
+    """One emulated accelerator: its engines' steps run one at a time, in turn
+    (``sharing="turns"``), or all at once at a shared speed (``"processor"``)."""
+
+    def __init__(
+        self,
+        name: str,
+        time_scale: float = 1.0,
+        sharing: str = "turns",
+        idle_spin_s: float = 0.0,
+    ) -> None:
+        if sharing not in SHARING:
+            raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
+        if not 0 <= idle_spin_s <= 60:
+            raise ValueError(f"idle_spin_s must be in [0, 60], got {idle_spin_s!r}")
         self.name = name
+        self.sharing = sharing
+        self.idle_spin_s = idle_spin_s
         self.time_scale = time_scale  # wall seconds per emulated second
         self.engines: list[Engine] = []
         self.wake = asyncio.Event()
@@ -308,22 +346,81 @@ class Device:
         return None
 
     async def run(self) -> None:
+        if self.sharing == "processor":
+            await self._run_processor_sharing()
+        else:
+            await self._run_turns()
+
+    def _start_step(self, engine: Engine) -> tuple[float, Any]:
+        duration, step = engine.plan()
+        engine.steps += 1
+        engine.busy_s += duration
+        self.busy_s += duration
+        return duration, step
+
+    async def _run_processor_sharing(self) -> None:
+        """Every engine with work has one step in progress; while k engines share
+        the device, each step advances at 1/k of its speed. An engine keeps its
+        share for ``idle_spin_s`` after its last step (it spin-waits for the next
+        one, as vLLM's CPU workers do for 1 s). A step that ends late (the event
+        loop woke late) gives the lateness, up to 2 ms, to its engine's next step."""
+        active: dict[Engine, list[Any]] = {}  # engine -> [left s, step, start]
+        early: dict[Engine, float] = {}
+        ended: dict[Engine, float] = {}  # engine -> wall time its last step ended
+        spin = self.idle_spin_s * self.time_scale
+        last, sharers = time.monotonic(), 1
+        while True:
+            now = time.monotonic()
+            done = (now - last) / (sharers * self.time_scale)
+            for entry in active.values():
+                entry[0] -= done
+            last = now
+            for engine, (left, step, start) in list(active.items()):
+                if left <= 1e-9:
+                    del active[engine]
+                    early[engine] = min(-left, 0.002 / self.time_scale)
+                    ended[engine] = now
+                    if self.on_step is not None:
+                        self.on_step(engine, start, now)
+                    engine.commit(step)
+            self.wake.clear()
+            for engine in self.engines:
+                if engine not in active and engine.has_work():
+                    duration, step = self._start_step(engine)
+                    active[engine] = [duration - early.pop(engine, 0.0), step, now]
+                elif engine not in active:
+                    early.pop(engine, None)  # idle: no lateness to make up
+            spinning = [
+                ended[e] + spin
+                for e in self.engines
+                if e not in active and e in ended and ended[e] + spin > now
+            ]
+            sharers = max(1, len(active) + len(spinning))
+            if not active:
+                await self.wake.wait()
+                last = time.monotonic()
+                continue
+            left = min(entry[0] for entry in active.values())
+            wait = max(0.0, left) * sharers * self.time_scale
+            if spinning:  # a spinning engine gives its share back then
+                wait = min(wait, min(spinning) - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), wait)
+
+    async def _run_turns(self) -> None:
         while True:
             engine = self._next()
             if engine is None:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            duration, step = engine.plan()
+            duration, step = self._start_step(engine)
             now = time.monotonic()
             # a step starts when the previous one ended, or now if the device idled
             start = max(self._clock, now - 0.002)
             self._clock = start + duration * self.time_scale
             if self.on_step is not None:
                 self.on_step(engine, start, self._clock)
-            engine.steps += 1
-            engine.busy_s += duration
-            self.busy_s += duration
             delay = self._clock - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

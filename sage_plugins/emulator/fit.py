@@ -1,15 +1,18 @@
 """``sage engine fit-profile``: measure live engines and write an emulator profile.
 
 Against a running OpenAI-compatible LLM server (``--llm-url``) it measures time to first
-token over prompt lengths (-> step_base + prefill_ms_per_token x P), the inter-token gap
-of one sequence and of ``--batch`` concurrent ones (-> decode_ms_per_seq) and the
-server's tokens per word (-> tokens_per_word, which the emulator counts with); against
-an embedding server (``--embedding-url``) the latency of batches of several sizes and
-lengths (-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares,
-tokens counted as the emulator counts them).
+token over prompt lengths (TTFT = c0 + prefill_ms_per_token x P), the inter-token gap
+of one sequence and of ``--batch`` concurrent ones (-> step_base_ms and
+decode_ms_per_seq), what the first token costs beyond a step (-> request_overhead_ms
+= c0 - step_base_ms: the server's HTTP and tokenisation path) and the server's tokens
+per word (-> tokens_per_word, which the emulator counts with); against an embedding
+server (``--embedding-url``) the latency of batches of several sizes and lengths
+(-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares on
+relative error, so the single short inputs most traffic sends weigh as much as the
+large batches; tokens counted as the emulator counts them).
 Fields it cannot measure (KV capacity and cost, scheduler limits) come from ``--base``.
-Each shape is measured once unmeasured (a server's first request of a shape pays for
-compiling it) and then ``--repeats`` times; fits use the medians. The profile's
+Each shape is requested three times unmeasured (a CPU server's first requests of a
+shape pay for compiling it) and then ``--repeats`` times; fits use the medians. The profile's
 ``source`` names the URLs, the date and each fit's relative RMS error.
 Timings are taken at the client, so they include one HTTP round trip.
 """
@@ -91,10 +94,15 @@ def _rel_rms(y: Any, fitted: Any) -> float:
     return float(np.sqrt(np.mean(((fitted - y) / np.maximum(y, 1e-9)) ** 2)))
 
 
+WARMUP = 3  # unmeasured requests per shape: a CPU engine's first few of a shape
+# are slow (2-3x for vLLM's pooling runner on MiniLM), not just the first
+
+
 async def _median_of(repeats: int, measure: Any) -> float:
-    """The median of ``repeats`` calls of ``measure()`` after one unmeasured call
-    (a server's first request of a shape pays for compiling or caching it)."""
-    await measure()
+    """The median of ``repeats`` calls of ``measure()`` after ``WARMUP`` unmeasured
+    ones (a server's first requests of a shape pay for compiling or caching it)."""
+    for _ in range(WARMUP):
+        await measure()
     return statistics.median([await measure() for _ in range(max(1, repeats))])
 
 
@@ -131,8 +139,10 @@ async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float],
         gap_1 = statistics.median(one)
         gap_b = statistics.median(many)
     per_seq = max(0.0, (gap_b - gap_1) / max(1, batch - 1))
+    step_base = max(0.0, gap_1 - per_seq)
     fitted = {
-        "step_base_ms": max(0.0, gap_1 - per_seq) * 1000,
+        "step_base_ms": step_base * 1000,
+        "request_overhead_ms": max(0.0, float(c0) - step_base) * 1000,
         "prefill_ms_per_token": max(0.0, float(per_token)) * 1000,
         "decode_ms_per_seq": per_seq * 1000,
         "tokens_per_word": statistics.median(per_word),
@@ -158,7 +168,7 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
             rows.append((n, n * words, await _median_of(repeats, took)))
     xs = np.array([[1.0, n, t] for n, t, _ in rows])
     ys = np.array([s for *_, s in rows])
-    coef, *_ = np.linalg.lstsq(xs, ys, rcond=None)
+    coef, *_ = np.linalg.lstsq(xs / ys[:, None], np.ones_like(ys), rcond=None)
     coef = np.maximum(coef, 0.0)
     fitted = {
         "batch_base_ms": float(coef[0]) * 1000,

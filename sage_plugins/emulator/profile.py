@@ -10,7 +10,9 @@ naming where its figures come from (``source``). Two cost models:
 
   with a KV cache of ``kv_capacity_tokens`` (preemption when it fills),
   ``max_num_seqs`` sequences and ``max_batched_tokens`` tokens per step (chunked
-  prefill, as vLLM's V1 scheduler);
+  prefill, as vLLM's V1 scheduler); a request joins the scheduler
+  ``request_overhead_ms`` after it arrives (the server's HTTP and tokenisation path,
+  no device time);
 * embedding batches::
 
       g = batch_base_ms + ms_per_input * inputs + ms_per_token * tokens
@@ -46,6 +48,7 @@ class LLMTiming:
     kv_capacity_tokens: int = 100_000
     max_num_seqs: int = 256
     max_batched_tokens: int = 2048
+    request_overhead_ms: float = 0.0
 
     def step_s(self, prefill_tokens: int, decode_seqs: int, kv_tokens: int) -> float:
         """Seconds of one scheduler step (f)."""

@@ -13,6 +13,12 @@ several minutes on a CPU; :meth:`VLLMServer.wait_healthy` polls ``GET /health`` 
 fails fast, with the log's tail, if the process exits. The environment gets
 ``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1`` and ``VLLM_HOST_IP`` = the host, and
 ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB) unless already set.
+
+``cpus=[1]`` pins the server: its process and every process it starts run on those
+CPUs only, and vLLM's CPU worker threads are bound to them
+(``VLLM_CPU_OMP_THREADS_BIND``). Left to itself, every vLLM CPU engine binds its
+threads to all CPUs, so two engines on one machine spin on the same cores and slow
+each other by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -38,6 +44,28 @@ logger = logging.getLogger(__name__)
 
 class EngineStartError(SageError):
     """An engine process could not be started or never became healthy."""
+
+
+def _check_cpus(cpus: Sequence[int] | None) -> list[int] | None:
+    """``cpus`` as a list, or EngineStartError naming the CPUs this process may
+    not use (or the lack of CPU affinity on this platform)."""
+    if cpus is None:
+        return None
+    wanted = list(cpus)
+    if not wanted or any(isinstance(c, bool) or not isinstance(c, int) for c in wanted):
+        raise EngineStartError(
+            f"cpus must be a non-empty list of CPU numbers, got {cpus!r}"
+        )
+    if not hasattr(os, "sched_getaffinity"):
+        raise EngineStartError("cpus= needs CPU affinity, which this platform lacks")
+    usable = os.sched_getaffinity(0)
+    outside = sorted(set(wanted) - usable)
+    if outside:
+        raise EngineStartError(
+            f"cpus {outside} are not among the CPUs this process may use "
+            f"({sorted(usable)})"
+        )
+    return wanted
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,6 +99,8 @@ class VLLMServer:
         python: interpreter that has vLLM installed (default: this one).
         env: extra environment variables.
         log_path: where stdout/stderr go (default: a temporary file).
+        cpus: CPUs the server and its engine threads run on (default: vLLM's own
+            choice, every CPU).
         startup_timeout_s: how long :meth:`start` waits for ``/health``.
     """
 
@@ -89,12 +119,14 @@ class VLLMServer:
         python: str | None = None,
         env: Mapping[str, str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
+        cpus: Sequence[int] | None = None,
         startup_timeout_s: float = 600.0,
     ) -> None:
         if runner not in ("generate", "pooling"):
             raise EngineStartError(
                 f"runner must be 'generate' or 'pooling', got {runner!r}"
             )
+        self.cpus = _check_cpus(cpus)
         self.model = str(model)
         self.host = host
         self.port = port or free_port(host)
@@ -162,8 +194,17 @@ class VLLMServer:
             DO_NOT_TRACK="1",
         )
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if self.cpus:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, self.cpus))
+            env["OMP_NUM_THREADS"] = str(len(self.cpus))
         env.update(self.env)
         return env
+
+    def _pin(self) -> None:
+        """In the child before exec: run on ``cpus`` only (inherited by the engine
+        core processes vLLM starts)."""
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def _check_installed(self) -> None:
         if self.python != sys.executable:
@@ -205,6 +246,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=self.environment(),
             start_new_session=True,
+            preexec_fn=self._pin if self.cpus else None,  # noqa: PLW1509 - affinity only
         )
         if wait:
             self.wait_healthy(self.startup_timeout_s)

@@ -132,6 +132,8 @@ def test_fit_profile_writes_a_loadable_profile_naming_its_source(
     assert "error" in profile.source
     data = json.loads(out.read_text())
     assert set(data["fit_errors"]) == {"llm_ttft", "embedding"}
+    # what the first token costs beyond a step is measured, never negative
+    assert data["llm"]["request_overhead_ms"] >= 0
     # the emulator counts words x 1.3 tokens (rounded up): the fit reads it back
     assert 1.28 <= profile.tokens_per_word <= 1.4
     missing = CliRunner().invoke(fit_cmd, [str(out)])

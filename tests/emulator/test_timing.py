@@ -1,10 +1,12 @@
-"""The emulator's timing model on known cases, in emulated time (no wall-clock
-assertions): a request alone costs exactly the profile's steps; co-located engines
-take turns on one device timeline; engines on different devices do not wait."""
+"""The emulator's timing model on known cases, in emulated time (wall-clock only as
+lower bounds, which a slow machine cannot break): a request alone costs exactly the
+profile's steps; co-located engines take turns on one device timeline, or share it
+at once on a processor-sharing device; engines on different devices do not wait."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -87,13 +89,15 @@ def test_one_embedding_batch_alone_costs_g() -> None:
     assert run(main()) == pytest.approx(EMB.batch_s(3, 60))
 
 
-async def _llm_then_embedding(colocated: bool) -> tuple[float, float, float]:
-    """A long prefill submitted first, then an embedding job: (llm step end,
-    embedding step start, embedding step end) on the emulated clocks."""
+async def _llm_then_embedding(
+    colocated: bool, sharing: str = "turns"
+) -> tuple[float, float, float, float]:
+    """A long prefill submitted first, then an embedding job: (llm step start, llm
+    step end, embedding step start, embedding step end) on the devices' clocks."""
     slow = LLMTiming(
         step_base_ms=150.0, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
     )
-    d0, d1 = Device("d0"), Device("d1")
+    d0, d1 = Device("d0", sharing=sharing), Device("d1", sharing=sharing)
     llm = LLMEngine("llm", "m", slow)
     emb = EmbeddingEngine("emb", "e", EMB)
     d0.place(llm)
@@ -108,18 +112,85 @@ async def _llm_then_embedding(colocated: bool) -> tuple[float, float, float]:
     await asyncio.gather(seq.finished, job.done)
     for t in tasks:
         t.cancel()
-    return marks["llm"][1], marks["emb"][0], marks["emb"][1]
+    return (*marks["llm"], *marks["emb"])
 
 
 def test_colocated_engines_take_turns_on_one_device() -> None:
-    llm_end, emb_start, emb_end = run(_llm_then_embedding(colocated=True))
+    _, llm_end, emb_start, emb_end = run(_llm_then_embedding(colocated=True))
     assert emb_start >= llm_end  # the embedding batch waited for the LLM step
     assert emb_end - emb_start == pytest.approx(EMB.batch_s(1, 10))
 
 
 def test_engines_on_different_devices_do_not_wait() -> None:
-    llm_end, emb_start, _ = run(_llm_then_embedding(colocated=False))
+    _, llm_end, emb_start, _ = run(_llm_then_embedding(colocated=False))
     assert emb_start < llm_end
+
+
+def test_colocated_engines_on_a_processor_sharing_device_slow_each_other() -> None:
+    llm_start, llm_end, emb_start, emb_end = run(
+        _llm_then_embedding(colocated=True, sharing="processor")
+    )
+    assert emb_start < llm_end  # the embedding batch did not wait for the step
+    # while both ran, each got half the device: the embedding batch took at least
+    # twice its time, and the LLM step lost as much as the batch's own time
+    emb = EMB.batch_s(1, 10)
+    assert emb_end - emb_start >= 2 * emb - 1e-3
+    assert llm_end - llm_start >= 0.150 + emb - 1e-3
+
+
+def test_an_engine_that_spins_after_its_step_keeps_its_share_of_the_device() -> None:
+    slow = LLMTiming(
+        step_base_ms=100.0, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
+    )
+
+    async def main() -> tuple[float, float]:
+        device = Device("cpu", sharing="processor", idle_spin_s=5.0)
+        llm, emb = LLMEngine("llm", "m", slow), EmbeddingEngine("emb", "e", EMB)
+        device.place(llm)
+        device.place(emb)
+        marks: dict[str, tuple[float, float]] = {}
+        device.on_step = lambda e, start, end: marks.setdefault(e.id, (start, end))
+        tasks = await _start(device)
+        await emb.submit([10]).done  # the embedding engine served, and now spins
+        await llm.submit(10, 1).finished
+        for t in tasks:
+            t.cancel()
+        return marks["llm"]
+
+    start, end = run(main())
+    assert end - start >= 0.200 - 1e-3  # half the device for the whole step
+
+
+def test_a_request_reaches_the_scheduler_after_the_request_overhead() -> None:
+    timing = LLMTiming(
+        step_base_ms=1.0,
+        prefill_ms_per_token=0.0,
+        decode_ms_per_seq=0.0,
+        request_overhead_ms=80.0,
+    )
+
+    async def main() -> tuple[float, float, str, int]:
+        device = Device("d0")
+        engine = LLMEngine("llm", "m", timing)
+        device.place(engine)
+        starts: list[float] = []
+        device.on_step = lambda e, start, end: starts.append(start)
+        tasks = await _start(device)
+        submitted = time.monotonic()
+        seq = engine.submit(10, 1)
+        state = seq.state  # not queued yet: no step may take it
+        aborted = engine.submit(10, 1)
+        engine.abort(aborted)  # aborted on the way: never reaches the scheduler
+        await seq.finished
+        await asyncio.sleep(0.1)
+        for t in tasks:
+            t.cancel()
+        return submitted, starts[0], state, engine.steps
+
+    submitted, first_step, state, steps = run(main())
+    assert state == "arriving"
+    assert first_step >= submitted + 0.080 - 2e-3
+    assert steps == 1  # the aborted request never took a step
 
 
 def test_full_kv_cache_preempts_the_newest_sequence() -> None:
@@ -154,6 +225,23 @@ def test_a_request_larger_than_the_kv_cache_is_refused() -> None:
             engine.submit(9_999, 10)
 
     run(main())
+
+
+def test_a_device_with_an_unknown_sharing_is_refused() -> None:
+    from sage_plugins.emulator.emulate import build
+
+    config = {
+        "profile": "cpu-2core-tiny-llama-minilm",
+        "devices": [{"sharing": "fair", "engines": [{"id": "e", "model": "m"}]}],
+    }
+    with pytest.raises(EmulatorConfigError, match="sharing must be one of"):
+        build(config)
+    config["devices"][0].update(sharing="turns", idle_spin_s=1.0)
+    with pytest.raises(EmulatorConfigError, match="needs sharing: processor"):
+        build(config)
+    config["devices"][0].update(sharing="processor", idle_spin_s=-1)
+    with pytest.raises(EmulatorConfigError, match="idle_spin_s must be"):
+        build(config)
 
 
 def test_profiles_name_their_source_and_bad_ones_are_refused() -> None:
