@@ -14,7 +14,9 @@ Fields it cannot measure (KV capacity and cost, scheduler limits) come from ``--
 Each shape is requested three times unmeasured (a CPU server's first requests of a
 shape pay for compiling it) and then ``--repeats`` times; fits use the medians. The profile's
 ``source`` names the URLs, the date and each fit's relative RMS error.
-Timings are taken at the client, so they include one HTTP round trip.
+Timings are taken at the client, so they include one HTTP round trip; the server's bare
+round trip (``GET /v1/models``, median) comes off the fixed costs (request overhead,
+batch base), since an emulated engine's own serving adds its own.
 """
 
 from __future__ import annotations
@@ -88,6 +90,19 @@ async def _stream(
     return stamps[0] - start, gaps, prompt
 
 
+async def _round_trip(http: httpx.AsyncClient, url: str, repeats: int) -> float:
+    """Seconds of the server's bare HTTP round trip (``GET /v1/models``): it is in
+    every timing taken at the client, and an emulated engine's own serving adds its
+    own, so it comes off the fixed costs of the profile."""
+
+    async def once() -> float:
+        start = time.perf_counter()
+        (await http.get(f"{url}/v1/models")).raise_for_status()
+        return time.perf_counter() - start
+
+    return await _median_of(max(5, repeats), once)
+
+
 def _rel_rms(y: Any, fitted: Any) -> float:
     import numpy as np
 
@@ -111,6 +126,7 @@ async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float],
 
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
+        rtt = await _round_trip(http, url, repeats)
         rows, per_word = [], []
         for words in (8, 32, 96, 192, 320):
             try:
@@ -142,7 +158,7 @@ async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float],
     step_base = max(0.0, gap_1 - per_seq)
     fitted = {
         "step_base_ms": step_base * 1000,
-        "request_overhead_ms": max(0.0, float(c0) - step_base) * 1000,
+        "request_overhead_ms": max(0.0, float(c0) - step_base - rtt) * 1000,
         "prefill_ms_per_token": max(0.0, float(per_token)) * 1000,
         "decode_ms_per_seq": per_seq * 1000,
         "tokens_per_word": statistics.median(per_word),
@@ -155,6 +171,7 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
 
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
+        rtt = await _round_trip(http, url, repeats)
         rows = []
         for n, words in [(1, 8), (1, 64), (4, 16), (8, 64), (16, 8), (32, 32)]:
             body = {"model": model, "input": [_text(words)] * n}
@@ -171,7 +188,7 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
     coef, *_ = np.linalg.lstsq(xs / ys[:, None], np.ones_like(ys), rcond=None)
     coef = np.maximum(coef, 0.0)
     fitted = {
-        "batch_base_ms": float(coef[0]) * 1000,
+        "batch_base_ms": max(0.0, float(coef[0]) - rtt) * 1000,
         "ms_per_input": float(coef[1]) * 1000,
         "ms_per_word": float(coef[2]) * 1000,
     }
