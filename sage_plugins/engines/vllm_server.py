@@ -17,8 +17,9 @@ fails fast, with the log's tail, if the process exits. The environment gets
 ``cpus=[1]`` pins the server: its process and every process it starts run on those
 CPUs only, and vLLM's CPU worker threads are bound to them
 (``VLLM_CPU_OMP_THREADS_BIND``). Left to itself, every vLLM CPU engine binds its
-threads to all CPUs, so two engines on one machine spin on the same cores and slow
-each other by orders of magnitude.
+threads to all CPUs, and its worker spin-waits for a second after every step; two
+such engines on a 2-CPU machine took the median embedding latency at 5 requests/s
+from 33 ms (each pinned to its own CPU) to 3.9 s.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=self._pin if self.cpus else None,  # noqa: PLW1509 - affinity only
+            preexec_fn=self._pin if self.cpus else None,  # sets affinity, nothing else
         )
         if wait:
             self.wait_healthy(self.startup_timeout_s)
