@@ -247,7 +247,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=self._pin if self.cpus else None,  # sets affinity, nothing else
+            preexec_fn=self._pin if self.cpus else None,  # noqa: PLW1509 - one syscall
         )
         if wait:
             self.wait_healthy(self.startup_timeout_s)
