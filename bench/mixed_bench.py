@@ -266,7 +266,17 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))
-    plot(summary, out.with_suffix(".png"))
+    plot(summary, out.with_suffix(".png"), placement(cpus, args.rate))
+
+
+def placement(cpus: dict[str, list[int]] | None, rate: float) -> str:
+    """Where the engines ran, for the plot's title."""
+    if not cpus:
+        return f"{rate:g} requests/s, unpinned"
+    return (
+        f"{rate:g} requests/s, both engines on CPU {cpus['llm'][0]}, gateway and "
+        f"client on CPU {','.join(map(str, cpus['client']))}"
+    )
 
 
 PLOTTED = {
@@ -328,7 +338,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
     return summary
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, where: str) -> None:
     plt = pyplot()
 
     mixes = list(summary)
@@ -358,7 +368,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{label}, median and min-max of repeats")
     axes[0].legend()
     fig.suptitle(
-        "Mixed workload on real CPU engines (vLLM tiny Llama + vLLM MiniLM), 2 cores"
+        f"Mixed workload on real CPU engines (vLLM tiny Llama + vLLM MiniLM), {where}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
