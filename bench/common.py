@@ -305,14 +305,21 @@ async def open_loop_post(
     }
 
 
-def pin_split() -> dict[str, list[int]] | None:
-    """The engine's CPU (the last one) and the pipeline's (the others); None with
-    fewer than two CPUs or no affinity support."""
+def _two_cpus_or_more() -> list[int] | None:
+    """The CPUs this process may use, sorted; None with fewer than two or no
+    affinity support (nothing to split)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return None
-    if len(cpus) < 2:
+    return cpus if len(cpus) >= 2 else None
+
+
+def pin_split() -> dict[str, list[int]] | None:
+    """The engine's CPU (the last one) and the pipeline's (the others); None with
+    fewer than two CPUs or no affinity support."""
+    cpus = _two_cpus_or_more()
+    if cpus is None:
         return None
     return {"engine": cpus[-1:], "pipeline": cpus[:-1]}
 
@@ -320,20 +327,17 @@ def pin_split() -> dict[str, list[int]] | None:
 def engine_cpus(layout: str) -> dict[str, list[int]] | None:
     """CPUs for two engines and their load client in ``layout``: ``separate`` gives
     the LLM and the embedding engine one CPU each, ``shared`` puts both on the last
-    CPU (they take turns on it, as two engines on one GPU do); the client gets the
-    CPUs left over, or all of them when none are. None with fewer than two CPUs or
-    no affinity support (the engines then run unpinned)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None
-    if len(cpus) < 2:
+    CPU (the OS shares it between them); the client gets the CPUs left over, or all
+    of them when none are. None with fewer than two CPUs or no affinity support (the
+    engines then run unpinned)."""
+    if layout not in ("separate", "shared"):
+        raise ValueError(f"layout must be 'separate' or 'shared', got {layout!r}")
+    cpus = _two_cpus_or_more()
+    if cpus is None:
         return None
     if layout == "separate":
         return {"llm": cpus[:1], "embedding": cpus[1:2], "client": cpus[2:] or cpus}
-    if layout == "shared":
-        return {"llm": cpus[-1:], "embedding": cpus[-1:], "client": cpus[:-1]}
-    raise ValueError(f"layout must be 'separate' or 'shared', got {layout!r}")
+    return {"llm": cpus[-1:], "embedding": cpus[-1:], "client": cpus[:-1]}
 
 
 def limit_threads(n: int) -> None:
