@@ -318,8 +318,13 @@ class Device:
     ) -> None:
         if sharing not in SHARING:
             raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
-        if not 0 <= idle_spin_s <= 60:
-            raise ValueError(f"idle_spin_s must be in [0, 60], got {idle_spin_s!r}")
+        spin = idle_spin_s
+        if isinstance(spin, bool) or not isinstance(spin, int | float):
+            raise TypeError(f"idle_spin_s must be a number of seconds, got {spin!r}")
+        if spin and sharing != "processor":
+            raise ValueError("idle_spin_s needs sharing: processor")
+        if not 0 <= spin <= 60:
+            raise ValueError(f"idle_spin_s must be in [0, 60] seconds, got {spin!r}")
         self.name = name
         self.sharing = sharing
         self.idle_spin_s = idle_spin_s

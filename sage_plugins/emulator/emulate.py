@@ -36,13 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage_plugins.emulator.device import (
-    SHARING,
-    Device,
-    EmbeddingEngine,
-    Engine,
-    LLMEngine,
-)
+from sage_plugins.emulator.device import Device, EmbeddingEngine, Engine, LLMEngine
 from sage_plugins.emulator.profile import EmulatorConfigError, Profile, load_profile
 from sage_plugins.emulator.server import EngineApp
 
@@ -125,25 +119,15 @@ def build(config: dict[str, Any]) -> Emulation:
     for i, dev in enumerate(devices_cfg):
         if not isinstance(dev, dict) or not isinstance(dev.get("engines"), list):
             raise EmulatorConfigError(f"devices[{i}] needs an 'engines' list")
-        sharing = dev.get("sharing", "turns")
-        if sharing not in SHARING:
-            raise EmulatorConfigError(
-                f"devices[{i}].sharing must be one of {SHARING}, got {sharing!r}"
+        try:
+            device = Device(
+                str(dev.get("name") or f"device{i}"),
+                scale,
+                dev.get("sharing", "turns"),
+                dev.get("idle_spin_s", 0.0),
             )
-        spin = dev.get("idle_spin_s", 0.0)
-        if isinstance(spin, bool) or not isinstance(spin, int | float):
-            spin = -1.0
-        if sharing != "processor" and spin:
-            raise EmulatorConfigError(
-                f"devices[{i}].idle_spin_s needs sharing: processor"
-            )
-        if not 0 <= spin <= 60:
-            raise EmulatorConfigError(
-                f"devices[{i}].idle_spin_s must be a number of seconds in [0, 60]"
-            )
-        device = Device(
-            str(dev.get("name") or f"device{i}"), scale, sharing, float(spin)
-        )
+        except (TypeError, ValueError) as exc:
+            raise EmulatorConfigError(f"devices[{i}].{exc}") from exc
         for j, entry in enumerate(dev["engines"]):
             engine = _make_engine(entry, profile, f"devices[{i}].engines[{j}]")
             if engine.id in ports:
