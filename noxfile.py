@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 import nox
 
@@ -68,13 +70,12 @@ INFERENCE_ENV = {
 def tests_inference(session: nox.Session) -> None:
     """Run the inference tests on real engines: vLLM CPU, the packaged MiniLM."""
     _install_inference(session)
+    _inference_tests(session, session.posargs)
+
+
+def _inference_tests(session: nox.Session, extra: list[str]) -> None:
     session.run(
-        "pytest",
-        "-m",
-        "inference",
-        "--timeout=1200",
-        *session.posargs,
-        env=INFERENCE_ENV,
+        "pytest", "-m", "inference", "--timeout=1200", *extra, env=INFERENCE_ENV
     )
 
 
@@ -132,103 +133,155 @@ def tests_asan(session: nox.Session) -> None:
     )
 
 
-@nox.session(name="bench-gateway", python=PYTHON, default=False, tags=["bench"])
-def bench_gateway(session: nox.Session) -> None:
-    """Gateway added latency and requests/s over a trivial engine, same run."""
-    _install_project(session, "bench")
-    session.run("python", "bench/gateway_bench.py", *session.posargs)
+# Benchmarks. Each has a session of its own (tag "bench"); `bench-smoke` and
+# `bench-smoke-inference` run them all at smoke sizes, each in one virtualenv, so CI
+# checks that none has rotted without building the project twenty times. Smoke runs
+# write only bench/results/*-smoke.* (git-ignored), never the committed figures.
 
 
-@nox.session(name="bench-serve", python=PYTHON, default=False, tags=["bench"])
-def bench_serve(session: nox.Session) -> None:
-    """A served pipeline vs a hand-written asyncio service: Poisson load, p50/p99."""
-    _install_project(session, "bench")
-    session.run("python", "bench/serve_bench.py", *session.posargs)
+# how a benchmark runs, given the session and the arguments to pass on
+Bench = Callable[[nox.Session, list[str]], None]
 
 
-@nox.session(name="bench-autoscale", python=PYTHON, default=False, tags=["bench"])
-def bench_autoscale(session: nox.Session) -> None:
-    """Served pipeline under overload: fixed 1 / fixed 4 replicas vs autoscaling."""
-    _install_project(session, "bench")
-    session.run("python", "bench/autoscale_bench.py", *session.posargs)
+def _script(*args: str) -> Bench:
+    def run(session: nox.Session, extra: list[str]) -> None:
+        session.run("python", *args, *extra)
+
+    return run
 
 
-@nox.session(name="bench-agent-loop", python=PYTHON, default=False, tags=["bench"])
-def bench_agent_loop(session: nox.Session) -> None:
-    """The agent operator's loop through the runtime vs plain threads (EMULATED engine)."""
-    _install_project(session, "bench")
-    session.run("python", "bench/agent_loop_bench.py", *session.posargs)
+def _queue_bench(session: nox.Session, extra: list[str]) -> None:
+    smoke = "--smoke" in extra
+    raw = "bench/results/queue-smoke.json" if smoke else "bench/results/queue.json"
+    session.run(
+        "pytest",
+        "bench/test_queue.py",
+        "--benchmark-only",
+        f"--benchmark-json={raw}",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+    )
+    session.run("python", "bench/queue_report.py", raw, *(["--smoke"] if smoke else []))
 
 
-@nox.session(name="bench-admission", python=PYTHON, default=False, tags=["bench"])
-def bench_admission(session: nox.Session) -> None:
-    """Concurrent pipelines under immediate/staggered/utilisation admission."""
-    _install_project(session, "bench")
-    session.run("python", "bench/admission_bench.py", *session.posargs)
-
-
-@nox.session(
-    name="bench-mixed",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_mixed(session: nox.Session) -> None:
-    """Mixed LLM + embedding traffic on EMULATED devices: siloed vs unified per policy."""
-    _install_project(session, "bench")
-    session.run("python", "bench/mixed_emu_bench.py", *session.posargs)
-
-
-@nox.session(
-    name="bench-mixed-cpu",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_mixed_cpu(session: nox.Session) -> None:
-    """Mixed LLM + embedding workload on real vLLM CPU engines: hybrid/fifo/siloed."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-mixed-cpu")
-
-
-@nox.session(
-    name="bench-emulator-fit",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_emulator_fit(session: nox.Session) -> None:
-    """Fit an emulator profile to the real CPU engines and validate it under load."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-emulator-fit")
-
-
-# The benchmarks on real engines (vLLM CPU, MiniLM) share one way to install and run,
-# so `bench-smoke-inference` can check all of them in one virtualenv (CI's time).
-INFERENCE_BENCHES = {
-    "bench-mixed-cpu": [
-        "bench/mixed_bench.py",
-        "--out",
-        "bench/results/mixed-cpu.json",
-    ],
-    "bench-index": ["bench/bench_index.py", "--out", "bench/results/index.json"],
-    "bench-rag": ["bench/rag_bench.py", "--out", "bench/results/rag.json"],
-    "bench-memory": ["bench/memory_bench.py", "--out", "bench/results/memory.json"],
-    "bench-agent": ["bench/agent_bench.py", "--out", "bench/results/agent.json"],
-    "bench-diagnosis-rag": [
-        "bench/diagnosis_rag.py",
-        "--out",
-        "bench/results/diagnosis_rag.json",
-    ],
-    "bench-emulator-fit": [
-        "bench/emulator_fit_bench.py",
-        "--out",
-        "bench/results/emulator_fit.json",
-    ],
+# name -> (what it measures, how it runs); these need the project and the bench group
+BENCHES: dict[str, tuple[str, Bench]] = {
+    "bench-queue": (
+        "Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG).",
+        _queue_bench,
+    ),
+    "bench-gateway": (
+        "Gateway added latency and requests/s over a trivial engine, same run.",
+        _script("bench/gateway_bench.py"),
+    ),
+    "bench-runtime": (
+        "COMPUTE pipeline: local runtime vs for-loops, threads+Queue, Bytewax (JSON+PNG).",
+        _script("bench/runtime_bench.py", "--out", "bench/results/runtime.json"),
+    ),
+    "bench-dask": (
+        "COMPUTE on 2 worker processes: SAGE vs pipelined Dask and Ray actors (JSON+PNG).",
+        _script("bench/dask_bench.py", "--out", "bench/results/dask.json"),
+    ),
+    "bench-policies": (
+        "MIXED workload on 4 single-thread workers under each placement policy.",
+        _script("bench/policies_bench.py", "--out", "bench/results/policies.json"),
+    ),
+    "bench-recovery": (
+        (
+            "Checkpoint cost (off vs 1 s vs 10 s), duration vs state size, recovery time "
+            "(local operator failure; Dask kill -9 of a worker)."
+        ),
+        _script("bench/recovery_bench.py", "--out", "bench/results/recovery.json"),
+    ),
+    "bench-serve": (
+        "A served pipeline vs a hand-written asyncio service: Poisson load, p50/p99.",
+        _script("bench/serve_bench.py"),
+    ),
+    "bench-autoscale": (
+        "Served pipeline under overload: fixed 1 / fixed 4 replicas vs autoscaling.",
+        _script("bench/autoscale_bench.py"),
+    ),
+    "bench-admission": (
+        "Concurrent pipelines under immediate/staggered/utilisation admission.",
+        _script("bench/admission_bench.py"),
+    ),
+    "bench-diagnosis": (
+        (
+            "What-if predicted vs measured counterfactuals, attribution on injected "
+            "bottlenecks (JSON + PNG)."
+        ),
+        _script("bench/diagnosis_bench.py"),
+    ),
+    "bench-dispatch-replay": (
+        (
+            "Dispatch replay of a recorded gateway run vs the real runs of other request "
+            "policies, on an emulated engine (JSON + PNG)."
+        ),
+        _script("bench/dispatch_replay_bench.py"),
+    ),
+    "bench-windows": (
+        "Event-time windows and interval join vs Bytewax windowing (JSON+PNG).",
+        _script("bench/windows_bench.py", "--out", "bench/results/windows.json"),
+    ),
+    "bench-live": (
+        "Live collection: changes/s, query latency while writing, staleness (JSON+PNG).",
+        _script("bench/live_bench.py", "--out", "bench/results/live.json"),
+    ),
+    "bench-mixed": (
+        "Mixed LLM + embedding traffic on EMULATED devices: siloed vs unified per policy.",
+        _script("bench/mixed_emu_bench.py"),
+    ),
+    "bench-agent-loop": (
+        "The agent operator's loop through the runtime vs plain threads (EMULATED engine).",
+        _script("bench/agent_loop_bench.py"),
+    ),
 }
+
+# these also need the real engines: the vLLM CPU lock, the packaged MiniLM
+INFERENCE_BENCHES: dict[str, tuple[str, Bench]] = {
+    "bench-mixed-cpu": (
+        "Mixed LLM + embedding workload on real vLLM CPU engines: hybrid/fifo/siloed.",
+        _script("bench/mixed_bench.py", "--out", "bench/results/mixed-cpu.json"),
+    ),
+    "bench-index": (
+        "Vector indexes vs numpy, FAISS (flat, IVF), hnswlib, usearch: recall/QPS curves.",
+        _script("bench/bench_index.py", "--out", "bench/results/index.json"),
+    ),
+    "bench-rag": (
+        "RAG pipeline on real engines: local/Dask runtimes vs the stages in a loop.",
+        _script("bench/rag_bench.py", "--out", "bench/results/rag.json"),
+    ),
+    "bench-memory": (
+        "Memory recall@k of turn-1 facts (MiniLM vs hash embedder), context latency.",
+        _script("bench/memory_bench.py", "--out", "bench/results/memory.json"),
+    ),
+    "bench-agent": (
+        "Tool-selection top-1/top-5: MiniLM vs BM25 vs fusion on a 540-tool catalog.",
+        _script("bench/agent_bench.py", "--out", "bench/results/agent.json"),
+    ),
+    "bench-diagnosis-rag": (
+        "What-if predictions against runs of RAG and MIXED pipelines on real engines.",
+        _script("bench/diagnosis_rag.py", "--out", "bench/results/diagnosis_rag.json"),
+    ),
+    "bench-emulator-fit": (
+        "Fit an emulator profile to the real CPU engines and validate it under load.",
+        _script(
+            "bench/emulator_fit_bench.py", "--out", "bench/results/emulator_fit.json"
+        ),
+    ),
+}
+
+
+# peers measured in a benchmark's own run, never package dependencies
+PEERS = {"bench-dask": ["ray>=2.40"]}
+
+
+def _install_bench(session: nox.Session, *names: str) -> None:
+    _install_project(session, "bench")
+    peers = [peer for name in names for peer in PEERS.get(name, [])]
+    if peers:
+        session.install(*peers)
 
 
 def _install_inference_bench(session: nox.Session) -> None:
@@ -236,9 +289,40 @@ def _install_inference_bench(session: nox.Session) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
 
 
-def _run_inference_bench(session: nox.Session, name: str, *extra: str) -> None:
-    args = [*INFERENCE_BENCHES[name], *extra, *session.posargs]
-    session.run("python", *args, env=INFERENCE_ENV)
+def _bench_session(name: str, doc: str, run: Bench, inference: bool) -> None:
+    def bench(session: nox.Session) -> None:
+        if inference:
+            _install_inference_bench(session)
+            session.env.update(INFERENCE_ENV)
+        else:
+            _install_bench(session, name)
+        run(session, session.posargs)
+
+    bench.__doc__ = doc
+    backend = {"venv_backend": "virtualenv"} if inference else {}
+    nox.session(name=name, python=PYTHON, default=False, tags=["bench"], **backend)(
+        bench
+    )
+
+
+for _name, (_doc, _run) in BENCHES.items():
+    _bench_session(_name, _doc, _run, inference=False)
+for _name, (_doc, _run) in INFERENCE_BENCHES.items():
+    _bench_session(_name, _doc, _run, inference=True)
+
+
+def _smoke(session: nox.Session, benches: dict[str, tuple[str, Bench]]) -> None:
+    for name, (_doc, run) in benches.items():
+        start = time.monotonic()
+        run(session, ["--smoke", *session.posargs])
+        session.log(f"{name} --smoke took {time.monotonic() - start:.0f} s")
+
+
+@nox.session(name="bench-smoke", python=PYTHON, default=False)
+def bench_smoke(session: nox.Session) -> None:
+    """Every benchmark without real engines, at smoke sizes, in one virtualenv (CI)."""
+    _install_bench(session, *BENCHES)
+    _smoke(session, BENCHES)
 
 
 @nox.session(
@@ -250,8 +334,20 @@ def _run_inference_bench(session: nox.Session, name: str, *extra: str) -> None:
 def bench_smoke_inference(session: nox.Session) -> None:
     """Every benchmark on real engines at smoke sizes in one virtualenv (CI)."""
     _install_inference_bench(session)
-    for name in INFERENCE_BENCHES:
-        _run_inference_bench(session, name, "--smoke")
+    session.env.update(INFERENCE_ENV)
+    _smoke(session, INFERENCE_BENCHES)
+
+
+@nox.session(
+    name="ci-inference", python=PYTHON, venv_backend="virtualenv", default=False
+)
+def ci_inference(session: nox.Session) -> None:
+    """tests-inference, then bench-smoke-inference, in one virtualenv (CI: one install
+    of the vLLM CPU lock)."""
+    _install_inference_bench(session)
+    _inference_tests(session, [])
+    session.env.update(INFERENCE_ENV)
+    _smoke(session, INFERENCE_BENCHES)
 
 
 @nox.session(python=PYTHON)
@@ -263,186 +359,6 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")
     session.run("mypy")
-
-
-@nox.session(name="bench-diagnosis", python=PYTHON, default=False, tags=["bench"])
-def bench_diagnosis(session: nox.Session) -> None:
-    """What-if predicted vs measured counterfactuals, attribution on injected
-    bottlenecks (JSON + PNG)."""
-    _install_project(session, "bench")
-    session.run("python", "bench/diagnosis_bench.py", *session.posargs)
-
-
-@nox.session(name="bench-dispatch-replay", python=PYTHON, default=False, tags=["bench"])
-def bench_dispatch_replay(session: nox.Session) -> None:
-    """Dispatch replay of a recorded gateway run vs the real runs of other request
-    policies, on an emulated engine (JSON + PNG)."""
-    _install_project(session, "bench")
-    session.run("python", "bench/dispatch_replay_bench.py", *session.posargs)
-
-
-@nox.session(name="bench-queue", python=PYTHON, default=False, tags=["bench"])
-def bench_queue(session: nox.Session) -> None:
-    """Queue hand-off items/s vs queue.Queue (items, lists) and a deque (JSON + PNG)."""
-    _install_project(session, "bench")
-    smoke = "--smoke" in session.posargs
-    raw = "bench/results/queue-smoke.json" if smoke else "bench/results/queue.json"
-    session.run(
-        "pytest",
-        "bench/test_queue.py",
-        "--benchmark-only",
-        f"--benchmark-json={raw}",
-        "-p",
-        "no:cacheprovider",
-        *session.posargs,
-    )
-    session.run("python", "bench/queue_report.py", raw, *(["--smoke"] if smoke else []))
-
-
-@nox.session(
-    name="bench-index",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_index(session: nox.Session) -> None:
-    """Vector indexes vs numpy, FAISS (flat, IVF), hnswlib, usearch: recall/QPS curves."""
-    # the real-text set embeds the demo corpus with the packaged MiniLM
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-index")
-
-
-@nox.session(name="bench-runtime", python=PYTHON, default=False, tags=["bench"])
-def bench_runtime(session: nox.Session) -> None:
-    """COMPUTE pipeline: local runtime vs for-loops, threads+Queue, Bytewax (JSON+PNG)."""
-    _install_project(session, "bench")
-    session.run(
-        "python",
-        "bench/runtime_bench.py",
-        "--out",
-        "bench/results/runtime.json",
-        *session.posargs,
-    )
-
-
-@nox.session(name="bench-recovery", python=PYTHON, default=False, tags=["bench"])
-def bench_recovery(session: nox.Session) -> None:
-    """Checkpoint cost (off vs 1 s vs 10 s), duration vs state size, recovery time
-    (local operator failure; Dask kill -9 of a worker)."""
-    _install_project(session, "bench")
-    session.run(
-        "python",
-        "bench/recovery_bench.py",
-        "--out",
-        "bench/results/recovery.json",
-        *session.posargs,
-    )
-
-
-@nox.session(
-    name="bench-memory",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_memory(session: nox.Session) -> None:
-    """Memory recall@k of turn-1 facts (MiniLM vs hash embedder), context latency."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-memory")
-
-
-@nox.session(
-    name="bench-agent",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_agent(session: nox.Session) -> None:
-    """Tool-selection top-1/top-5: MiniLM vs BM25 vs fusion on a 540-tool catalog."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-agent")
-
-
-@nox.session(name="bench-live", python=PYTHON, default=False, tags=["bench"])
-def bench_live(session: nox.Session) -> None:
-    """Live collection: changes/s, query latency while writing, staleness (JSON+PNG)."""
-    _install_project(session, "bench")
-    session.run(
-        "python",
-        "bench/live_bench.py",
-        "--out",
-        "bench/results/live.json",
-        *session.posargs,
-    )
-
-
-@nox.session(name="bench-windows", python=PYTHON, default=False, tags=["bench"])
-def bench_windows(session: nox.Session) -> None:
-    """Event-time windows and interval join vs Bytewax windowing (JSON+PNG)."""
-    _install_project(session, "bench")
-    session.run(
-        "python",
-        "bench/windows_bench.py",
-        "--out",
-        "bench/results/windows.json",
-        *session.posargs,
-    )
-
-
-@nox.session(
-    name="bench-rag",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_rag(session: nox.Session) -> None:
-    """RAG pipeline on real engines: local/Dask runtimes vs the stages in a loop."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-rag")
-
-
-@nox.session(
-    name="bench-diagnosis-rag",
-    python=PYTHON,
-    venv_backend="virtualenv",
-    default=False,
-    tags=["bench"],
-)
-def bench_diagnosis_rag(session: nox.Session) -> None:
-    """What-if predictions against runs of RAG and MIXED pipelines on real engines."""
-    _install_inference_bench(session)
-    _run_inference_bench(session, "bench-diagnosis-rag")
-
-
-@nox.session(name="bench-dask", python=PYTHON, default=False, tags=["bench"])
-def bench_dask(session: nox.Session) -> None:
-    """COMPUTE on 2 worker processes: SAGE vs pipelined Dask and Ray actors (JSON+PNG)."""
-    _install_project(session, "bench")
-    session.install("ray>=2.40")  # a peer only, never a package dependency
-    session.run(
-        "python",
-        "bench/dask_bench.py",
-        "--out",
-        "bench/results/dask.json",
-        *session.posargs,
-    )
-
-
-@nox.session(name="bench-policies", python=PYTHON, default=False, tags=["bench"])
-def bench_policies(session: nox.Session) -> None:
-    """MIXED workload on 4 single-thread workers under each placement policy."""
-    _install_project(session, "bench")
-    session.run(
-        "python",
-        "bench/policies_bench.py",
-        "--out",
-        "bench/results/policies.json",
-        *session.posargs,
-    )
 
 
 @nox.session(python=PYTHON, default=False)
