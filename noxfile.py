@@ -20,6 +20,9 @@ nox.options.sessions = ["tests", "lint"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
+# CI builds the project's wheel once and every session installs that same file;
+# elsewhere each session builds the checkout
+PROJECT = os.environ.get("SAGE_WHEEL") or "."
 
 
 def _install_project(session: nox.Session, *groups: str) -> None:
@@ -30,7 +33,7 @@ def _install_project(session: nox.Session, *groups: str) -> None:
     ]
     if deps:
         session.install(*deps)
-    session.install(".")
+    session.install(PROJECT)
 
 
 @nox.session(python=PYTHON)

@@ -178,13 +178,14 @@ def cases(kind: str, n: int, rerank_s: float, smoke: bool) -> list[Any]:
         return label, {"changes": changes}, replace(base, par=dict(ps))
 
     out = [("baseline", {}, base), par(generate=2)]
+    if smoke:  # one counterfactual per kind: the smoke run checks the path, not fit
+        return out
     if kind == "mixed":
         out += [par(rerank=2), par(rerank=2, generate=2)]
     else:
         out += [par(generate=4)]
-    if not smoke:
-        out += [knob(base, "buffer_size", 4), knob(base, "queue_capacity", 2)]
-        out += [("workers=1", {"workers": 1}, replace(base, workers=1))]
+    out += [knob(base, "buffer_size", 4), knob(base, "queue_capacity", 2)]
+    out += [("workers=1", {"workers": 1}, replace(base, workers=1))]
     return out
 
 
