@@ -23,7 +23,7 @@ class RuntimeSettings:
         buffer_size: most items in one packet (a micro-batch on a channel); 1 sends
             every item on its own.
         linger_ms: about how long a source may hold a partial packet to fill it:
-            half of it while the downstream is idle, twice it while items are on
+            half of it while the downstream is idle, all of it while items are on
             the way downstream (0: every packet is sent with the first item).
         latency_target_ms: the emission-to-sink latency batching aims to stay within
             at moderate load: ``linger_ms`` is capped at a quarter of it, and while

@@ -30,13 +30,18 @@ IDLE, BUSY, BACKLOG = 0, 1, 2
 
 def linger_for(core: ReplicaCore, pressure: int) -> float:
     """Seconds a source packet may wait to fill, given its downstream's pressure:
-    half the linger while the downstream is idle (items go out soon), twice it while
-    items are on the way, and half the latency target while packets wait for credit
-    (the packet would wait behind them anyway, so it may as well grow)."""
+    half the linger while the downstream is idle (items go out soon), the linger
+    while items are on the way, and half the latency target while packets wait for
+    credit (the packet would wait behind them anyway, so it may as well grow).
+
+    Not more than the linger while items are on the way: at half load that is the
+    common case, and each extra millisecond there is on every item's latency (twice
+    the linger put the p99 of 1024-item packets over the latency target in
+    ``bench/dask_bench.py``); at peak load the downstream is backlogged instead."""
     if pressure >= BACKLOG:
         return max(2 * core.linger_s, core.latency_target_s / 2)
     if pressure == BUSY:
-        return 2 * core.linger_s
+        return core.linger_s
     return core.linger_s / 2
 
 
