@@ -288,15 +288,16 @@ def _install_bench(session: nox.Session, *names: str) -> None:
 
 
 def _install_inference_bench(session: nox.Session) -> None:
+    """The inference venv plus the bench group; later commands see INFERENCE_ENV."""
     _install_inference(session)
     session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.env.update(INFERENCE_ENV)
 
 
 def _bench_session(name: str, doc: str, run: Bench, inference: bool) -> None:
     def bench(session: nox.Session) -> None:
         if inference:
             _install_inference_bench(session)
-            session.env.update(INFERENCE_ENV)
         else:
             _install_bench(session, name)
         run(session, session.posargs)
@@ -337,7 +338,6 @@ def bench_smoke(session: nox.Session) -> None:
 def bench_smoke_inference(session: nox.Session) -> None:
     """Every benchmark on real engines at smoke sizes in one virtualenv (CI)."""
     _install_inference_bench(session)
-    session.env.update(INFERENCE_ENV)
     _smoke(session, INFERENCE_BENCHES)
 
 
@@ -349,7 +349,6 @@ def ci_inference(session: nox.Session) -> None:
     of the vLLM CPU lock)."""
     _install_inference_bench(session)
     _inference_tests(session, [])
-    session.env.update(INFERENCE_ENV)
     _smoke(session, INFERENCE_BENCHES)
 
 

@@ -34,10 +34,10 @@ def linger_for(core: ReplicaCore, pressure: int) -> float:
     while items are on the way, and half the latency target while packets wait for
     credit (the packet would wait behind them anyway, so it may as well grow).
 
-    Not more than the linger while items are on the way: at half load that is the
-    common case, and each extra millisecond there is on every item's latency (twice
-    the linger put the p99 of 1024-item packets over the latency target in
-    ``bench/dask_bench.py``); at peak load the downstream is backlogged instead."""
+    Items on the way is the common case at half load, where each extra millisecond
+    is on every item's latency (twice the linger put the p99 of 1024-item packets
+    over the latency target in ``bench/dask_bench.py``); at peak the downstream is
+    backlogged instead."""
     if pressure >= BACKLOG:
         return max(2 * core.linger_s, core.latency_target_s / 2)
     if pressure == BUSY:
