@@ -197,19 +197,20 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         else:
             inbox = self.inbox
             assert inbox is not None
-            max_packets = self.plan.settings.max_packets
             while not core.done and not self._cancelled:
-                packets = inbox.pop(max_packets)
+                packets = inbox.pop(core.take)
                 if not packets:
                     t0 = _perf()
                     await inbox.wait(core.wait_hint(t0))
                     m.idle_s += _perf() - t0
-                    packets = inbox.pop(max_packets)
+                    packets = inbox.pop(core.take)
                     if not packets and not core.pending:
                         continue
                 t0 = _perf()
                 out = await self._step(core.handle, packets)
-                self._record(packets, t0, _perf())
+                t1 = _perf()
+                self._record(packets, t0, t1)
+                core.pace(len(packets), t1 - t0)
                 if out:
                     await self._emit(out)
                 await asyncio.sleep(0)

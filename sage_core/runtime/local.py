@@ -1,8 +1,8 @@
 """LocalRuntime: a plan executed in this process, one thread per replica.
 
 Each replica gets a native ``BoundedQueue`` (capacity from the plan) unless it is a
-source. A thread drives its ``ReplicaCore``: pop everything available (up to
-``max_packets``), process, push the outbound packets with blocking backpressure.
+source. A thread drives its ``ReplicaCore``: pop what is available (up to the
+packets its last step's pace allows, ``ReplicaCore.pace``), process, push the outbound packets with blocking backpressure.
 Cancel and failure close every queue, which wakes every blocked thread at once.
 """
 
@@ -53,7 +53,6 @@ def drive(
     core: ReplicaCore,
     inq: BoundedQueue | None,
     queues: list[BoundedQueue],
-    max_packets: int,
     cancelled: threading.Event,
 ) -> None:
     """Run one replica to the end of its input (blocking; the thread driver)."""
@@ -74,12 +73,14 @@ def drive(
         pop_many, handle, m = inq.pop_many, core.handle, core.metrics
         while not core.done:
             wait = core.wait_hint(_perf())
-            packets = pop_many(max_packets, 0)
+            packets = pop_many(core.take, 0)
             if not packets:
                 t0 = _perf()
-                packets = pop_many(max_packets, wait)
+                packets = pop_many(core.take, wait)
                 m.idle_s += _perf() - t0
+            t0 = _perf()
             out = handle(packets)
+            core.pace(len(packets), _perf() - t0)
             if out:
                 _push_all(core, queues, out)
     if not cancelled.is_set():
@@ -192,7 +193,7 @@ class LocalJob(JobHandle):
             # every replica is open before any item moves (sinks sharing a file,
             # models loaded before the first batch)
             self._barrier.wait()
-            drive(core, inq, queues, self.plan.settings.max_packets, cancelled)
+            drive(core, inq, queues, cancelled)
             if not cancelled.is_set():
                 self.recovery.replica_finished(core)
                 finished = True

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 _perf = time.perf_counter
 
+#: weight of a packet in ``ReplicaCore.source_pace`` (a moving average)
+PACE_WEIGHT = 0.1
+
 #: downstream pressure levels (``ReplicaCore.pressure``)
 IDLE, BUSY, BACKLOG = 0, 1, 2
 
@@ -51,7 +54,14 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
 
     Items are pulled in chunks at C speed (``islice``), doubling while the source
     keeps up; a chunk is never larger than the time left fits at the source's
-    measured pace, so a slow or paced source does not overshoot the linger.
+    measured pace, so a slow or paced source does not overshoot the linger. A pull
+    blocks until the source yields, so the pace of this packet alone is not
+    enough: a paced source that fell behind (its thread was descheduled) yields its
+    late items at once and then one per period again, and chunks doubling on the
+    late items' speed would wait periods for the rest. ``core.source_pace``, the
+    source's mean seconds per item over past packets, caps a chunk at the items
+    the time left fits at that pace (at least one), so such a packet overshoots
+    its linger by one period at most.
     """
     size = core.buffer_size
     t0 = _perf()
@@ -61,6 +71,7 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
     first = _perf()
     deadline = first + linger_for(core, core.pressure())
     per_item = first - t0  # the source's pace so far
+    pace = core.source_pace
     k = 1
     while len(items) < size:
         now = _perf()
@@ -72,12 +83,16 @@ def fill(core: ReplicaCore, it: Iterator[Any]) -> list[Any]:
             k = min(k, int(left / per_item))
             if k < 1:
                 break  # the next item would most likely come after the deadline
+        if pace > 0:
+            k = max(1, min(k, int(left / pace)))
         before = len(items)
         items.extend(islice(it, k))
         got = len(items) - before
         if got < k:
             break  # exhausted: the next produce() returns None
         per_item = (_perf() - now) / got
+    took = (_perf() - t0) / len(items)
+    core.source_pace = pace + PACE_WEIGHT * (took - pace) if pace else took
     return items
 
 

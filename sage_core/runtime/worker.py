@@ -115,6 +115,9 @@ class ReplicaCore:
         self.buffer_size = s.buffer_size
         self.latency_target_s = s.latency_target_ms / 1000.0
         self.linger_s = min(s.linger_ms / 1000.0, self.latency_target_s / 4)
+        self.max_packets = s.max_packets
+        self.take = 1  # packets the next step may pop (``pace``)
+        self.source_pace = 0.0  # a source's seconds per item (``source.fill``)
         self.trace_every, self.traces = s.trace_every, traces
         head = self.ops[0].contract
         self.fill_wait_s = head.max_wait_ms / 1000.0 if head.batch_size > 1 else 0.0
@@ -210,6 +213,20 @@ class ReplicaCore:
         if not self.pending:
             return None
         return max(0.0, self.pending_since + self.fill_wait_s - now)
+
+    def pace(self, popped: int, took: float) -> int:
+        """Packets the next step may take, from this step's pace: as many as it
+        processes within ``linger_s``, at least one, at most ``max_packets``.
+
+        A step's outputs leave together after its last packet, so a step of ``k``
+        slow packets adds their whole service to the first one's latency (after a
+        stall, a replica of a 1 ms/item operator would otherwise catch up in one
+        step and hold its first item for the rest); cheap packets still go many
+        to a step, which is what keeps the per-step cost small at peak load."""
+        if popped:
+            fit = popped * self.linger_s / took if took > 0 else self.max_packets
+            self.take = max(1, min(self.max_packets, int(fit)))
+        return self.take
 
     # -- processing ------------------------------------------------------------
 

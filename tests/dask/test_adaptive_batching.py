@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ class CoreDouble:
     ) -> None:
         self.buffer_size, self.linger_s = buffer_size, linger_s
         self.latency_target_s = target_s
+        self.source_pace = 0.0
         self._pressures = iter(pressures)
         self.seen: list[int] = []
 
@@ -112,6 +114,31 @@ def test_any_pace_and_pressure_keep_every_item_in_order(
     got = packets(core, VirtualClock(), [g * 1e-6 for g in gaps_us])
     assert [i for p in got for i, _ in p] == list(range(len(gaps_us)))
     assert all(1 <= len(p) <= size for p in got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    period_us=st.integers(500, 5000),
+    late=st.integers(1, 20),
+    stall_us=st.integers(0, 20_000),
+    linger_us=st.integers(100, 3000),
+)
+def test_a_paced_source_that_fell_behind_overshoots_by_one_period_at_most(
+    period_us: int, late: int, stall_us: int, linger_us: int
+) -> None:
+    """After a stall, a paced source yields its late items at once and then one per
+    period again; the packet holding the late items must not wait periods for more
+    (chunks doubling on the late items' speed did: 1 + 2 + 4 items, 12 ms at 2 ms)."""
+    period = period_us * 1e-6
+    steady = [period] * 40
+    gaps = [*steady, stall_us * 1e-6, *([0.0] * late), *steady]
+    core = CoreDouble(1024, linger_us * 1e-6, 100e-3, [BUSY] * 400)
+    got = packets(core, VirtualClock(), gaps)
+    assert [i for p in got for i, _ in p] == list(range(len(gaps)))
+    for p in got:  # one pull may block past the deadline, never a chunk of them
+        times = [t for _, t in p]
+        longest = max((b - a for a, b in pairwise(times)), default=0.0)
+        assert times[-1] - times[0] <= core.linger_s + longest + 1e-9
 
 
 def test_packets_grow_with_the_downstream_pressure() -> None:
@@ -237,3 +264,32 @@ def test_first_steps_that_block_run_side_by_side_on_one_worker(embedded: Any) ->
     assert len(spans) == 4
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most >= 2, f"no two blocking calls overlapped: {spans}"
+
+
+def numbers(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def slow_double(item: int) -> int:
+    time.sleep(0.002)  # twice the default linger
+    return 2 * item
+
+
+@pytest.mark.parametrize("runtime", ["local", "dask"])
+def test_a_slow_operator_takes_one_packet_a_step(runtime: str, embedded: Any) -> None:
+    """A step's outputs leave after its last packet: an operator whose packets
+    each take longer than the linger processes them one a step, so its first item
+    does not wait for the service of the packets queued behind it."""
+    from sage_core import LocalEnvironment
+
+    kw: dict[str, Any] = {"buffer_size": 1, "chaining": False, "queue_capacity": 64}
+    if runtime == "local":
+        env: Any = LocalEnvironment("slow-steps", **kw)
+    else:
+        env = DaskEnvironment("slow-steps", client=embedded, **kw)
+    env.from_source(numbers, n=30).map(slow_double, name="slow").sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sorted(got.collected()) == [2 * i for i in range(30)]
+    steps = [m for m in got.metrics["replicas"].values() if m["task"] == "slow"]
+    assert steps[0]["packets_in"] >= 30
+    assert steps[0]["batches"] == 30
