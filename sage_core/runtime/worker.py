@@ -116,12 +116,15 @@ class ReplicaCore:
         self.latency_target_s = s.latency_target_ms / 1000.0
         self.linger_s = min(s.linger_ms / 1000.0, self.latency_target_s / 4)
         self.max_packets = s.max_packets
-        self.take = 1  # packets the next step may pop (``pace``)
         self.source_pace = 0.0  # a source's seconds per item (``source.fill``)
         self.trace_every, self.traces = s.trace_every, traces
         head = self.ops[0].contract
         self.fill_wait_s = head.max_wait_ms / 1000.0 if head.batch_size > 1 else 0.0
         self.fill_size = head.batch_size
+        #: packets the next step may pop (``pace``): never fewer than fill the head's
+        #: batch, so a batching operator still batches across queued packets
+        self.min_take = min(s.max_packets, head.batch_size)
+        self.take = self.min_take
         self.two_inputs = self.ops[0].role in ("co_map", "join")
         if self.two_inputs:
             self.fill_wait_s = 0.0
@@ -216,7 +219,10 @@ class ReplicaCore:
 
     def pace(self, popped: int, took: float) -> int:
         """Packets the next step may take, from this step's pace: as many as it
-        processes within ``linger_s``, at least one, at most ``max_packets``.
+        processes within ``linger_s``, at most ``max_packets`` and at least enough to
+        fill the head operator's batch (``Contract.batch_size``: a batching
+        operator, an embedder or an LLM call, pays per call rather than per item,
+        and batches across the packets queued before it).
 
         A step's outputs leave together after its last packet, so a step of ``k``
         slow packets adds their whole service to the first one's latency (after a
@@ -225,7 +231,7 @@ class ReplicaCore:
         to a step, which is what keeps the per-step cost small at peak load."""
         if popped:
             fit = popped * self.linger_s / took if took > 0 else self.max_packets
-            self.take = max(1, min(self.max_packets, int(fit)))
+            self.take = max(self.min_take, min(self.max_packets, int(fit)))
         return self.take
 
     # -- processing ------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sage_core import MapFunction
+from sage_core import Contract, MapFunction
 from sage_core.api.dask_environment import DaskEnvironment
 from sage_core.compiler.plan import PlanFormatError, RuntimeSettings
 from sage_core.runtime import source
@@ -293,3 +293,33 @@ def test_a_slow_operator_takes_one_packet_a_step(runtime: str, embedded: Any) ->
     steps = [m for m in got.metrics["replicas"].values() if m["task"] == "slow"]
     assert steps[0]["packets_in"] >= 30
     assert steps[0]["batches"] == 30
+
+
+class SlowBatchDouble(MapFunction):
+    """A batching operator: 2 ms a call, whatever the batch (as a model call)."""
+
+    contract = Contract(batch_size=8)
+
+    def map_batch(self, items: list[int]) -> list[int]:
+        time.sleep(0.002)
+        return [2 * x for x in items]
+
+
+@pytest.mark.parametrize("runtime", ["local", "dask"])
+def test_a_slow_batching_operator_still_batches_queued_packets(
+    runtime: str, embedded: Any
+) -> None:
+    """Its steps take packets enough to fill its batch (one item a packet here), so
+    slow calls do not shrink its batches to a packet each."""
+    from sage_core import LocalEnvironment
+
+    kw: dict[str, Any] = {"buffer_size": 1, "chaining": False, "queue_capacity": 64}
+    if runtime == "local":
+        env: Any = LocalEnvironment("slow-batches", **kw)
+    else:
+        env = DaskEnvironment("slow-batches", client=embedded, **kw)
+    env.from_source(numbers, n=64).map(SlowBatchDouble, name="slow").sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sorted(got.collected()) == [2 * i for i in range(64)]
+    slow = next(m for m in got.metrics["replicas"].values() if m["task"] == "slow")
+    assert slow["batches"] <= 32  # a step per packet would make 64
