@@ -275,24 +275,30 @@ def slow_double(item: int) -> int:
     return 2 * item
 
 
+def run_slow(runtime: str, client: Any, op: Any, n: int) -> dict[str, Any]:
+    """``op`` doubling n one-item packets on the local or Dask runtime; its
+    replica's metrics (every item checked)."""
+    from sage_core import LocalEnvironment
+
+    kw: dict[str, Any] = {"buffer_size": 1, "chaining": False, "queue_capacity": 64}
+    if runtime == "local":
+        env: Any = LocalEnvironment("slow", **kw)
+    else:
+        env = DaskEnvironment("slow", client=client, **kw)
+    env.from_source(numbers, n=n).map(op, name="slow").sink("collect")
+    got = env.submit().wait(timeout=120)
+    assert sorted(got.collected()) == [2 * i for i in range(n)]
+    return next(m for m in got.metrics["replicas"].values() if m["task"] == "slow")
+
+
 @pytest.mark.parametrize("runtime", ["local", "dask"])
 def test_a_slow_operator_takes_one_packet_a_step(runtime: str, embedded: Any) -> None:
     """A step's outputs leave after its last packet: an operator whose packets
     each take longer than the linger processes them one a step, so its first item
     does not wait for the service of the packets queued behind it."""
-    from sage_core import LocalEnvironment
-
-    kw: dict[str, Any] = {"buffer_size": 1, "chaining": False, "queue_capacity": 64}
-    if runtime == "local":
-        env: Any = LocalEnvironment("slow-steps", **kw)
-    else:
-        env = DaskEnvironment("slow-steps", client=embedded, **kw)
-    env.from_source(numbers, n=30).map(slow_double, name="slow").sink("collect")
-    got = env.submit().wait(timeout=120)
-    assert sorted(got.collected()) == [2 * i for i in range(30)]
-    steps = [m for m in got.metrics["replicas"].values() if m["task"] == "slow"]
-    assert steps[0]["packets_in"] >= 30
-    assert steps[0]["batches"] == 30
+    slow = run_slow(runtime, embedded, slow_double, 30)
+    assert slow["packets_in"] >= 30
+    assert slow["batches"] == 30
 
 
 class SlowBatchDouble(MapFunction):
@@ -311,15 +317,5 @@ def test_a_slow_batching_operator_still_batches_queued_packets(
 ) -> None:
     """Its steps take packets enough to fill its batch (one item a packet here), so
     slow calls do not shrink its batches to a packet each."""
-    from sage_core import LocalEnvironment
-
-    kw: dict[str, Any] = {"buffer_size": 1, "chaining": False, "queue_capacity": 64}
-    if runtime == "local":
-        env: Any = LocalEnvironment("slow-batches", **kw)
-    else:
-        env = DaskEnvironment("slow-batches", client=embedded, **kw)
-    env.from_source(numbers, n=64).map(SlowBatchDouble, name="slow").sink("collect")
-    got = env.submit().wait(timeout=120)
-    assert sorted(got.collected()) == [2 * i for i in range(64)]
-    slow = next(m for m in got.metrics["replicas"].values() if m["task"] == "slow")
+    slow = run_slow(runtime, embedded, SlowBatchDouble, 64)
     assert slow["batches"] <= 32  # a step per packet would make 64
