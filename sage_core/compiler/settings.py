@@ -30,7 +30,8 @@ class RuntimeSettings:
             the downstream has a backlog a source packet may fill for up to half of it.
         queue_capacity: default packets a replica's input queue holds.
         max_packets: most packets a replica takes from its queue per step (a step
-            takes as many as its last one processed within ``linger_ms``).
+            takes as many as its last one processed within ``linger_ms``, or a
+            quarter of ``latency_target_ms`` where ``linger_ms`` is 0).
         chaining: fuse consecutive stateless operators of equal parallelism.
         direct_links: cross-worker packets go over direct links between replica
             actors (a listener per receiving replica on its worker's host, a random

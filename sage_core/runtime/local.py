@@ -2,7 +2,8 @@
 
 Each replica gets a native ``BoundedQueue`` (capacity from the plan) unless it is a
 source. A thread drives its ``ReplicaCore``: pop what is available (up to the
-packets its last step's pace allows, ``ReplicaCore.pace``), process, push the outbound packets with blocking backpressure.
+packets its last step's pace allows, ``ReplicaCore.pace``), process, push the
+outbound packets with blocking backpressure.
 Cancel and failure close every queue, which wakes every blocked thread at once.
 """
 

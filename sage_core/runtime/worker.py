@@ -125,6 +125,10 @@ class ReplicaCore:
         #: batch, so a batching operator still batches across queued packets
         self.min_take = min(s.max_packets, head.batch_size)
         self.take = self.min_take
+        #: a step's service ``pace`` aims within: the linger, or a quarter of the
+        #: latency target where the linger is 0 (sources send at once; steps may
+        #: still take the packets queued meanwhile)
+        self.step_budget_s = self.linger_s or self.latency_target_s / 4
         self.two_inputs = self.ops[0].role in ("co_map", "join")
         if self.two_inputs:
             self.fill_wait_s = 0.0
@@ -219,7 +223,7 @@ class ReplicaCore:
 
     def pace(self, popped: int, took: float) -> int:
         """Packets the next step may take, from this step's pace: as many as it
-        processes within ``linger_s``, at most ``max_packets`` and at least enough to
+        processes within ``step_budget_s``, at most ``max_packets`` and at least enough to
         fill the head operator's batch (``Contract.batch_size``: a batching
         operator, an embedder or an LLM call, pays per call rather than per item,
         and batches across the packets queued before it).
@@ -230,8 +234,9 @@ class ReplicaCore:
         step and hold its first item for the rest); cheap packets still go many
         to a step, which is what keeps the per-step cost small at peak load."""
         if popped:
-            fit = popped * self.linger_s / took if took > 0 else self.max_packets
-            self.take = max(self.min_take, min(self.max_packets, int(fit)))
+            most = self.max_packets
+            fit = min(most, popped * self.step_budget_s / took) if took > 0 else most
+            self.take = max(self.min_take, int(fit))
         return self.take
 
     # -- processing ------------------------------------------------------------
