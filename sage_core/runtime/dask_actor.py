@@ -208,9 +208,7 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
                         continue
                 t0 = _perf()
                 out = await self._step(core.handle, packets)
-                t1 = _perf()
-                self._record(packets, t0, t1)
-                core.pace(len(packets), t1 - t0)
+                self._record(packets, t0, _perf())
                 if out:
                     await self._emit(out)
                 await asyncio.sleep(0)

@@ -79,9 +79,7 @@ def drive(
                 t0 = _perf()
                 packets = pop_many(core.take, wait)
                 m.idle_s += _perf() - t0
-            t0 = _perf()
             out = handle(packets)
-            core.pace(len(packets), _perf() - t0)
             if out:
                 _push_all(core, queues, out)
     if not cancelled.is_set():

@@ -223,10 +223,10 @@ class ReplicaCore:
 
     def pace(self, popped: int, took: float) -> int:
         """Packets the next step may take, from this step's pace: as many as it
-        processes within ``step_budget_s``, at most ``max_packets`` and at least enough to
-        fill the head operator's batch (``Contract.batch_size``: a batching
-        operator, an embedder or an LLM call, pays per call rather than per item,
-        and batches across the packets queued before it).
+        processes within ``step_budget_s``, at most ``max_packets`` and at least
+        enough to fill the head operator's batch (``Contract.batch_size``: a
+        batching operator, an embedder or an LLM call, pays per call rather than
+        per item, and batches across the packets queued before it).
 
         A step's outputs leave together after its last packet, so a step of ``k``
         slow packets adds their whole service to the first one's latency (after a
@@ -321,11 +321,16 @@ class ReplicaCore:
         return outbound ones.
 
         Packets for the same input are processed as one batch; a two-input head gets
-        one batch per run of packets with the same input index.
+        one batch per run of packets with the same input index. How long it took
+        sets how many packets the next step takes (``pace``, read as ``take``).
         """
+        t0 = _perf()
         if self.aligner is not None:
-            return self.aligner.handle(packets)
-        return self.process(packets)
+            out = self.aligner.handle(packets)
+        else:
+            out = self.process(packets)
+        self.pace(len(packets), _perf() - t0)
+        return out
 
     def process(self, packets: list[Any]) -> Outbound:
         """``handle`` without barriers (the aligner calls it between them)."""
