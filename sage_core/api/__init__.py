@@ -22,6 +22,7 @@ from sage_core.checkpoint import (
     CheckpointNotFound,
     RestartStrategyError,
 )
+from sage_core.compiler.rescale import RescaleError
 from sage_core.contract import Contract
 from sage_core.functions import (
     ByRole,
@@ -64,6 +65,7 @@ __all__ = [
     "OperatorContext",
     "OperatorFailure",
     "PipelineServer",
+    "RescaleError",
     "RestartStrategyError",
     "ServeError",
     "SinkFunction",

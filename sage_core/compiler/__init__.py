@@ -25,6 +25,7 @@ from sage_core.compiler.plan import (
     RuntimeSettings,
     TaskPlan,
 )
+from sage_core.compiler.rescale import RescaleError, check_rescalable, grow, shrink
 
 compile = compile_plan
 
@@ -43,11 +44,15 @@ __all__ = [
     "PlanFormatError",
     "ReplicaDemand",
     "ReplicaPlan",
+    "RescaleError",
     "RuntimeSettings",
     "TaskPlan",
     "WorkerView",
+    "check_rescalable",
     "compile",
     "compile_plan",
+    "grow",
     "plan_to_dot",
     "resolve_policy",
+    "shrink",
 ]

@@ -112,7 +112,7 @@ def _chains(
     return chains
 
 
-def _combined(contracts: list[Contract]) -> Contract:
+def combined_contract(contracts: list[Contract]) -> Contract:
     head = contracts[0]
     resources: dict[str, float] = {}
     for c in contracts:
@@ -207,7 +207,7 @@ def compile_plan(
     capacities: dict[str, int] = {}
     for task in tasks:
         head = task.operators[0]
-        combined = _combined([contracts[op] for op in task.operators])
+        combined = combined_contract([contracts[op] for op in task.operators])
         is_source = graph.nodes[head].role == "source"
         cap = (
             0
@@ -285,7 +285,9 @@ def replan(
             r.task,
             r.index,
             plan.task(r.task).operators,
-            _combined([plan.operator(o).contract for o in plan.task(r.task).operators]),
+            combined_contract(
+                [plan.operator(o).contract for o in plan.task(r.task).operators]
+            ),
         )
         for r in plan.replicas
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sage_core.compiler.compile import _combined, resolve_policy
+from sage_core.compiler.compile import combined_contract, resolve_policy
 from sage_core.compiler.placement import ClusterView, ReplicaDemand, WorkerView
 from sage_core.contract import Contract
 from sage_core.diagnosis.model import DiagnosisError
@@ -54,7 +54,7 @@ def demands(
     }
     out = []
     for t in plan["tasks"]:
-        combined = _combined([contracts[op] for op in t["operators"]])
+        combined = combined_contract([contracts[op] for op in t["operators"]])
         n = (parallelism or {}).get(t["name"], t["parallelism"])
         ops = tuple(t["operators"])
         out += [

@@ -180,6 +180,8 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         if core.is_source:
             pulled = m.operators[core.ops[0].name]
             while not self._cancelled and not self._draining:
+                if core.rewires:
+                    await self._emit(core.apply_rewires())
                 if core.barrier_request > core.epoch:
                     await self._emit(checkpoint(core, core.barrier_request))
                 t0, n0 = _perf(), pulled.items_out
@@ -205,7 +207,11 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
                     m.idle_s += _perf() - t0
                     packets = inbox.pop(core.take)
                     if not packets and not core.pending:
+                        if core.rewires:
+                            await self._emit(core.apply_rewires())
                         continue
+                if core.rewires:
+                    await self._emit(core.apply_rewires())
                 t0 = _perf()
                 out = await self._step(core.handle, packets)
                 self._record(packets, t0, _perf())

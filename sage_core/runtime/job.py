@@ -106,3 +106,15 @@ class JobHandle:
     def metrics(self) -> dict[str, Any]:
         """Live per-operator and per-replica counters."""
         raise TypeError(f"{type(self).__name__} must implement metrics()")
+
+    def scale(self, operator: str, replicas: int) -> list[str]:
+        """Run ``operator`` on ``replicas`` replicas from now on, in place: replicas
+        are added or retired one by one while the others keep running (see
+        ``compiler.rescale``). Returns the ids of the replicas added or retired.
+
+        Raises:
+            RescaleError: the operator cannot change in place, or the job is not
+                running.
+            PlacementError: no worker fits a new replica.
+        """
+        raise TypeError(f"{type(self).__name__} must implement scale()")

@@ -23,6 +23,7 @@ from sage_core.observe.traces import TraceLog
 from sage_core.runtime.barriers import checkpoint
 from sage_core.runtime.deadletter import DeadLetters
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
+from sage_core.runtime.local_rescale import LocalRescale
 from sage_core.runtime.operators import OperatorFailure
 from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.worker import ReplicaCore
@@ -62,6 +63,8 @@ def drive(
     if core.is_source:
         produce = core.produce
         while not cancelled.is_set():
+            if core.rewires:
+                _push_all(core, queues, core.apply_rewires())
             if core.barrier_request > core.epoch:
                 _push_all(core, queues, checkpoint(core, core.barrier_request))
             out = produce()
@@ -79,6 +82,8 @@ def drive(
                 t0 = _perf()
                 packets = pop_many(core.take, wait)
                 m.idle_s += _perf() - t0
+            if core.rewires:
+                _push_all(core, queues, core.apply_rewires())
             out = handle(packets)
             if out:
                 _push_all(core, queues, out)
@@ -86,7 +91,7 @@ def drive(
         _push_all(core, queues, core.finish())
 
 
-class LocalJob(JobHandle):
+class LocalJob(LocalRescale, JobHandle):
     """A plan running on threads of this process (one attempt after another when
     a restart strategy restarts it from its last checkpoint)."""
 
@@ -109,6 +114,8 @@ class LocalJob(JobHandle):
         self._started = 0.0
         self._ended = 0.0
         self._threads: list[threading.Thread] = []
+        self._scale_lock = threading.Lock()
+        self._indices: dict[str, int] = {}
         self._new_attempt()
 
     def _new_attempt(self) -> None:
@@ -123,6 +130,7 @@ class LocalJob(JobHandle):
             if r.queue_capacity
         }
         self.cores: dict[str, ReplicaCore] = {}
+        self._outq: dict[str, list[BoundedQueue]] = {}
         self._barrier = threading.Barrier(max(1, len(plan.replicas)))
 
     def start(self) -> LocalJob:
@@ -160,7 +168,7 @@ class LocalJob(JobHandle):
         self._running = len(self.cores)
         threads = []
         for rid, core in self.cores.items():
-            queues = [self.queues[t] for t in core.targets]
+            queues = self._outq[rid] = [self.queues[t] for t in core.targets]
             threads.append(
                 threading.Thread(
                     target=self._replica_main,
@@ -180,18 +188,22 @@ class LocalJob(JobHandle):
         inq: BoundedQueue | None,
         queues: list[BoundedQueue],
         cancelled: threading.Event,
+        *,
+        joined: bool = False,
     ) -> None:
-        opened = finished = False
+        """A replica's thread; ``joined``: added while the job runs, already open."""
+        opened, finished = joined, False
         try:
-            try:
-                core.open()
-            except BaseException:
-                self._barrier.abort()
-                raise
-            opened = True
-            # every replica is open before any item moves (sinks sharing a file,
-            # models loaded before the first batch)
-            self._barrier.wait()
+            if not joined:
+                try:
+                    core.open()
+                except BaseException:
+                    self._barrier.abort()
+                    raise
+                opened = True
+                # every replica is open before any item moves (sinks sharing a
+                # file, models loaded before the first batch)
+                self._barrier.wait()
             drive(core, inq, queues, cancelled)
             if not cancelled.is_set():
                 self.recovery.replica_finished(core)

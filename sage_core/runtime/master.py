@@ -33,6 +33,7 @@ from sage_core.runtime.cluster_view import (
 )
 from sage_core.runtime.dask_actor import ReplicaActor
 from sage_core.runtime.dask_checkpoint import MasterCheckpoints
+from sage_core.runtime.dask_rescale import DaskRescale
 from sage_core.runtime.job import JobFailed, JobHandle, JobResult
 from sage_core.runtime.recovery import JobRecovery
 from sage_core.runtime.scheduler_ext import install_on
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 _perf = time.perf_counter
 
 
-class DaskJob(Supervision, JobHandle):
+class DaskJob(DaskRescale, Supervision, JobHandle):
     """A plan running as actors on a Dask cluster (see the module docstring)."""
 
     def __init__(
@@ -79,6 +80,12 @@ class DaskJob(Supervision, JobHandle):
         self._failures: list[BaseException] = []
         self._last_cause: BaseException | None = None
         self._history: list[dict[str, Any]] = []
+        self._keys: dict[str, str] = {}
+        self._runs: dict[Any, str] = {}
+        self._pending: set[Any] = set()
+        self._indices: dict[str, int] = {}
+        self._rescales: list[dict[str, Any]] = []
+        self._scale_lock = asyncio.Lock()
 
     # -- start -----------------------------------------------------------------
 
@@ -164,7 +171,8 @@ class DaskJob(Supervision, JobHandle):
         where = None
         if cp is not None and store is not None:
             where = (store.url, store.retained, cp.epoch)
-        await self._wire(addresses, {r: f.key for r, f in futures.items()}, where)
+        self._keys = {r: f.key for r, f in futures.items()}
+        await self._wire(addresses, self._keys, where)
         plan = self.plan
         self._checkpoints = MasterCheckpoints(
             self.recovery,

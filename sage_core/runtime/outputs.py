@@ -58,18 +58,17 @@ class Outputs:
         self.buffer_size = plan.settings.buffer_size
         self.targets: list[str] = []
         self.ports: list[OutPort] = []
+        #: each channel's router (plugin name, config), for ports that gain targets
+        self._routers: dict[str, tuple[str, dict[str, Any]]] = {}
         for ch in plan.outputs_of(task):
+            self._routers[ch.id] = (ch.router, dict(ch.router_config))
             dsts = dict(ch.routes)[replica_id]
             slots = []
             for d in dsts:
                 if d not in self.targets:
                     self.targets.append(d)
                 slots.append(self.targets.index(d))
-            router = None
-            if len(dsts) > 1:
-                router = plugins.get("router", ch.router, scope="dataflow")(
-                    **dict(ch.router_config)
-                )
+            router = self._router(ch.id) if len(dsts) > 1 else None
             self.ports.append(
                 OutPort(
                     ch.id,
@@ -80,10 +79,59 @@ class Outputs:
                     key_function(ch.key) if ch.key is not None else None,
                 )
             )
+        self._set_fast()
+
+    def _router(self, channel: str) -> Any:
+        name, config = self._routers[channel]
+        return plugins.get("router", name, scope="dataflow")(**config)
+
+    def _set_fast(self) -> None:
         only = self.ports[0] if len(self.ports) == 1 else None
         #: the one port when it needs neither a router nor keys (the hot path)
         self.fast = (
             only if only and only.router is None and only.key_of is None else None
+        )
+
+    # -- in-place rescaling (``compiler.rescale``): called between steps ---------
+
+    def add_target(self, replica: str, channels: set[str]) -> int:
+        """Route ``channels`` to ``replica`` too (a replica added while the job
+        runs); returns its slot, the next after the current targets."""
+        slot = len(self.targets)
+        self.targets.append(replica)
+        for n, port in enumerate(self.ports):
+            if port.channel not in channels:
+                continue
+            self.ports[n] = self._port(
+                port, [*port.slots, slot], port.router or self._router(port.channel)
+            )
+        self._set_fast()
+        return slot
+
+    def retire_target(self, replica: str) -> list[tuple[int, str]]:
+        """Stop routing to ``replica`` (a retired replica); returns the (slot,
+        channel) pairs it was reached on, each owed its end-of-stream marker."""
+        if replica not in self.targets:
+            return []
+        slot = self.targets.index(replica)
+        owed = []
+        for n, port in enumerate(self.ports):
+            if slot in port.slots:
+                left = [s for s in port.slots if s != slot]
+                self.ports[n] = self._port(port, left, port.router)
+                owed.append((slot, port.channel))
+        self._set_fast()
+        return owed
+
+    def _port(self, port: OutPort, slots: list[int], router: Any) -> OutPort:
+        targets = self.targets
+        return OutPort(
+            port.channel,
+            port.input_index,
+            slots,
+            router,
+            tuple(Candidate(i, targets[s]) for i, s in enumerate(slots)),
+            port.key_of,
         )
 
     def emit(

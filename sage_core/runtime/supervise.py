@@ -81,6 +81,8 @@ class Supervision:
     _failures: list[BaseException]
     _last_cause: BaseException | None
     _history: list[dict[str, Any]]
+    _runs: dict[Any, str]
+    _pending: set[Any]
     _launch: Callable[[dict[str, str]], Awaitable[None]]
     _record: Callable[[dict[str, str]], dict[str, Any]]
     metrics: Callable[[], dict[str, Any]]
@@ -107,15 +109,19 @@ class Supervision:
     async def _run_attempt(self) -> None:
         assert self._checkpoints is not None
         self._checkpoints.start()
-        runs = {asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors}
-        pending = set(runs)
+        # replicas added while the attempt runs (``DaskRescale``) join both
+        runs = self._runs = {
+            asyncio.ensure_future(self._run_one(rid)): rid for rid in self._actors
+        }
+        pending = self._pending = set(runs)
         next_poll = _perf() + POLL_S
         self._stopping = False
         while pending:
             timeout = max(0.0, next_poll - _perf())
-            done, pending = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            done, _ = await asyncio.wait(
+                set(pending), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            pending -= done
             for fut in done:
                 self._collect(runs[fut], fut)
             if self._failures:

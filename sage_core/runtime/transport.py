@@ -79,6 +79,34 @@ class Inbox:
             self._wake = asyncio.Event()
         return self._wake
 
+    def add_sender(self, sender: str) -> int:
+        """A sender added while the job runs (``compiler.rescale``): it gets the
+        same quota as the others, and the queue grows by as much so that no
+        sender's credit shrinks; returns its quota. The queue is replaced (read
+        ``queue`` again after this).
+
+        Raises:
+            TransportError: ``sender`` already sends here, or the inbox is closed.
+        """
+        if sender in self._owed:
+            raise TransportError(f"{sender!r} already sends to this replica")
+        if self.closed:
+            raise TransportError("the receiving replica has stopped")
+        old = self.queue
+        queue = BoundedQueue(old.capacity + self.quota)
+        for p in old.pop_many(old.size, 0) if old.size else ():
+            queue.try_push(p)
+        self.queue = queue
+        self.senders.append(sender)
+        self._owed[sender] = 0
+        self._next_seq[sender] = 0
+        self._held[sender] = {}
+        return self.quota
+
+    def wake(self) -> None:
+        """Wake a driver waiting for data (it has other work: queued rewires)."""
+        self._event().set()
+
     def attach_local(self, sender: str, grant: Callable[[int], None]) -> None:
         """A same-worker sender: credits go back through ``grant(n)``."""
         self._local[sender] = grant

@@ -19,7 +19,9 @@ on, ``Barrier`` markers flow between packets (``runtime.barriers``).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +57,10 @@ class EndOfStream:
 
     def __repr__(self) -> str:
         return f"EndOfStream({self.channel!r}, {self.sender!r})"
+
+
+#: a marker a driver's input queue may carry to wake it (queued rewires); no data
+WAKE = object()
 
 
 class ReplicaCore:
@@ -141,6 +147,11 @@ class ReplicaCore:
             if replica_id in dsts
         )
         self.eos_seen = 0
+        #: changes of the downstream wiring (replicas added or retired while the
+        #: job runs), applied by the driver between steps (``apply_rewires``)
+        self.rewires: deque[Callable[[], Outbound]] = deque()
+        self._rewire_lock = threading.Lock()
+        self._ended = False
         self._fused = (
             FusedChain(self.executors)
             if self.is_source
@@ -238,6 +249,37 @@ class ReplicaCore:
             fit = min(most, popped * self.step_budget_s / took) if took > 0 else most
             self.take = max(self.min_take, int(fit))
         return self.take
+
+    # -- in-place rescaling ----------------------------------------------------
+
+    def rewire(self, change: Callable[[], Outbound]) -> bool:
+        """Queue a change of the outputs for the driver to apply between steps
+        (``apply_rewires``); False when this replica already sent its end of
+        stream (the change can no longer matter). Any thread may call it."""
+        with self._rewire_lock:
+            if self._ended:
+                return False
+            self.rewires.append(change)
+            return True
+
+    def apply_rewires(self) -> Outbound:
+        """Apply the queued output changes (in the driver, between steps); returns
+        the packets they owe (end-of-stream markers to retired replicas)."""
+        out: Outbound = []
+        while self.rewires:
+            out += self.rewires.popleft()()
+        return out
+
+    def add_target(self, replica: str, channels: set[str]) -> int:
+        """Route ``channels`` to ``replica`` too; its slot (``Outputs.add_target``)."""
+        return self.outputs.add_target(replica, channels)
+
+    def retire_target(self, replica: str) -> Outbound:
+        """Stop routing to ``replica``; its end-of-stream markers, to send now."""
+        return [
+            (slot, EndOfStream(channel, self.replica))
+            for slot, channel in self.outputs.retire_target(replica)
+        ]
 
     # -- processing ------------------------------------------------------------
 
@@ -344,7 +386,8 @@ class ReplicaCore:
         traced: list[tuple[dict[str, Any], float]] = []
         for p in packets:
             if type(p) is not tuple:
-                self.eos_seen += 1
+                if p is not WAKE:
+                    self.eos_seen += 1
                 continue
             items, index, sent, ptraces, _ = p
             m.queue_wait_s += (now - sent) * len(items)
@@ -411,8 +454,11 @@ class ReplicaCore:
 
     def finish(self) -> Outbound:
         """Flush what is pending and return the end-of-stream markers."""
+        with self._rewire_lock:
+            self._ended = True
+        out = self.apply_rewires()
         now = _perf()
-        out = self._flush_pending(now) if self.pending else []
+        out += self._flush_pending(now) if self.pending else []
         out += self._end_of_input(now)
         for port in self.ports:
             for slot in port.slots:

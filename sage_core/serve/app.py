@@ -269,6 +269,7 @@ class ServeApp:
                     for op, r in (scaler.ranges.items() if scaler else [])
                 },
                 "decisions": [d.to_dict() for d in scaler.decisions] if scaler else [],
+                "changes": list(server.changes),
             }
         )
 

@@ -25,12 +25,14 @@ of the time: empty queues alone also describe replicas that keep up only because
 there are enough of them. Every change is a :class:`ScaleDecision`, kept and logged,
 with the samples that led to it.
 
-The server applies a decision by *rolling* the job (see
-:class:`~sage_core.serve.server.PipelineServer`): a plan with the new parallelism
-takes over the request hub and the old job finishes the requests it holds. Served
-operators are maps, filters and flat_maps without keyed inputs, so no state moves.
-Every operator's replicas start anew on a roll, so sizing in one step also saves
-the rolls (and model loads) a doubling ramp pays.
+The server applies a decision in place (see
+:class:`~sage_core.serve.server.PipelineServer` and ``compiler.rescale``): replicas
+of the operator are added beside the running ones or retired after draining what
+they hold, and every other operator's replicas, engines included, keep running.
+Served operators are maps, filters and flat_maps without keyed inputs, so no state
+moves. An operator that cannot change in place (chained, or a job with
+checkpoints) is *rolled*: a plan with the new parallelism takes over the request
+hub and the old job finishes the requests it holds.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ class Autoscaler:
             op, queue = snap.get("task"), snap.get("queue")
             if op not in self.ranges or queue is None:
                 continue
+            if snap.get("state") in ("finished", "failed", "cancelled"):
+                continue  # a retired replica (or one of a rolled job) that ended
             sample = out.setdefault(str(op), _OpSample())
             sample.depths.append(int(queue["depth"]))
             # a step in progress counts as far as it has gone (a long batch would

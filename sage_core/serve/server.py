@@ -17,11 +17,13 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sage_core.compiler.compile import compile_plan
+from sage_core.compiler.rescale import RescaleError
 from sage_core.graph.model import LogicalGraph
 from sage_core.runtime.job import JobFailed
 from sage_core.runtime.local import LocalRuntime
@@ -148,6 +150,9 @@ class PipelineServer:
         self._roll_lock = threading.Lock()
         #: why the pipeline stopped on its own (an operator failed to open ...)
         self.failure: str | None = None
+        #: every change of replicas: operator, from, to, how ("in place" with the
+        #: replicas added or retired, or "rolled" with why), when
+        self.changes: list[dict[str, Any]] = []
 
     def start(self) -> None:
         """Start the pipeline's job (idempotent)."""
@@ -240,22 +245,42 @@ class PipelineServer:
                 self.rescale(changes)
 
     def rescale(self, parallelism: Mapping[str, int]) -> None:
-        """Run the operators at ``parallelism`` (by name) from now on: a new job
-        takes over the request hub; the current one finishes what it holds."""
+        """Run the operators at ``parallelism`` (by name) from now on.
+
+        An operator that can change in place (``compiler.rescale``: a stateless
+        map, filter or flat_map) gains or loses replicas while the others keep
+        running, engines loaded by other operators included. Otherwise a new job
+        takes over the request hub and the current one finishes what it holds
+        (a roll). Each change is recorded in ``changes`` with how it was made.
+        """
         unknown = sorted(set(parallelism) - set(self.parallelism))
         if unknown:
             raise ServeError(f"no operator(s) {unknown} in {self.name!r}")
         with self._roll_lock:
             if self._stopping.is_set() or self.hub is None or self.hub.closed:
                 return
+            roll: dict[str, str] = {}
             for op, n in parallelism.items():
+                before = self.parallelism[op]
+                if n == before:
+                    continue
+                change = {"at": time.time(), "operator": op, "from": before, "to": n}
+                try:
+                    assert self.job is not None
+                    change["replicas"] = self.job.scale(op, n)
+                    change["how"] = "in place"
+                except RescaleError as exc:
+                    roll[op] = str(exc)
+                    change["how"], change["why"] = "rolled", str(exc)
+                self.changes.append(change)
+                self.parallelism[op] = n
                 logger.info(
-                    "served pipeline %r: %s %d -> %d replicas",
-                    self.name, op, self.parallelism[op], n,
+                    "served pipeline %r: %s %d -> %d replicas (%s)",
+                    self.name, op, before, n, change["how"],
                 )  # fmt: skip
-            self.parallelism.update(parallelism)
-            self.generation += 1
-            self._launch()
+            if roll:
+                self.generation += 1
+                self._launch()
 
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
         """Stop serving: with ``drain`` the requests in flight are answered first."""

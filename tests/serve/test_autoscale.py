@@ -1,5 +1,6 @@
 """Replica autoscaling of served pipelines: decisions stay in range and need a
-sustained signal, and a rolled job loses or duplicates no request."""
+sustained signal, they are applied in place (or by rolling the job where that is
+refused), and no request is lost or duplicated either way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_core import LocalEnvironment, PipelineServer, ServeError
+from sage_core import (
+    Contract,
+    LocalEnvironment,
+    MapFunction,
+    PipelineServer,
+    ServeError,
+)
 from sage_core.serve.autoscale import (
     AutoscaleError,
     Autoscaler,
@@ -238,7 +245,12 @@ def test_a_backlog_grows_the_operator_and_no_request_is_lost() -> None:
         metrics = httpx.get(f"{url}/metrics").text
     decisions = scaling["decisions"]
     assert max(d["to"] for d in decisions) > 1, scaling  # it grew under the burst
-    assert scaling["generation"] == len(decisions)  # one rolled job per decision
+    # every decision changed the running job in place: no roll, no new job
+    assert scaling["generation"] == 0
+    assert [c["how"] for c in scaling["changes"]] == ["in place"] * len(decisions)
+    assert [(c["from"], c["to"]) for c in scaling["changes"]] == [
+        (d["from"], d["to"]) for d in decisions
+    ]
     assert scaling["parallelism"]["work"] == decisions[-1]["to"]
     first = decisions[0]
     assert (first["operator"], first["from"]) == ("work", 1) and first["to"] > 1
@@ -272,3 +284,28 @@ def test_replica_metrics_report_the_step_in_progress() -> None:
     m.step_started, m.step_items = time.perf_counter() - 2.0, 16
     snap = m.snapshot()
     assert snap["in_step_s"] >= 2.0 and snap["in_step_items"] == 16
+
+
+class StatefulDouble(MapFunction):
+    """A map that declares state: its replicas cannot change in place."""
+
+    contract = Contract(state="stateful")
+
+    def map(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {**item, "y": 2 * item["x"]}
+
+
+def test_an_operator_that_cannot_change_in_place_is_rolled() -> None:
+    """A stateful operator's new parallelism takes a new job (generation 1),
+    which answers the requests that follow; the change says why."""
+    env = LocalEnvironment("scaled")
+    env.from_collection([]).map(StatefulDouble, name="work").sink("collect")
+    server = PipelineServer(env)
+    with server.serve_in_thread() as url:
+        server.rescale({"work": 2})
+        scaling = httpx.get(f"{url}/v1/pipelines/scaled/scaling").json()
+        responses = asyncio.run(_burst(url, list(range(20))))
+    assert [r.json()["y"] for r in responses] == [2 * x for x in range(20)]
+    assert scaling["generation"] == 1 and scaling["parallelism"]["work"] == 2
+    (change,) = scaling["changes"]
+    assert change["how"] == "rolled" and "stateful" in change["why"]
