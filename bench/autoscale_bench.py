@@ -1,15 +1,21 @@
 """bench-autoscale: a served pipeline whose operator waits on a slow call (20 ms, as
 a remote model would) under open-loop Poisson load above one replica's capacity:
 a fixed single replica, a fixed maximum (4) and autoscaling between them
-(``--autoscale work=1:4``), same load, same run.
+(``--autoscale work=1:4``), same load, same run. Autoscaling runs twice: applied
+in place (``job.scale``: only ``work``'s replicas change) and by rolling the job
+(a new job at the new parallelism takes over the hub). The roll is forced by
+declaring ``work`` stateful, which is the only difference between the two.
 
-Each configuration serves in this process (``PipelineServer.serve_in_thread``, the
-embedded runtime) and gets ``--rate`` requests/s for ``--seconds`` (Poisson, the
+The pipeline has a second operator after ``work``, ``engine``, whose ``open``
+takes ``--load-s`` seconds (a model load, emulated by sleeping) and whose map is
+cheap: a roll loads it again, in place does not. Each configuration serves in this
+process (``PipelineServer.serve_in_thread``, the embedded runtime) once every
+replica is open, and gets ``--rate`` requests/s for ``--seconds`` (Poisson, the
 same seeds) from ``common.open_loop_post`` (latency from each request's scheduled
 send time). Reported per configuration: answered requests/s, p50/p99 latency, the
-share refused (429), the replicas at the end and the scale decisions with their
-times; the plot shows p99 per second over the run. Configurations alternate order
-across ``--repeats``; medians with min-max spread.
+share refused (429), the replicas at the end, the engine loads, and the scale
+decisions with their times; the plot shows p99 per second over the run.
+Configurations alternate order across ``--repeats``; medians with min-max spread.
 
 Run: ``nox -s bench-autoscale`` (bench/results/autoscale.json + .png);
 ``nox -s bench-autoscale -- --smoke`` (seconds).
@@ -36,7 +42,14 @@ from common import (
 
 HERE = Path(__file__).resolve().parent
 SERVICE_S = 0.02
-CONFIGS = {"fixed-1": (1, None), "fixed-4": (4, None), "autoscale-1:4": (1, (1, 4))}
+#: (replicas of ``work`` at the start, autoscaling range, roll instead of in place)
+CONFIGS = {
+    "fixed-1": (1, None, False),
+    "fixed-4": (4, None, False),
+    "autoscale-1:4": (1, (1, 4), False),
+    "autoscale-1:4 (roll)": (1, (1, 4), True),
+}
+LOADS: list[float] = []  # when each engine replica finished loading
 
 
 def remote_call(item: dict[str, Any]) -> dict[str, Any]:
@@ -45,25 +58,66 @@ def remote_call(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "done": True}
 
 
-def serve_once(config: str, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+def engine_factory(load_s: float) -> Any:
+    """A map whose ``open`` takes ``load_s`` seconds (a model load, emulated)."""
+    from sage_core import MapFunction
+
+    class Engine(MapFunction):
+        def open(self, ctx: Any) -> None:
+            time.sleep(load_s)
+            LOADS.append(time.perf_counter())
+
+        def map(self, item: dict[str, Any]) -> dict[str, Any]:
+            return item
+
+    return Engine
+
+
+def _wait_open(server: Any, timeout: float = 120.0) -> None:
+    """Until every replica of the served job is open (its loads are not the
+    requests' latency)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reps = server.job.metrics()["replicas"].values()
+        if reps and all(r["state"] == "running" for r in reps):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the served job did not open")
+
+
+def serve_once(
+    config: str, rate: float, seconds: float, seed: int, load_s: float
+) -> dict[str, Any]:
     from sage_core import LocalEnvironment, PipelineServer
 
-    replicas, scale = CONFIGS[config]
+    replicas, scale, roll = CONFIGS[config]
     env = LocalEnvironment("work")
-    s = env.from_collection([]).map(remote_call, name="work", parallelism=replicas)
-    s.sink("collect")
+    s = env.from_collection([]).map(
+        remote_call,
+        name="work",
+        parallelism=replicas,
+        # stateful: cannot change in place, so the server rolls the job
+        contract={"state": "stateful"} if roll else None,
+    )
+    s.map(engine_factory(load_s), name="engine").sink("collect")
     server = PipelineServer(
         env,
         max_in_flight=512,
         autoscale={"work": scale} if scale else None,
         scale_interval_s=0.25,
     )
+    LOADS.clear()
     with server.serve_in_thread() as url:
+        _wait_open(server)
+        started = time.perf_counter()
         port = int(url.rsplit(":", 1)[1])
         got = asyncio.run(
             open_loop_post(port, "/v1/pipelines/work", [{"x": 1}], rate, seconds, seed)
         )
     got["replicas_at_end"] = server.parallelism["work"]
+    got["engine_loads"] = len(LOADS)
+    got["engine_loads_while_serving"] = sum(1 for t in LOADS if t > started)
+    got["changes"] = list(server.changes)
     got["decisions"] = [d.to_dict() for d in server.scaler.decisions] if scale else []
     return got
 
@@ -83,7 +137,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         series = row["p99_per_second_ms_first_repeat"]
         ax.plot(range(len(series)), series, marker=".", color=f"C{i}", label=config)
     ax.set(xlabel="second of the run", ylabel="p99 latency (ms, log)", yscale="log",
-           title=f"{result['config']['rate']:g} req/s Poisson, 20 ms operator")  # fmt: skip
+           title=f"{result['config']['rate']:g} req/s Poisson, 20 ms operator, "
+                 f"{result['config']['engine_load_s']:g} s engine load")  # fmt: skip
     ax.legend()
     fig.suptitle("bench-autoscale: served pipeline, embedded runtime (shared box)")
     fig.tight_layout()
@@ -96,21 +151,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--load-s", type=float, default=2.0, help="seconds the engine takes to open"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "autoscale.json")
     args = parser.parse_args()
     out = args.out
     if args.smoke:
         args.seconds, args.repeats, out = 4.0, 1, smoke_path(out)
+        args.load_s = min(args.load_s, 0.5)
     before = machine_info()
     raw: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
     for rep in range(args.repeats):
         order = list(CONFIGS) if rep % 2 == 0 else list(CONFIGS)[::-1]
         for config in order:
-            got = serve_once(config, args.rate, args.seconds, seed=rep)
+            got = serve_once(config, args.rate, args.seconds, rep, args.load_s)
             raw[config].append(got)
             print(f"rep {rep} {config:14s}: {got['ok_per_s']:.1f} ok/s p50 "
                   f"{got['p50_ms']:.1f} ms p99 {got['p99_ms']:.1f} ms, 429 "
-                  f"{got['refused_share']:.2f}, replicas {got['replicas_at_end']}",
+                  f"{got['refused_share']:.2f}, replicas {got['replicas_at_end']}, "
+                  f"engine loads while serving {got['engine_loads_while_serving']}",
                   flush=True)  # fmt: skip
     configs = {}
     for config, runs in raw.items():
@@ -120,6 +180,10 @@ def main() -> None:
             "p99_ms": spread([r["p99_ms"] for r in runs]),
             "refused_share": spread([r["refused_share"] for r in runs]),
             "replicas_at_end": [r["replicas_at_end"] for r in runs],
+            "engine_loads_while_serving": [
+                r["engine_loads_while_serving"] for r in runs
+            ],
+            "changes_first_repeat": runs[0]["changes"],
             "decisions_first_repeat": runs[0]["decisions"],
             "p99_per_second_ms_first_repeat": per_second_p99(
                 runs[0]["timeline"], args.seconds
@@ -132,6 +196,10 @@ def main() -> None:
         / configs["fixed-4"]["p99_ms"]["median"],
         "autoscale_vs_fixed4_throughput": configs["autoscale-1:4"]["ok_per_s"]["median"]
         / configs["fixed-4"]["ok_per_s"]["median"],
+        "in_place_vs_roll_p99": configs["autoscale-1:4"]["p99_ms"]["median"]
+        / configs["autoscale-1:4 (roll)"]["p99_ms"]["median"],
+        "in_place_vs_roll_throughput": configs["autoscale-1:4"]["ok_per_s"]["median"]
+        / configs["autoscale-1:4 (roll)"]["ok_per_s"]["median"],
     }
     print({k: round(v, 3) for k, v in ratio.items()})
     result = {
@@ -141,6 +209,7 @@ def main() -> None:
             "seconds": args.seconds,
             "repeats": args.repeats,
             "operator_s": SERVICE_S,
+            "engine_load_s": args.load_s,
             "smoke": args.smoke,
         },
         "machine_before": before,

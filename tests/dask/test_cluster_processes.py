@@ -54,53 +54,6 @@ def _pipeline(env: Any, n: int) -> None:
     s.map(lambda kv: kv, contract={"gpu": 1}, name="gpu-stage").sink("collect")
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    sage_cmd: list[str],
-    process_group: Any,
-    free_port: Callable[[], int],
-    start_scheduler: Callable[..., tuple[Any, str]],
-) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("cluster")
-    group = process_group(tmp)
-    dash = free_port()
-    _, address = start_scheduler(group, tmp, dashboard=dash)
-    try:
-        for name, extra in (
-            ("cpu-0", []),
-            ("cpu-1", []),
-            ("gpu-0", ["--resources", "GPU=1"]),
-        ):
-            group.start(
-                [
-                    *sage_cmd,
-                    "worker",
-                    address,
-                    "--name",
-                    name,
-                    "--host",
-                    "127.0.0.1",
-                    *extra,
-                ],
-                f"worker-{name}",
-                cwd=tmp,
-            )
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(3, timeout=120)
-            yield {
-                "address": address,
-                "client": client,
-                "dashboard": f"http://127.0.0.1:{dash}",
-                "tmp": tmp,
-                "group": group,
-            }
-    finally:
-        group.stop_all()
-
-
 def test_keyed_pipeline_across_processes_equals_local(cluster: dict[str, Any]) -> None:
     local = LocalEnvironment("multi", resources={"GPU": 1})
     _pipeline(local, 4000)
