@@ -202,7 +202,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
         _script("bench/serve_bench.py"),
     ),
     "bench-autoscale": (
-        "Served pipeline under overload: fixed 1 / fixed 4 replicas vs autoscaling.",
+        "Served pipeline under overload: fixed 1 / 4 replicas vs autoscaling (in place, roll).",
         _script("bench/autoscale_bench.py"),
     ),
     "bench-admission": (

@@ -103,6 +103,21 @@ class JobClient:
         ends ``drained`` with its results."""
         return dict(self._call("sage_manager_stop", job=job, drain=drain))
 
+    def scale(self, job: str, operator: str, replicas: int) -> dict[str, Any]:
+        """Run ``operator`` of a running job on ``replicas`` replicas from now on,
+        in place (a stateless map, filter or flat_map; see ``JobHandle.scale``);
+        ``{"job", "operator", "replicas", "changed": [replica ids]}``.
+
+        Raises:
+            JobError: no such job, it is not running, or the operator cannot change
+                in place (the message says why).
+        """
+        return dict(
+            self._call(
+                "sage_manager_scale", job_id=job, operator=operator, replicas=replicas
+            )
+        )
+
     def logs(self, job: str) -> builtins.list[str]:
         """What happened to the job (submitted, placed, running, ended, errors)."""
         return list(self._call("sage_manager_logs", job=job))

@@ -134,6 +134,32 @@ def stop_cmd(
     click.echo(json.dumps(jc.stop(job, drain=drain), indent=2))
 
 
+@jobs_group.command("scale")
+@click.argument("job")
+@click.argument("changes", nargs=-1, required=True, metavar="OP=N...")
+@_cluster_options
+def scale_cmd(job: str, changes: tuple[str, ...], jc: Any) -> None:
+    """Run operator OP of JOB on N replicas from now on, in place: replicas are
+    added or retired while the job runs (a stateless map, filter or flat_map);
+    prints each change as JSON."""
+    out = []
+    for op, n in _scale_changes(changes).items():
+        out.append(jc.scale(job, op, n))
+    click.echo(json.dumps(out, indent=2))
+
+
+def _scale_changes(changes: tuple[str, ...]) -> dict[str, int]:
+    parsed: dict[str, int] = {}
+    for text in changes:
+        op, sep, raw = text.partition("=")
+        if not sep or not op or not raw.strip().isdigit() or int(raw) < 1:
+            raise click.BadParameter(
+                f"{text!r} is not OP=N with N >= 1, e.g. embed=4", param_hint="OP=N"
+            )
+        parsed[op] = int(raw)
+    return parsed
+
+
 @jobs_group.command("admission")
 @click.argument("policy", required=False)
 @click.option(

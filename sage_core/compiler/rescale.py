@@ -62,7 +62,10 @@ def check_rescalable(plan: ExecutionPlan, operator: str) -> str:
     ops = plan.task(task).operators
     why = ""
     if len(ops) > 1:
-        why = f"it runs chained with {', '.join(o for o in ops if o != operator)}"
+        why = (
+            f"it runs chained with {', '.join(o for o in ops if o != operator)} "
+            f"(compile with chaining off, setting chaining: false, to scale it)"
+        )
     elif plan.operator(operator).role not in RESCALABLE_ROLES:
         why = f"it is a {plan.operator(operator).role}, not a map, filter or flat_map"
     elif plan.operator(operator).contract.stateful:

@@ -17,6 +17,7 @@ scheduler`` and ``dask scheduler --preload sage_core.runtime.preload`` both have
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sage_core.common.errors import SageError
+from sage_core.compiler.rescale import RescaleError
 from sage_core.runtime.admission import (
     PUMP_S,
     AdmissionDecision,
@@ -267,6 +269,23 @@ class JobManager:
     def logs(self, job_id: str) -> list[str]:
         return list(self.find(job_id).logs)
 
+    def scale(self, job_id: str, operator: str, replicas: int) -> dict[str, Any]:
+        """Change ``operator``'s replicas in place (``JobHandle.scale``); the
+        replicas added or retired, logged with the job.
+
+        Raises:
+            RescaleError: the job is not running, or the operator cannot change.
+        """
+        job = self.find(job_id)
+        if job.status != "running" or job.handle is None:
+            raise RescaleError(f"job {job.id} is {job.status}, not running")
+        changed = job.handle.scale(operator, replicas)
+        if changed:
+            job.log(f"{operator} scaled to {replicas} replicas: {', '.join(changed)}")
+            self.store.save(job.record())
+        return {"job": job.id, "operator": operator, "replicas": replicas,
+                "changed": changed}  # fmt: skip
+
 
 def _sinks(plan: Any) -> set[str]:
     return {op.name for op in plan.operators if op.role == "sink"}
@@ -310,9 +329,22 @@ def install(scheduler: Any, board: Any) -> JobManager:
             ),
             "sage_manager_logs": _remote(lambda job: manager.logs(job)),
             "sage_manager_admission": _remote(manager.set_admission),
+            # off the scheduler's event loop: a rescale asks the scheduler for the
+            # cluster's state and creates actors through it
+            "sage_manager_scale": _remote_in_thread(manager.scale),
         }
     )
     return manager
+
+
+def _remote_in_thread(fn: Any) -> Any:
+    """``_remote`` for a call that must not block the scheduler's event loop."""
+    call = _remote(fn)
+
+    async def handler(**kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(call, **kwargs)
+
+    return handler
 
 
 def _remote(fn: Any) -> Any:

@@ -88,3 +88,39 @@ def test_fair_share_admission_queues_an_owners_second_job(
     with JobClient(plain_dask) as jc:
         jc.stop(second)
         assert jc.wait(second, timeout=120)["status"] == "cancelled"
+
+
+def test_a_running_job_is_scaled_in_place_from_another_process(
+    plain_dask, job_spec, sage_run, tmp_path, until_status, monkeypatch
+):
+    """``sage jobs scale JOB slow=3`` adds two replicas to the running job (no
+    restart: the job keeps its id and its source), every item arrives once, and
+    the job's log and record say what changed."""
+    from sage_core import JobClient
+    from sage_core.observe.records import load_record
+
+    out = tmp_path / "out.jsonl"
+    spec = job_spec(tmp_path / "scaled.yaml", "scaled", 1500, out)
+    with spec.open("a") as f:
+        f.write("settings: {chaining: false}\n")  # chained, slow could not scale
+    with JobClient(plain_dask) as jc:
+        job = jc.submit(spec)
+        until_status(jc, job, "running")
+    bad = sage_run("jobs", "scale", job, "slow=0", "--address", plain_dask)
+    assert bad.returncode != 0 and "OP=N with N >= 1" in bad.stderr
+    wrong = sage_run("jobs", "scale", job, "numbers=2", "--address", plain_dask)
+    assert wrong.returncode != 0 and "a source" in wrong.stderr
+    scaled = sage_run("jobs", "scale", job, "slow=3", "--address", plain_dask)
+    assert scaled.returncode == 0, scaled.stderr
+    (change,) = json.loads(scaled.stdout)
+    assert change["changed"] == ["slow#1", "slow#2"]
+    with JobClient(plain_dask) as jc:
+        assert jc.wait(job, timeout=120)["status"] == "succeeded", jc.logs(job)
+        assert any("slow scaled to 3 replicas" in line for line in jc.logs(job))
+    assert sorted(json.loads(line) for line in out.read_text().splitlines()) == list(
+        range(1500)
+    )
+    monkeypatch.setenv("SAGE_HOME", str(tmp_path / "home"))  # the cluster's
+    record = load_record(job)
+    assert [r["added"] for r in record["rescales"]] == ["slow#1", "slow#2"]
+    assert {"slow#1", "slow#2"} <= set(record["metrics"]["replicas"])
