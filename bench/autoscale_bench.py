@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from common import (
     write_report,
 )
 
+from sage_core import MapFunction
+
 HERE = Path(__file__).resolve().parent
 SERVICE_S = 0.02
 #: (replicas of ``work`` at the start, autoscaling range, roll instead of in place)
@@ -49,7 +52,6 @@ CONFIGS = {
     "autoscale-1:4": (1, (1, 4), False),
     "autoscale-1:4 (roll)": (1, (1, 4), True),
 }
-LOADS: list[float] = []  # when each engine replica finished loading
 
 
 def remote_call(item: dict[str, Any]) -> dict[str, Any]:
@@ -58,19 +60,21 @@ def remote_call(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "done": True}
 
 
-def engine_factory(load_s: float) -> Any:
-    """A map whose ``open`` takes ``load_s`` seconds (a model load, emulated)."""
-    from sage_core import MapFunction
+class Engine(MapFunction):
+    """A map whose ``open`` takes ``load_s`` seconds (a model load, emulated by
+    sleeping); each load appends its time to the file ``loads``."""
 
-    class Engine(MapFunction):
-        def open(self, ctx: Any) -> None:
-            time.sleep(load_s)
-            LOADS.append(time.perf_counter())
+    def __init__(self, load_s: float, loads: str) -> None:
+        super().__init__()
+        self.load_s, self.loads = load_s, loads
 
-        def map(self, item: dict[str, Any]) -> dict[str, Any]:
-            return item
+    def open(self, ctx: Any) -> None:
+        time.sleep(self.load_s)
+        with open(self.loads, "a") as f:
+            f.write(f"{time.time()}\n")
 
-    return Engine
+    def map(self, item: dict[str, Any]) -> dict[str, Any]:
+        return item
 
 
 def _wait_open(server: Any, timeout: float = 120.0) -> None:
@@ -85,13 +89,27 @@ def _wait_open(server: Any, timeout: float = 120.0) -> None:
     raise TimeoutError("the served job did not open")
 
 
+def _environment(runtime: str) -> Any:
+    """The embedded runtime, or an in-process Dask cluster of 2 workers whose
+    replicas report their metrics every 0.25 s (what the autoscaler samples)."""
+    if runtime == "local":
+        from sage_core import LocalEnvironment
+
+        return LocalEnvironment("work")
+    from sage_core.api.dask_environment import DaskEnvironment
+
+    env = DaskEnvironment("work", n_workers=2, metrics_interval_s=0.25)
+    env.client.wait_for_workers(2)
+    return env
+
+
 def serve_once(
-    config: str, rate: float, seconds: float, seed: int, load_s: float
+    config: str, rate: float, seconds: float, seed: int, load_s: float, runtime: str
 ) -> dict[str, Any]:
-    from sage_core import LocalEnvironment, PipelineServer
+    from sage_core import PipelineServer
 
     replicas, scale, roll = CONFIGS[config]
-    env = LocalEnvironment("work")
+    env = _environment(runtime)
     s = env.from_collection([]).map(
         remote_call,
         name="work",
@@ -99,24 +117,28 @@ def serve_once(
         # stateful: cannot change in place, so the server rolls the job
         contract={"state": "stateful"} if roll else None,
     )
-    s.map(engine_factory(load_s), name="engine").sink("collect")
+    loads = Path(tempfile.mkdtemp()) / "loads"
+    loads.touch()
+    s.map(Engine, name="engine", load_s=load_s, loads=str(loads)).sink("collect")
     server = PipelineServer(
         env,
         max_in_flight=512,
         autoscale={"work": scale} if scale else None,
         scale_interval_s=0.25,
     )
-    LOADS.clear()
     with server.serve_in_thread() as url:
         _wait_open(server)
-        started = time.perf_counter()
+        started = time.time()
         port = int(url.rsplit(":", 1)[1])
         got = asyncio.run(
             open_loop_post(port, "/v1/pipelines/work", [{"x": 1}], rate, seconds, seed)
         )
+    if runtime == "dask":
+        env.close()
+    at = [float(line) for line in loads.read_text().split()]
     got["replicas_at_end"] = server.parallelism["work"]
-    got["engine_loads"] = len(LOADS)
-    got["engine_loads_while_serving"] = sum(1 for t in LOADS if t > started)
+    got["engine_loads"] = len(at)
+    got["engine_loads_while_serving"] = sum(1 for t in at if t > started)
     got["changes"] = list(server.changes)
     got["decisions"] = [d.to_dict() for d in server.scaler.decisions] if scale else []
     return got
@@ -140,7 +162,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
            title=f"{result['config']['rate']:g} req/s Poisson, 20 ms operator, "
                  f"{result['config']['engine_load_s']:g} s engine load")  # fmt: skip
     ax.legend()
-    fig.suptitle("bench-autoscale: served pipeline, embedded runtime (shared box)")
+    where = {"local": "embedded runtime", "dask": "Dask, 2 in-process workers"}
+    fig.suptitle(
+        f"bench-autoscale: served pipeline, {where[result['config']['runtime']]} "
+        "(shared box)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -152,11 +178,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--runtime",
+        choices=("local", "dask"),
+        default="local",
+        help="embedded runtime, or an in-process Dask cluster of 2 workers",
+    )
+    parser.add_argument(
         "--load-s", type=float, default=2.0, help="seconds the engine takes to open"
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "autoscale.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/autoscale.json (autoscale-dask.json with --runtime dask)",
+    )
     args = parser.parse_args()
-    out = args.out
+    name = "autoscale.json" if args.runtime == "local" else "autoscale-dask.json"
+    out = args.out or HERE / "results" / name
     if args.smoke:
         args.seconds, args.repeats, out = 4.0, 1, smoke_path(out)
         args.load_s = min(args.load_s, 0.5)
@@ -165,7 +203,9 @@ def main() -> None:
     for rep in range(args.repeats):
         order = list(CONFIGS) if rep % 2 == 0 else list(CONFIGS)[::-1]
         for config in order:
-            got = serve_once(config, args.rate, args.seconds, rep, args.load_s)
+            got = serve_once(
+                config, args.rate, args.seconds, rep, args.load_s, args.runtime
+            )
             raw[config].append(got)
             print(f"rep {rep} {config:14s}: {got['ok_per_s']:.1f} ok/s p50 "
                   f"{got['p50_ms']:.1f} ms p99 {got['p99_ms']:.1f} ms, 429 "
@@ -210,6 +250,7 @@ def main() -> None:
             "repeats": args.repeats,
             "operator_s": SERVICE_S,
             "engine_load_s": args.load_s,
+            "runtime": args.runtime,
             "smoke": args.smoke,
         },
         "machine_before": before,

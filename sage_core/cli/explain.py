@@ -147,6 +147,13 @@ def explain_cmd(
             f"{', '.join(r['excluded']) or 'none'}; restored checkpoint "
             f"{r['restored_epoch'] or 'none (started over)'}"
         )
+    for r in record.get("rescales", []):  # job.scale / sage jobs scale
+        done = (
+            f"added {r['added']} on {r['placement']['worker']}"
+            if "added" in r
+            else f"retired {r['retired']}"
+        )
+        click.echo(f"rescaled {r['operator']} {r['from']} -> {r['to']}: {done}")
 
 
 def _replay(record: dict[str, Any], policy: str, as_json: bool) -> None:

@@ -115,3 +115,12 @@ def test_a_dask_job_records_its_rescales_with_placements(embedded: Any) -> None:
     placed = record["rescales"][0]["placement"]
     assert placed["replica"] == "work#1" and placed["policy"] == "load-aware-spread"
     assert set(record["placement"]) >= {"work#0", "work#1"}
+    from click.testing import CliRunner
+
+    from sage_core.cli import cli
+
+    shown = CliRunner().invoke(cli, ["explain", job.job_id])
+    assert shown.exit_code == 0, shown.output
+    assert "rescaled work 1 -> 2: added work#1 on " in shown.output
+    assert "rescaled work 3 -> 2: retired work#2" in shown.output
+    assert "work#1" in shown.output.split("rescaled")[0]  # its placement trace
