@@ -2,13 +2,20 @@
 ``immediate``, ``staggered`` and ``utilisation`` admission policies.
 
 A real cluster (``sage scheduler`` + two ``sage worker`` processes, one thread each)
-runs N copies of a CPU-bound pipeline (``range`` -> a map doing ~``--work`` integer
-operations per item -> ``jsonl``), all submitted at once through ``JobClient``.
-Per N and policy: the p99 (and p50) of job completion times (submission to end, as
-the job manager records them), the makespan, total items/s, and per-job efficiency
-``N * T1 / makespan`` (T1: one job alone, same policy, same run). Printed: the p99
-and throughput of staggered and utilisation relative to immediate at each N.
-Policies alternate within each repeat; figures are medians over ``--repeats``.
+runs N copies of a CPU-bound pipeline (a source stamping each item with its
+emission time -> a map doing ~``--work`` integer operations per item -> a map
+turning the stamp into the item's emission-to-sink latency -> ``jsonl``), all
+submitted at once through ``JobClient``. Per N and policy: the p99 (and p50) of
+the items' latency across all N jobs (the paper's per-task P99), the p99 (and
+p50) of job completion times (submission to end, as the job manager records
+them), the makespan, total items/s, and per-job efficiency ``N * T1 / makespan``
+(T1: one job alone, same policy, same run). Printed: the item p99, job p99 and
+throughput of each policy relative to immediate at each N. Policies alternate
+within each repeat; figures are medians over ``--repeats``.
+
+``utilisation`` runs twice: gated on measured CPU (``rho`` 0.8, at most 2 jobs)
+and as plain slots (``rho`` 1, at most 2 jobs: the next job starts as soon as one
+ends, one job per worker process).
 
 Run: ``nox -s bench-admission`` (bench/results/admission.json + .png);
 ``nox -s bench-admission -- --smoke`` (under 2 minutes; admission-smoke.*).
@@ -39,25 +46,42 @@ from common import (
 )
 
 WORK_MODULE = """
-def work(x, n={work}):
+import time
+
+
+def stamped(stop):
+    for x in range(stop):
+        yield [x, time.time()]
+
+
+def work(item, n={work}):
+    x, t = item
     acc = 0
     for i in range(n):
         acc = (acc * 31 + i + x) % 1000003
-    return acc
+    return [acc, t]
+
+
+def latency(item):
+    return time.time() - item[1]
 """
-POLICIES = {
-    "immediate": {},
-    "staggered": {"delta_s": 1.0},
-    "utilisation": {"rho": 0.8, "max_running": 2},
+#: label -> (admission policy, its options)
+POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "immediate": ("immediate", {}),
+    "staggered": ("staggered", {"delta_s": 1.0}),
+    "utilisation": ("utilisation", {"rho": 0.8, "max_running": 2}),
+    "utilisation (2 slots)": ("utilisation", {"rho": 1.0, "max_running": 2}),
 }
 
 
 def spec(path: Path, name: str, items: int, out: Path) -> Path:
     path.write_text(
         f"name: {name}\nsettings: {{buffer_size: 16}}\noperators:\n"
-        f"  - {{name: numbers, use: range, config: {{stop: {items}}}}}\n"
+        "  - {name: numbers, use: 'benchwork:stamped', role: source, "
+        f"config: {{stop: {items}}}}}\n"
         "  - {name: work, use: 'benchwork:work', role: map, inputs: [numbers]}\n"
-        f"  - {{name: out, use: jsonl, config: {{path: {out}}}, inputs: [work]}}\n"
+        "  - {name: latency, use: 'benchwork:latency', role: map, inputs: [work]}\n"
+        f"  - {{name: out, use: jsonl, config: {{path: {out}}}, inputs: [latency]}}\n"
     )
     return path
 
@@ -106,9 +130,10 @@ class Cluster:
 def run_batch(jc: Any, tmp: Path, n: int, items: int, tag: str) -> dict[str, Any]:
     """Submit ``n`` jobs at once, wait for all; their completion times."""
     t0 = time.time()
+    outs = [tmp / f"{tag}-{i}.jsonl" for i in range(n)]
     jobs = [
-        jc.submit(spec(tmp / f"{tag}-{i}.yaml", f"{tag}-{i}", items,
-                       tmp / f"{tag}-{i}.jsonl"), owner=f"user{i}")
+        jc.submit(spec(tmp / f"{tag}-{i}.yaml", f"{tag}-{i}", items, outs[i]),
+                  owner=f"user{i}")
         for i in range(n)
     ]  # fmt: skip
     finals = [jc.wait(j, timeout=3600) for j in jobs]
@@ -117,7 +142,12 @@ def run_batch(jc: Any, tmp: Path, n: int, items: int, tag: str) -> dict[str, Any
         raise RuntimeError(f"jobs failed: {bad}")
     done = [f["ended"] - f["submitted"] for f in finals]
     makespan = max(f["ended"] for f in finals) - t0
+    lat = [float(line) for out in outs for line in out.read_text().split()]
+    if len(lat) != n * items:
+        raise RuntimeError(f"{len(lat)} latencies for {n * items} items")
     return {
+        "item_p50_s": percentile(lat, 0.5),
+        "item_p99_s": percentile(lat, 0.99),
         "p50_s": percentile(done, 0.5),
         "p99_s": percentile(done, 0.99),
         "makespan_s": makespan,
@@ -129,16 +159,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt = pyplot()
 
     ns = result["concurrency"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    keys = ("item_p99_s", "p99_s", "items_per_s", "efficiency")
     for i, policy in enumerate(POLICIES):
         rows = [result["runs"][policy][str(n)] for n in ns]
-        for ax, key in zip(axes, ("p99_s", "items_per_s", "efficiency"), strict=True):
+        for ax, key in zip(axes, keys, strict=True):
             ax.errorbar(ns, [r[key]["median"] for r in rows],
                         yerr=[[r[key]["median"] - r[key]["min"] for r in rows],
                               [r[key]["max"] - r[key]["median"] for r in rows]],
                         marker="o", capsize=3, color=f"C{i}", label=policy)  # fmt: skip
-    for ax, title in zip(axes, ("job completion p99 (s)", "total items/s",
-                                "per-job efficiency N*T1/makespan"), strict=True):  # fmt: skip
+    titles = ("item emission-to-sink p99 (s)", "job completion p99 (s)",
+              "total items/s", "per-job efficiency N*T1/makespan")  # fmt: skip
+    for ax, title in zip(axes, titles, strict=True):
         ax.set(xlabel="concurrent pipelines", title=title)
         ax.set_xscale("log", base=2)
         ax.legend()
@@ -178,10 +210,11 @@ def main() -> None:
                 for n in ns:
                     for policy in order:
                         time.sleep(1.0)  # staggered counts from the last start
-                        jc.admission(policy, **POLICIES[policy])
+                        name, options = POLICIES[policy]
+                        jc.admission(name, **options)
                         got = run_batch(jc, tmp, n, args.items, f"{policy}-{n}-{rep}")
                         raw[policy].setdefault(n, []).append(got)
-                        print(f"rep {rep} n {n:2d} {policy:11s}: {got}", flush=True)
+                        print(f"rep {rep} n {n:2d} {policy:21s}: {got}", flush=True)
     finally:
         cluster.close()
     runs: dict[str, dict[str, Any]] = {}
@@ -194,18 +227,20 @@ def main() -> None:
             row["efficiency"] = spread([n * t1 / r["makespan_s"] for r in reps])
             runs[policy][str(n)] = row
     ratios = {}
-    for policy in ("staggered", "utilisation"):
+    for policy in [p for p in POLICIES if p != "immediate"]:
         ratios[policy] = {}
         for n in ns:
             mine, base = runs[policy][str(n)], runs["immediate"][str(n)]
+            item = mine["item_p99_s"]["median"] / base["item_p99_s"]["median"]
             p99 = mine["p99_s"]["median"] / base["p99_s"]["median"]
             thr = mine["items_per_s"]["median"] / base["items_per_s"]["median"]
             ratios[policy][str(n)] = {
+                "item_p99_vs_immediate": item,
                 "p99_vs_immediate": p99,
                 "throughput_vs_immediate": thr,
             }
-            print(f"n {n:2d} {policy:11s}: p99 {p99:.2f}x immediate, "
-                  f"throughput {thr:.2f}x immediate")  # fmt: skip
+            print(f"n {n:2d} {policy:21s}: item p99 {item:.2f}x, job p99 "
+                  f"{p99:.2f}x, throughput {thr:.2f}x immediate")  # fmt: skip
     result = {
         "benchmark": "bench-admission",
         "smoke": args.smoke,
@@ -214,7 +249,7 @@ def main() -> None:
             "items_per_job": args.items,
             "work_per_item": args.work,
             "repeats": args.repeats,
-            "policies": POLICIES,
+            "policies": {k: {"policy": p, **o} for k, (p, o) in POLICIES.items()},
             "note": "shared machine: compare policies of the same run only",
         },
         "machine_before": before,
