@@ -185,7 +185,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_smoke_flag(parser)
     parser.add_argument("--concurrency", default="1,2,4,8,16")
-    parser.add_argument("--items", type=int, default=20000)
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=50000,
+        help="per job: long enough that jobs overlap",
+    )
     parser.add_argument("--work", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "admission.json")

@@ -73,6 +73,7 @@ class JobManager:
         # never hold it while waiting on that loop (connecting a client does)
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
+        self._placing = threading.Lock()  # compile + register, one job at a time
         self._shared: Any = None
         self.queue = AdmissionQueue(admission or _configured_policy(), utilisation)
         self._closed = threading.Event()
@@ -148,24 +149,28 @@ class JobManager:
         from sage_core.compiler import compile_plan
         from sage_core.compiler.plan import RuntimeSettings
         from sage_core.runtime.cluster_view import cluster_view
-        from sage_core.runtime.master import DaskRuntime
+        from sage_core.runtime.master import DaskJob
 
         try:
             client = self._client()
             settings = RuntimeSettings.from_mapping(
                 {k: v for k, v in loaded.settings.items() if k != "parallelism"}
             )
-            plan = compile_plan(
-                loaded.graph,
-                cluster_view(client),
-                job.policy or "load-aware-spread",
-                settings=settings,
-            )
+            # jobs admitted together are placed one after the other: each sees the
+            # replicas of those placed before it (the board has them once the
+            # job is registered), not an empty cluster
+            with self._placing:
+                plan = compile_plan(
+                    loaded.graph,
+                    cluster_view(client),
+                    job.policy or "load-aware-spread",
+                    settings=settings,
+                )
+                handle = DaskJob(client, plan, job_id=job.id, priority=job.priority)
+                handle.register()
             workers = sorted({r.placement.worker for r in plan.replicas})
             job.log(f"placed {len(plan.replicas)} replicas on {', '.join(workers)}")
-            handle = DaskRuntime(client).submit(
-                plan, job_id=job.id, priority=job.priority
-            )
+            handle.launch()
             job.handle = handle
             self._label(job)
             job.status = "running"

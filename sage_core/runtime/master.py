@@ -111,17 +111,33 @@ class DaskJob(DaskRescale, Supervision, JobHandle):
         }
 
     def start(self) -> DaskJob:
-        """Create, wire and open every replica, then start them.
+        """Register the job (``register``), then create, wire and open every
+        replica and start them (``launch``).
 
         Raises:
             ReplicaStartError: an actor failed to start or open (named, with cause).
         """
+        return self.register().launch()
+
+    def register(self) -> DaskJob:
+        """Write the job record and post the job to the scheduler's board: from
+        now on placement of other jobs counts this one's replicas as resident
+        (``cluster_view``)."""
         client = self.client
         client.run_on_scheduler(install_on)
-        addresses = self._addresses()
-        record = self._record(addresses)
+        self._where = self._addresses()
+        record = self._record(self._where)
         save_record(record)
         client.sync(client.scheduler.sage_job_submit, record=record)
+        return self
+
+    def launch(self) -> DaskJob:
+        """Create, wire and open every replica of a registered job, then start them.
+
+        Raises:
+            ReplicaStartError: an actor failed to start or open (named, with cause).
+        """
+        client, addresses = self.client, self._where
         self._started = _perf()
         try:
             client.sync(self._launch, addresses)

@@ -124,3 +124,33 @@ def test_a_running_job_is_scaled_in_place_from_another_process(
     record = load_record(job)
     assert [r["added"] for r in record["rescales"]] == ["slow#1", "slow#2"]
     assert {"slow#1", "slow#2"} <= set(record["metrics"]["replicas"])
+
+
+def test_jobs_admitted_together_are_placed_apart(
+    dask_processes, job_spec, tmp_path, until_status, monkeypatch
+):
+    """Two jobs submitted at once on two one-thread workers land on different
+    workers: each is placed seeing the other's replicas, not an empty cluster."""
+    from sage_core import JobClient
+    from sage_core.observe.records import load_record
+
+    _, address, _ = dask_processes.scheduler()
+    dask_processes.worker(address)
+    dask_processes.worker(address)
+    from distributed import Client
+
+    with Client(address) as c:
+        c.wait_for_workers(2, timeout=60)
+    with JobClient(address) as jc:
+        jobs = [
+            jc.submit(job_spec(tmp_path / f"j{i}.yaml", f"j{i}", 300,
+                               tmp_path / f"j{i}.jsonl"))
+            for i in range(2)
+        ]  # fmt: skip
+        for job in jobs:
+            assert jc.wait(job, timeout=120)["status"] == "succeeded", jc.logs(job)
+    monkeypatch.setenv("SAGE_HOME", str(tmp_path / "home"))  # the cluster's
+    hosts = [
+        {p["worker"] for p in load_record(job)["placement"].values()} for job in jobs
+    ]
+    assert all(len(h) == 1 for h in hosts) and hosts[0] != hosts[1], hosts
