@@ -64,6 +64,14 @@ def work(item, n={work}):
 
 def latency(item):
     return time.time() - item[1]
+
+
+def call(item, url="{url}"):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=600) as reply:
+        reply.read()
+    return item
 """
 #: label -> (admission policy, its options)
 POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -74,12 +82,53 @@ POLICIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def spec(path: Path, name: str, items: int, out: Path) -> Path:
+class SharedEndpoint:
+    """An emulated model endpoint shared by every job: one slot, first come first
+    served, ``service_s`` per request (a server whose batch is full). HTTP on
+    127.0.0.1; each request waits its turn, then the service time."""
+
+    def __init__(self, service_s: float) -> None:
+        import http.server
+        import queue
+        import threading
+
+        turns: queue.Queue[threading.Event] = queue.Queue()
+
+        def serve_turns() -> None:
+            while True:
+                done = turns.get()
+                time.sleep(service_s)
+                done.set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                done = threading.Event()
+                turns.put(done)
+                done.wait()
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=serve_turns, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def spec(path: Path, name: str, items: int, out: Path, op: str = "work") -> Path:
     path.write_text(
         f"name: {name}\nsettings: {{buffer_size: 16}}\noperators:\n"
         "  - {name: numbers, use: 'benchwork:stamped', role: source, "
         f"config: {{stop: {items}}}}}\n"
-        "  - {name: work, use: 'benchwork:work', role: map, inputs: [numbers]}\n"
+        f"  - {{name: work, use: 'benchwork:{op}', role: map, inputs: [numbers]}}\n"
         "  - {name: latency, use: 'benchwork:latency', role: map, inputs: [work]}\n"
         f"  - {{name: out, use: jsonl, config: {{path: {out}}}, inputs: [latency]}}\n"
     )
@@ -127,12 +176,14 @@ class Cluster:
             p.wait(30)
 
 
-def run_batch(jc: Any, tmp: Path, n: int, items: int, tag: str) -> dict[str, Any]:
+def run_batch(
+    jc: Any, tmp: Path, n: int, items: int, tag: str, op: str
+) -> dict[str, Any]:
     """Submit ``n`` jobs at once, wait for all; their completion times."""
     t0 = time.time()
     outs = [tmp / f"{tag}-{i}.jsonl" for i in range(n)]
     jobs = [
-        jc.submit(spec(tmp / f"{tag}-{i}.yaml", f"{tag}-{i}", items, outs[i]),
+        jc.submit(spec(tmp / f"{tag}-{i}.yaml", f"{tag}-{i}", items, outs[i], op),
                   owner=f"user{i}")
         for i in range(n)
     ]  # fmt: skip
@@ -174,9 +225,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set(xlabel="concurrent pipelines", title=title)
         ax.set_xscale("log", base=2)
         ax.legend()
-    fig.suptitle(
-        "bench-admission: 2 worker processes, CPU-bound pipelines (shared box)"
-    )
+    kind = {
+        "cpu": "CPU-bound pipelines",
+        "endpoint": "pipelines sharing one emulated endpoint",
+    }[result["setup"]["workload"]]
+    fig.suptitle(f"bench-admission: 2 worker processes, {kind} (shared box)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -192,18 +245,33 @@ def main() -> None:
         help="per job: long enough that jobs overlap",
     )
     parser.add_argument("--work", type=int, default=2000)
+    parser.add_argument(
+        "--workload",
+        choices=("cpu", "endpoint"),
+        default="cpu",
+        help="cpu: each item costs --work integer operations; endpoint: each item "
+        "is a request to one shared emulated endpoint (--service-ms, one slot)",
+    )
+    parser.add_argument("--service-ms", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "admission.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     ns = [int(n) for n in args.concurrency.split(",")]
-    out = args.out
+    endpoint = (
+        SharedEndpoint(args.service_ms / 1000) if args.workload != "cpu" else None
+    )
+    if endpoint is not None and args.items == 50000:
+        args.items = 1000  # 2 s of the endpoint's time per job
+    name = "admission.json" if endpoint is None else "admission-endpoint.json"
+    out = args.out or HERE / "results" / name
     if args.smoke:
         ns, args.items, args.repeats, out = [1, 3], 300, 1, smoke_path(out)
     if 1 not in ns:
         ns = [1, *ns]
     before = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="sage-bench-admission-"))
-    (tmp / "benchwork.py").write_text(WORK_MODULE.format(work=args.work))
+    url = endpoint.url if endpoint is not None else ""
+    (tmp / "benchwork.py").write_text(WORK_MODULE.format(work=args.work, url=url))
     cluster = Cluster(tmp)
     from sage_core import JobClient
 
@@ -217,11 +285,15 @@ def main() -> None:
                         time.sleep(1.0)  # staggered counts from the last start
                         name, options = POLICIES[policy]
                         jc.admission(name, **options)
-                        got = run_batch(jc, tmp, n, args.items, f"{policy}-{n}-{rep}")
+                        tag = f"{policy}-{n}-{rep}"
+                        op = "work" if endpoint is None else "call"
+                        got = run_batch(jc, tmp, n, args.items, tag, op)
                         raw[policy].setdefault(n, []).append(got)
                         print(f"rep {rep} n {n:2d} {policy:21s}: {got}", flush=True)
     finally:
         cluster.close()
+        if endpoint is not None:
+            endpoint.close()
     runs: dict[str, dict[str, Any]] = {}
     for policy in POLICIES:
         t1 = spread([r["makespan_s"] for r in raw[policy][1]])["median"]
@@ -252,7 +324,9 @@ def main() -> None:
         "setup": {
             "cluster": "sage scheduler + 2 sage worker processes, 1 thread each",
             "items_per_job": args.items,
-            "work_per_item": args.work,
+            "workload": args.workload,
+            "work_per_item": args.work if endpoint is None else None,
+            "endpoint_service_ms": args.service_ms if endpoint is not None else None,
             "repeats": args.repeats,
             "policies": {k: {"policy": p, **o} for k, (p, o) in POLICIES.items()},
             "note": "shared machine: compare policies of the same run only",
