@@ -203,6 +203,21 @@ def _with(
     )
 
 
+def check_count(replicas: int) -> None:
+    """Raises RescaleError unless ``replicas`` is a replica count (at least 1)."""
+    if replicas < 1:
+        raise RescaleError(f"an operator needs at least 1 replica, got {replicas}")
+
+
+def next_index(plan: ExecutionPlan, task: str, highest: dict[str, int]) -> int:
+    """The number of ``task``'s next new replica: one past every number it used so
+    far (``highest``, updated here: retired replicas' numbers are not reused)."""
+    used = [r.index for r in plan.replicas_of(task)]
+    index = max([highest.get(task, -1), *used]) + 1
+    highest[task] = index
+    return index
+
+
 def feeds(plan: ExecutionPlan, replica: str) -> dict[str, set[str]]:
     """The replicas that send to ``replica``, each with the channels it uses."""
     task = next(r.task for r in plan.replicas if r.id == replica)

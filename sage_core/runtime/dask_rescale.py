@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from sage_core.compiler.rescale import (
     RescaleError,
+    check_count,
     check_rescalable,
     fed_by,
     feeds,
     grow,
+    next_index,
     shrink,
 )
 from sage_core.observe.records import update_record
@@ -60,8 +62,7 @@ class DaskRescale:
 
     def scale(self, operator: str, replicas: int) -> list[str]:
         """See ``JobHandle.scale``."""
-        if replicas < 1:
-            raise RescaleError(f"an operator needs at least 1 replica, got {replicas}")
+        check_count(replicas)
         result: list[str] = self.client.sync(self._scale, operator, replicas)
         return result
 
@@ -87,16 +88,12 @@ class DaskRescale:
             await self._publish()
         return changed
 
-    def _next_index(self, task: str) -> int:
-        used = [r.index for r in self.plan.replicas_of(task)]
-        index = max([self._indices.get(task, -1), *used]) + 1
-        self._indices[task] = index
-        return index
-
     async def _add(self, operator: str, task: str) -> str:
         client = self.client
         view = await cluster_view_async(client)
-        plan, rid = grow(self.plan, operator, view, index=self._next_index(task))
+        plan, rid = grow(
+            self.plan, operator, view, index=next_index(self.plan, task, self._indices)
+        )
         info = (await client.scheduler.identity(n_workers=-1))["workers"]
         address = addresses_of(plan, info)[rid]
         key = f"sage-{self.job_id}-{rid}-{self._token}.{self._attempt}"

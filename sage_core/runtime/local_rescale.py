@@ -20,10 +20,12 @@ from sage_core.channels import BoundedQueue, QueueClosed
 from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.rescale import (
     RescaleError,
+    check_count,
     check_rescalable,
     fed_by,
     feeds,
     grow,
+    next_index,
     shrink,
 )
 from sage_core.observe.metrics import ReplicaMetrics
@@ -56,8 +58,7 @@ class LocalRescale:
 
     def scale(self, operator: str, replicas: int) -> list[str]:
         """See ``JobHandle.scale``."""
-        if replicas < 1:
-            raise RescaleError(f"an operator needs at least 1 replica, got {replicas}")
+        check_count(replicas)
         changed: list[str] = []
         with self._scale_lock:
             while True:
@@ -72,17 +73,14 @@ class LocalRescale:
         if self._status != "running" or self._cancelled.is_set():
             raise RescaleError(f"job {self.job_id} is {self._status}, not running")
 
-    def _next_index(self, task: str) -> int:
-        used = [r.index for r in self.plan.replicas_of(task)]
-        index = max([self._indices.get(task, -1), *used]) + 1
-        self._indices[task] = index
-        return index
-
     def _add(self, operator: str, task: str) -> str:
         with self._lock:
             self._check_running()
             plan, rid = grow(
-                self.plan, operator, ClusterView.local(), index=self._next_index(task)
+                self.plan,
+                operator,
+                ClusterView.local(),
+                index=next_index(self.plan, task, self._indices),
             )
         rp = next(r for r in plan.replicas if r.id == rid)
         metrics = ReplicaMetrics(rid, task, plan.task(task).operators)
