@@ -29,7 +29,8 @@ from sage_core.compiler.rescale import (
     shrink,
 )
 from sage_core.observe.metrics import ReplicaMetrics
-from sage_core.runtime.worker import WAKE, ReplicaCore
+from sage_core.runtime.rewiring import WAKE
+from sage_core.runtime.worker import ReplicaCore
 
 if TYPE_CHECKING:
     from sage_core.compiler.plan import ExecutionPlan

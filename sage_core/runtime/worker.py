@@ -19,9 +19,7 @@ on, ``Barrier`` markers flow between packets (``runtime.barriers``).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,29 +39,14 @@ from sage_core.runtime.operators import (
     key_function,
 )
 from sage_core.runtime.outputs import Outbound, OutPort, Outputs
+from sage_core.runtime.rewiring import WAKE, EndOfStream, Rewiring
 from sage_core.runtime.source import produce
 
 Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
 _perf = time.perf_counter
 
 
-class EndOfStream:
-    """The last message on a channel from one upstream replica."""
-
-    __slots__ = ("channel", "sender")
-
-    def __init__(self, channel: str, sender: str) -> None:
-        self.channel, self.sender = channel, sender
-
-    def __repr__(self) -> str:
-        return f"EndOfStream({self.channel!r}, {self.sender!r})"
-
-
-#: a marker a driver's input queue may carry to wake it (queued rewires); no data
-WAKE = object()
-
-
-class ReplicaCore:
+class ReplicaCore(Rewiring):
     """Runs one replica's operator chain on packets; see the module docstring."""
 
     def __init__(
@@ -147,11 +130,7 @@ class ReplicaCore:
             if replica_id in dsts
         )
         self.eos_seen = 0
-        #: changes of the downstream wiring (replicas added or retired while the
-        #: job runs), applied by the driver between steps (``apply_rewires``)
-        self.rewires: deque[Callable[[], Outbound]] = deque()
-        self._rewire_lock = threading.Lock()
-        self._ended = False
+        self._init_rewiring()
         self._fused = (
             FusedChain(self.executors)
             if self.is_source
@@ -249,37 +228,6 @@ class ReplicaCore:
             fit = min(most, popped * self.step_budget_s / took) if took > 0 else most
             self.take = max(self.min_take, int(fit))
         return self.take
-
-    # -- in-place rescaling ----------------------------------------------------
-
-    def rewire(self, change: Callable[[], Outbound]) -> bool:
-        """Queue a change of the outputs for the driver to apply between steps
-        (``apply_rewires``); False when this replica already sent its end of
-        stream (the change can no longer matter). Any thread may call it."""
-        with self._rewire_lock:
-            if self._ended:
-                return False
-            self.rewires.append(change)
-            return True
-
-    def apply_rewires(self) -> Outbound:
-        """Apply the queued output changes (in the driver, between steps); returns
-        the packets they owe (end-of-stream markers to retired replicas)."""
-        out: Outbound = []
-        while self.rewires:
-            out += self.rewires.popleft()()
-        return out
-
-    def add_target(self, replica: str, channels: set[str]) -> int:
-        """Route ``channels`` to ``replica`` too; its slot (``Outputs.add_target``)."""
-        return self.outputs.add_target(replica, channels)
-
-    def retire_target(self, replica: str) -> Outbound:
-        """Stop routing to ``replica``; its end-of-stream markers, to send now."""
-        return [
-            (slot, EndOfStream(channel, self.replica))
-            for slot, channel in self.outputs.retire_target(replica)
-        ]
 
     # -- processing ------------------------------------------------------------
 
@@ -454,9 +402,7 @@ class ReplicaCore:
 
     def finish(self) -> Outbound:
         """Flush what is pending and return the end-of-stream markers."""
-        with self._rewire_lock:
-            self._ended = True
-        out = self.apply_rewires()
+        out = self._end_rewiring()
         now = _perf()
         out += self._flush_pending(now) if self.pending else []
         out += self._end_of_input(now)
