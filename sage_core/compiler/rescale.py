@@ -209,6 +209,19 @@ def check_count(replicas: int) -> None:
         raise RescaleError(f"an operator needs at least 1 replica, got {replicas}")
 
 
+def next_step(plan: ExecutionPlan, operator: str, replicas: int) -> tuple[str, bool]:
+    """The next one-replica change towards ``replicas`` replicas of ``operator``:
+    (its task, True to add one / False to retire one); the task is ``""`` when
+    it has ``replicas`` already.
+
+    Raises:
+        RescaleError: the operator cannot change in place.
+    """
+    task = check_rescalable(plan, operator)
+    now = len(plan.replicas_of(task))
+    return (task if now != replicas else ""), now < replicas
+
+
 def next_index(plan: ExecutionPlan, task: str, highest: dict[str, int]) -> int:
     """The number of ``task``'s next new replica: one past every number it used so
     far (``highest``, updated here: retired replicas' numbers are not reused)."""

@@ -200,6 +200,8 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
             inbox = self.inbox
             assert inbox is not None
             while not core.done and not self._cancelled:
+                if core.rewires:
+                    await self._emit(core.apply_rewires())
                 packets = inbox.pop(core.take)
                 if not packets:
                     t0 = _perf()
@@ -207,11 +209,7 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
                     m.idle_s += _perf() - t0
                     packets = inbox.pop(core.take)
                     if not packets and not core.pending:
-                        if core.rewires:
-                            await self._emit(core.apply_rewires())
                         continue
-                if core.rewires:
-                    await self._emit(core.apply_rewires())
                 t0 = _perf()
                 out = await self._step(core.handle, packets)
                 self._record(packets, t0, _perf())

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 from sage_core.compiler.rescale import (
     RescaleError,
     check_count,
-    check_rescalable,
     fed_by,
     feeds,
     grow,
     next_index,
+    next_step,
     shrink,
 )
 from sage_core.observe.records import update_record
-from sage_core.runtime.actor_calls import ReplicaStartError, addresses_of, call_actor
+from sage_core.runtime.actor_calls import ReplicaStartError, call_actor
 from sage_core.runtime.cluster_view import cluster_view_async
 from sage_core.runtime.dask_actor import ReplicaActor
 from sage_core.runtime.transport import quota
@@ -70,15 +70,15 @@ class DaskRescale:
         changed: list[str] = []
         async with self._scale_lock:
             while True:
-                task = check_rescalable(self.plan, operator)
-                now = len(self.plan.replicas_of(task))
-                if now == replicas:
+                task, add = next_step(self.plan, operator, replicas)
+                if not task:
                     break
                 if self._status != "running" or self._stopping:
                     raise RescaleError(
                         f"job {self.job_id} is {self._status}, not running"
                     )
-                if now < replicas:
+                now = len(self.plan.replicas_of(task))
+                if add:
                     rid = await self._add(operator, task)
                 else:
                     rid = await self._retire(operator)
@@ -94,8 +94,8 @@ class DaskRescale:
         plan, rid = grow(
             self.plan, operator, view, index=next_index(self.plan, task, self._indices)
         )
-        info = (await client.scheduler.identity(n_workers=-1))["workers"]
-        address = addresses_of(plan, info)[rid]
+        worker = next(r.placement.worker for r in plan.replicas if r.id == rid)
+        address = next(str(w.address) for w in view.workers if w.name == worker)
         key = f"sage-{self.job_id}-{rid}-{self._token}.{self._attempt}"
         fut = client.submit(
             ReplicaActor,
@@ -109,15 +109,15 @@ class DaskRescale:
             pure=False,
         )
         credits: dict[str, int] = {}
+        owes = fed_by(plan, rid)
         try:
             actor = await asyncio.wait_for(fut._result(), 120)
-            for d, owed in fed_by(plan, rid).items():
+            for d, owed in owes.items():
                 credits[d] = await call_actor(self._actors[d], "add_sender", rid, owed)
             targets = {d: (self._where[d], self._keys[d]) for d in credits}
             await call_actor(actor, "connect", targets, credits)
             await call_actor(actor, "open", None)
         except Exception as exc:
-            owes = fed_by(plan, rid)
             for d in credits:  # they expect rid's end of stream: it never comes
                 await call_actor(self._actors[d], "drop_sender", rid, owes[d])
             fut.release()
@@ -165,8 +165,7 @@ class DaskRescale:
 
     async def _publish(self) -> None:
         """The job record and the scheduler's board follow the new plan."""
-        info = (await self.client.scheduler.identity(n_workers=-1))["workers"]
-        record = self._record(addresses_of(self.plan, info))
+        record = self._record({r.id: self._where[r.id] for r in self.plan.replicas})
         await self.client.scheduler.sage_job_submit(record=record)
         update_record(
             self.job_id,

@@ -76,14 +76,14 @@ def drive(
         assert inq is not None
         pop_many, handle, m = inq.pop_many, core.handle, core.metrics
         while not core.done:
+            if core.rewires:
+                _push_all(core, queues, core.apply_rewires())
             wait = core.wait_hint(_perf())
             packets = pop_many(core.take, 0)
             if not packets:
                 t0 = _perf()
                 packets = pop_many(core.take, wait)
                 m.idle_s += _perf() - t0
-            if core.rewires:
-                _push_all(core, queues, core.apply_rewires())
             out = handle(packets)
             if out:
                 _push_all(core, queues, out)

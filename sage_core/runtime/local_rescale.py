@@ -21,11 +21,11 @@ from sage_core.compiler.placement import ClusterView
 from sage_core.compiler.rescale import (
     RescaleError,
     check_count,
-    check_rescalable,
     fed_by,
     feeds,
     grow,
     next_index,
+    next_step,
     shrink,
 )
 from sage_core.observe.metrics import ReplicaMetrics
@@ -63,12 +63,12 @@ class LocalRescale:
         changed: list[str] = []
         with self._scale_lock:
             while True:
-                task = check_rescalable(self.plan, operator)
-                now = len(self.plan.replicas_of(task))
-                if now == replicas:
+                task, add = next_step(self.plan, operator, replicas)
+                if not task:
                     return changed
-                step = self._add if now < replicas else self._retire
-                changed.append(step(operator, task))
+                changed.append(
+                    self._add(operator, task) if add else self._retire(operator)
+                )
 
     def _check_running(self) -> None:
         if self._status != "running" or self._cancelled.is_set():
@@ -96,16 +96,16 @@ class LocalRescale:
             metrics=metrics,
         )
         core.open()  # may load a model: not under the job's lock
+        owes = fed_by(plan, rid)
         with self._lock:
             try:
                 self._check_running()
-                for d in fed_by(plan, rid):
-                    if self.cores[d].done:
-                        raise RescaleError(f"job {self.job_id} is ending")
+                if any(self.cores[d].done for d in owes):
+                    raise RescaleError(f"job {self.job_id} is ending")
             except BaseException:
                 core.close()
                 raise
-            for d, owed in fed_by(plan, rid).items():
+            for d, owed in owes.items():
                 self.cores[d].expected_eos += owed
             self.queues[rid] = queue
             outq = [self.queues[t] for t in core.targets]
@@ -138,7 +138,7 @@ class LocalRescale:
 
         return self._rewire(upstream, change)
 
-    def _retire(self, operator: str, task: str) -> str:
+    def _retire(self, operator: str) -> str:
         with self._lock:
             self._check_running()
             plan, rid = shrink(self.plan, operator)

@@ -119,7 +119,7 @@ class Supervision:
         while pending:
             timeout = max(0.0, next_poll - _perf())
             done, _ = await asyncio.wait(
-                set(pending), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             pending -= done
             for fut in done:

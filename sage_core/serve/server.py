@@ -259,7 +259,7 @@ class PipelineServer:
         with self._roll_lock:
             if self._stopping.is_set() or self.hub is None or self.hub.closed:
                 return
-            roll: dict[str, str] = {}
+            roll = False
             for op, n in parallelism.items():
                 before = self.parallelism[op]
                 if n == before:
@@ -270,7 +270,7 @@ class PipelineServer:
                     change["replicas"] = self.job.scale(op, n)
                     change["how"] = "in place"
                 except RescaleError as exc:
-                    roll[op] = str(exc)
+                    roll = True
                     change["how"], change["why"] = "rolled", str(exc)
                 self.changes.append(change)
                 self.parallelism[op] = n
