@@ -63,17 +63,21 @@ def compare(
     (a job record), each time right after a baseline run (the peer: the box is
     shared, so effects are compared as ratios to the baseline measured next to
     them). ``cores``: the CPUs the workers share (``predict``'s ``host_cores``).
-    ``calibration``: configs run once each after the profiled runs, whose service
+    ``calibration``: configs run once each before the profiled runs, whose service
     samples fill the batch sizes the baseline did not run (``extend_service``; none
     may be one of the counterfactuals)."""
     from sage_core.diagnosis import extend_service, job_model, pool_runs
     from sage_core.diagnosis.whatif import predict
 
     base_cfg = cases[0][2]
+    # calibration first: an engine's speed can shift once it has served other call
+    # sizes (vLLM CPU answered calls of 8 in 85-97 ms before the calibration runs
+    # and 103-130 ms after them), and the profiled runs must see the engine as the
+    # counterfactuals will
+    calibrated = [job_model(run_one(c)) for c in calibration]
     run_one(base_cfg)  # discarded: the profiled baseline runs are warm
     models = [job_model(run_one(base_cfg)) for _ in range(PROFILED_RUNS)]
-    model = pool_runs(models[0], models[1:])
-    model = extend_service(model, [job_model(run_one(c)) for c in calibration])
+    model = extend_service(pool_runs(models[0], models[1:]), calibrated)
     profiled = [measured_model(m) for m in models]
     pred0 = predict(model, host_cores=cores)
     rows = []

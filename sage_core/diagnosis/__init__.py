@@ -7,13 +7,12 @@ Reads job records, plans, metrics and traces; never runtime internals.
 from __future__ import annotations
 
 from sage_core.diagnosis.attribute import diagnose
-from sage_core.diagnosis.calibrate import extend_service
+from sage_core.diagnosis.calibrate import extend_service, pool_runs
 from sage_core.diagnosis.model import (
     DiagnosisError,
     JobModel,
     ServiceModel,
     job_model,
-    pool_runs,
     record_of,
 )
 from sage_core.diagnosis.replay import replay

@@ -17,7 +17,6 @@ worker's CPU.
 from __future__ import annotations
 
 import bisect
-import copy
 import random
 import statistics
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,8 @@ from sage_core.common.errors import SageError
 
 #: fewest samples at one batch size for that size to count as measured
 MIN_SAMPLES = 3
+#: a size's share of the most measured size's samples for it to enter the fit
+FIT_SHARE = 0.05
 
 
 class DiagnosisError(SageError):
@@ -62,9 +63,14 @@ class ServiceModel:
 
     def fit(self) -> tuple[float, float]:
         """``(a, b)`` of ``seconds = a + b * size`` over the medians of the sizes with
-        at least ``MIN_SAMPLES`` samples (of all sizes when none has); through the
-        origin when one size is all there is (no fixed cost per batch is known)."""
-        solid = {k: v for k, v in self.by_size.items() if len(v) >= MIN_SAMPLES}
+        at least ``MIN_SAMPLES`` samples and ``FIT_SHARE`` of the most measured
+        size's count (of all sizes when none has): three batches of a size the
+        run seldom made do not set the slope beside a hundred of the usual one.
+        Through the origin when one size is all there is (no fixed cost per batch
+        is known)."""
+        most = max((len(v) for v in self.by_size.values()), default=0)
+        least = max(MIN_SAMPLES, FIT_SHARE * most)
+        solid = {k: v for k, v in self.by_size.items() if len(v) >= least}
         pts = [(k, statistics.median(v)) for k, v in (solid or self.by_size).items()]
         if not pts:
             return 0.0, 0.0
@@ -205,41 +211,6 @@ class JobModel:
     def measured_throughput(self) -> float:
         """Items out of the sources per second of the run."""
         return self.source_items() / self.duration_s if self.duration_s else 0.0
-
-
-def pool_runs(model: JobModel, others: Sequence[JobModel]) -> JobModel:
-    """``model`` with other recorded runs of the same pipeline pooled in: the median
-    seconds per source item of all the runs (times ``model``'s items) and every
-    run's sampled traces; service samples and placement stay ``model``'s. A short
-    run's trace p99 rests on a few traces, so a prediction's latency calibration is
-    steadier over several runs.
-
-    Raises:
-        DiagnosisError: a run is of another pipeline (other tasks, operators,
-            replicas or packet size).
-    """
-    if not others:
-        return model
-    shape = _shape(model)
-    for other in others:
-        if _shape(other) != shape:
-            raise DiagnosisError(
-                f"job {other.job} is not a run of the same pipeline as job "
-                f"{model.job} (tasks, operators, replicas and buffer_size must match)"
-            )
-    runs = [model, *others]
-    per_item = [m.duration_s / m.source_items() for m in runs if m.source_items()]
-    pooled = copy.copy(model)
-    if per_item:
-        pooled.duration_s = statistics.median(per_item) * model.source_items()
-    pooled.traces = [t for m in runs for t in m.traces]
-    pooled.transport_s = None  # calibrated again on the pooled duration
-    return pooled
-
-
-def _shape(m: JobModel) -> tuple[Any, ...]:
-    tasks = tuple((t.name, tuple(t.operators), len(t.replicas)) for t in m.tasks)
-    return tasks, m.buffer_size
 
 
 def _workers(record: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, int]]:

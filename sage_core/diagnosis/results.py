@@ -1,9 +1,10 @@
-"""What a simulated run gives (``sim.SimResult``) and the latency quantiles it
-reports."""
+"""What a simulated run gives (``sim.SimResult``), the latency quantiles it
+reports, and several simulated runs of one plan taken together (``merged``)."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,3 +46,52 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[
         min(998, max(0, round(q * 1000) - 1))
     ]
+
+
+def merged(results: Sequence[SimResult]) -> SimResult:
+    """Several simulated runs of one plan (other seeds) as one: the mean makespan
+    (throughput = items per run over it) and the mean of every latency quantile,
+    operator figure and crossing count; batch sizes seen in any run; the most items
+    an engine held at once in any run."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    ops: dict[str, dict[str, Any]] = {}
+    for name, figures in first.operators.items():
+        ops[name] = {
+            key: _merged_figure(key, [r.operators[name][key] for r in results])
+            for key in figures
+        }
+    span = statistics.fmean(r.makespan_s for r in results)
+    qs = {
+        q: statistics.fmean(r.quantiles_ms.get(q, 0.0) for r in results)
+        for q in first.quantiles_ms
+    }
+    keys = {k for r in results for k in r.cross_packets}
+    return SimResult(
+        throughput=first.throughput * first.makespan_s / span if span else 0.0,
+        p50_ms=qs.get(0.5, statistics.fmean(r.p50_ms for r in results)),
+        p99_ms=qs.get(0.99, statistics.fmean(r.p99_ms for r in results)),
+        makespan_s=span,
+        items=round(statistics.fmean(r.items for r in results)),
+        operators=ops,
+        cross_packets={
+            k: round(statistics.fmean(r.cross_packets.get(k, 0) for r in results))
+            for k in keys
+        },
+        quantiles_ms=qs,
+    )
+
+
+def _merged_figure(key: str, values: list[Any]) -> Any:
+    if key == "batch_sizes":
+        return sorted({k for v in values for k in v})
+    if key == "engine_items":
+        return max(values)
+    if key == "items":
+        return [round(statistics.fmean(x)) for x in zip(*values, strict=True)]
+    if all(v == values[0] for v in values) or isinstance(values[0], bool):
+        return values[0]
+    if isinstance(values[0], int | float):
+        return statistics.fmean(values)
+    return values[0]

@@ -37,6 +37,7 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
+from sage_core.diagnosis.servers import Server
 
 __all__ = ["QUANTILES", "SimResult", "Simulator", "percentile", "simulate"]
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from sage_core.diagnosis.model import (
         ChannelModel,
         JobModel,
-        ServiceModel,
         TaskModel,
     )
 
@@ -67,6 +67,8 @@ class _Replica:
     timer: bool = False
     left: int = 0
     carry: float = 0.0
+    #: this replica's own random stream (common random numbers: see ``Simulator``)
+    rng: random.Random = field(default_factory=random.Random)
     # accounting
     busy_s: float = 0.0
     blocked_s: float = 0.0
@@ -77,42 +79,14 @@ class _Replica:
     sizes: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Worker:
-    """A worker process: its active batches share ``slots`` CPUs equally; or an
-    external engine (``engine``): they progress as one batch (module docstring)."""
-
-    slots: int
-    active: dict[str, float] = field(default_factory=dict)
-    then: dict[str, Callable[[], None]] = field(default_factory=dict)
-    engine: bool = False
-    #: engines: items and service model of each active batch
-    size: dict[str, tuple[int, ServiceModel]] = field(default_factory=dict)
-    #: engines: f(k) per (service model, k), computed once (a fit is not cheap)
-    means: dict[tuple[int, int], float] = field(default_factory=dict)
-
-    def mean(self, f: ServiceModel, k: int) -> float:
-        key = (id(f), k)
-        got = self.means.get(key)
-        if got is None:
-            got = self.means[key] = f.mean(k)
-        return got
-
-    def rates(self) -> dict[str, float]:
-        """The share of its own service time each active batch gets done per second."""
-        if not self.engine:
-            return dict.fromkeys(self.active, min(1.0, self.slots / len(self.active)))
-        total = sum(self.size[rid][0] for rid in self.active)
-        out = {}
-        for rid in self.active:
-            k, f = self.size[rid]
-            own, together = self.mean(f, k), self.mean(f, total)
-            out[rid] = min(1.0, own / together) if own > 0 and together > 0 else 1.0
-        return out
-
-
 class Simulator:
-    """One run of the model (see the module docstring)."""
+    """One run of the model (see the module docstring).
+
+    Every replica draws its service times, pulls and key routing from a random
+    stream of its own, seeded by ``seed`` and its id (common random numbers): a
+    replica that is in two plans draws the same sequence in both, so a prediction
+    compares the plans, not two samples of a heavy-tailed service distribution.
+    """
 
     def __init__(
         self, model: JobModel, *, seed: int = 0, host_cores: int | None = None
@@ -121,20 +95,20 @@ class Simulator:
         self.host_cores = host_cores
         self._since = 0.0
         self._version = 0
-        self.rng = random.Random(seed)
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = count()
         names = set(model.worker_of.values()) | set(model.slots)
-        self.workers = {w: _Worker(model.slots.get(w, 1)) for w in names}
+        self.workers = {w: Server(model.slots.get(w, 1)) for w in names}
         self.reps: dict[str, _Replica] = {}
         for t in model.tasks:
             for rid in t.replicas:
                 home = model.worker_of.get(rid, "?")
                 on = f"engine:{t.engine}" if t.engine else home
-                self.reps[rid] = _Replica(rid, t, home, t.queue_capacity, on)
+                self.reps[rid] = rep = _Replica(rid, t, home, t.queue_capacity, on)
+                rep.rng.seed(f"{seed}:{rid}")
                 if t.engine:
-                    self.workers.setdefault(on, _Worker(1, engine=True))
+                    self.workers.setdefault(on, Server(1, engine=True))
         self.routes: dict[str, list[tuple[ChannelModel, list[str]]]] = {}
         for t in model.tasks:
             outs = [(c, self.m.task(c.dst_task).replicas) for c in model.channels]
@@ -171,14 +145,14 @@ class Simulator:
         if t.is_source:
             n = min(t.packet, r.left)
             r.left -= n
-            pulled = t.pull.draw(n, self.rng) if t.pull else t.pull_s * n
-            took = pulled + (t.service.draw(n, self.rng) if t.service.by_size else 0.0)
+            pulled = t.pull.draw(n, r.rng) if t.pull else t.pull_s * n
+            took = pulled + (t.service.draw(n, r.rng) if t.service.by_size else 0.0)
             batch = [self.now + pulled] * n  # stamped once pulled (approximately)
         else:
             batch = r.pending
             r.pending = []
             n = len(batch)
-            took = t.service.draw(n, self.rng)
+            took = t.service.draw(n, r.rng)
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
         r.busy_s += took
@@ -291,7 +265,7 @@ class Simulator:
             elif ch.keyed:
                 weights = [ch.shares.get(d, 1.0 / len(dsts)) for d in dsts]
                 for e, d in zip(
-                    items, self.rng.choices(dsts, weights, k=len(items)), strict=True
+                    items, r.rng.choices(dsts, weights, k=len(items)), strict=True
                 ):
                     parts.setdefault(d, []).append(e)
             for i in range(0, len(items), size):

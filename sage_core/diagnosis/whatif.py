@@ -25,10 +25,16 @@ from typing import Any
 
 from sage_core.diagnosis.model import DiagnosisError, JobModel
 from sage_core.diagnosis.replay import place, recorded_cluster, workers_named
+from sage_core.diagnosis.results import merged
 from sage_core.diagnosis.sim import QUANTILES, SimResult, percentile, simulate
 
 #: simulated items per source at most (longer runs are sampled down)
 MAX_ITEMS = 40_000
+#: a shorter run is simulated with several seeds, up to this many items in all
+#: (a 240-item run draws an operator's service some 30 times: one rare slow
+#: sample more or less moves its prediction by 15%)
+MIN_SIM_ITEMS = 2_000
+MAX_SEEDS = 8
 KNOBS = ("parallelism", "batch_size", "queue_capacity")
 GLOBAL = ("queue_capacity", "buffer_size")
 
@@ -164,14 +170,21 @@ def _replace(
 
 
 def _run(model: JobModel, seed: int, host_cores: int | None) -> SimResult:
+    """The model simulated: sampled down to ``MAX_ITEMS``, or, when short, with
+    seeds ``seed``, ``seed + 1``, ... until ``MIN_SIM_ITEMS`` items in all
+    (``results.merged``)."""
     m = model
-    if model.source_items() > MAX_ITEMS:
+    items = model.source_items()
+    if items > MAX_ITEMS:
         m = copy.copy(model)
         m.tasks = [copy.copy(t) for t in model.tasks]
         for t in m.tasks:
             if t.is_source:
-                t.items = max(1, t.items * MAX_ITEMS // model.source_items())
-    return simulate(m, seed=seed, host_cores=host_cores)
+                t.items = max(1, t.items * MAX_ITEMS // items)
+    seeds = min(MAX_SEEDS, max(1, -(-MIN_SIM_ITEMS // max(1, items))))
+    return merged(
+        [simulate(m, seed=seed + i, host_cores=host_cores) for i in range(seeds)]
+    )
 
 
 def validity(model: JobModel, result: SimResult) -> list[str]:

@@ -150,7 +150,7 @@ def test_latency_scale_is_one_when_the_model_has_no_latency() -> None:
     assert latency_scale({"quantiles_ms": {0.5: 3.0}}, base) == 1.0
 
 
-def test_pool_runs_takes_every_runs_traces_and_the_median_duration(
+def test_pool_runs_takes_every_runs_traces_the_median_duration_and_typical_service(
     counters: Any,
 ) -> None:
     from sage_core.diagnosis import DiagnosisError, pool_runs
@@ -160,9 +160,14 @@ def test_pool_runs_takes_every_runs_traces_and_the_median_duration(
     for i, (m, seconds) in enumerate(zip(runs, (10.0, 14.0, 11.0), strict=True)):
         m.duration_s = seconds
         m.traces = [{"end_to_end_s": 0.01 * (i + 1), "outcome": "sink"}] * 5
+    for i, m in enumerate(runs):  # each run's own service samples, to tell apart
+        m.task("op").service = ServiceModel({1: (0.001 * (i + 1),) * 3})
     pooled = pool_runs(runs[0], runs[1:])
     assert pooled.duration_s == pytest.approx(11.0)
     assert len(pooled.traces) == 15
+    # service times of the typical run (11 s), not of the first one named (10 s)
+    assert pooled.task("op").service == runs[2].task("op").service
+    assert runs[0].task("op").service.by_size[1][0] == 0.001  # not changed
     assert runs[0].duration_s == 10.0 and len(runs[0].traces) == 5  # not changed
 
     other = counters({**reps, "op#1": {"busy": 0.9}})  # two op replicas
