@@ -15,9 +15,10 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def machine_info() -> dict[str, Any]:
@@ -33,6 +34,81 @@ def machine_info() -> dict[str, Any]:
         "cpus_usable": usable,
         "load_avg": list(os.getloadavg()),
     }
+
+
+def _ticks(fields: Sequence[str]) -> int:
+    return sum(int(x) for x in fields)
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and every process under it."""
+    procs: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        procs[int(name)] = (int(rest[1]), _ticks(rest[11:13]) / tick)
+    mine, todo = {root}, [root]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, (pp, _) in procs.items() if pp == parent and p not in mine]
+        mine.update(kids)
+        todo.extend(kids)
+    return sum(procs[p][1] for p in mine if p in procs)
+
+
+#: CPU share of other processes above which a run's figures are flagged
+BUSY = 0.05
+
+
+class OtherLoad:
+    """How much CPU processes outside this one's tree used while it measured:
+    a benchmark of real engines on a busy machine measures their contention,
+    not them (vLLM CPU ran 2-3x slower with another job on the box). ``share``
+    is their CPU seconds over the machine's CPU seconds in the window (Linux;
+    None elsewhere)."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        with open("/proc/stat") as f:
+            cpu = f.readline().split()[1:]
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (_ticks(cpu[:3]) + _ticks(cpu[5:8])) / tick  # user nice system irq..
+        return time.monotonic(), busy, _tree_cpu_s(os.getpid())
+
+    def __enter__(self) -> Self:
+        try:
+            self._start = self._now()
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is None:
+            return
+        t0, busy0, own0 = self._start
+        t1, busy1, own1 = self._now()
+        capacity = (t1 - t0) * (os.cpu_count() or 1)
+        other = max(0.0, (busy1 - busy0) - (own1 - own0))
+        self.share = other / capacity if capacity > 0 else 0.0
+
+    def warn(self, what: str) -> None:
+        """Say so when other processes used more than ``BUSY`` of the CPUs."""
+        if self.share is not None and self.share > BUSY:
+            print(
+                f"WARNING: other processes used {self.share:.0%} of the CPUs while "
+                f"{what} were measured: the figures include that contention",
+                flush=True,
+            )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

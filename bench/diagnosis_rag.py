@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cloudpickle
 import dask_peers
 from common import (
+    OtherLoad,
     add_smoke_flag,
     machine_info,
     pyplot,
@@ -263,8 +264,9 @@ def main() -> None:
     llm = {"base_url": args.llm_url, "model": args.model}
     t0 = _perf()
     rows: list[Any] = []
+    other = OtherLoad()
     try:
-        with tempfile.TemporaryDirectory() as root:
+        with tempfile.TemporaryDirectory() as root, other:
             index(root)
             bench = Bench(llm, root, str(model), args.max_tokens)
             try:
@@ -289,6 +291,8 @@ def main() -> None:
         "calibration": [f"generate batch_size={b}" for b in CALIBRATION_BATCHES],
         "cpus_pinned": pinned or "not pinned: engine and pipeline share every CPU",
         "host_cores": cores,
+        # CPU share of processes outside the benchmark (engine, workers, client)
+        "other_cpu_share": other.share,
         "whatif": rows,
         "summary": {
             key: errors(rows, key) for key in ("throughput", "p99_ms", "p99_ms_pooled")
@@ -304,6 +308,7 @@ def main() -> None:
     }
     write_report(out, result, lambda png: plot(result, png))
     print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s")
+    other.warn("the pipelines")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import (
+    OtherLoad,
     add_smoke_flag,
     engine_cpus,
     machine_info,
@@ -280,7 +281,10 @@ def real_runs(
             args.profile_out.parent.mkdir(parents=True, exist_ok=True)
             args.profile_out.write_text(json.dumps(profile, indent=2) + "\n")
             print(f"fitted in {fitted[1]:.0f} s: {profile['source']}", flush=True)
-        got, failures = measure(args, urls)
+        with OtherLoad() as other:
+            got, failures = measure(args, urls)
+        other.warn("the real engines")
+        got["_other_cpu_share"] = other.share
     finally:
         for server in servers:
             server.stop()
@@ -348,9 +352,15 @@ def main() -> None:
         try:
             urls = {k: emulator.urls(k)[0] for k in ("llm", "embedding")}
             system = f"emulated-{name}"
-            runs[system], failed[system] = measure(args, urls)
+            with OtherLoad() as other:
+                runs[system], failed[system] = measure(args, urls)
+            other.warn("the emulator")
+            runs[system]["_other_cpu_share"] = other.share
         finally:
             emulator.stop()
+    other_load = {
+        system: loads.pop("_other_cpu_share") for system, loads in runs.items()
+    }
     for system, loads in runs.items():
         summary[system] = {load: summarise(per) for load, per in loads.items()}
     comparisons = compare(summary)
@@ -364,6 +374,8 @@ def main() -> None:
             k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
         },
         "pinning": pinning,
+        # CPU share other processes used while each system was measured
+        "other_cpu_share": other_load,
         "profile": profile,
         "fit_seconds": fit_s,
         "summary": summary,
