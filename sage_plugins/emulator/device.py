@@ -25,15 +25,15 @@ HTTP, tokenisation), which takes no device time;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sage_plugins.emulator.profile import EmbeddingTiming, LLMTiming
+from sage_plugins.emulator.profile import EmbeddingTiming, LLMTiming, jitter
 
 
 @dataclass(eq=False)
@@ -65,6 +65,8 @@ class Engine:
     def __init__(self, engine_id: str, model: str) -> None:
         self.id = engine_id
         self.model = model
+        #: draws each step's jitter (the profile's ``*_cv``), seeded by the id
+        self.rng = random.Random(engine_id)
         self.device: Device | None = None
         self.steps = 0
         self.busy_s = 0.0
@@ -191,7 +193,8 @@ class LLMEngine(Engine):
             budget -= n
             kv += n
         prefill = sum(n for _, n in chunks)
-        return t.step_s(prefill, len(decode), kv), (decode, chunks)
+        took = t.step_s(prefill, len(decode), kv) * jitter(t.step_cv, self.rng)
+        return took, (decode, chunks)
 
     def _emit(self, seq: Sequence) -> None:
         seq.generated += 1
@@ -283,7 +286,7 @@ class EmbeddingEngine(Engine):
             inputs += len(nxt.inputs)
             tokens += sum(nxt.inputs)
         self.running = len(batch)
-        return t.batch_s(inputs, tokens), batch
+        return t.batch_s(inputs, tokens) * jitter(t.batch_cv, self.rng), batch
 
     def commit(self, step: Any) -> None:
         for job in step:
@@ -334,6 +337,8 @@ class Device:
         self.busy_s = 0.0
         self._turn = 0
         self._clock = 0.0
+        #: how late the event loop's timer wakes this device (moving average, s)
+        self._late = 0.0
         #: called with (engine, start, end) on the device clock of each step
         self.on_step: Callable[[Engine, float, float], object] | None = None
 
@@ -380,8 +385,11 @@ class Device:
             for entry in active.values():
                 entry[0] -= done
             last = now
+            # a step due within the timer's usual lateness ends now: waiting for
+            # it would wake that much late again (epoll rounds timeouts up to ms)
+            slack = self._late / (sharers * self.time_scale)
             for engine, (left, step, start) in list(active.items()):
-                if left <= 1e-9:
+                if left <= slack + 1e-9:
                     del active[engine]
                     early[engine] = min(-left, 0.002 / self.time_scale)
                     ended[engine] = now
@@ -409,8 +417,12 @@ class Device:
             wait = max(0.0, left) * sharers * self.time_scale
             if spinning:  # a spinning engine gives its share back then
                 wait = min(wait, min(spinning) - now)
-            with contextlib.suppress(TimeoutError):
+            wait = max(0.0, wait - self._late)
+            try:
                 await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:  # woke by the timer: how late, on average
+                late = time.monotonic() - (now + wait)
+                self._late += 0.1 * (min(max(late, 0.0), 0.005) - self._late)
 
     async def _run_turns(self) -> None:
         while True:

@@ -3,13 +3,15 @@
 Against a running OpenAI-compatible LLM server (``--llm-url``) it measures time to first
 token over prompt lengths (TTFT = c0 + prefill_ms_per_token x P), the inter-token gap
 of one sequence and of ``--batch`` concurrent ones (-> step_base_ms and
-decode_ms_per_seq), what the first token costs beyond a step (-> request_overhead_ms
+decode_ms_per_seq; the one sequence's gaps also give step_cv, how much a step's
+time varies, which the emulator draws each step from), what the first token costs beyond a step (-> request_overhead_ms
 = c0 - step_base_ms: the server's HTTP and tokenisation path) and the server's tokens
 per word (-> tokens_per_word, which the emulator counts with); against an embedding
 server (``--embedding-url``) the latency of batches of several sizes and lengths
 (-> g = batch_base + ms_per_input x n + ms_per_token x tokens, least squares on
 relative error, so the single short inputs most traffic sends weigh as much as the
-large batches; tokens counted as the emulator counts them).
+large batches; tokens counted as the emulator counts them; batch_cv from
+``CV_SAMPLES`` requests of one short input).
 Fields it cannot measure (KV capacity and cost, scheduler limits) come from ``--base``.
 Each shape is requested three times unmeasured (a CPU server's first requests of a
 shape pay for compiling it) and then ``--repeats`` times; fits use the medians. The profile's
@@ -113,12 +115,27 @@ WARMUP = 3  # unmeasured requests per shape: a CPU engine's first few of a shape
 # are slow (2-3x for vLLM's pooling runner on MiniLM), not just the first
 
 
-async def _median_of(repeats: int, measure: Any) -> float:
-    """The median of ``repeats`` calls of ``measure()`` after ``WARMUP`` unmeasured
-    ones (a server's first requests of a shape pay for compiling or caching it)."""
+async def _samples_of(repeats: int, measure: Any) -> list[float]:
+    """``repeats`` calls of ``measure()`` after ``WARMUP`` unmeasured ones (a
+    server's first requests of a shape pay for compiling or caching it)."""
     for _ in range(WARMUP):
         await measure()
-    return statistics.median([await measure() for _ in range(max(1, repeats))])
+    return [await measure() for _ in range(max(1, repeats))]
+
+
+async def _median_of(repeats: int, measure: Any) -> float:
+    return statistics.median(await _samples_of(repeats, measure))
+
+
+#: samples of one shape behind a fitted coefficient of variation
+CV_SAMPLES = 30
+
+
+def _cv(samples: list[float]) -> float:
+    """Standard deviation over mean (0 for fewer than two samples)."""
+    if len(samples) < 2 or statistics.fmean(samples) <= 0:
+        return 0.0
+    return statistics.pstdev(samples) / statistics.fmean(samples)
 
 
 async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float], float]:
@@ -157,6 +174,7 @@ async def fit_llm(url: str, batch: int, repeats: int) -> tuple[dict[str, float],
     per_seq = max(0.0, (gap_b - gap_1) / max(1, batch - 1))
     step_base = max(0.0, gap_1 - per_seq)
     fitted = {
+        "step_cv": _cv(one),
         "step_base_ms": step_base * 1000,
         "request_overhead_ms": max(0.0, float(c0) - step_base - rtt) * 1000,
         "prefill_ms_per_token": max(0.0, float(per_token)) * 1000,
@@ -172,7 +190,8 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
     async with httpx.AsyncClient(timeout=120) as http:
         model = await _model(http, url)
         rtt = await _round_trip(http, url, repeats)
-        rows = []
+        rows: list[tuple[int, int, float]] = []
+        single: list[float] = []
         for n, words in [(1, 8), (1, 64), (4, 16), (8, 64), (16, 8), (32, 32)]:
             body = {"model": model, "input": [_text(words)] * n}
 
@@ -182,12 +201,17 @@ async def fit_embedding(url: str, repeats: int) -> tuple[dict[str, float], float
                 resp.raise_for_status()
                 return time.perf_counter() - start
 
+            if not single:  # the shape most traffic sends: its spread too
+                single = await _samples_of(max(repeats, CV_SAMPLES), took)
+                rows.append((n, n * words, statistics.median(single)))
+                continue
             rows.append((n, n * words, await _median_of(repeats, took)))
     xs = np.array([[1.0, n, t] for n, t, _ in rows])
     ys = np.array([s for *_, s in rows])
     coef, *_ = np.linalg.lstsq(xs / ys[:, None], np.ones_like(ys), rcond=None)
     coef = np.maximum(coef, 0.0)
     fitted = {
+        "batch_cv": _cv(single),
         "batch_base_ms": max(0.0, float(coef[0]) - rtt) * 1000,
         "ms_per_input": float(coef[1]) * 1000,
         "ms_per_word": float(coef[2]) * 1000,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class LLMTiming:
     max_num_seqs: int = 256
     max_batched_tokens: int = 2048
     request_overhead_ms: float = 0.0
+    #: coefficient of variation of a step's time around f (0: every step exactly f)
+    step_cv: float = 0.0
 
     def step_s(self, prefill_tokens: int, decode_seqs: int, kv_tokens: int) -> float:
         """Seconds of one scheduler step (f)."""
@@ -69,6 +72,8 @@ class EmbeddingTiming:
     max_batch_inputs: int = 256
     max_batch_tokens: int = 16_384
     dimensions: int = 384
+    #: coefficient of variation of a batch's time around g
+    batch_cv: float = 0.0
 
     def batch_s(self, inputs: int, tokens: int) -> float:
         """Seconds of one embedding batch (g)."""
@@ -96,7 +101,22 @@ def _build(cls: type, data: Any, where: str) -> Any:
         value = getattr(built, f.name)
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise EmulatorConfigError(f"{where}.{f.name} must be a number >= 0")
+        if f.name.endswith("_cv") and value > MAX_CV:
+            raise EmulatorConfigError(f"{where}.{f.name} must be at most {MAX_CV}")
     return built
+
+
+#: the largest coefficient of variation a profile may give a step or batch time
+MAX_CV = 3.0
+
+
+def jitter(cv: float, rng: random.Random) -> float:
+    """A factor of mean 1 and coefficient of variation ``cv`` (log-normal: never
+    negative, with the long right tail measured step times have); 1.0 for 0."""
+    if cv <= 0:
+        return 1.0
+    sigma = math.sqrt(math.log1p(cv * cv))
+    return rng.lognormvariate(-sigma * sigma / 2, sigma)
 
 
 @dataclass(frozen=True, slots=True)

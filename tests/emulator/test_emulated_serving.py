@@ -134,6 +134,9 @@ def test_fit_profile_writes_a_loadable_profile_naming_its_source(
     assert set(data["fit_errors"]) == {"llm_ttft", "embedding"}
     # what the first token costs beyond a step is measured, never negative
     assert data["llm"]["request_overhead_ms"] >= 0
+    # how much a step and a batch vary is measured, and is loadable as written
+    assert 0 <= data["llm"]["step_cv"] <= 3 and 0 <= data["embedding"]["batch_cv"] <= 3
+    assert profile.llm.step_cv == data["llm"]["step_cv"]
     # the emulator counts words x 1.3 tokens (rounded up): the fit reads it back
     assert 1.28 <= profile.tokens_per_word <= 1.4
     missing = CliRunner().invoke(fit_cmd, [str(out)])
