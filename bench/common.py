@@ -85,14 +85,21 @@ class OtherLoad:
         busy = (_ticks(cpu[:3]) + _ticks(cpu[5:8])) / tick  # user nice system irq..
         return time.monotonic(), busy, _tree_cpu_s(os.getpid())
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         try:
             self._start = self._now()
         except OSError:
             self._start = None
         return self
 
+    def __enter__(self) -> Self:
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the window: ``share`` is set (None without ``/proc``)."""
         if self._start is None:
             return
         t0, busy0, own0 = self._start

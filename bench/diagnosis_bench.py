@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cloudpickle
 import dask_peers
 from common import (
+    OtherLoad,
     add_smoke_flag,
     machine_info,
     pyplot,
@@ -282,18 +283,22 @@ def main() -> None:
     os.environ.setdefault("SAGE_HOME", tempfile.mkdtemp(prefix="sage-bench-diag-"))
     clusters: dict[int, Any] = {}
     t0 = _perf()
+    other = OtherLoad().start()
     try:
         rows = whatif_rows(args.smoke, False, clusters, k, args.items)
         rows += whatif_rows(args.smoke, True, clusters, k, args.items)
         attribution = attribution_rows(args.smoke, clusters)
         replays = replay_rows(args.smoke, clusters)
     finally:
+        other.stop()
         for client in clusters.values():
             cluster = client.cluster
             client.close()
             cluster.close()
     result = {
         "machine": machine_info(),
+        # CPU share of processes outside the benchmark (its clusters included)
+        "other_cpu_share": other.share,
         "smoke": args.smoke,
         "repeats": k,
         "items_per_run": 1000 if args.smoke else args.items,
@@ -310,6 +315,7 @@ def main() -> None:
     }
     write_report(out, result, lambda png: plot(result, png))
     print(json.dumps(result["summary"]), f"in {result['seconds']:.0f} s")
+    other.warn("the pipelines")
 
 
 if __name__ == "__main__":

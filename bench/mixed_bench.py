@@ -39,6 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import (
+    OtherLoad,
     add_smoke_flag,
     engine_cpus,
     errorbar_args,
@@ -144,6 +145,7 @@ def main() -> None:
         args.max_tokens, args.repeats, args.pause = 4, 1, 0.2
         args.out = smoke_path(args.out)
     before = machine_info()
+    other = OtherLoad().start()
 
     procs: list[subprocess.Popen[bytes]] = []
     servers: list[Any] = []
@@ -239,6 +241,7 @@ def main() -> None:
                         )
                         time.sleep(args.pause)  # let the engines drain
     finally:
+        other.stop()
         for server in servers:
             server.stop()
         for proc in reversed(procs):
@@ -254,6 +257,8 @@ def main() -> None:
         "engines": "real: vLLM CPU (tiny random-weight Llama) + vLLM pooling (all-MiniLM-L6-v2)",
         "pinning": cpus or "not pinned: engines, gateway and client share every CPU",
         "machine": {"before": before, "after": machine_info()},
+        # CPU share of processes outside the benchmark while it measured
+        "other_cpu_share": other.share,
         "config": {
             k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
         },
@@ -267,6 +272,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))
     plot(summary, out.with_suffix(".png"), placement(cpus, args.rate))
+    other.warn("the engines and the gateway")
 
 
 def placement(cpus: dict[str, list[int]] | None, rate: float) -> str:
