@@ -289,12 +289,13 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
 
 def real_runs(
     args: argparse.Namespace, cpus: dict[str, list[int]] | None, fit: bool
-) -> tuple[Any, dict[str, int], tuple[dict[str, Any], float] | None]:
+) -> tuple[Any, dict[str, int], tuple[dict[str, Any], float] | None, float | None]:
     """The loads against real engines (started on ``cpus``, or given by URL), the
     load client on ``cpus["client"]``; with ``fit``, the profile fitted to them
-    first (written to ``--profile-out``) and the seconds the fit took."""
+    first (written to ``--profile-out``) and the seconds the fit took; and the CPU
+    share other processes used meanwhile (``OtherLoad``)."""
     servers: list[Any] = []
-    fitted = None
+    fitted, share = None, None
     own = os.sched_getaffinity(0) if cpus else None
     label = "given by URL" if cpus is None and args.llm_url else cpus or "not pinned"
     print(f"real engines ({label})", flush=True)
@@ -321,13 +322,13 @@ def real_runs(
         with OtherLoad() as other:
             got, failures = measure(args, urls)
         other.warn("the real engines")
-        got["_other_cpu_share"] = other.share
+        share = other.share
     finally:
         for server in servers:
             server.stop()
         if own:
             os.sched_setaffinity(0, own)
-    return got, failures, fitted
+    return got, failures, fitted, share
 
 
 def main() -> None:
@@ -374,12 +375,14 @@ def main() -> None:
     pinning: dict[str, Any] = {}
     profile: dict[str, Any] | None = None
     fit_s = 0.0
+    other_load: dict[str, float | None] = {}  # CPU share of other processes
     given = bool(args.llm_url and args.emb_url)
     for name in [None] if given else args.layouts:
         system = "real" if name is None else f"real-{name}"
         cpus = None if name is None else engine_cpus(name)
         pinning[system] = cpus or "not pinned"
-        runs[system], failed[system], fitted = real_runs(args, cpus, profile is None)
+        got = real_runs(args, cpus, profile is None)
+        runs[system], failed[system], fitted, other_load[system] = got
         if fitted is not None:
             profile, fit_s = fitted
     assert profile is not None
@@ -392,12 +395,9 @@ def main() -> None:
             with OtherLoad() as other:
                 runs[system], failed[system] = measure(args, urls)
             other.warn("the emulator")
-            runs[system]["_other_cpu_share"] = other.share
+            other_load[system] = other.share
         finally:
             emulator.stop()
-    other_load = {
-        system: loads.pop("_other_cpu_share") for system, loads in runs.items()
-    }
     for system, loads in runs.items():
         summary[system] = {load: summarise(per) for load, per in loads.items()}
     comparisons = compare(summary)

@@ -68,7 +68,7 @@ class _Replica:
     left: int = 0
     carry: float = 0.0
     #: this replica's own random stream (common random numbers: see ``Simulator``)
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
     # accounting
     busy_s: float = 0.0
     blocked_s: float = 0.0
@@ -105,8 +105,14 @@ class Simulator:
             for rid in t.replicas:
                 home = model.worker_of.get(rid, "?")
                 on = f"engine:{t.engine}" if t.engine else home
-                self.reps[rid] = rep = _Replica(rid, t, home, t.queue_capacity, on)
-                rep.rng.seed(f"{seed}:{rid}")
+                self.reps[rid] = _Replica(
+                    rid,
+                    t,
+                    home,
+                    t.queue_capacity,
+                    on,
+                    rng=random.Random(f"{seed}:{rid}"),
+                )
                 if t.engine:
                     self.workers.setdefault(on, Server(1, engine=True))
         self.routes: dict[str, list[tuple[ChannelModel, list[str]]]] = {}
