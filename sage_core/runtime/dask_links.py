@@ -17,14 +17,8 @@ from typing import Any
 from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.runtime.link import LinkPool, LinkServer
-from sage_core.runtime.transport import (
-    MAX_CALLS,
-    Inbox,
-    LocalOutlet,
-    RemoteOutlet,
-    decode,
-    quota,
-)
+from sage_core.runtime.outlets import MAX_CALLS, LocalOutlet, RemoteOutlet
+from sage_core.runtime.transport import Inbox, decode, quota
 from sage_core.runtime.worker import ReplicaCore
 
 _perf = time.perf_counter

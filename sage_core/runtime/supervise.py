@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sage_core.common.errors import SageError
 from sage_core.compiler.compile import replan
 from sage_core.compiler.placement import ClusterView, PlacementError
 from sage_core.compiler.plan import ExecutionPlan
@@ -29,6 +28,7 @@ from sage_core.observe.records import run_fields, update_record
 from sage_core.runtime.actor_calls import addresses_of, call_actor, retrieve
 from sage_core.runtime.cluster_view import cluster_view_async
 from sage_core.runtime.deadletter import write_dead_letters
+from sage_core.runtime.job_board import POLL_S, BoardReporting, WorkerLost
 from sage_core.runtime.operators import OperatorFailure, decode_failure
 from sage_core.runtime.transport import TransportError
 
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _perf = time.perf_counter
 
-#: seconds between board updates / lost-worker checks (replicas' live metrics are
-#: pulled every ``metrics_interval_s`` of the plan's settings)
-POLL_S = 1.0
 #: seconds a cancelled or failed job waits for its replicas to report back
 STOP_GRACE_S = 10.0
 #: seconds a transport failure waits for the scheduler to say whether a worker left
@@ -51,11 +48,7 @@ STOP_GRACE_S = 10.0
 LOST_GRACE_S = 5.0
 
 
-class WorkerLost(SageError):
-    """A worker hosting replicas of the job left the cluster."""
-
-
-class Supervision:
+class Supervision(BoardReporting):
     """The attempts of a ``DaskJob`` (see the module docstring)."""
 
     client: Any
@@ -357,42 +350,6 @@ class Supervision:
             for fut in left:  # replicas on a lost worker: their calls end later
                 fut.add_done_callback(retrieve)
 
-    async def _poll(self) -> list[str]:
-        if _perf() >= self._next_metrics:
-            self._next_metrics = _perf() + self.plan.settings.metrics_interval_s
-            await self._pull_metrics()
-        return await self._post_board()
-
-    async def _post_board(self) -> list[str]:
-        """Post the live metrics to the scheduler's board; the workers it lost."""
-        try:
-            lost = await self.client.scheduler.sage_job_update(
-                job=self.job_id,
-                status=self._status,
-                replicas=dict(self._live),
-                checkpoints=self._checkpoint_stats(),
-            )
-        except Exception as exc:
-            raise WorkerLost(f"the scheduler stopped answering: {exc}") from exc
-        return list(lost)
-
-    async def _pull_metrics(self) -> None:
-        """Every running replica's live counters (one actor call each: it holds the
-        workers' event loops for a moment, hence ``metrics_interval_s``)."""
-
-        async def one(rid: str, actor: Any) -> None:
-            try:
-                self._live[rid] = await asyncio.wait_for(
-                    call_actor(actor, "snapshot"), 2.0
-                )
-            except Exception:  # noqa: BLE001 - a slow or gone replica: keep the last
-                return
-
-        live = [
-            one(rid, a) for rid, a in self._actors.items() if rid not in self._outcomes
-        ]
-        await asyncio.gather(*live)
-
     async def _finish(self) -> None:
         self._ended = _perf()
         if self._status == "running":
@@ -413,11 +370,6 @@ class Supervision:
         self._futures = []  # with the handles: releases the actors on their workers
         self._actors = {}
         self._done.set()
-
-    def _checkpoint_stats(self) -> dict[str, Any] | None:
-        """Checkpoint and restart counters (None: checkpoints off, no restarts)."""
-        r = self.recovery
-        return r.stats.snapshot() if r.store is not None or r.stats.restarts else None
 
     def _finish_record(self) -> None:
         update_record(
