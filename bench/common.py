@@ -41,7 +41,9 @@ def _ticks(fields: Sequence[str]) -> int:
 
 
 def _tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and every process under it."""
+    """CPU seconds (user + system) of ``root`` and every process under it, those
+    that ended included: a process's ``cutime``/``cstime`` hold the CPU of the
+    children it reaped (a benchmark's clusters come and go while it measures)."""
     procs: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
     tick = os.sysconf("SC_CLK_TCK")
     for name in os.listdir("/proc"):
@@ -52,7 +54,7 @@ def _tree_cpu_s(root: int) -> float:
                 rest = f.read().rsplit(")", 1)[1].split()
         except OSError:  # ended meanwhile
             continue
-        procs[int(name)] = (int(rest[1]), _ticks(rest[11:13]) / tick)
+        procs[int(name)] = (int(rest[1]), _ticks(rest[11:15]) / tick)
     mine, todo = {root}, [root]
     while todo:
         parent = todo.pop()

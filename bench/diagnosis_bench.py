@@ -1,8 +1,9 @@
 """How far the diagnosis tools are from reality: what-if predictions against actually
 run counterfactuals, and attribution on injected bottlenecks.
 
-What-if: a COMPUTE pipeline (source -> busy-loop op -> sink) runs once as a baseline
-on a LocalCluster of 2 single-thread worker processes (and once on the LocalRuntime);
+What-if: a COMPUTE pipeline (source -> op -> sink; the op does a fixed amount of CPU
+work per item, ``dask_peers.work``) runs once as a baseline on a LocalCluster of 2
+single-thread worker processes (and once on the LocalRuntime);
 ``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
 packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
 record (workers capped at this machine's cores), then run --repeats times, each
@@ -57,8 +58,9 @@ from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 from diagnosis_compare import compare, errors, measured
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(dask_peers)  # busy() ships to the workers
-busy = dask_peers.busy
+cloudpickle.register_pickle_by_value(dask_peers)  # work() ships to the workers
+# fixed CPU work per item: a wall-clock spin would hide contention from the record
+work = dask_peers.work
 _perf = time.perf_counter
 
 
@@ -81,9 +83,9 @@ def build(env: Any, c: Cfg) -> None:
             s = s.key_by("k")
         contract = {"cpu": c.cpu}
         s = s.map(
-            busy(cost), name=name, parallelism=c.par.get(name, par), contract=contract
+            work(cost), name=name, parallelism=c.par.get(name, par), contract=contract
         )
-    s.sink(busy(c.sink_cost), name="sink", parallelism=c.par.get("sink", 1))
+    s.sink(work(c.sink_cost), name="sink", parallelism=c.par.get("sink", 1))
 
 
 def run(c: Cfg, clusters: dict[int, Any]) -> dict[str, Any]:
