@@ -87,46 +87,6 @@ def busy(cost_s: float) -> Any:
     return op
 
 
-def _spin(n: int) -> int:
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-_LOOPS_PER_S: list[float] = []  # this process's calibration, measured once
-
-
-def loops_per_s() -> float:
-    """Iterations of ``_spin``'s loop per second on this CPU, alone: the best of
-    several 10 ms samples, so that a sample another process slowed does not count."""
-    if not _LOOPS_PER_S:
-        n, best = 300_000, 0.0
-        for _ in range(5):
-            t0 = _perf()
-            _spin(n)
-            best = max(best, n / max(_perf() - t0, 1e-9))
-        _LOOPS_PER_S.append(best)
-    return _LOOPS_PER_S[0]
-
-
-def work(cost_s: float) -> Any:
-    """An op doing a fixed amount of CPU work per item: the loop iterations that take
-    ``cost_s`` on an idle CPU (counted here, once). Unlike ``busy``, which spins until
-    ``cost_s`` of wall time has passed however little CPU it got, it takes longer
-    when it shares a CPU, as real compute does; so its service times show the
-    contention a model of the pipeline must account for."""
-    if cost_s == 0:
-        return lambda item: item
-    n = max(1, round(cost_s * loops_per_s()))
-
-    def op(item: Any) -> Any:
-        _spin(n)
-        return item
-
-    return op
-
-
 def source_items(n: int, rate: float | None = None) -> Iterator[dict[str, Any]]:
     """The items, stamped when emitted; paced to ``rate`` items/s if given."""
     perf = _perf

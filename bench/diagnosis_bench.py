@@ -2,7 +2,7 @@
 run counterfactuals, and attribution on injected bottlenecks.
 
 What-if: a COMPUTE pipeline (source -> op -> sink; the op does a fixed amount of CPU
-work per item, ``dask_peers.work``) runs once as a baseline on a LocalCluster of 2
+work per item, ``cpu_work.work``) runs once as a baseline on a LocalCluster of 2
 single-thread worker processes (and once on the LocalRuntime);
 ``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
 packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
+import cpu_work
 import dask_peers
 from common import (
     OtherLoad,
@@ -58,9 +59,10 @@ from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 from diagnosis_compare import compare, errors, measured
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(dask_peers)  # work() ships to the workers
+cloudpickle.register_pickle_by_value(dask_peers)
+cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
 # fixed CPU work per item: a wall-clock spin would hide contention from the record
-work = dask_peers.work
+work = cpu_work.work
 _perf = time.perf_counter
 
 
