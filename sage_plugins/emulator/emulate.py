@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage_plugins.emulator.device import Device, EmbeddingEngine, Engine, LLMEngine
+from sage_plugins.emulator.device import Device
+from sage_plugins.emulator.engines import EmbeddingEngine, Engine, LLMEngine
 from sage_plugins.emulator.profile import EmulatorConfigError, Profile, load_profile
 from sage_plugins.emulator.server import EngineApp
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from sage_plugins.emulator.device import (
+from sage_plugins.emulator.engines import (
     EmbeddingEngine,
     Engine,
     LLMEngine,

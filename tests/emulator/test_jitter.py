@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from sage_plugins.emulator.device import Device, EmbeddingEngine, LLMEngine
+from sage_plugins.emulator.device import Device
+from sage_plugins.emulator.engines import EmbeddingEngine, LLMEngine
 from sage_plugins.emulator.profile import (
     EmbeddingTiming,
     EmulatorConfigError,
