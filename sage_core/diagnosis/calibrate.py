@@ -119,6 +119,7 @@ def pool_runs(model: JobModel, others: Sequence[JobModel]) -> JobModel:
         typical = runs[timed[(len(timed) - 1) // 2][1]]
         pooled.tasks = [copy.copy(t) for t in typical.tasks]
         pooled.deflation = dict(typical.deflation)
+        pooled.overhead_s = dict(typical.overhead_s)
     pooled.traces = [t for m in runs for t in m.traces]
     pooled.transport_s = None  # calibrated again on the pooled duration
     return pooled

@@ -9,7 +9,10 @@ Service times of replicas that share a worker process are measured under the
 process's GIL: when their summed busy time exceeds the run's duration the worker was
 saturated and the samples are scaled down by that excess (``deflation``), so that the
 simulator, which serialises them on the worker's slots, does not count contention
-twice. Operators whose contract names an ``engine`` (an external server their calls
+twice. A Dask worker's event loop also spends CPU of its own (pickling packets, actor
+calls, sockets): the loop's CPU beyond the steps it ran (``overhead_s``, from the
+replicas' ``loop_cpu_s`` and ``loop_step_cpu_s``) is taken out of the time the
+services had, and the what-if charges it to the packets that cross workers. Operators whose contract names an ``engine`` (an external server their calls
 wait on) are left out of that sum: their service time is the engine's, not the
 worker's CPU.
 """
@@ -184,6 +187,8 @@ class JobModel:
     deflation: dict[str, float] = field(default_factory=dict)
     #: CPU seconds a packet to another worker costs its sender (None: calibrate)
     transport_s: float | None = None
+    #: per worker: its event loop's CPU seconds beyond the steps it ran (Dask)
+    overhead_s: dict[str, float] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskModel:
         """The task named ``name`` or holding operator ``name``.
@@ -252,7 +257,8 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
         for t in plan["tasks"]
     }
     offloaded = {r["id"] for r in plan["replicas"] if engine_of.get(r["task"])}
-    deflation = _deflation(snaps, worker_of, duration, offloaded)
+    overhead = _overhead(snaps, worker_of)
+    deflation = _deflation(snaps, worker_of, duration, offloaded, overhead)
     tasks = []
     for t in plan["tasks"]:
         reps = [r for r in plan["replicas"] if r["task"] == t["name"]]
@@ -311,7 +317,25 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
         traces=list(record.get("traces") or []),
         record=record,
         deflation=deflation,
+        overhead_s=overhead,
     )
+
+
+def _overhead(
+    snaps: Mapping[str, Mapping[str, Any]], worker_of: Mapping[str, str]
+) -> dict[str, float]:
+    """Per worker: its event loop's CPU beyond the steps it ran there (replicas of a
+    Dask worker share one loop; each reports its CPU since the replica started, the
+    longest-lived the most). Empty without those counters (local runs)."""
+    loop: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    for rid, snap in snaps.items():
+        if "loop_cpu_s" not in snap:
+            continue
+        w = worker_of.get(rid, "?")
+        loop[w] = max(loop.get(w, 0.0), float(snap["loop_cpu_s"]))
+        steps[w] = steps.get(w, 0.0) + float(snap.get("loop_step_cpu_s", 0.0))
+    return {w: max(0.0, c - steps[w]) for w, c in loop.items()}
 
 
 def _deflation(
@@ -319,13 +343,17 @@ def _deflation(
     worker_of: Mapping[str, str],
     duration: float,
     offloaded: set[str],
+    overhead: Mapping[str, float],
 ) -> dict[str, float]:
+    """Per worker: the factor its services' samples are scaled by, so that they fit
+    in the run's duration less the worker's own overhead."""
     busy: dict[str, float] = {}
     for rid, snap in snaps.items():
         w = worker_of.get(rid, "?")
         own = 0.0 if rid in offloaded else snap["service_s"]
         busy[w] = busy.get(w, 0.0) + own + snap.get("source_s", 0.0)
-    return {w: min(1.0, duration / b) if b > 0 else 1.0 for w, b in busy.items()}
+    room = {w: max(0.1 * duration, duration - overhead.get(w, 0.0)) for w in busy}
+    return {w: min(1.0, room[w] / b) if b > 0 else 1.0 for w, b in busy.items()}
 
 
 def _channel(

@@ -219,9 +219,11 @@ def validity(model: JobModel, result: SimResult) -> list[str]:
 def calibrate_transport(
     model: JobModel, seed: int = 0, host_cores: int | None = None
 ) -> float:
-    """CPU seconds per packet sent to another worker that make the modelled
-    baseline last as long as the recorded run (0 when no packet crosses workers or
-    the model is not faster than the run); computed once and kept on ``model``."""
+    """CPU seconds per packet sent to another worker: the workers' measured loop
+    overhead (``JobModel.overhead_s``) over the packets that crossed workers; without
+    it, what makes the modelled baseline last as long as the recorded run (0 when no
+    packet crosses workers or the model is not faster than the run). Computed once
+    and kept on ``model``."""
     if model.transport_s is not None:
         return model.transport_s
     model.transport_s = 0.0
@@ -230,6 +232,10 @@ def calibrate_transport(
     if not base.throughput or not base.cross_packets:
         return 0.0
     simulated = base.throughput * base.makespan_s
+    if model.overhead_s:
+        crossed = sum(base.cross_packets.values()) * items / simulated
+        model.transport_s = sum(model.overhead_s.values()) / crossed
+        return model.transport_s
     busiest = max(base.cross_packets.values()) * items / simulated
     extra = model.duration_s - items / base.throughput
     if extra <= 0 or not busiest:

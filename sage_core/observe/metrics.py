@@ -8,7 +8,10 @@ Times are seconds:
 * ``queue_wait_s``: summed over items, from a packet's push to its pop;
 * ``blocked_s``: waiting for room in a full downstream queue (backpressure);
 * ``idle_s``: waiting on an empty input queue;
-* ``source_s``: (sources) pulling items from the source function.
+* ``source_s``: (sources) pulling items from the source function;
+* ``loop_step_cpu_s``: CPU of the steps a Dask replica ran on its worker's event
+  loop (the rest of that loop's CPU, ``loop_cpu_s`` in a Dask replica's snapshot,
+  is the worker's own: transport, actor calls, Dask).
 
 ``batch_service`` keeps a uniform sample (reservoir) of ``(batch size, seconds)``
 pairs of the replica's chain calls: the service-time distribution per batch size
@@ -64,6 +67,7 @@ class ReplicaMetrics:
         "items_in",
         "items_out",
         "keys",
+        "loop_step_cpu_s",
         "operators",
         "packets_in",
         "packets_out",
@@ -92,6 +96,7 @@ class ReplicaMetrics:
         self.blocked_s = 0.0
         self.idle_s = 0.0
         self.source_s = 0.0
+        self.loop_step_cpu_s = 0.0
         #: the step in progress: when it began (perf_counter; 0: none) and its items
         self.step_started = 0.0
         self.step_items = 0
@@ -141,6 +146,7 @@ class ReplicaMetrics:
             "blocked_s": self.blocked_s,
             "idle_s": self.idle_s,
             "source_s": self.source_s,
+            "loop_step_cpu_s": self.loop_step_cpu_s,
             "in_step_s": max(0.0, time.perf_counter() - started) if started else 0.0,
             "in_step_items": self.step_items if started else 0,
             "batch_service": [list(p) for p in self.batch_service],

@@ -103,6 +103,7 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         self._draining = False  # drain(): a source stops producing, ends normally
         self._opened = False
         self._started = 0.0
+        self._loop_cpu0 = 0.0
         self._init_checkpoints()
 
     # -- lifecycle -------------------------------------------------------------
@@ -140,7 +141,9 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         t0, c0 = _perf(), _thread_cpu()
         out = fn(*args)
         took = _perf() - t0
-        waited = took - (_thread_cpu() - c0)
+        cpu = _thread_cpu() - c0
+        self.metrics.loop_step_cpu_s += cpu
+        waited = took - cpu
         # one step of 10x the limit, or three slow (or waiting) ones in a row (a
         # loaded machine makes single steps slow now and then)
         slow = took > OFFLOAD_S or waited > OFFLOAD_WAIT_S
@@ -228,6 +231,7 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         ``decode_failure``) so that the master can name them exactly.
         """
         self._started = _perf()
+        self._loop_cpu0 = _thread_cpu()  # on the worker's event loop, as run() is
         self._task = asyncio.current_task()
         status, error = "succeeded", None
         try:
@@ -308,6 +312,9 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         snap["latency_hist"] = self.latency.snapshot()
         snap["offloaded"] = self._offloaded
         snap["uptime_s"] = _perf() - self._started if self._started else 0.0
+        # called on the worker's event loop (run(), the async snapshot()): the CPU
+        # that loop used since this replica started, its steps' and the worker's
+        snap["loop_cpu_s"] = _thread_cpu() - self._loop_cpu0 if self._started else 0.0
         snap["outlets"] = [
             {
                 "remote": o.remote,
