@@ -12,9 +12,10 @@ simulator, which serialises them on the worker's slots, does not count contentio
 twice. A Dask worker's event loop also spends CPU of its own (pickling packets, actor
 calls, sockets): the loop's CPU beyond the steps it ran (``overhead_s``, from the
 replicas' ``loop_cpu_s`` and ``loop_step_cpu_s``) is taken out of the time the
-services had, and the what-if charges it to the packets that cross workers. Operators whose contract names an ``engine`` (an external server their calls
-wait on) are left out of that sum: their service time is the engine's, not the
-worker's CPU.
+services had, and the what-if charges it to the packets that cross workers.
+Operators whose contract names an ``engine`` (an external server their calls wait
+on) are left out of that sum: their service time is the engine's, not the worker's
+CPU.
 """
 
 from __future__ import annotations
