@@ -11,6 +11,7 @@ whose model must see the contention in its service times.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -24,20 +25,17 @@ def _spin(n: int) -> int:
     return x
 
 
-_LOOPS_PER_S: list[float] = []  # this process's calibration, measured once
-
-
+@functools.cache
 def loops_per_s() -> float:
-    """Iterations of ``_spin``'s loop per second on this CPU, alone: the best of
-    several 10 ms samples, so that a sample another process slowed does not count."""
-    if not _LOOPS_PER_S:
-        n, best = 300_000, 0.0
-        for _ in range(5):
-            t0 = _perf()
-            _spin(n)
-            best = max(best, n / max(_perf() - t0, 1e-9))
-        _LOOPS_PER_S.append(best)
-    return _LOOPS_PER_S[0]
+    """Iterations of ``_spin``'s loop per second on this CPU, alone, measured once
+    per process: the best of several 10 ms samples, so that a sample another process
+    slowed does not count."""
+    n, best = 300_000, 0.0
+    for _ in range(5):
+        t0 = _perf()
+        _spin(n)
+        best = max(best, n / max(_perf() - t0, 1e-9))
+    return best
 
 
 def work(cost_s: float) -> Any:

@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
 import cpu_work
-import dask_peers
 from common import (
     OtherLoad,
     add_smoke_flag,
@@ -59,7 +58,6 @@ from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
 from diagnosis_compare import compare, errors, measured
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(dask_peers)
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
 # fixed CPU work per item: a wall-clock spin would hide contention from the record
 work = cpu_work.work

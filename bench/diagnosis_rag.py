@@ -3,10 +3,10 @@ pipelines on real engines.
 
 RAG: questions -> embed (all-MiniLM-L6-v2 in the workers) -> retrieve (the demo
 corpus indexed with it) -> prompt -> generate (vLLM CPU serving the tiny local Llama,
-over HTTP) -> sink. MIXED: the same with a CPU-bound ``rerank`` stage (a fixed amount of CPU work per
-item, ``--rerank-ms`` of it on an idle CPU: ``cpu_work.work``) between retrieve and
-prompt, so that worker CPU and the
-engine both bound the pipeline. Each runs on a LocalCluster of 2 single-thread
+over HTTP) -> sink. MIXED: the same with a CPU-bound ``rerank`` stage (a fixed
+amount of CPU work per item, ``--rerank-ms`` of it on an idle CPU:
+``cpu_work.work``) between retrieve and prompt, so that worker CPU and the engine
+both bound the pipeline. Each runs on a LocalCluster of 2 single-thread
 worker processes (1 for ``workers=1``), with every item traced.
 
 ``generate`` declares its engine (``Contract.engine``: the server's URL), so the
@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cloudpickle
 import cpu_work
-import dask_peers
 from common import (
     OtherLoad,
     add_smoke_flag,
@@ -61,7 +60,6 @@ from diagnosis_cases import knob
 from diagnosis_compare import compare, errors
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(dask_peers)
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
 _perf = time.perf_counter
 #: items per generate call in the calibration runs (the baseline calls with 8)
