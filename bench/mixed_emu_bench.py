@@ -7,7 +7,8 @@ and 4) the same arrival plan is replayed against
 * ``siloed``: N/2 devices of LLM engines and N/2 of embedding engines, called
   directly (round-robin per service): no control plane;
 * unified: an LLM and an embedding engine co-located on every device behind ``sage
-  gateway``, once per request policy (``fifo``, ``priority``, ``slo-aware``,
+  gateway`` (sharing it in ``--timeslice-ms`` slices, or whole steps in turn with
+  ``--sharing turns``), once per request policy (``fifo``, ``priority``, ``slo-aware``,
   ``hybrid`` with the least-load router; ``interference-aware`` with its router).
 
 Open-loop arrivals (``poisson`` / ``bursty`` on-off), LLM shares ``--mixes``, loads
@@ -134,6 +135,19 @@ def main() -> None:
         default=3.0,
         help="wall seconds per emulated second (eases a busy host's timing error)",
     )
+    parser.add_argument(
+        "--sharing",
+        choices=("timeslice", "turns"),
+        default="timeslice",
+        help="how co-located engines share a device: slices that preempt a step "
+        "(a GPU time-slicing two processes) or whole steps in turn",
+    )
+    parser.add_argument(
+        "--timeslice-ms",
+        type=float,
+        default=2.0,
+        help="the slice of --sharing timeslice (nvidia-smi compute-policy: 2, 10, 30)",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument(
@@ -179,8 +193,9 @@ def main() -> None:
         routers = sorted(set(routers) | {c[0] for c in ABLATION.values()})
     points: list[dict[str, Any]] = []
     for n in (int(x) for x in args.devices.split(",")):
-        siloed = Emulator(layout("siloed", n, args.profile, args.time_scale))
-        unified = Emulator(layout("unified", n, args.profile, args.time_scale))
+        how = (args.sharing, args.timeslice_ms)
+        siloed = Emulator(layout("siloed", n, args.profile, args.time_scale, *how))
+        unified = Emulator(layout("unified", n, args.profile, args.time_scale, *how))
         gateways = Gateways(unified.engines, routers, args.emb_inflight)
         targets = {"siloed": {k: siloed.urls(k) for k in ("llm", "embedding")}}
         try:

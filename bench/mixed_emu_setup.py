@@ -9,6 +9,11 @@ On N emulated devices (profile ``h100-llama3-8b-e5-mistral-7b`` unless told):
   weights share the memory: 0.9 x 80 GB - 16 GB Llama - 14.2 GB e5-mistral - ~6 GB
   activations = 36 GB / 128 KiB ≈ 270k tokens instead of 400k).
 
+Co-located engines share their device as ``sharing`` says (the emulator's device
+modes): ``timeslice`` (the default) holds the device in slices of ``timeslice_ms``
+that preempt a step, as a GPU time-slices the contexts of two engine processes;
+``turns`` runs each step whole before the other engine's.
+
 ``Gateways`` starts one gateway per router under test; policies are switched at run
 time with ``PUT /admin/policy``.
 """
@@ -29,7 +34,14 @@ UNIFIED_KV_TOKENS = 270_000
 MODELS = {"llm": "llama", "embedding": "e5"}
 
 
-def layout(kind: str, n: int, profile: str, scale: float = 1.0) -> dict[str, Any]:
+def layout(
+    kind: str,
+    n: int,
+    profile: str,
+    scale: float = 1.0,
+    sharing: str = "timeslice",
+    timeslice_ms: float = 2.0,
+) -> dict[str, Any]:
     """The emulator config of one layout on ``n`` devices."""
     devices = []
     for d in range(n):
@@ -41,7 +53,10 @@ def layout(kind: str, n: int, profile: str, scale: float = 1.0) -> dict[str, Any
             engines = [llm, emb]
         else:
             engines = [llm] if d < n // 2 else [emb]
-        devices.append({"name": f"gpu{d}", "engines": engines})
+        device = {"name": f"gpu{d}", "sharing": sharing, "engines": engines}
+        if sharing == "timeslice":
+            device["timeslice_ms"] = timeslice_ms
+        devices.append(device)
     return {"profile": profile, "time_scale": scale, "devices": devices}
 
 

@@ -7,8 +7,12 @@ Config (YAML or JSON)::
     time_scale: 1.0          # wall seconds per emulated second
     devices:
       - name: gpu0
-        sharing: turns       # co-located engines' steps take turns (a GPU);
+        sharing: turns       # co-located engines' steps take turns, whole;
+                             # timeslice: they hold the device in slices that
+                             # preempt a step (a GPU time-slicing processes);
                              # processor: they run at once at a shared speed (a CPU)
+        timeslice_ms: 2      # timeslice only: the slice (nvidia-smi compute-policy
+                             # sets 2, 10 or 30 ms)
         idle_spin_s: 0       # processor only: an engine keeps its share this long
                              # after its last step (vLLM's CPU workers spin 1 s)
         engines:
@@ -126,6 +130,7 @@ def build(config: dict[str, Any]) -> Emulation:
                 scale,
                 dev.get("sharing", "turns"),
                 dev.get("idle_spin_s", 0.0),
+                dev.get("timeslice_ms"),
             )
         except (TypeError, ValueError) as exc:
             raise EmulatorConfigError(f"devices[{i}].{exc}") from exc

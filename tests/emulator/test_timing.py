@@ -1,7 +1,8 @@
 """The emulator's timing model on known cases, in emulated time (wall-clock only as
 lower bounds, which a slow machine cannot break): a request alone costs exactly the
 profile's steps; co-located engines take turns on one device timeline, or share it
-at once on a processor-sharing device; engines on different devices do not wait."""
+at once on a processor-sharing device, or hold it in slices that preempt a long step
+on a time-slicing one; engines on different devices do not wait."""
 
 from __future__ import annotations
 
@@ -139,6 +140,40 @@ def test_colocated_engines_on_a_processor_sharing_device_slow_each_other() -> No
     assert llm_end - llm_start >= 0.150 + emb - 1e-3
 
 
+def test_a_timeslice_device_preempts_a_long_step_for_a_colocated_engine() -> None:
+    llm_start, llm_end, emb_start, emb_end = run(
+        _llm_then_embedding(colocated=True, sharing="timeslice")
+    )
+    assert emb_start < llm_end  # the batch ran in the LLM step's slices' gaps
+    assert emb_end < llm_end  # and ended long before the 150 ms step
+    emb = EMB.batch_s(1, 10)
+    assert emb_end - emb_start >= emb - 1e-3
+    # the step held the device for its own 150 ms, plus the batch's slices
+    assert llm_end - llm_start >= 0.150 + emb - 1e-3
+
+
+def test_an_engine_alone_on_a_timeslice_device_costs_the_profile_steps() -> None:
+    async def main() -> tuple[float, float]:
+        device = Device("gpu", sharing="timeslice", timeslice_ms=1.0)
+        engine = LLMEngine("llm", "m", LLM)
+        device.place(engine)
+        tasks = await _start(device)
+        t0 = time.monotonic()
+        seq = engine.submit(prompt_tokens=400, max_tokens=3)
+        await seq.finished
+        wall = time.monotonic() - t0
+        for t in tasks:
+            t.cancel()
+        return engine.busy_s, wall
+
+    busy, wall = run(main())
+    expected = LLM.step_s(400, 0, 400) + sum(
+        LLM.step_s(0, 1, 400 + k) for k in range(1, 3)
+    )
+    assert busy == pytest.approx(expected)  # slices do not split a lone step
+    assert wall >= expected - 2e-3
+
+
 def test_an_engine_that_spins_after_its_step_keeps_its_share_of_the_device() -> None:
     slow = LLMTiming(
         step_base_ms=100.0, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
@@ -243,6 +278,13 @@ def test_a_device_with_an_unknown_sharing_is_refused() -> None:
     config["devices"][0].update(sharing="processor", idle_spin_s=-1)
     with pytest.raises(EmulatorConfigError, match="idle_spin_s must be"):
         build(config)
+    config["devices"][0].update(sharing="turns", idle_spin_s=0, timeslice_ms=2)
+    with pytest.raises(EmulatorConfigError, match="needs sharing: timeslice"):
+        build(config)
+    for bad in (0, 5000, "2ms", True):
+        config["devices"][0].update(sharing="timeslice", timeslice_ms=bad)
+        with pytest.raises(EmulatorConfigError, match="timeslice_ms must be"):
+            build(config)
 
 
 def test_profiles_name_their_source_and_bad_ones_are_refused() -> None:
