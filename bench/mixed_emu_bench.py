@@ -44,7 +44,6 @@ IA = {
     "batch_budget_ms": 100,
     "pace_ms": 25,
     "hold_max_ms": 150,
-    "engine_depth": 2,  # as measured in results/mixed.json (the default is now none)
 }
 #: configuration -> (router, policy, policy config); None: siloed (no gateway)
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]] | None] = {
@@ -74,10 +73,10 @@ ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {
         "interference-aware",
         {**IA, "pace_ms": 0},
     ),
-    "interference-aware, no engine depth bound": (
+    "interference-aware, engine depth bound 2": (
         "interference-aware",
         "interference-aware",
-        {**IA, "engine_depth": 1000},
+        {**IA, "engine_depth": 2},
     ),
 }
 
