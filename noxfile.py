@@ -235,6 +235,10 @@ BENCHES: dict[str, tuple[str, Bench]] = {
         "Mixed LLM + embedding traffic on EMULATED devices: siloed vs unified per policy.",
         _script("bench/mixed_emu_bench.py"),
     ),
+    "bench-mixed-saturation": (
+        "Load each layout sustains within p95 targets on EMULATED devices: siloed vs unified.",
+        _script("bench/mixed_saturation.py"),
+    ),
     "bench-agent-loop": (
         "The agent operator's loop through the runtime vs plain threads (EMULATED engine).",
         _script("bench/agent_loop_bench.py"),

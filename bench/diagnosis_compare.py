@@ -143,13 +143,61 @@ def _row(
     return row
 
 
+def floor(row: dict[str, Any], key: str) -> float | None:
+    """How far the baseline measured beside a counterfactual is from the baseline
+    its prediction started from (the pooled profiled runs): the error of predicting
+    "no change" for the unchanged pipeline, i.e. how well this box reproduces one
+    figure between the profiling and the counterfactual runs. ``p99_ms`` compares
+    the pooled p99s (a single run's is not kept for the profile)."""
+    start = row.get("prediction_baseline") or {}
+    beside = row.get("baseline_measured") or {}
+    if key == "throughput":
+        a, b = start.get("measured_throughput"), beside.get("throughput", {})
+        b = b.get("median") if isinstance(b, dict) else None
+    else:
+        a, b = start.get("measured_p99_ms"), beside.get("p99_ms_pooled")
+    return a / b - 1 if a and b else None
+
+
 def errors(rows: list[Any], key: str) -> dict[str, float]:
     """Median and worst |error| of absolute predictions and of effects (ratios to
-    the baseline measured alongside)."""
+    the baseline measured alongside), and the median ``floor``: absolute errors
+    below it are within what re-measuring the baseline itself gives."""
     out: dict[str, float] = {}
     for kind in ("error", "effect_error"):
         errs = [abs(r[f"{kind}_{key}"]) for r in rows if r[f"{kind}_{key}"] is not None]
         if errs:
             out[f"{kind}_median"] = statistics.median(errs)
             out[f"{kind}_worst"] = max(errs)
+    floors = [abs(f) for r in rows if (f := floor(r, key)) is not None]
+    if floors and key != "p99_ms":
+        out["floor_median"] = statistics.median(floors)
     return out
+
+
+def resummarize(path: Any) -> dict[str, Any]:
+    """A results file's ``summary`` (and ``per_pipeline``) recomputed from its rows."""
+    import json
+
+    result = json.loads(path.read_text())
+    rows = result["whatif"]
+    keys = ("throughput", "p99_ms", "p99_ms_pooled")
+    result["summary"] = {key: errors(rows, key) for key in keys}
+    if "per_pipeline" in result:
+        result["per_pipeline"] = {
+            kind: {
+                key: errors([r for r in rows if r["runtime"] == kind], key)
+                for key in ("throughput", "p99_ms_pooled")
+            }
+            for kind in result["per_pipeline"]
+        }
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    for arg in sys.argv[1:]:
+        print(arg, resummarize(Path(arg))["summary"])

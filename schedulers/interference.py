@@ -1,9 +1,10 @@
 """The ``interference-aware`` request policy: joint LLM + embedding scheduling for
 engines that share devices.
 
-On a device shared by an LLM engine and an embedding engine, their steps take turns:
-an embedding batch that arrives while the LLM engine runs a long prefill step waits
-for the whole step. This policy, over ``hybrid``:
+On a device shared by an LLM engine and an embedding engine whose steps take turns
+whole (no preemption, or slices long against an embedding batch), an embedding batch
+that arrives while the LLM engine runs a long prefill step waits for the whole step.
+This policy, over ``hybrid``:
 
 * paces prefill-heavy LLM requests (``heavy_prefill_tokens`` or more estimated
   tokens) while embedding work is queued or in flight and every LLM engine with a
