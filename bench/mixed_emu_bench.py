@@ -9,7 +9,9 @@ and 4) the same arrival plan is replayed against
 * unified: an LLM and an embedding engine co-located on every device behind ``sage
   gateway`` (sharing it in ``--timeslice-ms`` slices, or whole steps in turn with
   ``--sharing turns``), once per request policy (``fifo``, ``priority``, ``slo-aware``,
-  ``hybrid`` with the least-load router; ``interference-aware`` with its router).
+  ``hybrid`` with the least-load router; ``interference-aware`` with its router;
+  ``device-packing``: ``priority`` with the router that packs LLM requests onto the
+  fewest devices).
 
 Open-loop arrivals (``poisson`` / ``bursty`` on-off), LLM shares ``--mixes``, loads
 ``--loads`` as fractions of the siloed layout's estimated capacity. Reported per
@@ -53,6 +55,8 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]] | None] = {
     "slo-aware": ("least-load", "slo-aware", {}),
     "hybrid": ("least-load", "hybrid", HYBRID),
     "interference-aware": ("interference-aware", "interference-aware", IA),
+    # priority dispatch; LLM requests packed onto the fewest devices
+    "device-packing": ("device-packing", "priority", {}),
 }
 #: the control plane's parts added one at a time (run at the ablation points)
 ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {

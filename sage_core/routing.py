@@ -51,6 +51,8 @@ class RouteRequest:
         prefix: prompt text for prefix-locality routing (engines).
         tokens: estimated tokens of the request (prompt + output budget).
         headers: request headers (engines), lower-case names.
+        kind: the kind of engine the request needs (``"llm"`` or ``"embedding"``;
+            None for dataflow items).
     """
 
     key: Any = None
@@ -58,6 +60,7 @@ class RouteRequest:
     prefix: str | None = None
     tokens: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
+    kind: str | None = None
 
 
 class NoCandidateError(LookupError):

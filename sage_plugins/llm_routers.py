@@ -210,6 +210,43 @@ class InterferenceAware(KvAware):
         return super().score(candidate) + self.colocated_weight * colocated
 
 
+class DevicePacking(InterferenceAware):
+    """``interference-aware`` that packs LLM requests onto the fewest engines: each
+    goes to the busiest LLM engine with fewer than ``pack_limit`` requests in flight
+    (the first engine when all are idle; the ``interference-aware`` choice when
+    every engine is at the limit). Embedding batches keep ``interference-aware``'s
+    choice, which avoids devices with generations in flight. On devices that
+    time-slice co-located engines, an LLM engine with nothing in flight leaves its
+    device whole to the embedding engine beside it, where spreading the generations
+    would leave every embedding engine half a device; decode steps grow little with
+    their batch, so the packed generations lose little.
+
+    Config: ``pack_limit`` (64 requests in flight per LLM engine: on the H100
+    profile a decode step of 64 sequences is 1.3x that of one), plus
+    ``interference-aware``'s.
+    """
+
+    name = "device-packing"
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.pack_limit = int(config.get("pack_limit", 64))
+        if self.pack_limit < 1:
+            raise ValueError("device-packing: pack_limit must be >= 1")
+
+    def route(
+        self, request: RouteRequest, candidates: Sequence[Candidate]
+    ) -> list[int]:
+        if request.kind != "llm":
+            return super().route(request, candidates)
+        indices = healthy_indices(candidates)
+        by_index = {c.index: c for c in candidates}
+        room = [i for i in indices if by_index[i].load < self.pack_limit]
+        if not room:
+            return super().route(request, candidates)
+        return [max(room, key=lambda i: (by_index[i].load, -i))]
+
+
 ROUTERS = (
     LeastLoad,
     PowerOfTwo,
@@ -217,6 +254,7 @@ ROUTERS = (
     PrefixHash,
     KvAware,
     InterferenceAware,
+    DevicePacking,
 )
 
 

@@ -320,6 +320,7 @@ class ControlPlane(Serving):
             prefix=first.prefix,
             tokens=first.tokens,
             headers=first.headers,
+            kind=kind,
         )
         engine = free[router.route(route, candidates)[0]]
         tokens = sum(r.tokens for r in batch)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sage_core.llm.classify import LLMRequest
+from sage_core.llm.errors import ConfigError
 from sage_core.llm.plane import make_policy, make_router
 from sage_core.llm.scheduling import RequestPolicy
 from sage_core.llm.signals import parse_vllm_metrics
@@ -378,3 +379,29 @@ def test_interference_router_avoids_a_device_busy_with_the_other_kind() -> None:
         Candidate(1, "b", load=3, signals={"colocated_inflight": 0}),
     ]
     assert router.route(RouteRequest(), candidates) == [1]
+
+
+def test_device_packing_router_fills_the_busiest_llm_engine_up_to_its_limit() -> None:
+    router = make_router("device-packing", {"pack_limit": 4})
+    llm = RouteRequest(kind="llm")
+
+    def engines(*loads: int) -> list[Candidate]:
+        return [Candidate(i, f"llm{i}", load=n) for i, n in enumerate(loads)]
+
+    assert router.route(llm, engines(0, 0, 0)) == [0]  # all idle: the first
+    assert router.route(llm, engines(1, 3, 0)) == [1]  # the busiest with room
+    assert router.route(llm, engines(4, 2, 0)) == [1]  # llm0 is at the limit
+    assert router.route(llm, engines(4, 5, 6)) == [0]  # all full: the least loaded
+    down = [Candidate(0, "a", load=3, healthy=False), Candidate(1, "b", load=1)]
+    assert router.route(llm, down) == [1]
+
+
+def test_device_packing_router_sends_embeddings_beside_idle_llm_engines() -> None:
+    router = make_router("device-packing")
+    candidates = [
+        Candidate(0, "emb0", load=0, signals={"colocated_inflight": 12}),
+        Candidate(1, "emb1", load=2, signals={"colocated_inflight": 0}),
+    ]
+    assert router.route(RouteRequest(kind="embedding"), candidates) == [1]
+    with pytest.raises(ConfigError, match="pack_limit must be >= 1"):
+        make_router("device-packing", {"pack_limit": 0})
