@@ -171,7 +171,7 @@ def main() -> None:
         default="0.25,0.4,0.6,0.8,1.0,1.25,1.5,1.75,2.0",
         help="x siloed capacity, rising",
     )
-    parser.add_argument("--configs", default="siloed,fifo,priority")
+    parser.add_argument("--configs", default="siloed,priority,device-packing")
     parser.add_argument("--seconds", type=float, default=8.0, help="emulated seconds")
     parser.add_argument("--time-scale", type=float, default=2.0)
     parser.add_argument(

@@ -161,3 +161,60 @@ def test_engine_sockets_send_without_nagle_delay() -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_device_packing_gateway_keeps_a_device_whole_for_embeddings(
+    emulator: Any, gateway: Any
+) -> None:
+    """Through the gateway, generations pack onto one LLM engine, and an embedding
+    sent while they run goes to the device whose LLM engine is idle."""
+    import concurrent.futures
+    import time
+
+    paired = [
+        {
+            "name": f"gpu{d}",
+            "sharing": "timeslice",
+            "engines": [
+                {"id": f"llm{d}", "kind": "llm", "model": "llama"},
+                {"id": f"emb{d}", "kind": "embedding", "model": "e5"},
+            ],
+        }
+        for d in range(2)
+    ]
+    info = emulator({"profile": "h100-llama3-8b-e5-mistral-7b", "devices": paired})
+    engines = [
+        {k: e[k] for k in ("id", "url", "kind", "model", "device")}
+        for e in info["engines"]
+    ]
+    served = gateway(
+        {"engines": engines, "policy": "priority", "router": "device-packing"}
+    )
+
+    def complete(_: int) -> int:
+        resp = httpx.post(
+            served.url + "/v1/completions",
+            json={"model": "llama", "prompt": "a b c", "max_tokens": 300},
+            timeout=60,
+        )
+        return resp.status_code
+
+    def state() -> dict[str, dict[str, Any]]:
+        listed = httpx.get(served.url + "/admin/engines").json()["engines"]
+        return {e["id"]: e for e in listed}
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(complete, i) for i in range(4)]
+        deadline = time.monotonic() + 30
+        while state()["llm0"]["inflight"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        emb = httpx.post(
+            served.url + "/v1/embeddings", json={"model": "e5", "input": ["x y"]}
+        )
+        assert emb.status_code == 200
+        during = state()
+        assert [r.result() for r in runs] == [200] * 4
+    assert during["llm0"]["inflight"] == 4 and during["llm1"]["inflight"] == 0
+    assert (during["emb0"]["served"], during["emb1"]["served"]) == (0, 1)
+    after = state()
+    assert (after["llm0"]["served"], after["llm1"]["served"]) == (4, 0)
