@@ -214,8 +214,9 @@ class DevicePacking(InterferenceAware):
     """``interference-aware`` that packs LLM requests onto the fewest engines: each
     goes to the busiest LLM engine with fewer than ``pack_limit`` requests in flight
     (the first engine when all are idle; the ``interference-aware`` choice when
-    every engine is at the limit). Embedding batches keep ``interference-aware``'s
-    choice, which avoids devices with generations in flight. On devices that
+    every engine is at the limit). An embedding batch goes where it would finish
+    first: batches in flight on its engine, plus itself, at half speed where
+    generations are in flight beside it. On devices that
     time-slice co-located engines, an LLM engine with nothing in flight leaves its
     device whole to the embedding engine beside it, where spreading the generations
     would leave every embedding engine half a device; decode steps grow little with
@@ -237,14 +238,24 @@ class DevicePacking(InterferenceAware):
     def route(
         self, request: RouteRequest, candidates: Sequence[Candidate]
     ) -> list[int]:
-        if request.kind != "llm":
-            return super().route(request, candidates)
         indices = healthy_indices(candidates)
         by_index = {c.index: c for c in candidates}
+        if request.kind == "embedding":
+            return [min(indices, key=lambda i: self._finish(by_index[i]))]
+        if request.kind != "llm":
+            return super().route(request, candidates)
         room = [i for i in indices if by_index[i].load < self.pack_limit]
         if not room:
             return super().route(request, candidates)
         return [max(room, key=lambda i: (by_index[i].load, -i))]
+
+    @staticmethod
+    def _finish(candidate: Candidate) -> tuple[float, float]:
+        """How long a batch sent to an embedding engine waits and runs, in units of
+        one batch on a whole device: the engine's batches in flight and this one, at
+        half speed while generations beside it hold every other time slice."""
+        busy = candidate.signals.get("colocated_inflight", 0.0) > 0
+        return (candidate.load + 1) * (2.0 if busy else 1.0), candidate.load
 
 
 ROUTERS = (

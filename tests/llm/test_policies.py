@@ -396,12 +396,21 @@ def test_device_packing_router_fills_the_busiest_llm_engine_up_to_its_limit() ->
     assert router.route(llm, down) == [1]
 
 
-def test_device_packing_router_sends_embeddings_beside_idle_llm_engines() -> None:
+def test_device_packing_router_sends_embeddings_where_they_finish_first() -> None:
     router = make_router("device-packing")
-    candidates = [
-        Candidate(0, "emb0", load=0, signals={"colocated_inflight": 12}),
-        Candidate(1, "emb1", load=2, signals={"colocated_inflight": 0}),
-    ]
-    assert router.route(RouteRequest(kind="embedding"), candidates) == [1]
+    emb = RouteRequest(kind="embedding")
+
+    def engines(beside_busy: int, beside_idle: int) -> list[Candidate]:
+        return [
+            Candidate(0, "emb0", load=beside_busy, signals={"colocated_inflight": 12}),
+            Candidate(1, "emb1", load=beside_idle, signals={"colocated_inflight": 0}),
+        ]
+
+    # beside generations a batch runs at half speed: the idle device wins until
+    # its queue is twice as long
+    assert router.route(emb, engines(0, 0)) == [1]
+    assert router.route(emb, engines(0, 1)) == [0]  # a tie: the shorter queue
+    assert router.route(emb, engines(1, 2)) == [1]
+    assert router.route(emb, engines(1, 4)) == [0]
     with pytest.raises(ConfigError, match="pack_limit must be >= 1"):
         make_router("device-packing", {"pack_limit": 0})
