@@ -29,7 +29,7 @@ class Candidate:
             ``/metrics`` gauges (``num_requests_waiting``, ``num_requests_running``,
             ``gpu_cache_usage_perc``) when the router asked for them, and
             ``colocated_inflight`` (requests in flight on other-kind engines that
-            share its device).
+            share its device) and ``colocated_engines`` (how many such engines).
     """
 
     index: int

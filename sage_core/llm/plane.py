@@ -310,7 +310,11 @@ class ControlPlane(Serving):
                 load=e.inflight,
                 capacity=e.free,
                 tokens=e.inflight_tokens,
-                signals={**e.signals, "colocated_inflight": self.colocated_inflight(e)},
+                signals={
+                    **e.signals,
+                    "colocated_inflight": self.colocated_inflight(e),
+                    "colocated_engines": len(self.colocated(e)),
+                },
             )
             for i, e in enumerate(free)
         ]
@@ -345,17 +349,22 @@ class ControlPlane(Serving):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def colocated_inflight(self, engine: Engine) -> int:
-        """Requests in flight on engines of the other kind sharing ``engine``'s
-        device (0 when it has no device label)."""
+    def colocated(self, engine: Engine) -> list[Engine]:
+        """The engines of the other kind that share ``engine``'s device (none when
+        it has no device label)."""
         device = engine.spec.device
         if device is None:
-            return 0
-        return sum(
-            e.inflight
+            return []
+        return [
+            e
             for e in self.registry.engines.values()
             if e.spec.device == device and e.kind != engine.kind
-        )
+        ]
+
+    def colocated_inflight(self, engine: Engine) -> int:
+        """Requests in flight on the engines of the other kind sharing ``engine``'s
+        device."""
+        return sum(e.inflight for e in self.colocated(engine))
 
     def _fail_queued(
         self, request: LLMRequest, error: GatewayError, *, popped: bool = False

@@ -384,16 +384,29 @@ def test_interference_router_avoids_a_device_busy_with_the_other_kind() -> None:
 def test_device_packing_router_fills_the_busiest_llm_engine_up_to_its_limit() -> None:
     router = make_router("device-packing", {"pack_limit": 4})
     llm = RouteRequest(kind="llm")
+    paired = {"colocated_engines": 1}
 
     def engines(*loads: int) -> list[Candidate]:
-        return [Candidate(i, f"llm{i}", load=n) for i, n in enumerate(loads)]
+        return [
+            Candidate(i, f"llm{i}", load=n, signals=paired) for i, n in enumerate(loads)
+        ]
 
     assert router.route(llm, engines(0, 0, 0)) == [0]  # all idle: the first
     assert router.route(llm, engines(1, 3, 0)) == [1]  # the busiest with room
     assert router.route(llm, engines(4, 2, 0)) == [1]  # llm0 is at the limit
     assert router.route(llm, engines(4, 5, 6)) == [0]  # all full: the least loaded
-    down = [Candidate(0, "a", load=3, healthy=False), Candidate(1, "b", load=1)]
+    down = [
+        Candidate(0, "a", load=3, healthy=False, signals=paired),
+        Candidate(1, "b", load=1, signals=paired),
+    ]
     assert router.route(llm, down) == [1]
+
+
+def test_device_packing_router_is_least_load_where_no_device_is_shared() -> None:
+    router = make_router("device-packing")
+    for kind in ("llm", "embedding"):
+        candidates = [Candidate(0, "a", load=3), Candidate(1, "b", load=1)]
+        assert router.route(RouteRequest(kind=kind), candidates) == [1]
 
 
 def test_device_packing_router_sends_embeddings_where_they_finish_first() -> None:
@@ -401,9 +414,11 @@ def test_device_packing_router_sends_embeddings_where_they_finish_first() -> Non
     emb = RouteRequest(kind="embedding")
 
     def engines(beside_busy: int, beside_idle: int) -> list[Candidate]:
+        busy = {"colocated_engines": 1, "colocated_inflight": 12}
+        idle = {"colocated_engines": 1, "colocated_inflight": 0}
         return [
-            Candidate(0, "emb0", load=beside_busy, signals={"colocated_inflight": 12}),
-            Candidate(1, "emb1", load=beside_idle, signals={"colocated_inflight": 0}),
+            Candidate(0, "emb0", load=beside_busy, signals=busy),
+            Candidate(1, "emb1", load=beside_idle, signals=idle),
         ]
 
     # beside generations a batch runs at half speed: the idle device wins until
