@@ -132,6 +132,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         1, len(panels), figsize=(5 * len(panels), 4), squeeze=False
     )
     width = 0.8 / max(1, len(configs))
+    censored = {
+        (r["devices"], r["pattern"], r["config"], r["mix"]): r["censored"] for r in rows
+    }
     for ax, (n, pattern) in zip(axes[0], panels, strict=True):
         mixes = list(
             dict.fromkeys(
@@ -146,6 +149,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             }
             xs = [x + i * width for x in range(len(mixes))]
             ax.bar(xs, [by_mix.get(m, 0.0) for m in mixes], width, label=name)
+            for x, m in zip(xs, mixes, strict=True):
+                if censored.get((n, pattern, name, m)):  # held at the top load
+                    ax.annotate(">=", (x, by_mix[m]), ha="center", va="bottom")
         ax.set_xticks(
             [x + width * (len(configs) - 1) / 2 for x in range(len(mixes))], mixes
         )
@@ -153,9 +159,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             f"{n} devices, {pattern}: requests/s within p95 targets", fontsize=9
         )
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(
-        "EMULATED devices: sustained load, siloed vs unified (LLM/embedding mix)"
-    )
+    fig.suptitle("EMULATED devices: load sustained (x: LLM/embedding mix)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
