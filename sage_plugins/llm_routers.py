@@ -223,7 +223,7 @@ class DevicePacking(Router):
     flight leaves its device whole to the embedding engine beside it, where
     spreading the generations would leave every embedding engine half a device;
     decode steps grow little with their batch, so the packed generations lose little
-    (their tail grows: the gateway's benchmark measured LLM p99 up to 1.7x). Where no
+    (their tail grows: the gateway's benchmark measured LLM p99 up to 2x). Where no
     engine shares its device with the other kind, it is ``least-load``.
 
     Config: ``pack_limit`` (64 requests in flight per LLM engine: on the H100
