@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from common import add_smoke_flag, machine_info, smoke_path
 from mixed_emu_load import Workload, plan, replay, stats
 from mixed_emu_report import ablation, best_policy, comparisons, plot, summarize
-from mixed_emu_setup import MODELS, Emulator, Gateways, layout
+from mixed_emu_setup import MODELS, Emulator, Gateways, add_layout_args, layout
 
 HYBRID = {"max_batch": 32, "max_wait_ms": 5}
 IA = {
@@ -126,7 +126,6 @@ def run_point(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="h100-llama3-8b-e5-mistral-7b")
     parser.add_argument("--devices", default="2,4")
     parser.add_argument("--patterns", default="poisson,bursty")
     parser.add_argument("--mixes", default="0.9,0.7,0.5,0.3", help="LLM shares")
@@ -138,34 +137,9 @@ def main() -> None:
         default=3.0,
         help="wall seconds per emulated second (eases a busy host's timing error)",
     )
-    parser.add_argument(
-        "--sharing",
-        choices=("timeslice", "turns"),
-        default="timeslice",
-        help="how co-located engines share a device: slices that preempt a step "
-        "(a GPU time-slicing two processes) or whole steps in turn",
-    )
-    parser.add_argument(
-        "--timeslice-ms",
-        type=float,
-        default=2.0,
-        help="the slice of --sharing timeslice (nvidia-smi compute-policy: 2, 10, 30)",
-    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.5)
-    parser.add_argument(
-        "--llm-capacity",
-        type=float,
-        default=20.0,
-        help="estimated LLM requests/s of one device (profile, workload)",
-    )
-    parser.add_argument(
-        "--emb-capacity",
-        type=float,
-        default=60.0,
-        help="estimated embedding requests/s of one device",
-    )
-    parser.add_argument("--emb-inflight", type=int, default=8)
+    add_layout_args(parser)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument(
         "--ablation-at",

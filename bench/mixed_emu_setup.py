@@ -20,6 +20,7 @@ time with ``PUT /admin/policy``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -34,6 +35,43 @@ UNIFIED_KV_TOKENS = 270_000
 MODELS = {"llm": "llama", "embedding": "e5"}
 
 
+def add_layout_args(parser: argparse.ArgumentParser) -> None:
+    """The options of the layouts and their estimated capacity, shared by the
+    fixed-load and the saturation benchmarks."""
+    parser.add_argument("--profile", default="h100-llama3-8b-e5-mistral-7b")
+    parser.add_argument(
+        "--sharing",
+        choices=("timeslice", "turns"),
+        default="timeslice",
+        help="how co-located engines share a device: slices that preempt a step "
+        "(a GPU time-slicing two processes) or whole steps in turn",
+    )
+    parser.add_argument(
+        "--timeslice-ms",
+        type=float,
+        default=2.0,
+        help="the slice of --sharing timeslice (nvidia-smi compute-policy: 2, 10, 30)",
+    )
+    parser.add_argument(
+        "--llm-capacity",
+        type=float,
+        default=20.0,
+        help="estimated LLM requests/s of one device (profile, workload)",
+    )
+    parser.add_argument(
+        "--emb-capacity",
+        type=float,
+        default=60.0,
+        help="estimated embedding requests/s of one device",
+    )
+    parser.add_argument(
+        "--emb-inflight",
+        type=int,
+        default=8,
+        help="embedding requests the gateway keeps in flight per engine",
+    )
+
+
 def layout(
     kind: str,
     n: int,
@@ -46,14 +84,15 @@ def layout(
     devices = []
     for d in range(n):
         engines: list[dict[str, Any]] = []
-        llm = {"id": f"llm{d}", "kind": "llm", "model": MODELS["llm"]}
+        llm: dict[str, Any] = {"id": f"llm{d}", "kind": "llm", "model": MODELS["llm"]}
         emb = {"id": f"emb{d}", "kind": "embedding", "model": MODELS["embedding"]}
         if kind == "unified":
             llm["overrides"] = {"kv_capacity_tokens": UNIFIED_KV_TOKENS}
             engines = [llm, emb]
         else:
             engines = [llm] if d < n // 2 else [emb]
-        device = {"name": f"gpu{d}", "sharing": sharing, "engines": engines}
+        device: dict[str, Any] = {"name": f"gpu{d}", "sharing": sharing}
+        device["engines"] = engines
         if sharing == "timeslice":
             device["timeslice_ms"] = timeslice_ms
         devices.append(device)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from common import add_smoke_flag, machine_info, pyplot, smoke_path, write_report
 from mixed_emu_bench import CONFIGS, capacity, scaled
 from mixed_emu_load import Workload, plan, replay, stats
-from mixed_emu_setup import MODELS, Emulator, Gateways, layout
+from mixed_emu_setup import MODELS, Emulator, Gateways, add_layout_args, layout
 
 
 def held(result: dict[str, Any], w: Workload) -> bool:
@@ -166,7 +166,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="h100-llama3-8b-e5-mistral-7b")
     parser.add_argument("--devices", default="2")
     parser.add_argument("--patterns", default="bursty,poisson")
     parser.add_argument("--mixes", default="0.9,0.5,0.3", help="LLM shares")
@@ -178,13 +177,7 @@ def main() -> None:
     parser.add_argument("--configs", default="siloed,priority,device-packing")
     parser.add_argument("--seconds", type=float, default=8.0, help="emulated seconds")
     parser.add_argument("--time-scale", type=float, default=2.0)
-    parser.add_argument(
-        "--sharing", choices=("timeslice", "turns"), default="timeslice"
-    )
-    parser.add_argument("--timeslice-ms", type=float, default=2.0)
-    parser.add_argument("--llm-capacity", type=float, default=20.0)
-    parser.add_argument("--emb-capacity", type=float, default=60.0)
-    parser.add_argument("--emb-inflight", type=int, default=8)
+    add_layout_args(parser)
     parser.add_argument("--pause", type=float, default=0.5)
     parser.add_argument(
         "--out", type=Path, default=HERE / "results" / "mixed-saturation.json"
