@@ -91,14 +91,18 @@ class _View:
     def engines(self, pool: str) -> int:
         return len(self.serving(pool))
 
-    def colocated(self, engine: _Engine) -> int:
+    def beside(self, engine: _Engine) -> list[_Engine]:
+        """The engines of the other kind on ``engine``'s device."""
         if engine.device is None:
-            return 0
-        return sum(
-            e.inflight
+            return []
+        return [
+            e
             for e in self.engines_
             if e.device == engine.device and e.kind != engine.kind
-        )
+        ]
+
+    def colocated(self, engine: _Engine) -> int:
+        return sum(e.inflight for e in self.beside(engine))
 
     def ready_apart(self, pool: str) -> bool:
         return any(
@@ -194,12 +198,17 @@ def simulate(
                     load=e.inflight,
                     capacity=e.slots - e.inflight,
                     tokens=e.tokens,
-                    signals={"colocated_inflight": view.colocated(e)},
+                    signals={
+                        "colocated_inflight": view.colocated(e),
+                        "colocated_engines": len(view.beside(e)),
+                    },
                 )
                 for i, e in enumerate(free)
             ]
             pick = (
-                router.route(RouteRequest(tokens=batch[0].tokens), candidates)
+                router.route(
+                    RouteRequest(tokens=batch[0].tokens, kind=free[0].kind), candidates
+                )
                 if router is not None
                 else [0]
             )

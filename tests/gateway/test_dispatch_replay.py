@@ -210,3 +210,54 @@ def test_a_policy_switch_at_run_time_is_logged_and_reported(
     assert [s["policy"] for s in out["policy_switches"]] == ["priority"]
     text = CliRunner().invoke(cli, ["explain", "--dispatch-log", str(log)])
     assert "switched to priority" in text.output
+
+
+def test_replay_packs_generations_as_the_default_router_did(
+    engine_double: Any, gateway: Any, tmp_path: Path
+) -> None:
+    """Engines paired on two devices: the default router (device-packing) sends
+    concurrent generations to one engine, and the replay decides the same."""
+    log = tmp_path / "packed.jsonl"
+    a, b = engine_double("tiny", token_delay_s=0.02), engine_double("tiny")
+    e0, e1 = (
+        engine_double("emb", kind="embedding"),
+        engine_double("emb", kind="embedding"),
+    )
+    gw = gateway(
+        {
+            "engines": [
+                a.spec("a", device="d0"),
+                e0.spec("e0", device="d0"),
+                b.spec("b", device="d1"),
+                e1.spec("e1", device="d1"),
+            ],
+            "policy": "fifo",
+            "decision_log": str(log),
+        }
+    )
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            sent = []
+            for _ in range(3):
+                body = {**CHAT, "max_tokens": 10}
+                sent.append(
+                    asyncio.ensure_future(
+                        client.post("/v1/chat/completions", json=body)
+                    )
+                )
+                await asyncio.sleep(0.02)
+            for response in await asyncio.gather(*sent):
+                assert response.status_code == 200
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while len(_events(log, "done")) < 3:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    (start,) = _events(log, "start")
+    assert start["routers"]["llm"] == "device-packing"
+    recorded = [d["engine"] for d in _events(log, "dispatch")]
+    assert recorded == ["a", "a", "a"]
+    again = simulate(read_log(log), "fifo")
+    assert [d[1] for d in again.decisions] == recorded
