@@ -11,7 +11,7 @@ and 4) the same arrival plan is replayed against
   ``--sharing turns``), once per request policy (``fifo``, ``priority``, ``slo-aware``,
   ``hybrid`` with the least-load router; ``interference-aware`` with its router;
   ``device-packing``: ``priority`` with the router that packs LLM requests onto the
-  fewest devices).
+  fewest devices; ``cost-optimized`` and ``adaptive`` with that router too).
 
 Open-loop arrivals (``poisson`` / ``bursty`` on-off), LLM shares ``--mixes``, loads
 ``--loads`` as fractions of the siloed layout's estimated capacity. Reported per
@@ -47,6 +47,8 @@ IA = {
     "pace_ms": 25,
     "hold_max_ms": 150,
 }
+COST = {"max_batch": 64, "max_wait_ms": 50, "margin_ms": 10, "initial_batch_ms": 20}
+ADAPTIVE = {"window_ms": 500, "policy_configs": {"mixed": HYBRID}}
 #: configuration -> (router, policy, policy config); None: siloed (no gateway)
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]] | None] = {
     "siloed": None,
@@ -57,6 +59,9 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]] | None] = {
     "interference-aware": ("interference-aware", "interference-aware", IA),
     # priority dispatch; LLM requests packed onto the fewest devices
     "device-packing": ("device-packing", "priority", {}),
+    # the other policies with the default router (device-packing)
+    "cost-optimized": ("device-packing", "cost-optimized", COST),
+    "adaptive": ("device-packing", "adaptive", ADAPTIVE),
 }
 #: the control plane's parts added one at a time (run at the ablation points)
 ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -82,6 +87,9 @@ ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {
         "interference-aware",
         {**IA, "engine_depth": 2},
     ),
+    # fewer generations packed per LLM engine: their tail against the embeddings'
+    "device-packing (pack limit 32)": ("device-packing:pack_limit=32", "priority", {}),
+    "device-packing (pack limit 16)": ("device-packing:pack_limit=16", "priority", {}),
 }
 
 
@@ -94,8 +102,15 @@ def capacity(share: float, n: int, args: argparse.Namespace) -> float:
 
 
 def scaled(config: dict[str, Any], scale: float) -> dict[str, Any]:
-    """A policy config with its durations (``*_ms``) in wall time."""
-    return {k: v * scale if k.endswith("_ms") else v for k, v in config.items()}
+    """A policy config with its durations (``*_ms``, nested ones too) in wall time."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = scaled(value, scale)
+        elif key.endswith("_ms"):
+            value = value * scale
+        out[key] = value
+    return out
 
 
 def run_point(
@@ -164,7 +179,12 @@ def main() -> None:
     workload = Workload()
     before = machine_info()
     names = args.configs.split(",")
-    routers = sorted({c[0] for n, c in CONFIGS.items() if c and n in names})
+    unknown = [n for n in names if n not in CONFIGS and n not in ABLATION]
+    if unknown:
+        known = list(CONFIGS) + list(ABLATION)
+        parser.error(f"unknown configurations {unknown}; known: {known}")
+    known = {**CONFIGS, **ABLATION}
+    routers = sorted({c[0] for n in names if (c := known[n])})
     ablate = args.ablation_at.split(",") if args.ablation_at else None
     if ablate:
         routers = sorted(set(routers) | {c[0] for c in ABLATION.values()})

@@ -125,7 +125,8 @@ async def replay(
         path, payload = bodies[i]
         headers = {
             "Content-Type": "application/json",
-            "X-SLO-Deadline-Ms": str(req.slo_ms),
+            # the objective in wall time, as the gateway's clock runs
+            "X-SLO-Deadline-Ms": str(req.slo_ms * scale),
         }
         if req.kind == "embedding":
             headers["X-Request-Priority"] = "high"

@@ -15,7 +15,8 @@ that preempt a step, as a GPU time-slices the contexts of two engine processes;
 ``turns`` runs each step whole before the other engine's.
 
 ``Gateways`` starts one gateway per router under test; policies are switched at run
-time with ``PUT /admin/policy``.
+time with ``PUT /admin/policy``. A router is named with its options where it needs
+them, ``device-packing:pack_limit=16`` (``router_spec``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ from common import free_port, start_gateway, wait_ready
 
 UNIFIED_KV_TOKENS = 270_000
 MODELS = {"llm": "llama", "embedding": "e5"}
+
+
+def router_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[:KEY=VALUE,...]`` -> the router's name and its config (numbers parsed)."""
+    name, _, options = spec.partition(":")
+    config: dict[str, Any] = {}
+    for option in filter(None, options.split(",")):
+        key, sep, raw = option.partition("=")
+        if not sep:
+            raise ValueError(f"router option {option!r} in {spec!r} is not KEY=VALUE")
+        try:
+            config[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            config[key] = raw
+    return name, config
 
 
 def add_layout_args(parser: argparse.ArgumentParser) -> None:
@@ -151,16 +167,17 @@ class Gateways:
             }
             for e in engines
         ]
-        for router in routers:
+        for i, router in enumerate(routers):
+            name, options = router_spec(router)
             port = free_port()
-            config = Path(self.dir.name) / f"gateway-{router}.json"
+            config = Path(self.dir.name) / f"gateway-{i}.json"
             config.write_text(
                 json.dumps(
                     {
                         "engines": specs,
                         "policy": "fifo",
-                        "router": router,
-                        "router_config": {"metrics_interval_ms": 100},
+                        "router": name,
+                        "router_config": {"metrics_interval_ms": 100, **options},
                         "queue_limits": {"completion": 100000, "embedding": 100000},
                         "queue_timeout_s": 120,
                     }

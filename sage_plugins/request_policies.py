@@ -6,10 +6,15 @@ from typing import Any
 
 from sage_core import hookimpl
 from sage_plugins import register_named
+from schedulers.adaptive import AdaptivePolicy
+from schedulers.cost import CostOptimizedPolicy
 from schedulers.interference import InterferenceAwarePolicy
 from schedulers.requests import POLICIES
 
 
 @hookimpl
 def register_request_policies(register: Any) -> None:
-    register_named(register, (*POLICIES, InterferenceAwarePolicy))
+    register_named(
+        register,
+        (*POLICIES, InterferenceAwarePolicy, CostOptimizedPolicy, AdaptivePolicy),
+    )

@@ -11,7 +11,10 @@ lines to PATH:
   (one request, or an embedding batch), ``queued`` the requests left waiting;
 * ``{"event": "done", "t", "id", "status"}`` per request that left the gateway;
 * ``{"event": "policy", "t", "policy", "policy_config"}`` when the request policy is
-  switched at run time.
+  switched at run time;
+* ``{"event": "policy-event", "t", "policy", "decision", ...}`` for the decisions a
+  policy reports beyond releasing requests (``RequestPolicy.take_events``: the
+  ``adaptive`` policy's switches, why a ``cost-optimized`` batch left).
 
 ``sage explain --dispatch-log PATH --replay POLICY`` reads it
 (``sage_core.diagnosis.dispatch``). Prompts and bodies are never written.
@@ -109,6 +112,10 @@ class DecisionLog:
                 "policy_config": dict(config or {}),
             }
         )
+
+    def policy_event(self, record: dict[str, Any], now: float) -> None:
+        """A decision the request policy reported (``take_events``)."""
+        self._write({"event": "policy-event", "t": self._t(now), **record})
 
     def done(self, request: LLMRequest, status: str) -> None:
         self._write(

@@ -277,6 +277,10 @@ class ControlPlane(Serving):
             if not batch:
                 break
             self._assign(batch)
+        events = self.policy.take_events()
+        if events and self.decisions is not None:
+            for record in events:
+                self.decisions.policy_event(record, view.now)
         parked, self._parked = self._parked, []
         for batch in parked:
             for request in batch:

@@ -88,52 +88,66 @@ class RequestPolicy:
         policies that size batches from measured cost learn here."""
         return
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """The decisions the policy made beyond releasing requests (a switch, why
+        a batch left) since the last call, JSON-friendly; the gateway's decision log
+        writes each as a ``policy-event``. Policies keep a bounded backlog."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly name and config (``GET /admin/policy``)."""
         return {"name": self.name, "config": dict(self.config)}
 
 
 class _PoolHeap:
-    """A heap of (key, seq, request) with tombstones for O(log n) removal."""
+    """A heap of (key, seq, tick, request) with tombstones for O(log n) removal.
 
-    __slots__ = ("dead", "heap", "live")
+    A tombstone names one push (its ``tick``), not the request: a request removed
+    and pushed again (a policy switch and back) is live once more."""
+
+    __slots__ = ("dead", "heap", "live", "tick", "ticks")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[Any, int, LLMRequest]] = []
+        self.heap: list[tuple[Any, int, int, LLMRequest]] = []
         self.dead: set[int] = set()
+        self.ticks: dict[int, int] = {}  # seq -> tick of its live entry
+        self.tick = 0
         self.live = 0
 
     def push(self, key: Any, request: LLMRequest) -> None:
-        heapq.heappush(self.heap, (key, request.seq, request))
+        self.tick += 1
+        heapq.heappush(self.heap, (key, request.seq, self.tick, request))
+        self.ticks[request.seq] = self.tick
         self.live += 1
 
     def _settle(self) -> None:
-        while self.heap and self.heap[0][1] in self.dead:
-            self.dead.discard(heapq.heappop(self.heap)[1])
+        while self.heap and self.heap[0][2] in self.dead:
+            self.dead.discard(heapq.heappop(self.heap)[2])
 
     def peek(self) -> tuple[Any, LLMRequest] | None:
         self._settle()
         if not self.heap:
             return None
-        key, _, request = self.heap[0]
+        key, _, _, request = self.heap[0]
         return key, request
 
     def pop(self) -> LLMRequest:
         self._settle()
-        _, _, request = heapq.heappop(self.heap)
+        _, seq, _, request = heapq.heappop(self.heap)
+        del self.ticks[seq]
         self.live -= 1
         return request
 
     def kill(self, request: LLMRequest) -> None:
-        self.dead.add(request.seq)
+        self.dead.add(self.ticks.pop(request.seq))
         self.live -= 1
         if len(self.dead) > 64 and len(self.dead) > self.live:
-            self.heap = [e for e in self.heap if e[1] not in self.dead]
+            self.heap = [e for e in self.heap if e[2] not in self.dead]
             heapq.heapify(self.heap)
             self.dead.clear()
 
     def items(self) -> Iterator[LLMRequest]:
-        return (e[2] for e in self.heap if e[1] not in self.dead)
+        return (e[3] for e in self.heap if e[2] not in self.dead)
 
 
 class KeyedPolicy(RequestPolicy):

@@ -87,7 +87,15 @@ def drain(policy: RequestPolicy, view: FixedView) -> list[list[LLMRequest]]:
     return batches
 
 
-ALL = ["fifo", "priority", "slo-aware", "hybrid", "interference-aware"]
+ALL = [
+    "fifo",
+    "priority",
+    "slo-aware",
+    "hybrid",
+    "interference-aware",
+    "cost-optimized",
+    "adaptive",
+]
 
 
 @pytest.mark.parametrize("name", ALL)
