@@ -121,6 +121,21 @@ def test_replay_under_priority_serves_the_urgent_request_first(fifo_log: Path) -
     assert sim.dispatched[urgent.id] < urgent.dispatched
 
 
+@pytest.mark.parametrize("policy", ["cost-optimized", "adaptive"])
+def test_the_policies_that_decide_more_replay_every_request(
+    fifo_log: Path, policy: str
+) -> None:
+    """Policies with decisions of their own (batch holds, switches) replay too: at
+    this light load adaptive stays on priority, and chat is never held."""
+    out = replay_dispatch(fifo_log, policy)
+    assert (out["policy"], out["requests"]) == (policy, 5)
+    log = read_log(fifo_log)
+    prio = {r.id: r.priority for r in log.requests.values()}
+    replayed = [prio[d["replayed"]["requests"][0]] for d in out["decisions"]]
+    # cost-optimized orders generations by deadline (none here: arrival order)
+    assert replayed[1:] == ([9, 5, 0, 0] if policy == "adaptive" else [0, 0, 9, 5])
+
+
 def test_sage_explain_replays_a_dispatch_log(fifo_log: Path) -> None:
     result = CliRunner().invoke(
         cli, ["explain", "--dispatch-log", str(fifo_log), "--replay", "priority"]
