@@ -47,7 +47,7 @@ IA = {
     "pace_ms": 25,
     "hold_max_ms": 150,
 }
-COST = {"max_batch": 64, "max_wait_ms": 50, "margin_ms": 10, "initial_batch_ms": 20}
+COST = {"max_wait_ms": 50, "margin_ms": 10, "initial_batch_ms": 20}
 ADAPTIVE = {"window_ms": 500, "policy_configs": {"mixed": HYBRID}}
 #: configuration -> (router, policy, policy config); None: siloed (no gateway)
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]] | None] = {
@@ -87,10 +87,18 @@ ABLATION: dict[str, tuple[str, str, dict[str, Any]]] = {
         "interference-aware",
         {**IA, "engine_depth": 2},
     ),
-    # fewer generations packed per LLM engine: their tail against the embeddings'
-    "device-packing (pack limit 32)": ("device-packing:pack_limit=32", "priority", {}),
-    "device-packing (pack limit 16)": ("device-packing:pack_limit=16", "priority", {}),
 }
+#: fewer generations packed per LLM engine: their tail against the embeddings' (run
+#: at every point by default, beside CONFIGS; not candidates for the best policy)
+PACKED = {
+    f"device-packing (pack limit {n})": (
+        f"device-packing:pack_limit={n}",
+        "priority",
+        {},
+    )
+    for n in (32, 16)
+}
+ABLATION.update(PACKED)
 
 
 def capacity(share: float, n: int, args: argparse.Namespace) -> float:
@@ -133,8 +141,14 @@ def run_point(
             target = targets["siloed"]
         results = asyncio.run(replay(reqs, target, MODELS, args.time_scale))
         out[name] = stats(results, args.seconds)
-        if config is not None and config[1] == "interference-aware":
-            out[name]["policy_state"] = gateways.policy(config[0]).get("learned")
+        if config is not None:  # what the policy learned and decided in this run
+            described = gateways.policy(config[0])
+            if described.get("learned"):
+                out[name]["policy_state"] = described["learned"]
+            if "switches" in described:
+                out[name]["policy_switches"] = [
+                    (round(s["at"], 3), s["to"]) for s in described["switches"]
+                ]
         time.sleep(args.pause)
     return out
 
@@ -143,22 +157,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", default="2,4")
     parser.add_argument("--patterns", default="poisson,bursty")
-    parser.add_argument("--mixes", default="0.9,0.7,0.5,0.3", help="LLM shares")
-    parser.add_argument("--loads", default="0.5,0.8,1.0", help="x siloed capacity")
-    parser.add_argument("--seconds", type=float, default=10.0, help="emulated seconds")
+    parser.add_argument("--mixes", default="0.9,0.5,0.3", help="LLM shares")
+    parser.add_argument("--loads", default="0.8", help="x siloed capacity")
+    parser.add_argument("--seconds", type=float, default=8.0, help="emulated seconds")
     parser.add_argument(
         "--time-scale",
         type=float,
-        default=3.0,
+        default=2.0,
         help="wall seconds per emulated second (eases a busy host's timing error)",
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.5)
     add_layout_args(parser)
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join([*CONFIGS, *PACKED]))
     parser.add_argument(
         "--ablation-at",
-        default="bursty,0.5,0.8",
+        default="bursty,0.3,0.8",
         help="pattern,mix,load of the ablation points ('' = none)",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mixed.json")
@@ -201,7 +215,8 @@ def main() -> None:
                     for load in (float(x) for x in args.loads.split(",")):
                         rate = load * capacity(share, n, args)
                         is_ablation = ablate == [pattern, str(share), str(load)]
-                        run_names = names + (list(ABLATION) if is_ablation else [])
+                        extra = [n for n in ABLATION if n not in names]
+                        run_names = names + (extra if is_ablation else [])
                         for rep in range(args.repeats):
                             reqs = plan(
                                 rate, args.seconds, share, pattern, rep, workload

@@ -5,11 +5,12 @@ Every engine call has a fixed cost (a step's launch, weights read once per batch
 that a fuller batch amortises, so engine-seconds per request fall as batches grow.
 Where ``hybrid`` starts a partial embedding batch as soon as an engine is idle,
 this policy holds it while its requests have slack: a batch leaves when it holds
-``max_batch`` inputs, when one more ``margin_ms`` of waiting would make its most
-urgent request miss its deadline given the batch's predicted time (g(inputs) =
-fixed + per_input x inputs, fitted online from the gateway's own timings:
-:class:`~schedulers.interference.BatchCost`; ``initial_batch_ms`` before two
-timings), or when its oldest request has waited ``max_wait_ms``. Requests without
+``max_batch`` inputs, when one of its requests has spent ``hold_share`` of its slack
+waiting (the slack: its objective less the batch's predicted time, g(inputs) =
+fixed + per_input x inputs fitted online from the gateway's own timings
+(:class:`~schedulers.interference.BatchCost`; ``initial_batch_ms`` before two
+timings), less ``margin_ms``; the rest of the slack absorbs the queueing a burst
+adds), or when its oldest request has waited ``max_wait_ms``. Requests without
 an objective get ``default_slo_ms`` (``slo-aware``'s), so they wait up to
 ``max_wait_ms``. LLM requests go in deadline order as in ``slo-aware``: engines
 batch generations continuously themselves.
@@ -21,7 +22,7 @@ Every release is a decision record (``take_events``: why it left, how long its
 oldest request was held, the predicted batch time).
 
 Config: ``max_batch`` (64 inputs), ``max_wait_ms`` (50), ``margin_ms`` (10),
-``initial_batch_ms`` (20), plus ``slo-aware``'s.
+``hold_share`` (0.5), ``initial_batch_ms`` (20), plus ``slo-aware``'s.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ class CostOptimizedPolicy(HybridPolicy):
         super().__init__(**config)
         self.margin_s = float(config.get("margin_ms", 10)) / 1000.0
         self.initial_s = float(config.get("initial_batch_ms", 20)) / 1000.0
-        if self.margin_s < 0 or self.initial_s < 0:
-            raise ValueError("cost-optimized: margin_ms and initial_batch_ms >= 0")
+        self.hold_share = float(config.get("hold_share", 0.5))
+        if self.margin_s < 0 or self.initial_s < 0 or not 0 <= self.hold_share <= 1:
+            raise ValueError(
+                "cost-optimized: margin_ms and initial_batch_ms >= 0, "
+                "0 <= hold_share <= 1"
+            )
         self.cost = BatchCost()
         self.calls = self.inputs = self.requests_sent = 0
         self.reasons: Counter[str] = Counter()
@@ -74,8 +79,11 @@ class CostOptimizedPolicy(HybridPolicy):
     def _leaves_at(self, queue: deque[LLMRequest]) -> tuple[float, str]:
         """When the batch at the head of ``queue`` must leave, and why."""
         size = min(self.max_batch, sum(r.size for r in queue))
-        urgent = min(self._deadline(r) for r in queue)
-        by_slo = urgent - self.predict_s(size) - self.margin_s
+        cost = self.predict_s(size) + self.margin_s
+        by_slo = min(
+            r.arrival + self.hold_share * max(0.0, self._deadline(r) - r.arrival - cost)
+            for r in queue
+        )
         by_wait = queue[0].arrival + self.max_wait_s
         return (by_slo, "deadline") if by_slo < by_wait else (by_wait, "max-wait")
 

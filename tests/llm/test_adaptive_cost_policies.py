@@ -203,17 +203,17 @@ def test_cost_optimized_holds_a_batch_while_there_is_slack() -> None:
     first = req("embedding", 0.0, slo_ms=200)
     policy.push(first)
     assert policy.pop(view) is None  # an idle engine does not start it: slack left
-    # it must leave 200 - 20 (predicted batch) - 10 (margin) ms after arrival
-    assert policy.wake_after(0.0) == pytest.approx(0.17)
-    view.now = 0.1
-    second = req("embedding", 0.1, slo_ms=5000)
+    # it waits half its slack: (200 - 20 predicted - 10 margin) / 2 = 85 ms
+    assert policy.wake_after(0.0) == pytest.approx(0.085)
+    view.now = 0.05
+    second = req("embedding", 0.05, slo_ms=5000)
     policy.push(second)
     assert policy.pop(view) is None
-    view.now = 0.171
+    view.now = 0.086
     assert policy.pop(view) == [first, second]
     (event,) = policy.take_events()
     assert event["reason"] == "deadline" and event["inputs"] == 2
-    assert event["held_ms"] == pytest.approx(171.0)
+    assert event["held_ms"] == pytest.approx(86.0)
 
 
 def test_cost_optimized_releases_full_batches_at_once_and_learns_their_cost() -> None:
