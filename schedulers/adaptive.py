@@ -3,9 +3,11 @@
 It serves through one inner policy at a time and, every ``window_ms``, classifies
 what the window showed:
 
-* ``overload``: at least ``late_share`` of the requests it released had already
-  passed their deadline: ``slo-aware`` by default, whose late queue keeps the
-  engines for requests that can still meet their objective;
+* ``overload``: at least ``late_share`` of the requests with an objective that
+  finished in the window, or that it released, were past their deadline (requests
+  may queue in the engines rather than here, so lateness is counted where they
+  finish too): ``slo-aware`` by default, whose late queue keeps the engines for
+  requests that can still meet their objective;
 * ``mixed``: embedding requests queued (at least ``batch_queue`` on average over
   the window): ``hybrid`` by default, which merges them
   into batches;
@@ -24,6 +26,7 @@ Config: ``policies`` (regime -> policy name), ``policy_configs`` (regime -> conf
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +44,21 @@ class _Window:
     """What one window saw: releases, late ones, and the embedding requests queued
     over time (held between the plane's calls, which follow every arrival)."""
 
-    __slots__ = ("area", "last", "late", "queued", "released", "start")
+    __slots__ = (
+        "area",
+        "done",
+        "last",
+        "late",
+        "missed",
+        "queued",
+        "released",
+        "start",
+    )
 
     def __init__(self, start: float, queued: int) -> None:
         self.start = self.last = start
         self.queued = queued
-        self.released = self.late = 0
+        self.released = self.late = self.done = self.missed = 0
         self.area = 0.0
 
     def held(self, now: float, queued: int) -> None:
@@ -59,14 +71,18 @@ class _Window:
     ) -> tuple[str, dict[str, Any]]:
         self.held(now, self.queued)
         span = now - self.start
-        late = self.late / self.released if self.released else 0.0
+        late = max(
+            self.late / self.released if self.released else 0.0,
+            self.missed / self.done if self.done else 0.0,
+        )
         queued = self.area / span if span > 0 else 0.0
         figures = {
             "released": self.released,
+            "finished": self.done,
             "late_share": round(late, 4),
             "embedding_queued": round(queued, 2),
         }
-        if self.released and late >= late_share:
+        if late >= late_share:
             return "overload", figures
         if queued >= batch_queue:
             return "mixed", figures
@@ -186,6 +202,14 @@ class AdaptivePolicy(RequestPolicy):
     def observe(self, batch: list[LLMRequest], seconds: float) -> None:
         for policy in self.inner.values():
             policy.observe(batch, seconds)
+
+    def finished(self, request: LLMRequest, status: str, now: float) -> None:
+        window = self._window
+        if window is not None and request.deadline != math.inf:
+            window.done += 1
+            window.missed += status != "ok" or now > request.deadline
+        for policy in self.inner.values():
+            policy.finished(request, status, now)
 
     def take_events(self) -> list[dict[str, Any]]:
         events = list(self._events)

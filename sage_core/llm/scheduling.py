@@ -88,6 +88,11 @@ class RequestPolicy:
         policies that size batches from measured cost learn here."""
         return
 
+    def finished(self, request: LLMRequest, status: str, now: float) -> None:
+        """``request`` left the gateway at ``now`` (``status`` ok or an error):
+        policies that watch objectives met or missed learn here."""
+        return
+
     def take_events(self) -> list[dict[str, Any]]:
         """The decisions the policy made beyond releasing requests (a switch, why
         a batch left) since the last call, JSON-friendly; the gateway's decision log

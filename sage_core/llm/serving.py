@@ -138,6 +138,7 @@ class Serving:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         )
+        self.policy.finished(request, status, time.monotonic())
         if self.decisions is not None:
             self.decisions.done(request, status)
 

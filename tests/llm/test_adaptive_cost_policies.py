@@ -117,6 +117,21 @@ def test_adaptive_switches_to_slo_aware_after_confirmed_overload() -> None:
     assert described["switches"][0]["regime"] == "overload"
 
 
+def test_adaptive_sees_objectives_missed_in_the_engines() -> None:
+    """Released on time but answered late (queued in the engine): overload too."""
+    policy = make_policy("adaptive", {"window_ms": 500, "confirm": 1})
+    view = ClockView()
+    for i in range(6):
+        view.now = i * 0.1
+        r = req("embedding", view.now, slo_ms=150)
+        policy.push(r)
+        assert policy.pop(view) == [r]  # on time when it leaves
+        policy.finished(r, "ok", view.now + 0.4)  # answered 250 ms past its deadline
+    (event,) = policy.take_events()
+    assert (event["to"], event["regime"]) == ("slo-aware", "overload")
+    assert event["window"]["late_share"] == 1.0 and event["window"]["finished"] == 5
+
+
 def test_adaptive_ignores_a_single_overloaded_window() -> None:
     policy = make_policy("adaptive", {"window_ms": 500, "confirm": 2})
     view = ClockView()
