@@ -115,12 +115,16 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         ]
         mixes = list(dict.fromkeys(r["mix"] for r in rows))
         width = 0.8 / max(1, len(configs))
+        # one colour per configuration (the default cycle repeats after ten)
+        colours = plt.get_cmap("tab20").colors
         for i, name in enumerate(configs):
             by_mix = {r["mix"]: r for r in rows if r["config"] == name}
             xs = [x + i * width for x in range(len(mixes))]
             for row_i, key in enumerate(("embedding_p99_ms", "slo_attainment")):
                 vals = [(by_mix.get(m) or {}).get(key) or 0.0 for m in mixes]
-                axes[row_i][col].bar(xs, vals, width, label=name)
+                axes[row_i][col].bar(
+                    xs, vals, width, label=name, color=colours[i % len(colours)]
+                )
         for row_i, label in enumerate(
             ("embedding p99 (ms, emulated)", "SLO attainment")
         ):
