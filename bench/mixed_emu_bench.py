@@ -193,15 +193,16 @@ def main() -> None:
     workload = Workload()
     before = machine_info()
     names = args.configs.split(",")
-    unknown = [n for n in names if n not in CONFIGS and n not in ABLATION]
-    if unknown:
-        known = list(CONFIGS) + list(ABLATION)
-        parser.error(f"unknown configurations {unknown}; known: {known}")
     known = {**CONFIGS, **ABLATION}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown configurations {unknown}; known: {list(known)}")
     routers = sorted({c[0] for n in names if (c := known[n])})
     ablate = args.ablation_at.split(",") if args.ablation_at else None
     if ablate:
         routers = sorted(set(routers) | {c[0] for c in ABLATION.values()})
+    # the ablation rows not already run at every point
+    extra = [n for n in ABLATION if n not in names]
     points: list[dict[str, Any]] = []
     for n in (int(x) for x in args.devices.split(",")):
         how = (args.sharing, args.timeslice_ms)
@@ -215,7 +216,6 @@ def main() -> None:
                     for load in (float(x) for x in args.loads.split(",")):
                         rate = load * capacity(share, n, args)
                         is_ablation = ablate == [pattern, str(share), str(load)]
-                        extra = [n for n in ABLATION if n not in names]
                         run_names = names + (extra if is_ablation else [])
                         for rep in range(args.repeats):
                             reqs = plan(

@@ -63,6 +63,15 @@ class RouteRequest:
     kind: str | None = None
 
 
+def colocation_signals(beside: Sequence[Any]) -> dict[str, int]:
+    """A candidate's ``colocated_inflight`` and ``colocated_engines`` signals from
+    the engines of the other kind on its device (objects with ``inflight``)."""
+    return {
+        "colocated_inflight": sum(e.inflight for e in beside),
+        "colocated_engines": len(beside),
+    }
+
+
 class NoCandidateError(LookupError):
     """A router was asked to choose among no (healthy) candidates."""
 

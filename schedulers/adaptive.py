@@ -124,7 +124,6 @@ class AdaptivePolicy(RequestPolicy):
         self.regime = "light"
         self._pending: tuple[str, int] = ("light", 0)
         self._window: _Window | None = None
-        self._events: deque[dict[str, Any]] = deque(maxlen=1024)
         self.switches: deque[dict[str, Any]] = deque(maxlen=20)
         self._emb_queued = 0  # embedding requests queued (any inner policy)
 
@@ -181,7 +180,7 @@ class AdaptivePolicy(RequestPolicy):
             "moved": len(new),
         }
         self.regime, self._pending = regime, (regime, 0)
-        self._events.append(record)
+        self.record_event(record)
         self.switches.append({"at": now, **record})
 
     def remove(self, request: LLMRequest) -> bool:
@@ -210,11 +209,6 @@ class AdaptivePolicy(RequestPolicy):
             window.missed += status != "ok" or now > request.deadline
         for policy in self.inner.values():
             policy.finished(request, status, now)
-
-    def take_events(self) -> list[dict[str, Any]]:
-        events = list(self._events)
-        self._events.clear()
-        return events
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

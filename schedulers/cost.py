@@ -59,7 +59,6 @@ class CostOptimizedPolicy(HybridPolicy):
         self.cost = BatchCost()
         self.calls = self.inputs = self.requests_sent = 0
         self.reasons: Counter[str] = Counter()
-        self._events: deque[dict[str, Any]] = deque(maxlen=1024)
 
     def predict_s(self, inputs: int) -> float:
         """Predicted seconds of one engine call of ``inputs`` inputs."""
@@ -113,7 +112,7 @@ class CostOptimizedPolicy(HybridPolicy):
         self.inputs += inputs
         self.requests_sent += len(batch)
         self.reasons[why] += 1
-        self._events.append(
+        self.record_event(
             {
                 "policy": self.name,
                 "decision": "release",
@@ -129,11 +128,6 @@ class CostOptimizedPolicy(HybridPolicy):
         """Time until the next held batch must leave."""
         times = [self._leaves_at(q)[0] - now for q in self._emb.values()]
         return max(0.0005, min(times)) if times else None
-
-    def take_events(self) -> list[dict[str, Any]]:
-        events = list(self._events)
-        self._events.clear()
-        return events
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

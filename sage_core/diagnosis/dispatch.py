@@ -130,7 +130,7 @@ def simulate(
     from sage_core.common.errors import SageError
     from sage_core.llm.classify import LLMRequest
     from sage_core.llm.plane import make_policy, make_router
-    from sage_core.routing import Candidate, RouteRequest
+    from sage_core.routing import Candidate, RouteRequest, colocation_signals
 
     try:
         chosen = make_policy(policy, dict(policy_config or {}))
@@ -198,10 +198,7 @@ def simulate(
                     load=e.inflight,
                     capacity=e.slots - e.inflight,
                     tokens=e.tokens,
-                    signals={
-                        "colocated_inflight": view.colocated(e),
-                        "colocated_engines": len(view.beside(e)),
-                    },
+                    signals=colocation_signals(view.beside(e)),
                 )
                 for i, e in enumerate(free)
             ]

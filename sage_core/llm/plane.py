@@ -41,7 +41,7 @@ from sage_core.llm.metrics import GatewayMetrics
 from sage_core.llm.registry import HEALTHY, STARTING, Engine, EngineRegistry
 from sage_core.llm.serving import Serving, _Grant
 from sage_core.llm.signals import MetricsPoller
-from sage_core.routing import Candidate, Router, RouteRequest
+from sage_core.routing import Candidate, Router, RouteRequest, colocation_signals
 
 if TYPE_CHECKING:
     from sage_core.llm.classify import LLMRequest
@@ -314,11 +314,7 @@ class ControlPlane(Serving):
                 load=e.inflight,
                 capacity=e.free,
                 tokens=e.inflight_tokens,
-                signals={
-                    **e.signals,
-                    "colocated_inflight": self.colocated_inflight(e),
-                    "colocated_engines": len(self.colocated(e)),
-                },
+                signals={**e.signals, **colocation_signals(self.colocated(e))},
             )
             for i, e in enumerate(free)
         ]

@@ -15,6 +15,7 @@ share: one heap per pool, ordered by a key, with O(log n) removal by tombstone.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -56,8 +57,12 @@ class RequestPolicy:
 
     name: ClassVar[str] = ""
 
+    #: decision records kept for ``take_events`` at most (the oldest go first)
+    EVENT_BACKLOG: ClassVar[int] = 1024
+
     def __init__(self, **config: Any) -> None:
         self.config = config
+        self._events: deque[dict[str, Any]] = deque(maxlen=self.EVENT_BACKLOG)
 
     def push(self, request: LLMRequest) -> None:
         """Queue one admitted request."""
@@ -93,11 +98,18 @@ class RequestPolicy:
         policies that watch objectives met or missed learn here."""
         return
 
+    def record_event(self, record: dict[str, Any]) -> None:
+        """Keep a decision made beyond releasing requests (a switch, why a batch
+        left), JSON-friendly, for ``take_events``."""
+        self._events.append(record)
+
     def take_events(self) -> list[dict[str, Any]]:
-        """The decisions the policy made beyond releasing requests (a switch, why
-        a batch left) since the last call, JSON-friendly; the gateway's decision log
-        writes each as a ``policy-event``. Policies keep a bounded backlog."""
-        return []
+        """The decisions recorded since the last call (``record_event``; at most
+        ``EVENT_BACKLOG``); the gateway's decision log writes each as a
+        ``policy-event``."""
+        events = list(self._events)
+        self._events.clear()
+        return events
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly name and config (``GET /admin/policy``)."""

@@ -29,6 +29,14 @@ def _events(path: Path, event: str) -> list[dict[str, Any]]:
     return [r for r in lines if r["event"] == event]
 
 
+def _wait_done(path: Path, n: int) -> None:
+    """Wait (10 s at most) until the log records ``n`` requests done."""
+    deadline = time.monotonic() + 10
+    while len(_events(path, "done")) < n:
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def fifo_log(engine_double: Any, gateway: Any, tmp_path: Path) -> Path:
     """The decision log of a FIFO gateway serving a long request, then four short
@@ -72,10 +80,7 @@ def fifo_log(engine_double: Any, gateway: Any, tmp_path: Path) -> Path:
                 assert response.status_code == 200
 
     asyncio.run(run())
-    deadline = time.monotonic() + 10
-    while len(_events(log, "done")) < 5:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    _wait_done(log, 5)
     return log
 
 
@@ -193,10 +198,7 @@ def test_a_retried_request_counts_with_its_last_dispatch(
     for _ in range(2):
         response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=30)
         assert response.status_code == 200
-    deadline = time.monotonic() + 10
-    while len(_events(log, "done")) < 2:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    _wait_done(log, 2)
     attempts = _events(log, "dispatch")
     assert "bad" in {d["engine"] for d in attempts}  # one request failed there first
     out = replay_dispatch(log, "fifo")
@@ -215,10 +217,7 @@ def test_a_policy_switch_at_run_time_is_logged_and_reported(
     switched = httpx.put(gw.url + "/admin/policy", json={"policy": "priority"})
     assert switched.status_code == 200
     assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT).status_code == 200
-    deadline = time.monotonic() + 10
-    while len(_events(log, "done")) < 2:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    _wait_done(log, 2)
     (switch,) = _events(log, "policy")
     assert switch["policy"] == "priority"
     out = replay_dispatch(log, "slo-aware")
@@ -266,10 +265,7 @@ def test_replay_packs_generations_as_the_default_router_did(
                 assert response.status_code == 200
 
     asyncio.run(run())
-    deadline = time.monotonic() + 10
-    while len(_events(log, "done")) < 3:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    _wait_done(log, 3)
     (start,) = _events(log, "start")
     assert start["routers"]["llm"] == "device-packing"
     recorded = [d["engine"] for d in _events(log, "dispatch")]
