@@ -119,6 +119,26 @@ class RuntimeSettings:
         return settings
 
 
+def step_budget_s(linger_ms: float, latency_target_ms: float) -> float:
+    """The service a replica's step aims within (``max_packets``): the linger,
+    capped at a quarter of the latency target, or that quarter where the linger
+    is 0."""
+    target = latency_target_ms / 1000.0
+    return min(linger_ms / 1000.0, target / 4) or target / 4
+
+
+def paced_take(
+    popped: int, took: float, *, budget_s: float, least: int, most: int
+) -> int | None:
+    """Packets a replica's next step may take after one that popped ``popped``
+    packets and took ``took`` seconds: as many as fit in ``budget_s`` at that
+    pace, between ``least`` and ``most`` (None: nothing popped, keep the last)."""
+    if not popped:
+        return None
+    fit = min(most, popped * budget_s / took) if took > 0 else most
+    return max(least, int(fit))
+
+
 def _checkpoint_problems(s: RuntimeSettings) -> list[str]:
     from sage_core.checkpoint.restart import RestartStrategy, RestartStrategyError
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import bisect
 import random
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sage_core.common.errors import SageError
+from sage_core.compiler.settings import step_budget_s
 
 #: fewest samples at one batch size for that size to count as measured
 MIN_SAMPLES = 3
@@ -190,6 +192,13 @@ class JobModel:
     transport_s: float | None = None
     #: per worker: its event loop's CPU seconds beyond the steps it ran (Dask)
     overhead_s: dict[str, float] = field(default_factory=dict)
+    #: the service a step aims within (``settings.step_budget_s``): a replica's
+    #: next step takes as many packets as its last one processed in it (0: always
+    #: ``max_packets``)
+    step_budget_s: float = 0.0
+    #: single-slot workers take turns as the GIL does, a waiting thread letting
+    #: the holder run this long (``sys.getswitchinterval()``; 0: processor sharing)
+    switch_s: float = 0.0
 
     def task(self, name: str) -> TaskModel:
         """The task named ``name`` or holding operator ``name``.
@@ -313,6 +322,11 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
         slots=slots,
         buffer_size=int(settings["buffer_size"]),
         max_packets=int(settings["max_packets"]),
+        switch_s=sys.getswitchinterval(),
+        step_budget_s=step_budget_s(
+            float(settings.get("linger_ms", 1.0)),
+            float(settings.get("latency_target_ms", 5.0)),
+        ),
         duration_s=duration,
         replicas=snaps,
         traces=list(record.get("traces") or []),

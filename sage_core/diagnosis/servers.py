@@ -2,7 +2,14 @@
 several run at once.
 
 A worker process's active batches share its ``slots`` CPUs equally (processor
-sharing: the GIL time-slices threads, it does not run one batch to its end). An
+sharing), except where a single-slot worker takes turns as CPython's GIL does
+(``switch_s``, ``sys.getswitchinterval()``): one batch runs; a thread that wants the
+GIL waits until the holder blocks (its replica has nothing more to do, or its
+downstream is full) or for ``switch_s``, after which the holder must drop it and
+queue behind the others. A replica whose next step starts as its last one ends
+keeps the GIL (its thread never blocked). Throughput is that of processor sharing;
+what turns add is the wait of a replica woken beside a busy one: a sink beside a
+compute-bound operator waits up to a switch interval for each packet. An
 external engine (a task's ``Contract.engine``) batches the calls active on it as a
 continuous-batching server does: calls of k_1..k_n items progress at
 f(k_i) / f(k_1 + ... + k_n) each, f being the task's measured service time per
@@ -32,6 +39,56 @@ class Server:
     size: dict[str, tuple[int, ServiceModel]] = field(default_factory=dict)
     #: engines: f(k) per (service model, k), computed once (a fit is not cheap)
     means: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: seconds a waiting thread lets the GIL holder run (0: processor sharing)
+    switch_s: float = 0.0
+    holder: str | None = None
+    held_since: float = 0.0
+    #: batches waiting for the GIL, in the order they asked, with when they asked
+    waiting: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def turns(self) -> bool:
+        """Whether batches take turns (GIL) rather than share the CPU."""
+        return bool(self.switch_s) and self.slots == 1 and not self.engine
+
+    def running(self) -> int:
+        """Batches progressing now (for the host's CPU cap)."""
+        if self.turns:
+            return 1 if self.holder in self.active else 0
+        return min(len(self.active), self.slots)
+
+    def joined(self, rid: str, now: float) -> None:
+        """Batch ``rid`` became active: it holds the GIL or waits for it."""
+        if not self.turns or rid == self.holder:
+            return
+        if self.holder is None:
+            self.holder, self.held_since = rid, now
+        else:
+            self.waiting.setdefault(rid, now)
+
+    def settle(self, now: float) -> None:
+        """After a step's end and what followed it: a holder with nothing active
+        (its thread blocked) hands the GIL to the first waiter."""
+        if self.turns and self.holder is not None and self.holder not in self.active:
+            self.holder = None
+            if self.waiting:
+                self.holder = next(iter(self.waiting))
+                del self.waiting[self.holder]
+                self.held_since = now
+
+    def switch_due(self) -> float | None:
+        """When the holder must drop the GIL (None: nobody waits)."""
+        if not self.turns or self.holder is None or not self.waiting:
+            return None
+        return max(self.held_since, next(iter(self.waiting.values()))) + self.switch_s
+
+    def switch(self, now: float) -> None:
+        """The holder drops the GIL to the first waiter and queues behind."""
+        old, self.holder = self.holder, next(iter(self.waiting))
+        del self.waiting[self.holder]
+        self.held_since = now
+        if old is not None and old in self.active:
+            self.waiting[old] = now
 
     def mean(self, f: ServiceModel, k: int) -> float:
         key = (id(f), k)
@@ -42,6 +99,8 @@ class Server:
 
     def rates(self) -> dict[str, float]:
         """The share of its own service time each active batch gets done per second."""
+        if self.turns:
+            return {self.holder: 1.0} if self.holder in self.active else {}
         if not self.engine:
             return dict.fromkeys(self.active, min(1.0, self.slots / len(self.active)))
         total = sum(self.size[rid][0] for rid in self.active)

@@ -1,8 +1,10 @@
 """A discrete-event model of an execution plan, fed by measured service times.
 
 What it models, as the runtime does it: each replica has one bounded input queue
-(``queue_capacity`` packets; 0 is unbounded) and takes up to ``max_packets`` packets
-per step as one batch (waiting up to ``fill_wait_s`` for ``fill_size`` items when the
+(``queue_capacity`` packets; 0 is unbounded) and takes up to ``take`` packets
+per step as one batch: as many as its last step processed within the plan's step
+budget, between the head's batch and ``max_packets`` (``paced_take``, the runtime's
+own rule) (waiting up to ``fill_wait_s`` for ``fill_size`` items when the
 head operator batches). A batch needs one of its worker's slots (``slots``: replicas
 of a worker process that compute at once) for a service time drawn from the
 ``ServiceModel`` at that batch size; the batches active on a worker share its slots
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
+from sage_core.compiler.settings import paced_take
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
 from sage_core.diagnosis.servers import Server
 
@@ -67,6 +70,10 @@ class _Replica:
     timer: bool = False
     left: int = 0
     carry: float = 0.0
+    #: packets the next step may take, and what the running step popped and when
+    take: int = 1
+    popped: int = 0
+    step_start: float = 0.0
     #: this replica's own random stream (common random numbers: see ``Simulator``)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # accounting
@@ -99,7 +106,9 @@ class Simulator:
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = count()
         names = set(model.worker_of.values()) | set(model.slots)
-        self.workers = {w: Server(model.slots.get(w, 1)) for w in names}
+        self.workers = {
+            w: Server(model.slots.get(w, 1), switch_s=model.switch_s) for w in names
+        }
         self.reps: dict[str, _Replica] = {}
         for t in model.tasks:
             for rid in t.replicas:
@@ -111,6 +120,7 @@ class Simulator:
                     home,
                     t.queue_capacity,
                     on,
+                    take=self._least(t),
                     rng=random.Random(f"{seed}:{rid}"),
                 )
                 if t.engine:
@@ -126,6 +136,22 @@ class Simulator:
         self.last_sink = 0.0
         #: engine tasks: the most items their engine had in calls at once
         self.engine_load: dict[str, int] = {}
+
+    def _least(self, t: TaskModel) -> int:
+        """The fewest packets a step of ``t`` takes (enough for the head's batch)."""
+        most = self.m.max_packets
+        return min(most, max(1, t.fill_size)) if self.m.step_budget_s else most
+
+    def _pace(self, r: _Replica, popped: int, took: float) -> None:
+        if self.m.step_budget_s:
+            take = paced_take(
+                popped,
+                took,
+                budget_s=self.m.step_budget_s,
+                least=self._least(r.task),
+                most=self.m.max_packets,
+            )
+            r.take = r.take if take is None else take
 
     # -- events -----------------------------------------------------------------
 
@@ -178,6 +204,7 @@ class Simulator:
         self._advance()
         w.active[r.rid] = seconds
         w.then[r.rid] = then
+        w.joined(r.rid, self.now)
         if w.engine:  # the engine sees calls of at most the contract's batch size
             call = min(max(1, items), max(1, r.task.fill_size))
             w.size[r.rid] = (call, r.task.service)
@@ -192,7 +219,7 @@ class Simulator:
         rates = {name: w.rates() for name, w in self.workers.items() if w.active}
         if self.host_cores:
             cpus = [w for w in self.workers.values() if not w.engine]
-            using = sum(min(len(w.active), w.slots) for w in cpus)
+            using = sum(w.running() for w in cpus)
             if using > self.host_cores:
                 cut = self.host_cores / using
                 for name, w in self.workers.items():
@@ -215,6 +242,12 @@ class Simulator:
             max(0.0, self.workers[name].active[rid]) / rate
             for name, rates in self._rates().items()
             for rid, rate in rates.items()
+            if rate > 0
+        ]
+        waits += [
+            max(0.0, due - self.now)
+            for w in self.workers.values()
+            if (due := w.switch_due()) is not None
         ]
         if waits:
             when = self.now + min(waits)
@@ -230,13 +263,20 @@ class Simulator:
                 del w.active[rid]
                 w.size.pop(rid, None)
                 finished.append(w.then.pop(rid))
-        self._reschedule()
         for then in finished:
             then()
+        for w in self.workers.values():
+            w.settle(self.now)
+            due = w.switch_due()
+            if due is not None and due <= self.now + 1e-12:
+                w.switch(self.now)
+        self._reschedule()
 
     def _done(self, r: _Replica, batch: list[float]) -> None:
         r.busy = False
         t = r.task
+        if not t.is_source:
+            self._pace(r, r.popped, self.now - r.step_start)
         outs = self._select(r, batch)
         if not self.routes[t.name]:
             for e in outs:
@@ -315,9 +355,9 @@ class Simulator:
     def _try_start(self, r: _Replica) -> None:
         if r.busy or r.blocked_on is not None or r.out:
             return
+        got = 0
         if r.queue:
-            got = 0
-            while r.queue and got < self.m.max_packets:
+            while r.queue and got < r.take:
                 packet = r.queue.popleft()
                 got += 1
                 r.items_in += len(packet)
@@ -326,7 +366,7 @@ class Simulator:
                     r.pending_since = self.now
                 r.pending.extend(packet)
         # start before waking blocked writers: their packets must not join this step
-        # beyond max_packets (they would through the re-entrant _try_start)
+        # beyond its take (they would through the re-entrant _try_start)
         if r.pending:
             t = r.task
             due = r.pending_since + t.fill_wait_s
@@ -334,7 +374,9 @@ class Simulator:
                 if not r.timer:
                     r.timer = True
                     self.at(due, lambda: self._fill_due(r))
+                self._pace(r, got, 0.0)  # popped into the batch being filled
             else:
+                r.popped, r.step_start = got, self.now
                 self._want_slot(r)
         self._wake_writers(r)
 

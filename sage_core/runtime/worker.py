@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sage_core.compiler.plan import ExecutionPlan, OperatorPlan
+from sage_core.compiler.settings import paced_take, step_budget_s
 from sage_core.functions import OperatorContext, SinkFunction, SourceFunction
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog, add_hop
@@ -117,7 +118,7 @@ class ReplicaCore(Rewiring):
         #: a step's service ``pace`` aims within: the linger, or a quarter of the
         #: latency target where the linger is 0 (sources send at once; steps may
         #: still take the packets queued meanwhile)
-        self.step_budget_s = self.linger_s or self.latency_target_s / 4
+        self.step_budget_s = step_budget_s(s.linger_ms, s.latency_target_ms)
         self.two_inputs = self.ops[0].role in ("co_map", "join")
         if self.two_inputs:
             self.fill_wait_s = 0.0
@@ -223,10 +224,15 @@ class ReplicaCore(Rewiring):
         stall, a replica of a 1 ms/item operator would otherwise catch up in one
         step and hold its first item for the rest); cheap packets still go many
         to a step, which is what keeps the per-step cost small at peak load."""
-        if popped:
-            most = self.max_packets
-            fit = min(most, popped * self.step_budget_s / took) if took > 0 else most
-            self.take = max(self.min_take, int(fit))
+        take = paced_take(
+            popped,
+            took,
+            budget_s=self.step_budget_s,
+            least=self.min_take,
+            most=self.max_packets,
+        )
+        if take is not None:
+            self.take = take
         return self.take
 
     # -- processing ------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""The simulator follows the runtime's own rules where they shape latency: how many
+packets a step takes (``paced_take``) and how threads of one process take turns
+on the GIL (``switch_s``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage_core.compiler.settings import paced_take, step_budget_s
+from sage_core.diagnosis import ServiceModel, simulate
+from sage_core.diagnosis.model import JobModel
+
+
+def _paced(model: JobModel, budget_s: float, most: int = 64) -> JobModel:
+    return dataclasses.replace(model, step_budget_s=budget_s, max_packets=most)
+
+
+def test_the_step_budget_is_the_linger_capped_by_a_quarter_of_the_target() -> None:
+    assert step_budget_s(1.0, 5.0) == pytest.approx(0.001)
+    assert step_budget_s(4.0, 5.0) == pytest.approx(0.00125)
+    assert step_budget_s(0.0, 8.0) == pytest.approx(0.002)
+
+
+@given(
+    popped=st.integers(0, 200),
+    took=st.floats(0.0, 1.0),
+    least=st.integers(1, 16),
+    most=st.integers(16, 128),
+)
+def test_a_paced_take_stays_between_the_batch_and_max_packets(
+    popped: int, took: float, least: int, most: int
+) -> None:
+    take = paced_take(popped, took, budget_s=0.001, least=least, most=most)
+    if not popped:
+        assert take is None
+    else:
+        assert take is not None and least <= take <= most
+
+
+def test_slow_steps_take_one_packet_and_fast_steps_take_the_backlog(
+    chain: Any, svc: Any
+) -> None:
+    """A step of 4 ms per packet against a 1 ms budget takes one packet at a time,
+    as the runtime's replica does; one of 10 us takes what is queued."""
+
+    def sizes(cost: float) -> list[int]:
+        model = chain(
+            arrivals=svc("det", 1e-6),
+            stages=[("op", svc("det", cost), 1)],
+            items=600,
+            capacity=8,
+        )
+        return simulate(_paced(model, 0.001)).operators["op"]["batch_sizes"]
+
+    assert sizes(0.004) == [1]
+    assert max(sizes(0.00001)) > 1
+
+
+def test_without_pacing_a_step_takes_max_packets(chain: Any, svc: Any) -> None:
+    model = chain(
+        arrivals=svc("det", 1e-6),
+        stages=[("op", svc("det", 0.004), 1)],
+        items=600,
+        capacity=8,
+    )
+    got = simulate(_paced(model, 0.0)).operators["op"]["batch_sizes"]
+    assert max(got) == 8
+
+
+def _busy_op_and_sink(chain: Any, svc: Any, switch_s: float) -> JobModel:
+    """src -> op (4 ms per packet) -> sink (10 us), all threads of one process."""
+    model = chain(
+        arrivals=svc("det", 1e-6),
+        stages=[("op", svc("det", 0.004), 1), ("sink", svc("det", 0.00001), 1)],
+        items=400,
+        capacity=4,
+        slots=1,
+    )
+    return dataclasses.replace(_paced(model, 0.001), switch_s=switch_s)
+
+
+def test_a_sink_beside_a_busy_operator_waits_a_switch_interval_for_the_gil(
+    chain: Any, svc: Any
+) -> None:
+    shared = simulate(_busy_op_and_sink(chain, svc, 0.0))
+    turns = simulate(_busy_op_and_sink(chain, svc, 0.005))
+    # the same work on one CPU either way
+    assert turns.throughput == pytest.approx(shared.throughput, rel=0.02)
+    # a packet that wakes the sink waits a whole interval for the operator to
+    # drop the GIL; the one queued behind it meanwhile goes right after it
+    for q in (0.9, 0.99):
+        extra = turns.quantiles_ms[q] - shared.quantiles_ms[q]
+        assert 4.0 < extra <= 5.0 + 0.1
+
+
+def test_a_thread_alone_never_waits_for_the_gil(chain: Any, svc: Any) -> None:
+    model = chain(
+        arrivals=svc("det", 0.01),
+        stages=[("op", svc("det", 0.001), 1)],
+        items=100,
+        capacity=4,
+        slots=1,
+        worker_of={"src/0": "elsewhere"},
+    )
+    alone = dataclasses.replace(model, switch_s=0.005)
+    assert simulate(alone).quantiles_ms[0.99] == pytest.approx(
+        simulate(model).quantiles_ms[0.99], rel=0.01
+    )
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.floats(0.0001, 0.003), min_size=1, max_size=3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+)
+def test_under_gil_turns_every_item_arrives_at_the_speed_of_sharing(
+    chain: Any, svc: Any, costs: list[float], par: int, capacity: int
+) -> None:
+    """Turns change who waits, not how much work the process does: every item
+    reaches the sink, and throughput is that of processor sharing."""
+    model = chain(
+        arrivals=svc("exp", 0.0002, n=50),
+        stages=[
+            (f"s{i}", svc("exp", c, n=50, seed=i), par) for i, c in enumerate(costs)
+        ],
+        items=300,
+        capacity=capacity,
+        slots=1,
+    )
+    shared = simulate(_paced(model, 0.001))
+    turns = simulate(dataclasses.replace(_paced(model, 0.001), switch_s=0.005))
+    assert turns.items == 300
+    assert turns.throughput == pytest.approx(shared.throughput, rel=0.1)
+
+
+def test_an_engine_batches_calls_whatever_the_switch_interval(
+    engine_model: Any,
+) -> None:
+    svc = ServiceModel({k: (0.01 + 0.001 * k,) * 5 for k in (1, 4, 8)})
+    model = engine_model(svc, 4)
+    turns = dataclasses.replace(model, switch_s=0.005)
+    assert simulate(turns).throughput == pytest.approx(
+        simulate(model).throughput, rel=0.01
+    )
