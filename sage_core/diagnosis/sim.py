@@ -23,8 +23,13 @@ service time per batch size: with a fixed cost per call (f(k) = a + b k, a > 0) 
 concurrent batches finish sooner than one after the other; proportional costs
 (a = 0) share the engine like a CPU.
 
-A packet sent to another worker costs its sender ``transport_s`` of CPU (serialising
-and sending; calibrated by ``whatif`` from the baseline run). Not modelled: network
+A packet sent to another worker costs ``transport_s`` of CPU (calibrated by
+``whatif`` from the workers' event-loop CPU in the baseline run), half of it on the
+sender's worker (serialising, sending) and half on the receiver's (receiving,
+decoding), charged with the step that takes the packet in: which end pays what
+cannot be told apart in a run whose workers send as many packets as they receive,
+and charging both to the sender made a worker that only sends look busier than
+it was. Not modelled: network
 latency, the event loop of a Dask worker, operators whose cost depends on state.
 """
 
@@ -41,6 +46,10 @@ from typing import TYPE_CHECKING, Any
 from sage_core.compiler.settings import paced_take
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
 from sage_core.diagnosis.servers import Server
+
+#: the share of a cross-worker packet's CPU its sender pays; its receiver pays the
+#: rest, with the step that takes it in
+SEND_SHARE = 0.5
 
 __all__ = ["QUANTILES", "SimResult", "Simulator", "percentile", "simulate"]
 
@@ -74,6 +83,8 @@ class _Replica:
     take: int = 1
     popped: int = 0
     step_start: float = 0.0
+    #: CPU its worker owes for packets received from other workers
+    received_s: float = 0.0
     #: this replica's own random stream (common random numbers: see ``Simulator``)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # accounting
@@ -184,7 +195,8 @@ class Simulator:
             batch = r.pending
             r.pending = []
             n = len(batch)
-            took = t.service.draw(n, r.rng)
+            took = t.service.draw(n, r.rng) + r.received_s
+            r.received_s = 0.0
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
         r.busy_s += took
@@ -288,7 +300,7 @@ class Simulator:
             if cross:
                 self.cross[r.worker] = self.cross.get(r.worker, 0) + cross
                 if self.m.transport_s:
-                    cost = cross * self.m.transport_s
+                    cost = cross * self.m.transport_s * SEND_SHARE
                     self._work(r, cost, functools.partial(self._push_out, r))
                     return
         self._push_out(r)
@@ -342,6 +354,8 @@ class Simulator:
                 return
             r.out.popleft()
             dst.queue.append(packet)
+            if dst.worker != r.worker:
+                dst.received_s += (1.0 - SEND_SHARE) * (self.m.transport_s or 0.0)
             self._try_start(dst)
         if r.blocked_on is not None:
             r.blocked_s += self.now - r.blocked_since

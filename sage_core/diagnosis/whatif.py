@@ -8,8 +8,9 @@ policy or the workers change) and simulated; the baseline model is simulated too
 the seconds the baseline run took beyond its model (start-up, transport, event loops:
 ``calibration.unmodelled_s``) are added to the changed plan's modelled duration, and
 its latencies are scaled by how far the modelled baseline's latency is from the
-sampled traces' (the median of the measured/modelled ratios at the quantiles 0.5 to
-0.99: a short run's trace p99 alone rests on a handful of traces). On
+sampled traces' at the same quantile, where enough traces measure it, or by the
+median of the measured/modelled ratios at the quantiles 0.5 to 0.99 (a short
+run's trace p99 alone rests on a handful of traces: ``latency_scales``). On
 several workers, that time is first charged to the packets crossing workers
 (``calibrate_transport``), so plans sending fewer of them (bigger packets, fewer
 workers) are predicted to gain it back.
@@ -35,6 +36,9 @@ MAX_ITEMS = 40_000
 #: sample more or less moves its prediction by 15%)
 MIN_SIM_ITEMS = 2_000
 MAX_SEEDS = 8
+#: traces beyond a latency quantile for the baseline's own ratio there to
+#: calibrate the model's (``latency_scales``)
+TAIL_TRACES = 8
 KNOBS = ("parallelism", "batch_size", "queue_capacity")
 GLOBAL = ("queue_capacity", "buffer_size")
 
@@ -281,14 +285,14 @@ def predict(
     span = items / out.throughput if out.throughput else 0.0
     throughput = items / max(0.1 * span, span + extra) if span else 0.0
     lat = _measured_latency(model)
-    lat_scale = latency_scale(lat, base) if lat else 1.0
+    scales = latency_scales(lat, base) if lat else {}
     return {
         "changes": [str(c) for c in changes],
         "policy": changed.policy,
         "workers": sorted(set(changed.worker_of.values())),
         "throughput": throughput,
-        "p50_ms": out.p50_ms * lat_scale,
-        "p99_ms": out.p99_ms * lat_scale,
+        "p50_ms": out.p50_ms * scales.get(0.5, 1.0),
+        "p99_ms": out.p99_ms * scales.get(0.99, 1.0),
         "operators": {
             name: {k: v for k, v in op.items() if k != "batch_sizes"}
             for name, op in out.operators.items()
@@ -303,20 +307,44 @@ def predict(
         "calibration": {
             "transport_ms_per_packet": 1e3 * transport,
             "unmodelled_s": extra,
-            "p99": lat_scale,
+            "p50": scales.get(0.5, 1.0),
+            "p99": scales.get(0.99, 1.0),
         },
         "validity": validity(changed, out),
     }
 
 
 def _measured_latency(model: JobModel) -> dict[str, Any] | None:
-    """p50/p99 and the ``QUANTILES`` of the sampled traces that reached a sink
-    (None: fewer than 20)."""
+    """p50/p99, the ``QUANTILES`` and the number of the sampled traces that reached
+    a sink (None: fewer than 20)."""
     e2e = sorted(t["end_to_end_s"] for t in model.traces if t.get("outcome") == "sink")
     if len(e2e) < 20:
         return None
     qs = {q: 1e3 * percentile(e2e, q) for q in QUANTILES}
-    return {"p50_ms": qs[0.5], "p99_ms": qs[0.99], "quantiles_ms": qs}
+    return {
+        "p50_ms": qs[0.5],
+        "p99_ms": qs[0.99],
+        "quantiles_ms": qs,
+        "traces": len(e2e),
+    }
+
+
+def latency_scales(measured: Mapping[str, Any], base: SimResult) -> dict[float, float]:
+    """Per quantile of ``QUANTILES``, what the modelled latency there is scaled by:
+    the measured over the modelled baseline's at that quantile where at least
+    ``TAIL_TRACES`` traces lie beyond it, the median ratio (``latency_scale``)
+    elsewhere. Stalls the model does not know of (the OS, the collector, other
+    processes) stretch the run's tail more than its median, so the p99 is best
+    calibrated on the p99 where enough traces measure it; a short run's p99 rests
+    on one or two traces and would scale every prediction by its luck."""
+    bulk = latency_scale(measured, base)
+    n = int(measured.get("traces", 0))
+    out = {}
+    for q in QUANTILES:
+        own = base.quantiles_ms.get(q)
+        solid = own and n * (1.0 - q) >= TAIL_TRACES
+        out[q] = measured["quantiles_ms"][q] / own if solid else bulk
+    return out
 
 
 def latency_scale(measured: Mapping[str, Any], base: SimResult) -> float:

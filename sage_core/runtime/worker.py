@@ -45,6 +45,21 @@ from sage_core.runtime.source import produce
 
 Packet = tuple[list[Any], int, float, list[dict[str, Any]] | None]
 _perf = time.perf_counter
+#: Fibonacci hashing's multiplier (2^64 / golden ratio)
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
+
+
+def traced(batch: int, every: int) -> bool:
+    """Whether source batch number ``batch`` (from 1) is one of the one in ``every``
+    that start a trace: the first, so that a short run has one, then a hash of the
+    number, not ``batch % every``:
+    a periodic choice aliases with round-robin routing, so that with ``every``
+    equal to a downstream operator's parallelism every trace would pass through
+    the same replica and the sampled latency would describe that one path."""
+    if every <= 1 or batch == 1:
+        return every >= 1
+    return ((batch * _GOLDEN) & _MASK) >> 32 < (1 << 32) // every
 
 
 class ReplicaCore(Rewiring):
@@ -396,9 +411,8 @@ class ReplicaCore(Rewiring):
         return max((of(slot) for slot in range(len(self.targets))), default=0)
 
     def trace_due(self, batch: int) -> bool:
-        """Whether source batch number ``batch`` starts a sampled trace."""
-        every = self.trace_every
-        return bool(every and self.traces is not None and batch % every == 1 % every)
+        """Whether source batch number ``batch`` starts a sampled trace (``traced``)."""
+        return self.traces is not None and traced(batch, self.trace_every)
 
     def note_blocked(self, seconds: float) -> None:
         """The driver waited ``seconds`` for room downstream after the last step."""
