@@ -8,7 +8,7 @@ credit. A replica's first steps run in its own thread (a first step that blocks 
 seconds, e.g. an LLM call, must not stall the other replicas of the worker); after
 ``PROBE_STEPS`` short ones in a row its steps move to the event loop, and a step that
 runs long there (a heavy operator, a source that sleeps) moves them back to the
-thread for good (``OFFLOAD_S``); the event loop only awaits it.
+thread for good (``OFFLOAD_CPU_S``, ``OFFLOAD_WAIT_S``); the event loop only awaits it.
 The master drives an actor through ``open`` -> ``run`` (returns when the replica is
 done, with its results) and may ``cancel`` it; ``snapshot`` reads live metrics.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,21 +40,35 @@ from sage_core.runtime.worker import ReplicaCore
 logger = logging.getLogger(__name__)
 _perf = time.perf_counter
 
-#: a step (one ``handle``/``produce`` call) longer than this moves the replica's
-#: steps to its own thread, so the worker's event loop stays responsive
-OFFLOAD_S = 0.005
-#: a step that waits (sleeps, reads a socket or a file) longer than this without
-#: using the CPU also moves: the loop it blocks carries the other replicas' packets
+#: a step (one ``handle``/``produce`` call) that computes longer than this (its
+#: thread's CPU) moves the replica's steps to its own thread. Beyond a few GIL
+#: switch intervals that keeps the worker's event loop responsive: a thread lets
+#: the loop in every interval (5 ms), where a step on the loop holds it to the end.
+#: Below, a thread gains the loop little and costs every step a hand-off: a COMPUTE
+#: pipeline of 5 ms steps ran 25-30% slower with them in a thread, and a limit of
+#: 5 ms of wall time made such a replica move in some runs and not in others
+OFFLOAD_CPU_S = 4 * sys.getswitchinterval()
+#: a step that waits (sleeps, reads a socket or a file) longer than this, and
+#: longer than it computes, also moves: the loop it blocks carries the other
+#: replicas' packets. A step that computes and is preempted now and then by other
+#: processes does not count as waiting
 OFFLOAD_WAIT_S = 0.0005
+#: a single step on the loop this long moves at once
+OFFLOAD_STALL_S = 0.05
 #: short steps in a row (run in the replica's thread) before steps move to the loop
 PROBE_STEPS = 3
+#: a probed step (in the replica's thread) that waits this long keeps the steps
+#: there: a blocking call (an LLM request); shorter waits in a thread may be the
+#: GIL held by another replica's thread, which the loop would not see
+PROBE_WAIT_S = 2 * sys.getswitchinterval()
 _thread_cpu = time.thread_time
 
 
-def _timed(fn: Any, args: tuple[Any, ...]) -> tuple[Any, float]:
-    t0 = _perf()
+def _timed(fn: Any, args: tuple[Any, ...]) -> tuple[Any, float, float]:
+    """``fn(*args)``, the seconds it took and the CPU seconds of its thread."""
+    t0, c0 = _perf(), _thread_cpu()
     out = fn(*args)
-    return out, _perf() - t0
+    return out, _perf() - t0, _thread_cpu() - c0
 
 
 class ReplicaActor(ActorLinks, ActorCheckpoints):
@@ -131,24 +146,23 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
             return await loop.run_in_executor(self._executor(), fn, *args)
         if self._probing:
             loop = asyncio.get_running_loop()
-            out, took = await loop.run_in_executor(self._executor(), _timed, fn, args)
-            if took > OFFLOAD_S:
+            out, took, cpu = await loop.run_in_executor(
+                self._executor(), _timed, fn, args
+            )
+            if cpu > OFFLOAD_CPU_S or took - cpu > PROBE_WAIT_S:
                 self._offloaded = True
                 logger.debug("replica %s steps stay in their own thread", self.replica)
             else:
                 self._probing -= 1
             return out
-        t0, c0 = _perf(), _thread_cpu()
-        out = fn(*args)
-        took = _perf() - t0
-        cpu = _thread_cpu() - c0
+        out, took, cpu = _timed(fn, args)
         self.metrics.loop_step_cpu_s += cpu
         waited = took - cpu
-        # one step of 10x the limit, or three slow (or waiting) ones in a row (a
-        # loaded machine makes single steps slow now and then)
-        slow = took > OFFLOAD_S or waited > OFFLOAD_WAIT_S
+        # one step that stalls the loop, or three slow (or waiting) ones in a row
+        # (a loaded machine makes single steps slow now and then)
+        slow = cpu > OFFLOAD_CPU_S or (waited > OFFLOAD_WAIT_S and waited > cpu)
         self._slow = self._slow + 1 if slow else 0
-        if self._slow >= 3 or took > 10 * OFFLOAD_S:
+        if self._slow >= 3 or took > OFFLOAD_STALL_S:
             self._offloaded = True
             logger.debug("replica %s steps move to their own thread", self.replica)
         return out

@@ -319,3 +319,41 @@ def test_a_slow_batching_operator_still_batches_queued_packets(
     slow calls do not shrink its batches to a packet each."""
     slow = run_slow(runtime, embedded, SlowBatchDouble, 64)
     assert slow["batches"] <= 32  # a step per packet would make 64
+
+
+def spin_ms(ms: float) -> Any:
+    """A map that computes (on the CPU, holding the GIL) for ``ms`` per item."""
+
+    def spin(x: int) -> int:
+        end = time.thread_time() + ms / 1000.0
+        while time.thread_time() < end:
+            pass
+        return x
+
+    return spin
+
+
+def test_steps_move_off_the_loop_by_the_cpu_they_use(embedded: Any) -> None:
+    """A step of a few milliseconds of CPU stays on the event loop (a thread would
+    cost each step a hand-off and give the loop nothing: the GIL lets it in every
+    5 ms either way); one of several switch intervals moves to the replica's own
+    thread, so the loop gets in between its intervals. One job each: the
+    in-process cluster's workers share one GIL."""
+    from sage_core.runtime.dask_actor import OFFLOAD_CPU_S
+
+    def offloaded(ms: float) -> bool:
+        env = DaskEnvironment(
+            "cpu-steps",
+            client=embedded,
+            policy="round-robin",
+            chaining=False,
+            buffer_size=1,
+        )
+        env.from_source(numbers, n=30).map(spin_ms(ms), name="op").sink("collect")
+        got = env.submit().wait(timeout=120)
+        assert sorted(got.collected()) == list(range(30))
+        moved = {m["task"]: m["offloaded"] for m in got.metrics["replicas"].values()}
+        return bool(moved["op"])
+
+    assert not offloaded(0.4 * OFFLOAD_CPU_S * 1000)
+    assert offloaded(2 * OFFLOAD_CPU_S * 1000)
