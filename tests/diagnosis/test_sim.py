@@ -142,6 +142,26 @@ def test_latency_scale_follows_the_bulk_of_the_traces_not_one_slow_one() -> None
     assert latency_scale({"quantiles_ms": measured}, base) == pytest.approx(2.0)
 
 
+def test_a_tail_measured_by_enough_traces_is_calibrated_on_its_own_ratio() -> None:
+    """Where at least ``TAIL_TRACES`` traces lie beyond the p99, the model's p99 is
+    scaled by the measured p99 over it (pauses stretch the run's tail more than its
+    median); where fewer do, by the median ratio, as ``latency_scale``."""
+    from sage_core.diagnosis.sim import SimResult
+    from sage_core.diagnosis.whatif import TAIL_TRACES, latency_scales
+
+    modelled = {0.5: 10.0, 0.75: 12.0, 0.9: 15.0, 0.95: 17.0, 0.99: 20.0}
+    base = SimResult(1.0, 10.0, 20.0, 1.0, 100, {}, quantiles_ms=modelled)
+    measured = {q: 2 * v for q, v in modelled.items()}
+    measured[0.99] = 60.0
+    many = int(TAIL_TRACES / 0.01) + 1
+    got = latency_scales({"quantiles_ms": measured, "traces": many}, base)
+    assert got[0.99] == pytest.approx(3.0)
+    assert got[0.5] == pytest.approx(2.0)
+    few = latency_scales({"quantiles_ms": measured, "traces": many // 4}, base)
+    assert few[0.99] == pytest.approx(2.0)  # 2 traces beyond the p99: the bulk
+    assert few[0.95] == pytest.approx(2.0)
+
+
 def test_latency_scale_is_one_when_the_model_has_no_latency() -> None:
     from sage_core.diagnosis.sim import SimResult
     from sage_core.diagnosis.whatif import latency_scale
