@@ -57,7 +57,7 @@ from common import (
     write_report,
 )
 from diagnosis_cases import knob
-from diagnosis_compare import compare, errors
+from diagnosis_compare import SUMMARY_KEYS, compare, errors
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
@@ -295,13 +295,11 @@ def main() -> None:
         # CPU share of processes outside the benchmark (engine, workers, client)
         "other_cpu_share": other.share,
         "whatif": rows,
-        "summary": {
-            key: errors(rows, key) for key in ("throughput", "p99_ms", "p99_ms_pooled")
-        },
+        "summary": {key: errors(rows, key) for key in SUMMARY_KEYS},
         "per_pipeline": {
             kind: {
                 key: errors([r for r in rows if r["runtime"] == kind], key)
-                for key in ("throughput", "p99_ms_pooled")
+                for key in ("throughput", "p99_ms_pooled", "p99_ms_tail")
             }
             for kind in ("rag", "mixed")
         },
