@@ -1,15 +1,16 @@
 """A discrete-event model of an execution plan, fed by measured service times.
 
 What it models, as the runtime does it: each replica has one bounded input queue
-(``queue_capacity`` packets; 0 is unbounded) and takes up to ``take`` packets
-per step as one batch: as many as its last step processed within the plan's step
-budget, between the head's batch and ``max_packets`` (``paced_take``, the runtime's
-own rule) (waiting up to ``fill_wait_s`` for ``fill_size`` items when the
-head operator batches). A batch needs one of its worker's slots (``slots``: replicas
-of a worker process that compute at once) for a service time drawn from the
-``ServiceModel`` at that batch size; the batches active on a worker share its slots
-equally (processor sharing: the GIL time-slices threads, it does not run one batch
-to its end), and with ``host_cores`` all workers together get at most that many. Outputs (``selectivity`` per item) are cut into
+(``queue_capacity`` packets; 0 is unbounded) and takes up to ``take`` packets per
+step as one batch, waiting up to ``fill_wait_s`` for ``fill_size`` items when the
+head operator batches. ``take`` is paced by the runtime's own rule
+(``paced_take``): as many packets as the last step processed within the plan's
+step budget, between the head's batch and ``max_packets``. A batch needs one of its
+worker's slots (``slots``: replicas of a worker process that compute at once) for
+a service time drawn from the ``ServiceModel`` at that batch size. A worker of one
+slot runs its batches in turns as the GIL does (``servers.Server``, ``switch_s``);
+one of more slots shares them equally; with ``host_cores`` all workers together
+get at most that many CPUs. Outputs (``selectivity`` per item) are cut into
 packets of ``buffer_size`` and routed: round-robin per packet, key-hash by the
 measured per-replica shares, load-aware to the shortest queue. A replica whose
 downstream queue is full blocks, holding its outputs, until room frees (blocking
