@@ -92,12 +92,13 @@ def test_one_embedding_batch_alone_costs_g() -> None:
 
 
 async def _llm_then_embedding(
-    colocated: bool, sharing: str = "turns"
+    colocated: bool, sharing: str = "turns", step_ms: float = 150.0
 ) -> tuple[float, float, float, float]:
-    """A long prefill submitted first, then an embedding job: (llm step start, llm
-    step end, embedding step start, embedding step end) on the devices' clocks."""
+    """A long prefill (``step_ms``) submitted first, then an embedding job: (llm
+    step start, llm step end, embedding step start, embedding step end) on the
+    devices' clocks."""
     slow = LLMTiming(
-        step_base_ms=150.0, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
+        step_base_ms=step_ms, prefill_ms_per_token=0.0, decode_ms_per_seq=0.0
     )
     d0, d1 = Device("d0", sharing=sharing), Device("d1", sharing=sharing)
     llm = LLMEngine("llm", "m", slow)
@@ -129,27 +130,30 @@ def test_engines_on_different_devices_do_not_wait() -> None:
 
 
 def test_colocated_engines_on_a_processor_sharing_device_slow_each_other() -> None:
+    # a 1 s step, as below: the batch must arrive while the step runs
     llm_start, llm_end, emb_start, emb_end = run(
-        _llm_then_embedding(colocated=True, sharing="processor")
+        _llm_then_embedding(colocated=True, sharing="processor", step_ms=1000.0)
     )
     assert emb_start < llm_end  # the embedding batch did not wait for the step
     # while both ran, each got half the device: the embedding batch took at least
     # twice its time, and the LLM step lost as much as the batch's own time
     emb = EMB.batch_s(1, 10)
     assert emb_end - emb_start >= 2 * emb - 1e-3
-    assert llm_end - llm_start >= 0.150 + emb - 1e-3
+    assert llm_end - llm_start >= 1.0 + emb - 1e-3
 
 
 def test_a_timeslice_device_preempts_a_long_step_for_a_colocated_engine() -> None:
+    # a 1 s step: the device must see the batch before the step ends, which a
+    # process stalled for a 150 ms step's length on a loaded box did not
     llm_start, llm_end, emb_start, emb_end = run(
-        _llm_then_embedding(colocated=True, sharing="timeslice")
+        _llm_then_embedding(colocated=True, sharing="timeslice", step_ms=1000.0)
     )
     assert emb_start < llm_end  # the batch ran in the LLM step's slices' gaps
-    assert emb_end < llm_end  # and ended long before the 150 ms step
+    assert emb_end < llm_end  # and ended long before the 1 s step
     emb = EMB.batch_s(1, 10)
     assert emb_end - emb_start >= emb - 1e-3
-    # the step held the device for its own 150 ms, plus the batch's slices
-    assert llm_end - llm_start >= 0.150 + emb - 1e-3
+    # the step held the device for its own second, plus the batch's slices
+    assert llm_end - llm_start >= 1.0 + emb - 1e-3
 
 
 def test_an_engine_alone_on_a_timeslice_device_costs_the_profile_steps() -> None:
