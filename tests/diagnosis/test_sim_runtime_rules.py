@@ -150,6 +150,7 @@ def test_an_engine_batches_calls_whatever_the_switch_interval(
     )
 
 
+@settings(max_examples=30)
 @given(every=st.integers(2, 16), replicas=st.integers(2, 16))
 def test_sampled_traces_spread_over_round_robin_replicas(
     every: int, replicas: int
@@ -159,8 +160,8 @@ def test_sampled_traces_spread_over_round_robin_replicas(
     traces (a periodic choice would trace one replica only when the two agree)."""
     from sage_core.runtime.worker import traced
 
-    batches = range(1, 4000 * replicas * every + 1)
+    batches = range(1, 1000 * replicas * every + 1)
     hits = [b % replicas for b in batches if traced(b, every)]
-    assert len(hits) == pytest.approx(len(batches) / every, rel=0.01)
+    assert len(hits) == pytest.approx(len(batches) / every, rel=0.02)
     for r in range(replicas):
-        assert hits.count(r) == pytest.approx(len(hits) / replicas, rel=0.25)
+        assert hits.count(r) == pytest.approx(len(hits) / replicas, rel=0.1)
