@@ -119,27 +119,27 @@ def _row(
         "validity": pred["validity"],
     }
     for key in ("throughput", "p99_ms"):
-        m = row["measured"][key]["median"]
-        row[f"error_{key}"] = (pred[key] - m) / m if m else None
         ratio = statistics.median(cf[key] / b[key] for b, cf in pairs if b[key])
-        p_ratio = pred[key] / pred0[key] if pred0[key] else 0.0
+        m = row["measured"][key]["median"]
+        row[f"error_{key}"], p_ratio, row[f"effect_error_{key}"] = _against(
+            pred[key], pred0[key], m, ratio
+        )
         row[f"effect_{key}"] = {"predicted": p_ratio, "measured": ratio}
-        row[f"effect_error_{key}"] = (p_ratio - ratio) / ratio if ratio else None
     row["measured"]["p99_ms_pooled"] = pooled
     row["baseline_measured"]["p99_ms_pooled"] = pooled_base
-    row["error_p99_ms_pooled"] = (pred["p99_ms"] - pooled) / pooled if pooled else None
-    p_ratio = pred["p99_ms"] / pred0["p99_ms"] if pred0["p99_ms"] else 0.0
     ratio = pooled / pooled_base if pooled_base else 0.0
+    row["error_p99_ms_pooled"], p_ratio, row["effect_error_p99_ms_pooled"] = _against(
+        pred["p99_ms"], pred0["p99_ms"], pooled, ratio
+    )
     row["effect_p99_ms_pooled"] = {"predicted": p_ratio, "measured": ratio}
-    row["effect_error_p99_ms_pooled"] = (p_ratio - ratio) / ratio if ratio else None
     # the p99 calibrated on the baseline's own p99 instead (``calibration.p99_tail``)
     tail, tail0 = (
         p["model"]["p99_ms"] * p["calibration"]["p99_tail"] for p in (pred, pred0)
     )
     row["predicted"]["p99_ms_tail"] = tail
-    row["error_p99_ms_tail"] = (tail - pooled) / pooled if pooled else None
-    p_ratio = tail / tail0 if tail0 else 0.0
-    row["effect_error_p99_ms_tail"] = (p_ratio - ratio) / ratio if ratio else None
+    row["error_p99_ms_tail"], _, row["effect_error_p99_ms_tail"] = _against(
+        tail, tail0, pooled, ratio
+    )
     print(
         f"{runtime:6} {label:28} thr x{row['effect_throughput']['predicted']:.2f}"
         f" pred, x{row['effect_throughput']['measured']:.2f} meas "
@@ -149,6 +149,17 @@ def _row(
         flush=True,
     )
     return row
+
+
+def _against(
+    pred: float, pred0: float, measured: float, ratio: float
+) -> tuple[float | None, float, float | None]:
+    """A prediction ``pred`` (``pred0`` for the baseline) against the ``measured``
+    figure and the measured effect ``ratio`` (to the baseline beside it): the
+    relative error, the predicted effect and the effect's relative error."""
+    p_ratio = pred / pred0 if pred0 else 0.0
+    error = (pred - measured) / measured if measured else None
+    return error, p_ratio, (p_ratio - ratio) / ratio if ratio else None
 
 
 #: what a summary reports: throughput, the p99 (against the repeats' own p99s and
