@@ -45,11 +45,12 @@ class Server:
     held_since: float = 0.0
     #: batches waiting for the GIL, in the order they asked, with when they asked
     waiting: dict[str, float] = field(default_factory=dict)
+    #: whether batches take turns (GIL) rather than share the CPU (set once: it
+    #: is read on every event)
+    turns: bool = field(init=False)
 
-    @property
-    def turns(self) -> bool:
-        """Whether batches take turns (GIL) rather than share the CPU."""
-        return bool(self.switch_s) and self.slots == 1 and not self.engine
+    def __post_init__(self) -> None:
+        self.turns = bool(self.switch_s) and self.slots == 1 and not self.engine
 
     def running(self) -> int:
         """Batches progressing now (for the host's CPU cap)."""
