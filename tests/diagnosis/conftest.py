@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import strategies as st
 
 from sage_core.diagnosis.model import ChannelModel, JobModel, ServiceModel, TaskModel
 
@@ -72,6 +73,31 @@ def fake_chain_model(
         replicas={},
         traces=[],
         record={},
+    )
+
+
+#: stage costs (seconds per item) of ``fake_random_chain`` (hypothesis strategy)
+STAGE_COSTS = st.lists(st.floats(0.0001, 0.003), min_size=1, max_size=3)
+
+
+def fake_random_chain(
+    costs: Sequence[float],
+    par: int,
+    capacity: int,
+    *,
+    arrival_s: float,
+    slots: int = 64,
+) -> JobModel:
+    """A chain of one stage per cost (``par`` replicas each), 300 items arriving
+    ``arrival_s`` apart on average; exponential samples, 50 per distribution."""
+    return fake_chain_model(
+        arrivals=samples("exp", arrival_s, n=50),
+        stages=[
+            (f"s{i}", samples("exp", c, n=50, seed=i), par) for i, c in enumerate(costs)
+        ],
+        items=300,
+        capacity=capacity,
+        slots=slots,
     )
 
 

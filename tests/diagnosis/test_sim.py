@@ -6,10 +6,11 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sage_core.diagnosis import ServiceModel, simulate
+from tests.diagnosis.conftest import STAGE_COSTS, fake_random_chain
 
 N = 20_000
 
@@ -83,23 +84,11 @@ def test_batch_sizes_between_measured_ones_are_interpolated() -> None:
     assert svc.draw(5, random.Random(0)) == pytest.approx(0.006)
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(st.floats(0.0001, 0.003), min_size=1, max_size=3),
-    st.integers(1, 3),
-    st.integers(0, 3),
-)
+@given(STAGE_COSTS, st.integers(1, 3), st.integers(0, 3))
 def test_every_item_reaches_the_sink_and_utilisation_is_a_fraction(
-    chain: Any, svc: Any, costs: list[float], par: int, capacity: int
+    costs: list[float], par: int, capacity: int
 ) -> None:
-    model = chain(
-        arrivals=svc("exp", 0.0005, n=50),
-        stages=[
-            (f"s{i}", svc("exp", c, n=50, seed=i), par) for i, c in enumerate(costs)
-        ],
-        items=300,
-        capacity=capacity,
-    )
+    model = fake_random_chain(costs, par, capacity, arrival_s=0.0005)
     out = simulate(model)
     assert out.items == 300
     for op in out.operators.values():

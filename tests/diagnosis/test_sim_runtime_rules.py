@@ -8,12 +8,13 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sage_core.compiler.settings import paced_take, step_budget_s
 from sage_core.diagnosis import ServiceModel, simulate
 from sage_core.diagnosis.model import JobModel
+from tests.diagnosis.conftest import STAGE_COSTS, fake_random_chain
 
 
 def _paced(model: JobModel, budget_s: float, most: int = 64) -> JobModel:
@@ -113,26 +114,13 @@ def test_a_thread_alone_never_waits_for_the_gil(chain: Any, svc: Any) -> None:
     )
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(st.floats(0.0001, 0.003), min_size=1, max_size=3),
-    st.integers(1, 3),
-    st.integers(1, 3),
-)
+@given(STAGE_COSTS, st.integers(1, 3), st.integers(1, 3))
 def test_under_gil_turns_every_item_arrives_at_the_speed_of_sharing(
-    chain: Any, svc: Any, costs: list[float], par: int, capacity: int
+    costs: list[float], par: int, capacity: int
 ) -> None:
     """Turns change who waits, not how much work the process does: every item
     reaches the sink, and throughput is that of processor sharing."""
-    model = chain(
-        arrivals=svc("exp", 0.0002, n=50),
-        stages=[
-            (f"s{i}", svc("exp", c, n=50, seed=i), par) for i, c in enumerate(costs)
-        ],
-        items=300,
-        capacity=capacity,
-        slots=1,
-    )
+    model = fake_random_chain(costs, par, capacity, arrival_s=0.0002, slots=1)
     shared = simulate(_paced(model, 0.001))
     turns = simulate(dataclasses.replace(_paced(model, 0.001), switch_s=0.005))
     assert turns.items == 300
