@@ -71,7 +71,8 @@ class _Replica:
     worker: str
     capacity: int
     run_on: str = ""
-    queue: deque[list[float]] = field(default_factory=deque)
+    #: packets (the emission times of their items) with when each was enqueued
+    queue: deque[tuple[float, list[float]]] = field(default_factory=deque)
     busy: bool = False
     blocked_on: str | None = None
     out: deque[tuple[str, list[float]]] = field(default_factory=deque)
@@ -354,7 +355,7 @@ class Simulator:
                 self.waiters[d].append(r)
                 return
             r.out.popleft()
-            dst.queue.append(packet)
+            dst.queue.append((self.now, packet))
             if dst.worker != r.worker:
                 dst.received_s += (1.0 - SEND_SHARE) * (self.m.transport_s or 0.0)
             self._try_start(dst)
@@ -373,10 +374,10 @@ class Simulator:
         got = 0
         if r.queue:
             while r.queue and got < r.take:
-                packet = r.queue.popleft()
+                queued_at, packet = r.queue.popleft()
                 got += 1
                 r.items_in += len(packet)
-                r.queue_wait_s += sum(self.now - e for e in packet)
+                r.queue_wait_s += (self.now - queued_at) * len(packet)
                 if not r.pending:
                     r.pending_since = self.now
                 r.pending.extend(packet)

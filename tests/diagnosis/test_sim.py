@@ -44,6 +44,26 @@ def test_md1_mean_wait(chain: Any, svc: Any) -> None:
     assert out.operators["op"]["queue_wait_ms"] == pytest.approx(wq_ms, rel=0.15)
 
 
+def test_queue_wait_is_the_wait_in_each_operators_own_queue(
+    chain: Any, svc: Any
+) -> None:
+    """A fast stage behind a loaded one: items reach it spaced by the first
+    stage's service, so they wait in its queue for nothing, however long they
+    waited upstream."""
+    lam, mu = 0.5, 1.0
+    model = chain(
+        arrivals=svc("exp", 1 / lam / 1e3, seed=2),
+        stages=[
+            ("op", svc("exp", 1 / mu / 1e3, seed=3), 1),
+            ("fast", svc("det", 0.1 / mu / 1e3), 1),
+        ],
+        items=N,
+    )
+    out = simulate(model, seed=4)
+    assert out.operators["op"]["queue_wait_ms"] == pytest.approx(1.0, rel=0.15)
+    assert out.operators["fast"]["queue_wait_ms"] < 0.05
+
+
 def test_tandem_with_blocking_runs_at_the_slow_stage_and_blocks_the_fast(
     chain: Any, svc: Any
 ) -> None:
