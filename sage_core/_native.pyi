@@ -88,6 +88,21 @@ class BoundedQueue:
             ValueError: the timeout is NaN or negative.
         """
 
+    def wait_room(self, timeout: float | None = None) -> bool:
+        """
+        Wait (GIL released) until the queue has room; return True then, False
+        when the timeout expired first. Another producer may take the room:
+        push with ``try_push`` and wait again when it returns False (a value
+        built after the wait, such as the time it entered, goes in as built).
+
+        Args:
+            timeout: as for ``push``.
+
+        Raises:
+            QueueClosed: the queue is or became closed.
+            ValueError: the timeout is NaN or negative.
+        """
+
     def push_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
         """
         Append ``items`` in order, waiting while full; return how many went in.

@@ -178,6 +178,19 @@ bool try_push(PyQueue& self, nb::handle obj) {
   return false;
 }
 
+bool wait_room(PyQueue& self, std::optional<double> timeout) {
+  const Deadline d = parse_timeout(timeout);
+  const QueueStatus st = self.q.wait_room(&kNoWait);
+  if (st == QueueStatus::ok) return true;
+  if (st == QueueStatus::closed) raise_closed("wait_room");
+  if (d.immediate) return false;
+  const Waited w = wait_loop(d, [&](Clock::time_point until) { return self.q.wait_room(&until); });
+  if (w == Waited::done) return true;
+  if (w == Waited::closed) raise_closed("wait_room");
+  if (w == Waited::interrupted) throw nb::python_error();
+  return false;
+}
+
 std::size_t push_many(PyQueue& self, nb::handle items, std::optional<double> timeout) {
   const Deadline d = parse_timeout(timeout);
   nb::object seq = nb::steal(PySequence_Fast(items.ptr(), "push_many expects an iterable"));
@@ -322,6 +335,15 @@ void register_queue(nb::module_& m) {
            "Args:\n    timeout: as for push (None, inf or >= 1e9 wait forever).\n\n"
            "Raises:\n    QueueTimeout: still empty when the timeout expired.\n"
            "    QueueClosed: the queue is closed and drained.\n"
+           "    ValueError: the timeout is NaN or negative.")
+      .def("wait_room", &wait_room, "timeout"_a = nb::none(),
+           "Wait (GIL released) until the queue has room; return True then, False\n"
+           "when the timeout expired first. Another producer may take the room:\n"
+           "push with ``try_push`` and wait again when it returns False (a value\n"
+           "built after the wait, such as the time it entered, goes in as built).\n\n"
+           "Args:\n    timeout: as for ``push``.\n\n"
+           "Raises:\n"
+           "    QueueClosed: the queue is or became closed.\n"
            "    ValueError: the timeout is NaN or negative.")
       .def("push_many", &push_many, "items"_a, "timeout"_a = nb::none(),
            nb::sig("def push_many(self, items: collections.abc.Iterable[typing.Any], "

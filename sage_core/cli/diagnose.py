@@ -92,10 +92,20 @@ def diagnose_cmd(
             _f(r["queue_wait_ms"], ".3f"),
             _f(r["service_ms"], ".3f"),
             _f(r["blocked_ms"], ".3f"),
+            _f(r["transport_ms"], ".3f"),
         ]
         for r in out["breakdown"]
     ]
-    header = ["operator", "repl", "busy", "blocked", "queue ms", "service ms", "blk ms"]
+    header = [
+        "operator",
+        "repl",
+        "busy",
+        "blocked",
+        "queue ms",
+        "service ms",
+        "blk ms",
+        "transit ms",
+    ]
     click.echo(table(rows, header))
     click.echo(
         f"critical path: {' -> '.join(out['critical_path'])}; between hops "

@@ -2,8 +2,11 @@
 
 Per operator (task) and replica, from the recorded counters: queue wait per item,
 service per batch, blocked (backpressure) per batch, utilisation (busy share of the
-run) and blocked share; the time traces spend between hops is ``transport``. The
-bottleneck class is decided in this order:
+run) and blocked share; from the sampled traces, the transit of packets into it
+(``transport_ms``: from leaving the hop before to entering its queue; None where no
+trace passed, or the record predates the field), and the mean time traces spend
+between hops overall (``transport_ms`` of the job). The bottleneck class is decided
+in this order:
 
 * ``skew``: a keyed operator whose busiest replica takes >= 1.5x the mean items and
   is the busiest replica of the job (names the hot keys its upstream sent);
@@ -44,7 +47,9 @@ SMALL_PACKET = 4
 MARGIN = 0.05
 
 
-def _replica_row(model: JobModel, rid: str, task: TaskModel) -> dict[str, Any]:
+def _replica_row(
+    model: JobModel, rid: str, task: TaskModel, transit: list[float] | None
+) -> dict[str, Any]:
     snap = model.replicas.get(rid, {})
     # an engine's time is not the worker's CPU: never deflated, never crowds it
     scale = (
@@ -66,14 +71,27 @@ def _replica_row(model: JobModel, rid: str, task: TaskModel) -> dict[str, Any]:
         "utilisation": busy / d if d else 0.0,
         "blocked": snap.get("blocked_s", 0.0) / d if d else 0.0,
         "items_per_batch": items / batches if batches else 0.0,
+        "transport_ms": 1e3 * statistics.fmean(transit) if transit else None,
     }
 
 
+def transits(model: JobModel) -> dict[str, list[float]]:
+    """Per replica: the transit seconds of the traced packets that entered it."""
+    out: dict[str, list[float]] = {}
+    for t in model.traces:
+        for h in t.get("hops", ()):
+            if "transit_s" in h:
+                out.setdefault(h["replica"], []).append(h["transit_s"])
+    return out
+
+
 def breakdown(model: JobModel) -> list[dict[str, Any]]:
-    """One row per operator (task) with its replicas' rows; item-weighted means."""
+    """One row per operator (task) with its replicas' rows; item-weighted means
+    (``transport_ms``: the mean over the traced packets into it)."""
     rows = []
+    transit = transits(model)
     for t in model.tasks:
-        reps = [_replica_row(model, rid, t) for rid in t.replicas]
+        reps = [_replica_row(model, rid, t, transit.get(rid)) for rid in t.replicas]
         items = sum(r["items"] for r in reps) or 1
         row: dict[str, Any] = {
             "operator": t.name,
@@ -86,15 +104,19 @@ def breakdown(model: JobModel) -> list[dict[str, Any]]:
         row["utilisation"] = statistics.fmean(r["utilisation"] for r in reps)
         row["blocked"] = statistics.fmean(r["blocked"] for r in reps)
         row["items_per_batch"] = statistics.fmean(r["items_per_batch"] for r in reps)
+        into = [x for rid in t.replicas for x in transit.get(rid, ())]
+        row["transport_ms"] = 1e3 * statistics.fmean(into) if into else None
         row["replicas"] = reps
         rows.append(row)
     return rows
 
 
 def transport_ms(model: JobModel) -> float | None:
-    """Mean end-to-end time of sink-reaching traces outside any hop (None: none)."""
+    """Mean end-to-end time of sink-reaching traces outside any hop and outside the
+    source's wait for room downstream (None: no such trace)."""
     gaps = [
         t["end_to_end_s"]
+        - t.get("source_blocked_s", 0.0)
         - sum(h["queue_wait_s"] + h["service_s"] + h["blocked_s"] for h in t["hops"])
         for t in model.traces
         if t.get("outcome") == "sink"

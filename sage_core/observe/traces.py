@@ -1,9 +1,15 @@
 """Sampled packet traces: where one micro-batch's time went, hop by hop.
 
 A source replica starts a trace on one packet in ``trace_every``. Each replica that
-processes the traced packet adds a hop (operator chain, replica, batch size, queue
-wait, service and blocked seconds) and hands the trace on with the first packet of
-its outputs; the trace ends at a sink (``outcome: "sink"``) or where no output is
+processes the traced packet adds a hop (operator chain, replica, batch size, transit,
+queue wait, service and blocked seconds) and hands the trace on with the first
+packet of its outputs. Transit is the time from when the packet left the hop before
+(or the source: its step's end plus the time it then waited for room downstream)
+to when it entered this replica's queue: serialising, the network, and a receiving
+Dask worker whose event loop is busy. A source's wait for room downstream has no
+hop to go to: it is the trace's ``source_blocked_s``. Times that span processes are read on the
+wall clock (``time.time()``), the one clock the hosts of a cluster share (up to
+their clock sync); within a hop, on the monotonic clock; the trace ends at a sink (``outcome: "sink"``) or where no output is
 left (``"dropped"``: filtered out or failed). Finished traces go to a ``TraceLog``:
 a JSONL file and/or a bounded in-memory list, the input of diagnosis tools.
 """
@@ -25,7 +31,8 @@ def new_trace(trace_id: str, job: str, origin: str) -> dict[str, Any]:
         "job": job,
         "origin": origin,
         "start_unix": time.time(),
-        "start": time.perf_counter(),
+        #: when the traced packet last left a replica (wall clock; internal)
+        "left_unix": time.time(),
         "hops": [],
     }
 
@@ -39,12 +46,14 @@ def add_hop(
     queue_wait_s: float,
     service_s: float,
     blocked_s: float,
+    transit_s: float = 0.0,
 ) -> None:
     trace["hops"].append(
         {
             "replica": replica,
             "task": task,
             "items": items,
+            "transit_s": transit_s,
             "queue_wait_s": queue_wait_s,
             "service_s": service_s,
             "blocked_s": blocked_s,
@@ -67,8 +76,8 @@ class TraceLog:
 
     def finish(self, trace: dict[str, Any], outcome: str) -> None:
         """Close ``trace`` with its end-to-end time and store it."""
-        record = {k: v for k, v in trace.items() if k != "start"}
-        record["end_to_end_s"] = time.perf_counter() - trace["start"]
+        record = {k: v for k, v in trace.items() if k != "left_unix"}
+        record["end_to_end_s"] = max(0.0, time.time() - trace["start_unix"])
         record["outcome"] = outcome
         with self._lock:
             self._records.append(record)

@@ -18,7 +18,7 @@ from sage_core.compiler.plan import ExecutionPlan
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.runtime.link import LinkPool, LinkServer
 from sage_core.runtime.outlets import MAX_CALLS, LocalOutlet, RemoteOutlet
-from sage_core.runtime.transport import Inbox, decode, quota
+from sage_core.runtime.transport import Inbox, decode, entered, quota
 from sage_core.runtime.worker import ReplicaCore
 
 _perf = time.perf_counter
@@ -188,10 +188,7 @@ class ActorLinks:
         order); returns credits given back."""
         assert self.inbox is not None, "a source replica has no input"
         now = _perf()
-        packets = [
-            p if type(p) is not tuple else (p[0], p[1], now, p[3], p[4])
-            for p in decode(blob)
-        ]
+        packets = [entered(p, now) for p in decode(blob)]
         self.inbox.accept_in_order(sender, seq, packets)
         return self.inbox.take_owed(sender)
 

@@ -26,6 +26,7 @@ from sage_core.runtime.job import JobFailed, JobHandle, JobResult
 from sage_core.runtime.local_rescale import LocalRescale
 from sage_core.runtime.operators import OperatorFailure
 from sage_core.runtime.recovery import JobRecovery
+from sage_core.runtime.transport import entered
 from sage_core.runtime.worker import ReplicaCore
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,15 @@ def _push_all(
     for slot, packet in outbound:
         q = queues[slot]
         if not q.try_push(packet):
-            t0 = _perf()
-            q.push(packet)
-            blocked += _perf() - t0
+            # wait for room, then push it stamped with when it went in: its queue
+            # wait starts there (the wait for room is this step's blocked time)
+            t0 = now = _perf()
+            while True:
+                q.wait_room()
+                now = _perf()
+                if q.try_push(entered(packet, now)):
+                    break
+            blocked += now - t0
     if blocked:
         core.note_blocked(blocked)
 

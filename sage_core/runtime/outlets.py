@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sage_core.runtime.transport import Inbox, TransportError, encode
+from sage_core.runtime.transport import Inbox, TransportError, encode, entered
 
 _perf = time.perf_counter
 
@@ -57,7 +57,11 @@ class LocalOutlet:
                 blocked += _perf() - t0
             k = min(self.credits, len(packets) - i)
             self.credits -= k
-            self.inbox.accept(self.sender, packets[i : i + k])
+            chunk = packets[i : i + k]
+            if blocked:  # they enter the queue now, after the wait for credit
+                now = _perf()
+                chunk = [entered(p, now) for p in chunk]
+            self.inbox.accept(self.sender, chunk)
             i += k
         return blocked
 

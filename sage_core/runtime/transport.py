@@ -40,6 +40,16 @@ class TransportError(SageError):
     """A packet could not be delivered to a downstream replica."""
 
 
+def entered(packet: Any, now: float) -> Any:
+    """``packet`` stamped as entering a queue at ``now`` (``time.perf_counter``):
+    its queue wait starts there, not where the sender emitted it, whatever it
+    waited for room or crossed on the way. Markers and barriers pass as they are."""
+    if type(packet) is not tuple:
+        return packet
+    items, index, _, traces, sender = packet
+    return (items, index, now, traces, sender)
+
+
 def encode(packets: list[Any]) -> bytes:
     """One blob for a list of packets (items, input index, sent time, traces)."""
     return pickle.dumps(packets, protocol=5)

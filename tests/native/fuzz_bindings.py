@@ -55,7 +55,16 @@ def attempt(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
 queue_ops = st.lists(
     st.tuples(
         st.sampled_from(
-            ["push", "pop", "push_many", "pop_many", "try_push", "try_pop", "close"]
+            [
+                "push",
+                "pop",
+                "push_many",
+                "pop_many",
+                "try_push",
+                "try_pop",
+                "wait_room",
+                "close",
+            ]
         ),
         ints,
         timeouts,
@@ -78,7 +87,7 @@ def _would_block(q: Any, op: str, n: int) -> bool:
         return False
     room = q.capacity - q.size
     return (op in ("pop", "pop_many") and q.size == 0) or (
-        (op == "push" and room == 0) or (op == "push_many" and n > room)
+        (op in ("push", "wait_room") and room == 0) or (op == "push_many" and n > room)
     )
 
 
@@ -108,6 +117,8 @@ def fuzz_queue(cls: type, capacity: int, ops: list[tuple[str, int, Any]]) -> Non
             attempt(label, q.try_push, object())
         elif op == "try_pop":
             attempt(label, q.try_pop)
+        elif op == "wait_room":
+            attempt(label, q.wait_room, timeout=timeout)
         else:
             attempt(label, q.close)
         attempt(label + " counters", q.counters)

@@ -161,6 +161,48 @@ def test_blocking_push_resumes_when_space_frees() -> None:
     assert stats.producer_blocked_s > 0
 
 
+def test_wait_room_returns_when_a_pop_frees_a_slot_and_pushes_nothing() -> None:
+    q = BoundedQueue(1)
+    assert q.wait_room(timeout=0) is True  # empty: room at once
+    q.push("first")
+    assert q.wait_room(timeout=0) is False
+    assert q.wait_room(timeout=0.01) is False
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(q.wait_room(timeout=30)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while q.stats().producer_blocks < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert q.pop(timeout=30) == "first"
+    t.join(10)
+    assert got == [True]
+    assert q.size == 0  # waiting for room put nothing in
+    assert q.try_push("second")
+
+
+def test_wait_room_is_woken_by_close_and_rejects_bad_timeouts() -> None:
+    q = BoundedQueue(1)
+    q.push("x")
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            q.wait_room()
+        except QueueClosed as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.05)
+    q.close()
+    t.join(10)
+    assert len(errors) == 1
+    with pytest.raises(QueueClosed):
+        q.wait_room(timeout=0)
+    with pytest.raises(ValueError, match="timeout must be"):
+        BoundedQueue(1).wait_room(timeout=float("nan"))
+
+
 def test_stats_count_everything() -> None:
     q = BoundedQueue(5)
     q.push_many(range(4))

@@ -144,6 +144,41 @@ class BoundedQueue {
     return done;
   }
 
+  // Waits while the ring is full, until `deadline` (nullptr: none). ok: it has room
+  // now (another producer may take it first: push with try_push and wait again if
+  // that fails); timeout; closed. A wait counts as a producer block.
+  QueueStatus wait_room(const Clock::time_point* deadline) {
+    bool waited = false;
+    Clock::time_point t0{};
+    QueueStatus status = QueueStatus::ok;
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      if (closed_) {
+        status = QueueStatus::closed;
+        break;
+      }
+      if (size_ < cap_) break;
+      if (deadline != nullptr && Clock::now() >= *deadline) {
+        status = QueueStatus::timeout;
+        break;
+      }
+      if (!waited) {
+        waited = true;
+        t0 = Clock::now();
+        ++c_.producer_blocks;
+      }
+      ++waiting_producers_;
+      if (deadline != nullptr) {
+        not_full_.wait_until(lk, *deadline);
+      } else {
+        not_full_.wait(lk);
+      }
+      --waiting_producers_;
+    }
+    if (waited) c_.producer_blocked_ns += elapsed_ns(t0);
+    return status;
+  }
+
   // Pops up to max_n handles into out, waiting only while the ring is empty, until
   // `deadline` (nullptr: none). Returns the count (0 with status timeout or closed).
   std::size_t pop_many(T* out, std::size_t max_n, const Clock::time_point* deadline,
