@@ -57,7 +57,13 @@ from common import (
     write_report,
 )
 from diagnosis_cases import knob
-from diagnosis_compare import SUMMARY_KEYS, compare, errors
+from diagnosis_compare import (
+    PIPELINE_KEYS,
+    SUMMARY_KEYS,
+    beside_key,
+    compare,
+    errors,
+)
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
@@ -213,9 +219,12 @@ def plot(result: dict[str, Any], out: Path) -> None:
         top = max(max(r["predicted"][key], meas_of(r)) for r in result["whatif"])
         ax.plot([0, top], [0, top], "k--", lw=0.8)
         e = result["summary"][meas_key]
+        b = result["summary"][beside_key(meas_key)]
         ax.set_title(
             f"{key}{' (pooled over repeats)' if key == 'p99_ms' else ''}: |error| "
-            f"median {e['error_median']:.0%}, worst {e['error_worst']:.0%}",
+            f"median {e['error_median']:.0%}, worst {e['error_worst']:.0%}\n"
+            f"predicted from the baselines beside: median {b['error_median']:.0%}, "
+            f"worst {b['error_worst']:.0%}",
             fontsize=9,
         )
         ax.set_xlabel(f"measured ({unit})")
@@ -299,7 +308,7 @@ def main() -> None:
         "per_pipeline": {
             kind: {
                 key: errors([r for r in rows if r["runtime"] == kind], key)
-                for key in ("throughput", "p99_ms_pooled", "p99_ms_tail")
+                for key in PIPELINE_KEYS
             }
             for kind in ("rag", "mixed")
         },
