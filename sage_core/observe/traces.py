@@ -6,8 +6,10 @@ queue wait, service and blocked seconds) and hands the trace on with the first
 packet of its outputs. Transit is the time from when the packet left the hop before
 (or the source: its step's end plus the time it then waited for room downstream)
 to when it entered this replica's queue: serialising, the network, and a receiving
-Dask worker whose event loop is busy. A source's wait for room downstream has no
-hop to go to: it is the trace's ``source_blocked_s``. Times that span processes are read on the
+Dask worker whose event loop is busy. A hop's blocked time is its packet's own wait
+for room or credit, from its step's end to its hand-over to the transport
+(``mark_left``, called by whatever hands packets over, just before it does); a
+source's packet has no hop: its wait is the trace's ``source_blocked_s``. Times that span processes are read on the
 wall clock (``time.time()``), the one clock the hosts of a cluster share (up to
 their clock sync); within a hop, on the monotonic clock; the trace ends at a sink (``outcome: "sink"``) or where no output is
 left (``"dropped"``: filtered out or failed). Finished traces go to a ``TraceLog``:
@@ -35,6 +37,19 @@ def new_trace(trace_id: str, job: str, origin: str) -> dict[str, Any]:
         "left_unix": time.time(),
         "hops": [],
     }
+
+
+def mark_left(trace: dict[str, Any], wall: float) -> None:
+    """The traced packet is handed to the transport at ``wall`` (``time.time()``):
+    the time since its step ended (or since a source made it) was its wait for room
+    or credit, added to its last hop's ``blocked_s`` (a source's packet: the trace's
+    ``source_blocked_s``); its transit to the next queue starts now."""
+    waited = max(0.0, wall - trace["left_unix"])
+    if trace["hops"]:
+        trace["hops"][-1]["blocked_s"] += waited
+    else:
+        trace["source_blocked_s"] = trace.get("source_blocked_s", 0.0) + waited
+    trace["left_unix"] = wall
 
 
 def add_hop(

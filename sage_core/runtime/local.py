@@ -26,7 +26,7 @@ from sage_core.runtime.job import JobFailed, JobHandle, JobResult
 from sage_core.runtime.local_rescale import LocalRescale
 from sage_core.runtime.operators import OperatorFailure
 from sage_core.runtime.recovery import JobRecovery
-from sage_core.runtime.transport import entered
+from sage_core.runtime.transport import entered, handed_over
 from sage_core.runtime.worker import ReplicaCore
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def _push_all(
     blocked = 0.0
     for slot, packet in outbound:
         q = queues[slot]
+        if type(packet) is tuple and packet[3]:  # traced
+            handed_over((packet,))
         if not q.try_push(packet):
             # wait for room, then push it stamped with when it went in: its queue
             # wait starts there (the wait for room is this step's blocked time)
@@ -46,6 +48,7 @@ def _push_all(
             while True:
                 q.wait_room()
                 now = _perf()
+                handed_over((packet,))
                 if q.try_push(entered(packet, now)):
                     break
             blocked += now - t0

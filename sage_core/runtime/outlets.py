@@ -12,7 +12,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sage_core.runtime.transport import Inbox, TransportError, encode, entered
+from sage_core.runtime.transport import (
+    Inbox,
+    TransportError,
+    encode,
+    entered,
+    handed_over,
+)
 
 _perf = time.perf_counter
 
@@ -61,6 +67,7 @@ class LocalOutlet:
             if blocked:  # they enter the queue now, after the wait for credit
                 now = _perf()
                 chunk = [entered(p, now) for p in chunk]
+            handed_over(chunk)
             self.inbox.accept(self.sender, chunk)
             i += k
         return blocked
@@ -138,6 +145,7 @@ class RemoteOutlet:
             batch, self.pending = self.pending[:k], self.pending[k:]
             self.credits -= k
             self.in_flight += 1
+            handed_over(batch)
             blob = encode(batch)
             seq = self.calls
             self.calls += 1

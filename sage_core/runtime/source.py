@@ -101,7 +101,6 @@ def produce(core: ReplicaCore) -> Outbound | None:
     the source is exhausted."""
     it = core._source_iter
     assert it is not None, "produce() before open()"
-    core.begin_step()
     if core._fused is not None and not core.trace_due(core._batches + 1):
         return _produce_fused(core, it, core._fused)
     pulled = _perf()
@@ -134,7 +133,6 @@ def produce(core: ReplicaCore) -> Outbound | None:
         m.items_out += n
         m.batches += 1
         tr = [t for t, _ in traced] if traced else None
-        core._step_traces.extend(tr or ())
         return core._emit(items, tr, now)
     return core._run(items, 0, traced, now)
 

@@ -28,16 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sage_core.channels import BoundedQueue
 from sage_core.common.errors import SageError
+from sage_core.observe.traces import mark_left
 
 
 class TransportError(SageError):
     """A packet could not be delivered to a downstream replica."""
+
+
+def handed_over(packets: Sequence[Any]) -> None:
+    """The traces ``packets`` carry leave their sender now (``traces.mark_left``):
+    call it just before the packets go into a queue or a blob."""
+    wall = 0.0
+    for p in packets:
+        if type(p) is tuple and p[3]:
+            wall = wall or time.time()
+            for trace in p[3]:
+                mark_left(trace, wall)
 
 
 def entered(packet: Any, now: float) -> Any:

@@ -162,9 +162,6 @@ class ReplicaCore(Rewiring):
         self.load_of: Callable[[int], float] = lambda slot: 0.0
         #: the driver's view of a target slot: 0 idle, 1 busy, 2 backlog
         self.pressure_of: Callable[[int], int] = lambda slot: 0
-        #: the hops the last step added and the traces it handed on (note_blocked)
-        self._step_hops: list[dict[str, Any]] = []
-        self._step_traces: list[dict[str, Any]] = []
         self._source_iter: Iterator[Any] | None = None
         self._produced = 0
         self._batches = 0
@@ -307,13 +304,11 @@ class ReplicaCore(Rewiring):
                     transit_s=max(0.0, queued - trace.get("left_unix", queued)),
                 )
                 trace["left_unix"] = left
-                self._step_hops.append(trace["hops"][-1])
                 if self.is_sink or not outs:
                     if self.traces is not None:
                         self.traces.finish(trace, "sink" if self.is_sink else "dropped")
                 else:
                     traces.append(trace)
-                    self._step_traces.append(trace)
         return self._emit(outs, traces or None, t1) if outs else []
 
     def _emit(
@@ -354,7 +349,6 @@ class ReplicaCore(Rewiring):
     def process(self, packets: list[Any]) -> Outbound:
         """``handle`` without barriers (the aligner calls it between them)."""
         now = _perf()
-        self.begin_step()
         m = self.metrics
         m.packets_in += len(packets)
         out: Outbound = []
@@ -422,22 +416,11 @@ class ReplicaCore(Rewiring):
         """Whether source batch number ``batch`` starts a sampled trace (``traced``)."""
         return self.traces is not None and traced(batch, self.trace_every)
 
-    def begin_step(self) -> None:
-        """A new step: what ``note_blocked`` charges is its own."""
-        self._step_hops = []
-        self._step_traces = []
-
     def note_blocked(self, seconds: float) -> None:
-        """The driver waited ``seconds`` for room downstream after the last step:
-        its hops were blocked that long, and its traced packets left that much
-        later."""
+        """The driver waited ``seconds`` for room downstream after the last step
+        (a traced packet's own wait goes to its trace as it is handed over:
+        ``transport.handed_over``)."""
         self.metrics.blocked_s += seconds
-        for hop in self._step_hops:
-            hop["blocked_s"] += seconds
-        for trace in self._step_traces:
-            trace["left_unix"] += seconds
-            if not trace["hops"]:  # a source's packet: it has no hop to charge
-                trace["source_blocked_s"] = trace.get("source_blocked_s", 0.0) + seconds
 
     def finish(self) -> Outbound:
         """Flush what is pending and return the end-of-stream markers."""

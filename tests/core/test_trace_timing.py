@@ -77,4 +77,7 @@ def test_blocking_goes_to_the_step_that_blocked_not_to_earlier_ones(
 def test_a_source_that_waits_for_room_records_it(tmp_path: Path) -> None:
     traces = _run(tmp_path, chaining=False)
     waited = [t.get("source_blocked_s", 0.0) for t in traces]
-    assert sum(w > 0 for w in waited) > len(waited) // 2
+    # the sink takes 4 ms a packet and the source makes one in microseconds: the
+    # source waits (about half its packets, behind the map that waits too)
+    assert sum(w > 0.001 for w in waited) > len(waited) // 5
+    assert sum(waited) > 0.05 * sum(t["end_to_end_s"] for t in traces)
