@@ -2,18 +2,24 @@
 
 A source replica starts a trace on one packet in ``trace_every``. Each replica that
 processes the traced packet adds a hop (operator chain, replica, batch size, transit,
-queue wait, service and blocked seconds) and hands the trace on with the first
-packet of its outputs. Transit is the time from when the packet left the hop before
-(or the source: its step's end plus the time it then waited for room downstream)
-to when it entered this replica's queue: serialising, the network, and a receiving
-Dask worker whose event loop is busy. A hop's blocked time is its packet's own wait
-for room or credit, from its step's end to its hand-over to the transport
-(``mark_left``, called by whatever hands packets over, just before it does); a
-source's packet has no hop: its wait is the trace's ``source_blocked_s``. Times that span processes are read on the
-wall clock (``time.time()``), the one clock the hosts of a cluster share (up to
-their clock sync); within a hop, on the monotonic clock; the trace ends at a sink (``outcome: "sink"``) or where no output is
+queue wait, service and blocked seconds) and hands the trace on with the first packet
+of its outputs; the trace ends at a sink (``outcome: "sink"``) or where no output is
 left (``"dropped"``: filtered out or failed). Finished traces go to a ``TraceLog``:
 a JSONL file and/or a bounded in-memory list, the input of diagnosis tools.
+
+The parts follow one another, so they add up to the packet's end-to-end time:
+
+* blocked: from the step's end to the packet's hand-over to the transport, its own
+  wait for room or credit (``mark_left``, called by whatever hands packets over,
+  just before it does); a source's packet has no hop: its wait is the trace's
+  ``source_blocked_s``;
+* transit: from that hand-over to its entering the next replica's queue:
+  serialising, the network, a receiving Dask worker whose event loop is busy;
+* queue wait and service at that replica.
+
+Times that span processes are read on the wall clock (``time.time()``), the one
+clock the hosts of a cluster share (up to their clock sync); within a hop, on the
+monotonic clock.
 """
 
 from __future__ import annotations
