@@ -42,6 +42,21 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _tail_line(tail: dict[str, Any]) -> str:
+    """The slowest traced packets against the typical ones, and where they differ."""
+    e = tail["end_to_end_ms"]
+    most = ", ".join(
+        f"{p['replica']} {p['part'].replace('_', ' ')} +{p['extra_ms']:.1f} ms"
+        for p in tail["parts"][:3]
+        if p["extra_ms"] > 0
+    )
+    return (
+        f"slowest {tail['slowest']} of {tail['traces']} traced packets: "
+        f"{e['slowest']:.1f} ms against {e['typical']:.1f} ms typical"
+        + (f"; the difference is mostly {most}" if most else "")
+    )
+
+
 def _ratios(effect: dict[str, float | None]) -> str:
     tp, p99 = effect["throughput_ratio"], effect["p99_ratio"]
     return f"x{_f(tp)} / x{_f(p99)}"
@@ -111,6 +126,8 @@ def diagnose_cmd(
         f"critical path: {' -> '.join(out['critical_path'])}; between hops "
         f"{_f(out['transport_ms'], '.3f')} ms"
     )
+    if out["tail"]:
+        click.echo(_tail_line(out["tail"]))
     recs = [
         [
             str(i + 1),

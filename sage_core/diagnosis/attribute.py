@@ -35,6 +35,7 @@ from collections import Counter
 from typing import Any
 
 from sage_core.diagnosis.model import JobModel, TaskModel
+from sage_core.diagnosis.tail import tail_of
 from sage_core.diagnosis.whatif import Change, predict
 
 SKEW_RATIO = 1.5
@@ -373,7 +374,8 @@ def _salted(model: JobModel, task: str) -> JobModel:
 
 def diagnose(model: JobModel, *, host_cores: int | None = None) -> dict[str, Any]:
     """The attribution of a job: ``{job, bottleneck, breakdown, critical_path,
-    transport_ms, baseline, recommendations}``; ``host_cores`` as in ``predict``."""
+    transport_ms, tail, baseline, recommendations}`` (``tail``: ``tail.tail_of``);
+    ``host_cores`` as in ``predict``."""
     rows = breakdown(model)
     verdict = classify(model, rows)
     base = predict(model, host_cores=host_cores)
@@ -383,6 +385,7 @@ def diagnose(model: JobModel, *, host_cores: int | None = None) -> dict[str, Any
         "breakdown": rows,
         "critical_path": critical_path(model, rows),
         "transport_ms": transport_ms(model),
+        "tail": tail_of(model),
         "measured": {
             "throughput": model.measured_throughput(),
             "duration_s": model.duration_s,
