@@ -96,9 +96,8 @@ class BoundedQueue {
   std::size_t push_many(const T* items, std::size_t n, const Clock::time_point* deadline,
                         QueueStatus& status) {
     std::size_t done = 0;
-    bool waited = false;
-    Clock::time_point t0{};
     std::unique_lock<std::mutex> lk(mu_);
+    Waits waits = producer_waits();
     for (;;) {
       if (closed_) {
         status = QueueStatus::closed;
@@ -117,21 +116,10 @@ class BoundedQueue {
         status = QueueStatus::timeout;
         break;
       }
-      if (!waited) {
-        waited = true;
-        t0 = Clock::now();
-        ++c_.producer_blocks;
-      }
       if (m > 0 && waiting_consumers_ > 0) not_empty_.notify_all();
-      ++waiting_producers_;
-      if (deadline != nullptr) {
-        not_full_.wait_until(lk, *deadline);
-      } else {
-        not_full_.wait(lk);
-      }
-      --waiting_producers_;
+      waits.wait(lk, deadline);
     }
-    if (waited) c_.producer_blocked_ns += elapsed_ns(t0);
+    waits.done();
     const bool wake = done > 0 && waiting_consumers_ > 0;
     lk.unlock();
     if (wake) {
@@ -148,10 +136,9 @@ class BoundedQueue {
   // now (another producer may take it first: push with try_push and wait again if
   // that fails); timeout; closed. A wait counts as a producer block.
   QueueStatus wait_room(const Clock::time_point* deadline) {
-    bool waited = false;
-    Clock::time_point t0{};
     QueueStatus status = QueueStatus::ok;
     std::unique_lock<std::mutex> lk(mu_);
+    Waits waits = producer_waits();
     for (;;) {
       if (closed_) {
         status = QueueStatus::closed;
@@ -162,20 +149,9 @@ class BoundedQueue {
         status = QueueStatus::timeout;
         break;
       }
-      if (!waited) {
-        waited = true;
-        t0 = Clock::now();
-        ++c_.producer_blocks;
-      }
-      ++waiting_producers_;
-      if (deadline != nullptr) {
-        not_full_.wait_until(lk, *deadline);
-      } else {
-        not_full_.wait(lk);
-      }
-      --waiting_producers_;
+      waits.wait(lk, deadline);
     }
-    if (waited) c_.producer_blocked_ns += elapsed_ns(t0);
+    waits.done();
     return status;
   }
 
@@ -183,10 +159,9 @@ class BoundedQueue {
   // `deadline` (nullptr: none). Returns the count (0 with status timeout or closed).
   std::size_t pop_many(T* out, std::size_t max_n, const Clock::time_point* deadline,
                        QueueStatus& status) {
-    bool waited = false;
-    Clock::time_point t0{};
     std::size_t got = 0;
     std::unique_lock<std::mutex> lk(mu_);
+    Waits waits(not_empty_, waiting_consumers_, c_.consumer_waits, c_.consumer_wait_ns);
     for (;;) {
       if (size_ > 0) {
         got = std::min(size_, max_n);
@@ -202,20 +177,9 @@ class BoundedQueue {
         status = QueueStatus::timeout;
         break;
       }
-      if (!waited) {
-        waited = true;
-        t0 = Clock::now();
-        ++c_.consumer_waits;
-      }
-      ++waiting_consumers_;
-      if (deadline != nullptr) {
-        not_empty_.wait_until(lk, *deadline);
-      } else {
-        not_empty_.wait(lk);
-      }
-      --waiting_consumers_;
+      waits.wait(lk, deadline);
     }
-    if (waited) c_.consumer_wait_ns += elapsed_ns(t0);
+    waits.done();
     const bool wake = got > 0 && waiting_producers_ > 0;
     lk.unlock();
     if (wake) {
@@ -284,6 +248,48 @@ class BoundedQueue {
 
   static std::int64_t elapsed_ns(Clock::time_point t0) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+  }
+
+  // The waits of one blocking call on `cv`, under mu_: the first counts once in
+  // `count` and starts the clock, `waiting` tells the other side to signal, and
+  // `done()` adds the time waited to `ns`.
+  class Waits {
+   public:
+    Waits(std::condition_variable& cv, int& waiting, std::uint64_t& count,
+          std::int64_t& ns)
+        : cv_(cv), waiting_(waiting), count_(count), ns_(ns) {}
+
+    void wait(std::unique_lock<std::mutex>& lk, const Clock::time_point* deadline) {
+      if (!started_) {
+        started_ = true;
+        t0_ = Clock::now();
+        ++count_;
+      }
+      ++waiting_;
+      if (deadline != nullptr) {
+        cv_.wait_until(lk, *deadline);
+      } else {
+        cv_.wait(lk);
+      }
+      --waiting_;
+    }
+
+    void done() {
+      if (started_) ns_ += elapsed_ns(t0_);
+    }
+
+   private:
+    std::condition_variable& cv_;
+    int& waiting_;
+    std::uint64_t& count_;
+    std::int64_t& ns_;
+    bool started_ = false;
+    Clock::time_point t0_{};
+  };
+
+  Waits producer_waits() {
+    return Waits(not_full_, waiting_producers_, c_.producer_blocks,
+                 c_.producer_blocked_ns);
   }
 
   // Both helpers run under mu_ and assume room / availability was checked.
