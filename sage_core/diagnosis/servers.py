@@ -6,8 +6,15 @@ sharing), except where a single-slot worker takes turns as CPython's GIL does
 (``switch_s``, ``sys.getswitchinterval()``): one batch runs; a thread that wants the
 GIL waits until the holder blocks (its replica has nothing more to do, or its
 downstream is full) or for ``switch_s``, after which the holder must drop it and
-queue behind the others. A replica whose next step starts as its last one ends
-keeps the GIL (its thread never blocked). Throughput is that of processor sharing;
+wait with the others. Which waiting thread gets it next is drawn at random
+(``rng``): CPython signals one waiter of a condition variable, each waiter
+re-enters that wait every interval, and a thread back from a blocking call takes
+a free GIL before a woken one can, so there is no queue order to follow; with
+three or more threads contending, an unlucky one waits several turns, which is
+the tail the runs show (a first-come order gave an operator at parallelism 2
+on the local runtime a p99 of 79 ms against 105 measured; drawn, 100). A replica
+whose next step starts as its last one ends keeps the GIL (its thread never
+blocked). Throughput is that of processor sharing;
 what turns add is the wait of a replica woken beside a busy one: a sink beside a
 compute-bound operator waits up to a switch interval for each packet. An
 external engine (a task's ``Contract.engine``) batches the calls active on it as a
@@ -18,6 +25,7 @@ call size.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +53,8 @@ class Server:
     held_since: float = 0.0
     #: batches waiting for the GIL, in the order they asked, with when they asked
     waiting: dict[str, float] = field(default_factory=dict)
+    #: draws which waiting batch gets the GIL next (None: the first to ask)
+    rng: random.Random | None = None
     #: whether batches take turns (GIL) rather than share the CPU (set once: it
     #: is read on every event)
     turns: bool = field(init=False)
@@ -69,12 +79,11 @@ class Server:
 
     def settle(self, now: float) -> None:
         """After a step's end and what followed it: a holder with nothing active
-        (its thread blocked) hands the GIL to the first waiter."""
+        (its thread blocked) hands the GIL to a waiter."""
         if self.turns and self.holder is not None and self.holder not in self.active:
             self.holder = None
             if self.waiting:
-                self.holder = next(iter(self.waiting))
-                del self.waiting[self.holder]
+                self.holder = self._next()
                 self.held_since = now
 
     def switch_due(self) -> float | None:
@@ -84,12 +93,18 @@ class Server:
         return max(self.held_since, next(iter(self.waiting.values()))) + self.switch_s
 
     def switch(self, now: float) -> None:
-        """The holder drops the GIL to the first waiter and queues behind."""
-        old, self.holder = self.holder, next(iter(self.waiting))
-        del self.waiting[self.holder]
+        """The holder drops the GIL to a waiter and waits with the others."""
+        old, self.holder = self.holder, self._next()
         self.held_since = now
         if old is not None and old in self.active:
             self.waiting[old] = now
+
+    def _next(self) -> str:
+        """The waiting batch that takes the GIL (``rng``), no longer waiting."""
+        names = list(self.waiting)
+        rid = self.rng.choice(names) if self.rng and len(names) > 1 else names[0]
+        del self.waiting[rid]
+        return rid
 
     def mean(self, f: ServiceModel, k: int) -> float:
         key = (id(f), k)

@@ -120,7 +120,12 @@ class Simulator:
         self._seq = count()
         names = set(model.worker_of.values()) | set(model.slots)
         self.workers = {
-            w: Server(model.slots.get(w, 1), switch_s=model.switch_s) for w in names
+            w: Server(
+                model.slots.get(w, 1),
+                switch_s=model.switch_s,
+                rng=random.Random(f"{seed}:gil:{w}"),
+            )
+            for w in names
         }
         self.reps: dict[str, _Replica] = {}
         for t in model.tasks:
