@@ -446,6 +446,7 @@ class Simulator:
             items=len(lat),
             operators=ops,
             cross_packets=dict(self.cross),
+            latencies_s=tuple(lat),
         )
 
 

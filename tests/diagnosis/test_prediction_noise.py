@@ -123,3 +123,40 @@ def test_a_size_measured_a_few_times_does_not_set_the_slope() -> None:
     a, b = solid.fit()
     assert a == pytest.approx(0.016, rel=0.01) and b == pytest.approx(0.008)
     assert statistics.fmean(solid.by_size[11]) == pytest.approx(0.104)
+
+
+def _recorded(chain: Any, svc: Any, op_s: float) -> Any:
+    """src -> op (``op_s`` per item, capacity 8): a run whose traces are what the
+    model of it gives (one in five items traced)."""
+    from sage_core.diagnosis.sim import Simulator
+
+    model = chain(
+        arrivals=svc("det", 1e-5),
+        stages=[("op", svc("exp", op_s), 1)],
+        items=400,
+        capacity=8,
+    )
+    sim = Simulator(model)
+    model.duration_s = sim.run().makespan_s
+    model.traces = [{"end_to_end_s": s, "outcome": "sink"} for s in sim.latencies[::5]]
+    return model
+
+
+def test_a_pooled_baseline_predicts_the_tail_its_slowest_run_sets(
+    chain: Any, svc: Any
+) -> None:
+    """Five runs of one pipeline, the box slower in one: the p99 of their traces
+    pooled is that run's. The what-if simulates each run with its own samples and
+    pools the latencies, so the unchanged plan is predicted at that p99; the
+    typical run's samples alone, scaled by the median ratio, fall short of it."""
+    from sage_core.diagnosis import pool_runs
+    from sage_core.diagnosis.results import percentile
+    from sage_core.diagnosis.whatif import predict
+
+    runs = [_recorded(chain, svc, s) for s in (0.001,) * 4 + (0.003,)]  # 1 slow
+    pooled = pool_runs(runs[0], runs[1:])
+    traces = sorted(t["end_to_end_s"] for t in pooled.traces)
+    measured = 1e3 * percentile(traces, 0.99)
+    assert predict(pooled)["p99_ms"] == pytest.approx(measured, rel=0.07)
+    pooled.runs = []  # the typical run alone
+    assert predict(pooled)["p99_ms"] < 0.93 * measured
