@@ -47,7 +47,6 @@ def extend_service(model: JobModel, runs: Sequence[JobModel]) -> JobModel:
         return model
     out = copy.copy(model)
     out.tasks = [copy.copy(t) for t in model.tasks]
-    out.runs = [extend_service(r, runs) for r in model.runs]
     for run in runs:
         theirs = {
             (t.name, tuple(t.operators), len(t.replicas)): t
@@ -91,10 +90,7 @@ def pool_runs(model: JobModel, others: Sequence[JobModel]) -> JobModel:
     samples are not mixed across runs: runs differ in how saturated each worker
     was, so their samples are scaled by different ``deflation`` factors, and rare
     batch sizes that reach ``MIN_SAMPLES`` only when pooled would be drawn from a
-    handful of batches. The runs are kept as they are (``runs``): the what-if
-    simulates each with its own samples and pools their latencies, as the traces
-    are pooled, so that a run the box made slower weighs in the predicted tail
-    as it does in the measured one.
+    handful of batches.
 
     Raises:
         DiagnosisError: a run is of another pipeline (other tasks, operators,
@@ -126,7 +122,6 @@ def pool_runs(model: JobModel, others: Sequence[JobModel]) -> JobModel:
         pooled.overhead_s = dict(typical.overhead_s)
     pooled.traces = [t for m in runs for t in m.traces]
     pooled.transport_s = None  # calibrated again on the pooled duration
-    pooled.runs = [copy.copy(m) for m in runs]
     return pooled
 
 

@@ -196,9 +196,6 @@ class JobModel:
     #: next step takes as many packets as its last one processed in it (0: always
     #: ``max_packets``)
     step_budget_s: float = 0.0
-    #: the recorded runs pooled into this model (``calibrate.pool_runs``), each
-    #: with the service samples of its own run
-    runs: list[JobModel] = field(default_factory=list)
     #: single-slot workers take turns as the GIL does, a waiting thread letting
     #: the holder run this long (``sys.getswitchinterval()``; 0: processor sharing)
     switch_s: float = 0.0

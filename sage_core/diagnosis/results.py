@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -31,8 +31,6 @@ class SimResult:
     cross_packets: dict[str, int] = field(default_factory=dict)
     #: latency (ms) at each of ``QUANTILES``
     quantiles_ms: dict[float, float] = field(default_factory=dict)
-    #: every item's latency (seconds), sorted: for pooling runs (``pooled``)
-    latencies_s: tuple[float, ...] = ()
 
 
 #: the latency quantiles a result reports (what-if calibrates its latency on them)
@@ -82,18 +80,6 @@ def merged(results: Sequence[SimResult]) -> SimResult:
             for k in keys
         },
         quantiles_ms=qs,
-        latencies_s=tuple(sorted(x for r in results for x in r.latencies_s)),
-    )
-
-
-def pooled(result: SimResult, runs: Sequence[SimResult]) -> SimResult:
-    """``result`` with the latency of the items of ``runs`` taken together: the
-    ``QUANTILES`` over all of them, as a p99 over several recorded runs' traces
-    is (the runs' other figures are not pooled)."""
-    lat = sorted(x for r in runs for x in r.latencies_s)
-    qs = {q: 1e3 * percentile(lat, q) for q in QUANTILES}
-    return replace(
-        result, p50_ms=qs[0.5], p99_ms=qs[0.99], quantiles_ms=qs, latencies_s=()
     )
 
 

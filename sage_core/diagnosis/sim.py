@@ -446,7 +446,6 @@ class Simulator:
             items=len(lat),
             operators=ops,
             cross_packets=dict(self.cross),
-            latencies_s=tuple(lat),
         )
 
 

@@ -9,11 +9,7 @@ the seconds the baseline run took beyond its model (start-up, transport, event l
 ``calibration.unmodelled_s``) are added to the changed plan's modelled duration, and
 its latencies are scaled by how far the modelled baseline's latency is from the
 sampled traces' (the median of the measured/modelled ratios at the quantiles 0.5 to
-0.99: a short run's trace p99 alone rests on a handful of traces). A baseline
-pooled from several recorded runs (``pool_runs``) has its latencies simulated run
-by run, each run with its own service samples, and pooled, as its traces are: a
-run the box made slower sets the pooled p99 of the traces, and so of the model.
-The ratio at the
+0.99: a short run's trace p99 alone rests on a handful of traces). The ratio at the
 p99 alone (``latency_scales``, where enough traces measure it) is reported beside
 it as ``calibration.p99_tail``: it predicted no better on the COMPUTE benchmark and
 worse on RAG and MIXED. On
@@ -32,7 +28,7 @@ from typing import Any
 
 from sage_core.diagnosis.model import DiagnosisError, JobModel
 from sage_core.diagnosis.replay import place, recorded_cluster, workers_named
-from sage_core.diagnosis.results import merged, pooled
+from sage_core.diagnosis.results import merged
 from sage_core.diagnosis.sim import QUANTILES, SimResult, percentile, simulate
 
 #: simulated items per source at most (longer runs are sampled down)
@@ -291,18 +287,6 @@ def predict(
     span = items / out.throughput if out.throughput else 0.0
     throughput = items / max(0.1 * span, span + extra) if span else 0.0
     lat = _measured_latency(model)
-    if lat and len(model.runs) > 1:
-        base, out = _per_run(
-            model,
-            base,
-            out,
-            changes,
-            policy,
-            workers,
-            cores_per_worker,
-            seed,
-            host_cores,
-        )
     scale = latency_scale(lat, base) if lat else 1.0
     tails = latency_scales(lat, base) if lat else {}
     return {
@@ -332,31 +316,6 @@ def predict(
         },
         "validity": validity(changed, out),
     }
-
-
-def _per_run(
-    model: JobModel,
-    base: SimResult,
-    out: SimResult,
-    changes: Sequence[Change],
-    policy: str | None,
-    workers: int | None,
-    cores: int,
-    seed: int,
-    host_cores: int | None,
-) -> tuple[SimResult, SimResult]:
-    """``base`` and ``out`` with the latencies of ``model.runs`` (the recorded runs
-    pooled into it), each simulated with its own samples and its own transport
-    calibration, unchanged and changed, pooled (``results.pooled``)."""
-    same, changed = [], []
-    for run in model.runs:
-        calibrate_transport(run, seed, host_cores)
-        same.append(_run(run, seed, host_cores))
-        again = apply(
-            run, changes, policy=policy, workers=workers, cores_per_worker=cores
-        )
-        changed.append(_run(again, seed, host_cores))
-    return pooled(base, same), pooled(out, changed)
 
 
 def _measured_latency(model: JobModel) -> dict[str, Any] | None:
