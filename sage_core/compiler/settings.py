@@ -4,6 +4,7 @@ read (``from_mapping``, ``problems``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -125,6 +126,13 @@ def step_budget_s(linger_ms: float, latency_target_ms: float) -> float:
     is 0."""
     target = latency_target_ms / 1000.0
     return min(linger_ms / 1000.0, target / 4) or target / 4
+
+
+def offload_cpu_s() -> float:
+    """A Dask replica's step that computes longer than this moves its steps from
+    the worker's event loop to a thread of its own (four GIL switch intervals:
+    ``runtime/dask_actor.py`` says why); the what-if applies the same rule."""
+    return 4 * sys.getswitchinterval()
 
 
 def paced_take(

@@ -152,6 +152,9 @@ class TaskModel:
     pull: ServiceModel | None = None
     #: the external engine the head operator's calls run on (``Contract.engine``)
     engine: str | None = None
+    #: its steps ran on its Dask worker's event loop, not in a thread of their own
+    #: (the runtime moves only long or waiting steps to a thread)
+    loop: bool = False
 
     @property
     def is_source(self) -> bool:
@@ -296,6 +299,7 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
             fill_wait_s=float(head["contract"].get("max_wait_ms", 0.0)) / 1000.0,
             queue_capacity=max((r["queue_capacity"] for r in reps), default=0),
             engine=engine_of[t["name"]],
+            loop=_on_loop(got),
         )
         if task.is_source:
             produced = sum(g["operators"][t["operators"][0]]["items_out"] for g in got)
@@ -334,6 +338,14 @@ def job_model(record: Mapping[str, Any], *, cores_per_worker: int = 1) -> JobMod
         deflation=deflation,
         overhead_s=overhead,
     )
+
+
+def _on_loop(snaps: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether most replicas of a task ran their steps on their Dask worker's event
+    loop (Dask snapshots say ``offloaded``; a local replica has a thread of its
+    own)."""
+    flags = [not s["offloaded"] for s in snaps if "offloaded" in s]
+    return 2 * sum(flags) > len(flags) > 0
 
 
 def _overhead(

@@ -16,7 +16,10 @@ on the local runtime a p99 of 79 ms against 105 measured; drawn, 100). A replica
 whose next step starts as its last one ends keeps the GIL (its thread never
 blocked). Throughput is that of processor sharing;
 what turns add is the wait of a replica woken beside a busy one: a sink beside a
-compute-bound operator waits up to a switch interval for each packet. An
+compute-bound operator waits up to a switch interval for each packet. A
+Dask worker whose steps all run on its event loop (``loop``) takes turns
+without a switch interval: a step runs to its end, and the replica goes behind
+the others that are ready. An
 external engine (a task's ``Contract.engine``) batches the calls active on it as a
 continuous-batching server does: calls of k_1..k_n items progress at
 f(k_i) / f(k_1 + ... + k_n) each, f being the task's measured service time per
@@ -55,12 +58,16 @@ class Server:
     waiting: dict[str, float] = field(default_factory=dict)
     #: draws which waiting batch gets the GIL next (None: the first to ask)
     rng: random.Random | None = None
+    #: a Dask worker whose steps all run on its event loop: one step at a time, to
+    #: its end, the others in the order they became ready (no switch interval)
+    loop: bool = False
     #: whether batches take turns (GIL) rather than share the CPU (set once: it
     #: is read on every event)
     turns: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.turns = bool(self.switch_s) and self.slots == 1 and not self.engine
+        single = self.slots == 1 and not self.engine
+        self.turns = single and (bool(self.switch_s) or self.loop)
 
     def running(self) -> int:
         """Batches progressing now (for the host's CPU cap)."""
@@ -69,8 +76,15 @@ class Server:
         return min(len(self.active), self.slots)
 
     def joined(self, rid: str, now: float) -> None:
-        """Batch ``rid`` became active: it holds the GIL or waits for it."""
-        if not self.turns or rid == self.holder:
+        """Batch ``rid`` became active: it holds the GIL or waits for it. On an
+        event loop a step that follows its replica's last one waits for the steps
+        that became ready meanwhile (each replica's loop yields after a step)."""
+        if not self.turns:
+            return
+        if rid == self.holder:
+            if self.loop and self.waiting:
+                self.holder, self.held_since = self._next(), now
+                self.waiting[rid] = now
             return
         if self.holder is None:
             self.holder, self.held_since = rid, now
@@ -88,7 +102,7 @@ class Server:
 
     def switch_due(self) -> float | None:
         """When the holder must drop the GIL (None: nobody waits)."""
-        if not self.turns or self.holder is None or not self.waiting:
+        if not self.turns or self.loop or self.holder is None or not self.waiting:
             return None
         return max(self.held_since, next(iter(self.waiting.values()))) + self.switch_s
 
@@ -102,7 +116,8 @@ class Server:
     def _next(self) -> str:
         """The waiting batch that takes the GIL (``rng``), no longer waiting."""
         names = list(self.waiting)
-        rid = self.rng.choice(names) if self.rng and len(names) > 1 else names[0]
+        rng = None if self.loop or len(names) < 2 else self.rng
+        rid = rng.choice(names) if rng else names[0]
         del self.waiting[rid]
         return rid
 

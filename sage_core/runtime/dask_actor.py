@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sage_core.compiler.plan import ExecutionPlan
+from sage_core.compiler.settings import offload_cpu_s
 from sage_core.observe.histogram import LatencyHistogram
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog
@@ -47,7 +48,7 @@ _perf = time.perf_counter
 #: Below, a thread gains the loop little and costs every step a hand-off: a COMPUTE
 #: pipeline of 5 ms steps ran 25-30% slower with them in a thread, and a limit of
 #: 5 ms of wall time made such a replica move in some runs and not in others
-OFFLOAD_CPU_S = 4 * sys.getswitchinterval()
+OFFLOAD_CPU_S = offload_cpu_s()
 #: a step that waits (sleeps, reads a socket or a file) longer than this, and
 #: longer than it computes, also moves: the loop it blocks carries the other
 #: replicas' packets. A step that computes and is preempted now and then by other

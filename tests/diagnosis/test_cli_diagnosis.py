@@ -62,6 +62,12 @@ def test_diagnose_names_the_slow_operator_of_a_local_job(local_job: str) -> None
     assert recs and all(r["predicted"]["throughput"] > 0 for r in recs)
     text = CliRunner().invoke(cli, ["diagnose", local_job])
     assert "bottleneck slow (compute)" in text.output
+    from sage_core.diagnosis import job_model
+    from sage_core.observe.records import load_record
+
+    # local replicas have threads of their own: none runs on an event loop
+    model = job_model(load_record(local_job))
+    assert not any(t.loop for t in model.tasks)
 
 
 def test_whatif_predicts_and_flags_unmeasured_batch_sizes(local_job: str) -> None:
@@ -180,6 +186,11 @@ def test_dask_job_diagnose_whatif_and_replay(sage_home: Path) -> None:
         env.close()
     out = _json(["diagnose", job.job_id, "--json"])
     assert out["bottleneck"]["operator"] == "slow"
+    from sage_core.diagnosis import job_model
+    from sage_core.observe.records import load_record
+
+    # the sink's steps ran on its worker's event loop, and the model knows it
+    assert job_model(load_record(job.job_id)).task("out").loop
     spread = _json(
         [
             "whatif",

@@ -175,3 +175,49 @@ def test_sampled_traces_spread_over_round_robin_replicas(
     assert len(hits) == pytest.approx(len(batches) / every, rel=0.02)
     for r in range(replicas):
         assert hits.count(r) == pytest.approx(len(hits) / replicas, rel=0.1)
+
+
+def _on_one_loop(chain: Any, svc: Any, op_s: float) -> JobModel:
+    """src -> op (``op_s`` per packet) -> sink, all on one Dask worker's event
+    loop (``TaskModel.loop``)."""
+    model = chain(
+        arrivals=svc("det", 1e-6),
+        stages=[("op", svc("det", op_s), 1), ("sink", svc("det", 1e-5), 1)],
+        items=400,
+        capacity=4,
+        slots=1,
+    )
+    for t in model.tasks:
+        t.loop = True
+    return dataclasses.replace(_paced(model, 0.001), switch_s=0.005)
+
+
+def test_steps_on_an_event_loop_run_to_their_end_in_turn(chain: Any, svc: Any) -> None:
+    """No switch interval on a loop: the sink's packet waits for the operator's
+    step to end, never for a 5 ms interval; and the operator, started once the
+    source first blocked, keeps the queue it found full (the source and it take
+    one step each in turn): every packet waits for the 4 ahead of it."""
+    got = simulate(_on_one_loop(chain, svc, 0.002))
+    op, sink = got.operators["op"], got.operators["sink"]
+    assert sink["queue_wait_ms"] <= 2.0 + 0.1
+    assert 3 * 2.0 <= op["queue_wait_ms"] <= 5 * 2.0
+    threads = _on_one_loop(chain, svc, 0.002)
+    for t in threads.tasks:
+        t.loop = False  # the same replicas as threads under the GIL
+    assert simulate(threads).operators["sink"]["queue_wait_ms"] > 2.0 + 0.1
+    assert got.throughput == pytest.approx(simulate(threads).throughput, rel=0.05)
+
+
+def test_a_step_longer_than_the_offload_limit_leaves_the_loop(
+    chain: Any, svc: Any
+) -> None:
+    """The runtime moves steps computing past ``offload_cpu_s`` to a thread, and so
+    does the model: the worker is back to GIL turns (a queue that fills as threads
+    let it, a sink waiting for switch intervals)."""
+    from sage_core.compiler.settings import offload_cpu_s
+    from sage_core.diagnosis.sim import Simulator
+
+    inline = Simulator(_on_one_loop(chain, svc, 0.002))
+    assert inline.workers["w"].loop
+    heavy = Simulator(_on_one_loop(chain, svc, 1.5 * offload_cpu_s()))
+    assert not heavy.workers["w"].loop and heavy.workers["w"].turns
