@@ -31,6 +31,7 @@ measured effect set next to the predicted one.
 
     python bench/diagnosis_bench.py --out bench/results/diagnosis.json
     python bench/diagnosis_bench.py --smoke   # about a minute, diagnosis-smoke.json
+    python bench/diagnosis_bench.py --keep-records runs/  # then diagnosis_repredict.py
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -129,7 +131,12 @@ def clients(clusters: dict[int, Any], n: int) -> Any:
 
 
 def whatif_rows(
-    smoke: bool, dask: bool, clusters: dict[int, Any], k: int, items: int = 6000
+    smoke: bool,
+    dask: bool,
+    clusters: dict[int, Any],
+    k: int,
+    items: int = 6000,
+    keep: Path | None = None,
 ) -> list[Any]:
     """The COMPUTE counterfactuals on one runtime (``compare``)."""
     cases = counterfactuals(smoke, dask, items)
@@ -139,6 +146,7 @@ def whatif_rows(
         k,
         "dask" if dask else "local",
         os.cpu_count(),
+        keep=keep,
     )
 
 
@@ -224,6 +232,19 @@ def replay_rows(smoke: bool, clusters: dict[int, Any]) -> list[Any]:
     return rows
 
 
+def _check_repredicted(rows: list[Any], keep: Path) -> None:
+    """The kept records predicted again give the predictions the run made: what
+    ``diagnosis_repredict.py`` compares a changed model against."""
+    from diagnosis_repredict import repredict
+
+    again = [r for f in sorted(keep.glob("*.json")) for r in repredict(f)]
+    key = {(r["runtime"], r["case"]): r["predicted"] for r in again}
+    for r in rows:
+        if key.get((r["runtime"], r["case"])) != r["predicted"]:
+            raise SystemExit(f"re-predicting kept records changed {r['case']}")
+    print(f"re-predicted {len(again)} counterfactuals from {keep}: same", flush=True)
+
+
 def plot(result: dict[str, Any], out: Path) -> None:
     plt = pyplot()
 
@@ -282,6 +303,13 @@ def main() -> None:
         default=6000,
         help="items per what-if run (more: more traces behind each p99, longer runs)",
     )
+    p.add_argument(
+        "--keep-records",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the what-if runs' job records there (diagnosis_repredict.py)",
+    )
     add_smoke_flag(p)
     args = p.parse_args()
     out = smoke_path(args.out) if args.smoke else args.out
@@ -292,8 +320,12 @@ def main() -> None:
     t0 = _perf()
     other = OtherLoad().start()
     try:
-        rows = whatif_rows(args.smoke, False, clusters, k, args.items)
-        rows += whatif_rows(args.smoke, True, clusters, k, args.items)
+        # a smoke run keeps its records and predicts them again (below)
+        keep = args.keep_records or (
+            Path(tempfile.mkdtemp(prefix="sage-bench-kept-")) if args.smoke else None
+        )
+        rows = whatif_rows(args.smoke, False, clusters, k, args.items, keep)
+        rows += whatif_rows(args.smoke, True, clusters, k, args.items, keep)
         attribution = attribution_rows(args.smoke, clusters)
         replays = replay_rows(args.smoke, clusters)
     finally:
@@ -302,6 +334,10 @@ def main() -> None:
             cluster = client.cluster
             client.close()
             cluster.close()
+    if args.smoke and keep is not None:
+        _check_repredicted(rows, keep)
+        if args.keep_records is None:
+            shutil.rmtree(keep, ignore_errors=True)
     result = {
         "machine": machine_info(),
         # CPU share of processes outside the benchmark (its clusters included)

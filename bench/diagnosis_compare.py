@@ -10,11 +10,18 @@ baseline runs interleaved with its own runs (``_beside``): the profile then sees
 box as the runs it is checked against do, which takes the box's drift out of the
 absolute error (this 2-core box is shared, and a baseline rerun lands a median 7-12%
 from the profiled one in throughput).
+
+The runs come first and the predictions after (``rows_of``), so that the records a
+benchmark keeps (``--keep-records DIR``) can be predicted again by a changed model
+(``diagnosis_repredict.py``): two models then meet the same runs, and their
+difference is not the box's.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 from common import spread
@@ -61,6 +68,7 @@ def compare(
     runtime: str,
     cores: int | None,
     calibration: tuple[Any, ...] = (),
+    keep: Path | None = None,
 ) -> list[Any]:
     """Each counterfactual of ``cases`` (the first is the baseline) predicted from
     ``PROFILED_RUNS`` pooled baseline records, then run k times by ``run_one(cfg)``
@@ -69,28 +77,57 @@ def compare(
     them). ``cores``: the CPUs the workers share (``predict``'s ``host_cores``).
     ``calibration``: configs run once each before the profiled runs, whose service
     samples fill the batch sizes the baseline did not run (``extend_service``; none
-    may be one of the counterfactuals)."""
-    from sage_core.diagnosis import extend_service, job_model, pool_runs
-    from sage_core.diagnosis.whatif import predict
-
-    base_cfg = cases[0][2]
+    may be one of the counterfactuals). ``keep``: a folder the records are written
+    to (``<runtime>.json``), for ``diagnosis_repredict.py`` to predict them again
+    with another model."""
     # calibration first: an engine's speed can shift once it has served other call
     # sizes (vLLM CPU answered calls of 8 in 85-97 ms before the calibration runs
     # and 103-130 ms after them), and the profiled runs must see the engine as the
     # counterfactuals will
-    calibrated = [job_model(run_one(c)) for c in calibration]
+    base_cfg = cases[0][2]
+    kept: dict[str, Any] = {
+        "runtime": runtime,
+        "cores": cores,
+        "calibration": [run_one(c) for c in calibration],
+    }
     run_one(base_cfg)  # discarded: the profiled baseline runs are warm
-    models = [job_model(run_one(base_cfg)) for _ in range(PROFILED_RUNS)]
+    kept["profiled"] = [run_one(base_cfg) for _ in range(PROFILED_RUNS)]
+    kept["cases"] = []
+    for label, kw, cfg in cases[1:]:
+        pairs = [(run_one(base_cfg), run_one(cfg)) for _ in range(k)]
+        kept["cases"].append({"label": label, "predict": _plain(kw), "runs": pairs})
+        print(f"{runtime:6} {label:28} ran", flush=True)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / f"{runtime}.json").write_text(json.dumps(kept, default=str))
+    return rows_of(kept)
+
+
+def _plain(kw: dict[str, Any]) -> dict[str, Any]:
+    """``predict`` keywords as JSON (changes as their ``OP.knob=N`` text)."""
+    return {**kw, "changes": [str(c) for c in kw.get("changes", ())]}
+
+
+def rows_of(kept: dict[str, Any]) -> list[Any]:
+    """The comparison rows of recorded runs (``compare``'s ``kept``): each
+    counterfactual predicted from the pooled profiled runs and from the baselines
+    beside it, set against its runs."""
+    from sage_core.diagnosis import extend_service, job_model, pool_runs
+    from sage_core.diagnosis.whatif import Change, predict
+
+    runtime, cores = kept["runtime"], kept["cores"]
+    calibrated = [job_model(r) for r in kept["calibration"]]
+    models = [job_model(r) for r in kept["profiled"]]
     model = extend_service(pool_runs(models[0], models[1:]), calibrated)
     profiled = [measured_model(m) for m in models]
     pred0 = predict(model, host_cores=cores)
     rows = []
-    for label, kw, cfg in cases[1:]:
+    for case in kept["cases"]:
+        kw = dict(case["predict"])
+        kw["changes"] = [Change.parse(c) for c in kw.get("changes", ())]
         pred = predict(model, host_cores=cores, **kw)
-        runs = [
-            (job_model(run_one(base_cfg)), job_model(run_one(cfg))) for _ in range(k)
-        ]
-        row = _row(runtime, label, pred, pred0, runs, profiled)
+        runs = [(job_model(b), job_model(cf)) for b, cf in case["runs"]]
+        row = _row(runtime, case["label"], pred, pred0, runs, profiled)
         # the same counterfactual predicted from the baselines run beside it
         beside = [b for b, _ in runs]
         pooled = extend_service(pool_runs(beside[0], beside[1:]), calibrated)

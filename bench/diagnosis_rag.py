@@ -253,6 +253,13 @@ def main() -> None:
         action="store_false",
         help="engine and pipeline share every CPU (default: the engine gets the last)",
     )
+    p.add_argument(
+        "--keep-records",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the what-if runs' job records there (diagnosis_repredict.py)",
+    )
     add_smoke_flag(p)
     args = p.parse_args()
     if args.smoke:
@@ -285,7 +292,15 @@ def main() -> None:
                     calib = tuple(
                         replace(todo[0][2], gen_batch=b) for b in CALIBRATION_BATCHES
                     )
-                    rows += compare(todo, bench.run, args.repeats, kind, cores, calib)
+                    rows += compare(
+                        todo,
+                        bench.run,
+                        args.repeats,
+                        kind,
+                        cores,
+                        calib,
+                        keep=args.keep_records,
+                    )
             finally:
                 bench.close()
     finally:
