@@ -75,14 +75,16 @@ class Server:
             return 1 if self.holder in self.active else 0
         return min(len(self.active), self.slots)
 
-    def joined(self, rid: str, now: float) -> None:
+    def joined(self, rid: str, now: float, follows: bool = False) -> None:
         """Batch ``rid`` became active: it holds the GIL or waits for it. On an
         event loop a step that follows its replica's last one waits for the steps
-        that became ready meanwhile (each replica's loop yields after a step)."""
+        that became ready meanwhile (each replica's loop yields after a step);
+        work that ``follows`` the step in the same turn (sending its output)
+        does not."""
         if not self.turns:
             return
         if rid == self.holder:
-            if self.loop and self.waiting:
+            if self.loop and self.waiting and not follows:
                 self.holder, self.held_since = self._next(), now
                 self.waiting[rid] = now
             return

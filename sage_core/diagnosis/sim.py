@@ -246,14 +246,15 @@ class Simulator:
         then: Callable[[], None],
         on: str = "",
         items: int = 0,
+        follows: bool = False,
     ) -> None:
         """``seconds`` of service for ``r`` on ``on`` (its worker's CPU by default),
-        then ``then()``."""
+        then ``then()``; ``follows``: in the same turn as its step (sending)."""
         w = self.workers[on or r.worker]
         self._advance()
         w.active[r.rid] = seconds
         w.then[r.rid] = then
-        w.joined(r.rid, self.now)
+        w.joined(r.rid, self.now, follows)
         if w.engine:  # the engine sees calls of at most the contract's batch size
             call = min(max(1, items), max(1, r.task.fill_size))
             w.size[r.rid] = (call, r.task.service)
@@ -341,7 +342,8 @@ class Simulator:
                 self.cross[r.worker] = self.cross.get(r.worker, 0) + cross
                 if self.m.transport_s:
                     cost = cross * self.m.transport_s * SEND_SHARE
-                    self._work(r, cost, functools.partial(self._push_out, r))
+                    send = functools.partial(self._push_out, r)
+                    self._work(r, cost, send, follows=True)
                     return
         self._push_out(r)
 

@@ -247,3 +247,20 @@ def test_a_step_on_an_event_loop_holds_its_packets_credit_to_its_end(
     threads = simulate(two_workers(False)).operators["op"]["queue_wait_ms"]
     assert on_loop == pytest.approx(3 * 4.0, abs=0.5)
     assert threads == pytest.approx(4 * 4.0, abs=0.5)
+
+
+def test_a_loop_turn_is_a_step_and_its_send_then_the_next_replica() -> None:
+    """On an event loop a replica's step and the send of its output are one turn
+    (no await between them); its next step waits behind the replicas that became
+    ready meanwhile."""
+    from sage_core.diagnosis.servers import Server
+
+    loop = Server(1, loop=True)
+    loop.active.update({"src": 1.0, "sink": 1.0})
+    loop.joined("src", 0.0)
+    loop.joined("sink", 0.0)
+    assert loop.holder == "src" and loop.switch_due() is None  # no interval
+    loop.joined("src", 1.0, follows=True)  # sending what the step made
+    assert loop.holder == "src"
+    loop.joined("src", 1.5)  # its next step
+    assert loop.holder == "sink" and list(loop.waiting) == ["src"]
