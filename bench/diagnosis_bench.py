@@ -60,7 +60,14 @@ from common import (
     write_report,
 )
 from diagnosis_cases import Cfg, applied, counterfactuals, scenarios
-from diagnosis_compare import SUMMARY_KEYS, beside_key, compare, errors, measured
+from diagnosis_compare import (
+    SUMMARY_KEYS,
+    add_keep_flag,
+    beside_key,
+    compare,
+    errors,
+    measured,
+)
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
@@ -303,13 +310,7 @@ def main() -> None:
         default=6000,
         help="items per what-if run (more: more traces behind each p99, longer runs)",
     )
-    p.add_argument(
-        "--keep-records",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="keep the what-if runs' job records there (diagnosis_repredict.py)",
-    )
+    add_keep_flag(p)
     add_smoke_flag(p)
     args = p.parse_args()
     out = smoke_path(args.out) if args.smoke else args.out

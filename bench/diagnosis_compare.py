@@ -19,6 +19,7 @@ difference is not the box's.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
@@ -101,6 +102,17 @@ def compare(
         keep.mkdir(parents=True, exist_ok=True)
         (keep / f"{runtime}.json").write_text(json.dumps(kept, default=str))
     return rows_of(kept)
+
+
+def add_keep_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--keep-records DIR``: where ``compare`` keeps the runs' job records."""
+    parser.add_argument(
+        "--keep-records",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the what-if runs' job records there (diagnosis_repredict.py)",
+    )
 
 
 def _plain(kw: dict[str, Any]) -> dict[str, Any]:

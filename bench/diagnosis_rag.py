@@ -60,6 +60,7 @@ from diagnosis_cases import knob
 from diagnosis_compare import (
     PIPELINE_KEYS,
     SUMMARY_KEYS,
+    add_keep_flag,
     beside_key,
     compare,
     errors,
@@ -253,13 +254,7 @@ def main() -> None:
         action="store_false",
         help="engine and pipeline share every CPU (default: the engine gets the last)",
     )
-    p.add_argument(
-        "--keep-records",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="keep the what-if runs' job records there (diagnosis_repredict.py)",
-    )
+    add_keep_flag(p)
     add_smoke_flag(p)
     args = p.parse_args()
     if args.smoke:

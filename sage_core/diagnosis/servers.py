@@ -12,7 +12,7 @@ re-enters that wait every interval, and a thread back from a blocking call takes
 a free GIL before a woken one can, so there is no queue order to follow; with
 three or more threads contending, an unlucky one waits several turns, which is
 the tail the runs show (a first-come order gave an operator at parallelism 2
-on the local runtime a p99 of 79 ms against 105 measured; drawn, 100). A replica
+on the local runtime a p99 of 79 ms against 105 measured; drawn, 105). A replica
 whose next step starts as its last one ends keeps the GIL (its thread never
 blocked). Throughput is that of processor sharing;
 what turns add is the wait of a replica woken beside a busy one: a sink beside a
@@ -117,9 +117,10 @@ class Server:
 
     def _next(self) -> str:
         """The waiting batch that takes the GIL (``rng``), no longer waiting."""
-        names = list(self.waiting)
-        rng = None if self.loop or len(names) < 2 else self.rng
-        rid = rng.choice(names) if rng else names[0]
+        if self.rng and not self.loop and len(self.waiting) > 1:
+            rid = self.rng.choice(list(self.waiting))
+        else:
+            rid = next(iter(self.waiting))
         del self.waiting[rid]
         return rid
 

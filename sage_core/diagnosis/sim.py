@@ -444,7 +444,7 @@ class Simulator:
                 self._pace(r, got, 0.0)  # popped into the batch being filled
             else:
                 r.popped, r.step_start = got, self.now
-                if r.task.loop and not r.task.engine and self.workers[r.worker].loop:
+                if self.workers[r.worker].loop and not r.task.engine:
                     r.credit_held = got
                 self._want_slot(r)
         self._wake_writers(r)

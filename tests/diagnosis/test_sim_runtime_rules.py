@@ -74,11 +74,14 @@ def test_without_pacing_a_step_takes_max_packets(chain: Any, svc: Any) -> None:
     assert max(got) == 8
 
 
-def _busy_op_and_sink(chain: Any, svc: Any, switch_s: float) -> JobModel:
-    """src -> op (4 ms per packet) -> sink (10 us), all threads of one process."""
+def _busy_op_and_sink(
+    chain: Any, svc: Any, switch_s: float, op_s: float = 0.004
+) -> JobModel:
+    """src -> op (``op_s`` per packet) -> sink (10 us), all threads of one
+    process."""
     model = chain(
         arrivals=svc("det", 1e-6),
-        stages=[("op", svc("det", 0.004), 1), ("sink", svc("det", 0.00001), 1)],
+        stages=[("op", svc("det", op_s), 1), ("sink", svc("det", 0.00001), 1)],
         items=400,
         capacity=4,
         slots=1,
@@ -178,18 +181,12 @@ def test_sampled_traces_spread_over_round_robin_replicas(
 
 
 def _on_one_loop(chain: Any, svc: Any, op_s: float) -> JobModel:
-    """src -> op (``op_s`` per packet) -> sink, all on one Dask worker's event
-    loop (``TaskModel.loop``)."""
-    model = chain(
-        arrivals=svc("det", 1e-6),
-        stages=[("op", svc("det", op_s), 1), ("sink", svc("det", 1e-5), 1)],
-        items=400,
-        capacity=4,
-        slots=1,
-    )
+    """``_busy_op_and_sink`` with every replica on one Dask worker's event loop
+    (``TaskModel.loop``)."""
+    model = _busy_op_and_sink(chain, svc, 0.005, op_s)
     for t in model.tasks:
         t.loop = True
-    return dataclasses.replace(_paced(model, 0.001), switch_s=0.005)
+    return model
 
 
 def test_steps_on_an_event_loop_run_to_their_end_in_turn(chain: Any, svc: Any) -> None:
