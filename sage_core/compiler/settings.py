@@ -135,6 +135,49 @@ def offload_cpu_s() -> float:
     return 4 * sys.getswitchinterval()
 
 
+#: a step on the loop that waits (sleeps, reads a socket or a file) longer than
+#: this, and longer than it computes, moves the steps to the thread: the loop it
+#: blocks carries the other replicas' packets. A step that computes and is
+#: preempted now and then by other processes does not count as waiting
+OFFLOAD_WAIT_S = 0.0005
+#: a single step on the loop this long moves them at once
+OFFLOAD_STALL_S = 0.05
+#: short steps in a row (run in the replica's thread) before steps move to the loop
+PROBE_STEPS = 3
+
+
+@dataclass(slots=True)
+class LoopSteps:
+    """Where a Dask replica's steps run: its first ``PROBE_STEPS`` in a thread of
+    its own, then on its worker's event loop, until ``offload`` says they move to
+    the thread for good. The runtime feeds it every step (``dask_actor``); the
+    what-if feeds it the modelled ones, so that a counterfactual with longer steps
+    (bigger packets) leaves the loop when and as often as the runtime would."""
+
+    #: probed steps still to see in the thread
+    probing: int = PROBE_STEPS
+    #: slow steps on the loop in a row
+    slow: int = 0
+
+    def offload(self, cpu: float, took: float) -> bool:
+        """After a step that computed ``cpu`` seconds in ``took``: whether the
+        replica's steps move to its thread now. A probed step moves them if it
+        computed past ``offload_cpu_s`` or waited two GIL switch intervals (a
+        blocking call: shorter waits in a thread may be another thread's GIL); on
+        the loop, one stall of ``OFFLOAD_STALL_S`` does, or three slow steps in a
+        row (a loaded machine makes single steps slow now and then)."""
+        limit = offload_cpu_s()
+        waited = took - cpu
+        if self.probing:
+            if cpu > limit or waited > 2 * sys.getswitchinterval():
+                return True
+            self.probing -= 1
+            return False
+        slow = cpu > limit or (waited > OFFLOAD_WAIT_S and waited > cpu)
+        self.slow = self.slow + 1 if slow else 0
+        return self.slow >= 3 or took > OFFLOAD_STALL_S
+
+
 def paced_take(
     popped: int, took: float, *, budget_s: float, least: int, most: int
 ) -> int | None:

@@ -69,6 +69,12 @@ class Server:
         single = self.slots == 1 and not self.engine
         self.turns = single and (bool(self.switch_s) or self.loop)
 
+    def leave_loop(self) -> None:
+        """A replica's steps moved to a thread: the worker's batches take GIL
+        turns (or share its CPU) from now on."""
+        self.loop = False
+        self.turns = self.slots == 1 and not self.engine and bool(self.switch_s)
+
     def running(self) -> int:
         """Batches progressing now (for the host's CPU cap)."""
         if self.turns:

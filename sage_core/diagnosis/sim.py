@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from sage_core.compiler.settings import offload_cpu_s, paced_take
+from sage_core.compiler.settings import LoopSteps, paced_take
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
 from sage_core.diagnosis.servers import Server
 
@@ -107,6 +107,10 @@ class _Replica:
     #: packets its running step took that still hold their senders' credit: on an
     #: event loop the credit goes back once the step ends (``Simulator`` doc)
     credit_held: int = 0
+    #: where its steps run on a Dask worker: the runtime's rule, fed the modelled
+    #: steps' service (``LoopSteps``); ``cpu`` is the running step's
+    steps: LoopSteps = field(default_factory=LoopSteps)
+    cpu: float = 0.0
     #: this replica's own random stream (common random numbers: see ``Simulator``)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # accounting
@@ -232,7 +236,8 @@ class Simulator:
             batch = r.pending
             r.pending = []
             n = len(batch)
-            took = t.service.draw(n, r.rng) + r.received_s
+            r.cpu = t.service.draw(n, r.rng)
+            took = r.cpu + r.received_s
             r.received_s = 0.0
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
@@ -330,6 +335,9 @@ class Simulator:
         t = r.task
         if not t.is_source:
             self._pace(r, r.popped, self.now - r.step_start)
+            w = self.workers[r.worker]
+            if w.loop and not t.engine and r.steps.offload(r.cpu, r.cpu):
+                w.leave_loop()  # its steps move to a thread: GIL turns from now
         outs = self._select(r, batch)
         if not self.routes[t.name]:
             for e in outs:
@@ -498,19 +506,17 @@ class Simulator:
 
 
 def _loop_workers(model: JobModel) -> set[str]:
-    """Workers all of whose replicas (but those calling an engine) run their steps
-    on the worker's event loop: they did in the recorded run (``TaskModel.loop``)
-    and a packet's service stays within ``offload_cpu_s`` (beyond, the runtime
-    moves the steps to a thread: bigger packets, say)."""
-    limit = offload_cpu_s()
+    """Workers all of whose replicas (but those calling an engine) ran their steps
+    on the worker's event loop in the recorded run (``TaskModel.loop``). A worker
+    leaves the set when the runtime's rule (``LoopSteps``), fed the modelled
+    steps, moves one of its replicas' steps to a thread (bigger packets, say)."""
     on: dict[str, bool] = {}
     for t in model.tasks:
         if t.engine:
             continue
-        inline = t.loop and t.service.mean(max(1, model.buffer_size)) <= limit
         for rid in t.replicas:
             w = model.worker_of.get(rid, "?")
-            on[w] = on.get(w, True) and inline
+            on[w] = on.get(w, True) and t.loop
     return {w for w, all_on in on.items() if all_on}
 
 

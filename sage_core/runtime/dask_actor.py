@@ -8,7 +8,8 @@ credit. A replica's first steps run in its own thread (a first step that blocks 
 seconds, e.g. an LLM call, must not stall the other replicas of the worker); after
 ``PROBE_STEPS`` short ones in a row its steps move to the event loop, and a step that
 runs long there (a heavy operator, a source that sleeps) moves them back to the
-thread for good (``OFFLOAD_CPU_S``, ``OFFLOAD_WAIT_S``); the event loop only awaits it.
+thread for good; the event loop only awaits it. The rule is
+``compiler.settings.LoopSteps``, which the what-if model follows too.
 The master drives an actor through ``open`` -> ``run`` (returns when the replica is
 done, with its results) and may ``cancel`` it; ``snapshot`` reads live metrics.
 """
@@ -18,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sage_core.compiler.plan import ExecutionPlan
-from sage_core.compiler.settings import offload_cpu_s
+from sage_core.compiler.settings import LoopSteps, offload_cpu_s
 from sage_core.observe.histogram import LatencyHistogram
 from sage_core.observe.metrics import ReplicaMetrics
 from sage_core.observe.traces import TraceLog
@@ -49,19 +49,6 @@ _perf = time.perf_counter
 #: pipeline of 5 ms steps ran 25-30% slower with them in a thread, and a limit of
 #: 5 ms of wall time made such a replica move in some runs and not in others
 OFFLOAD_CPU_S = offload_cpu_s()
-#: a step that waits (sleeps, reads a socket or a file) longer than this, and
-#: longer than it computes, also moves: the loop it blocks carries the other
-#: replicas' packets. A step that computes and is preempted now and then by other
-#: processes does not count as waiting
-OFFLOAD_WAIT_S = 0.0005
-#: a single step on the loop this long moves at once
-OFFLOAD_STALL_S = 0.05
-#: short steps in a row (run in the replica's thread) before steps move to the loop
-PROBE_STEPS = 3
-#: a probed step (in the replica's thread) that waits this long keeps the steps
-#: there: a blocking call (an LLM request); shorter waits in a thread may be the
-#: GIL held by another replica's thread, which the loop would not see
-PROBE_WAIT_S = 2 * sys.getswitchinterval()
 _thread_cpu = time.thread_time
 
 
@@ -112,8 +99,7 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         self.latency = LatencyHistogram()
         self._thread: ThreadPoolExecutor | None = None
         self._offloaded = False
-        self._probing = PROBE_STEPS  # short steps still to see in the thread
-        self._slow = 0
+        self._steps = LoopSteps()  # where the steps run (thread, then loop)
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
         self._draining = False  # drain(): a source stops producing, ends normally
@@ -145,25 +131,18 @@ class ReplicaActor(ActorLinks, ActorCheckpoints):
         if self._offloaded:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor(), fn, *args)
-        if self._probing:
+        if self._steps.probing:
             loop = asyncio.get_running_loop()
             out, took, cpu = await loop.run_in_executor(
                 self._executor(), _timed, fn, args
             )
-            if cpu > OFFLOAD_CPU_S or took - cpu > PROBE_WAIT_S:
+            if self._steps.offload(cpu, took):
                 self._offloaded = True
                 logger.debug("replica %s steps stay in their own thread", self.replica)
-            else:
-                self._probing -= 1
             return out
         out, took, cpu = _timed(fn, args)
         self.metrics.loop_step_cpu_s += cpu
-        waited = took - cpu
-        # one step that stalls the loop, or three slow (or waiting) ones in a row
-        # (a loaded machine makes single steps slow now and then)
-        slow = cpu > OFFLOAD_CPU_S or (waited > OFFLOAD_WAIT_S and waited > cpu)
-        self._slow = self._slow + 1 if slow else 0
-        if self._slow >= 3 or took > OFFLOAD_STALL_S:
+        if self._steps.offload(cpu, took):
             self._offloaded = True
             logger.debug("replica %s steps move to their own thread", self.replica)
         return out

@@ -209,15 +209,47 @@ def test_a_step_longer_than_the_offload_limit_leaves_the_loop(
     chain: Any, svc: Any
 ) -> None:
     """The runtime moves steps computing past ``offload_cpu_s`` to a thread, and so
-    does the model: the worker is back to GIL turns (a queue that fills as threads
-    let it, a sink waiting for switch intervals)."""
+    does the model, by the same rule (``LoopSteps``) fed the modelled steps: the
+    worker is back to GIL turns (a queue that fills as threads let it, a sink
+    waiting for switch intervals)."""
     from sage_core.compiler.settings import offload_cpu_s
     from sage_core.diagnosis.sim import Simulator
 
     inline = Simulator(_on_one_loop(chain, svc, 0.002))
+    inline.run()
     assert inline.workers["w"].loop
     heavy = Simulator(_on_one_loop(chain, svc, 1.5 * offload_cpu_s()))
+    assert heavy.workers["w"].loop  # as recorded, until a step says otherwise
+    heavy.run()
     assert not heavy.workers["w"].loop and heavy.workers["w"].turns
+
+
+def test_the_loop_rule_moves_steps_as_the_runtime_does() -> None:
+    """``LoopSteps``, the rule of ``dask_actor`` and of the model: a probed step
+    past the limit moves the steps; on the loop, one slow step does not (a loaded
+    box), three in a row do, and so does one stall."""
+    from sage_core.compiler.settings import (
+        OFFLOAD_STALL_S,
+        PROBE_STEPS,
+        LoopSteps,
+        offload_cpu_s,
+    )
+
+    limit = offload_cpu_s()
+    assert LoopSteps().offload(1.5 * limit, 1.5 * limit)
+    steps = LoopSteps()
+    assert not any(steps.offload(0.5 * limit, 0.5 * limit) for _ in range(PROBE_STEPS))
+    assert not steps.probing
+    slow = [steps.offload(1.5 * limit, 1.5 * limit) for _ in range(2)]
+    assert slow == [False, False]
+    assert not steps.offload(0.5 * limit, 0.5 * limit)  # the run is broken
+    assert [steps.offload(1.5 * limit, 1.5 * limit) for _ in range(3)] == [
+        False,
+        False,
+        True,
+    ]
+    stalled = LoopSteps(probing=0)
+    assert stalled.offload(0.5 * limit, OFFLOAD_STALL_S * 1.1)
 
 
 def test_a_step_on_an_event_loop_holds_its_packets_credit_to_its_end(
