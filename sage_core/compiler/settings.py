@@ -135,6 +135,13 @@ def offload_cpu_s() -> float:
     return 4 * sys.getswitchinterval()
 
 
+def quota(capacity: int, senders: int) -> int:
+    """Credits (queue slots) of each sender of a Dask replica with ``senders``
+    upstream replicas and input queue ``capacity`` (``runtime.transport.Inbox``;
+    the what-if gives a modelled Dask replica's senders the same)."""
+    return max(1, capacity // max(1, senders))
+
+
 #: a step on the loop that waits (sleeps, reads a socket or a file) longer than
 #: this, and longer than it computes, moves the steps to the thread: the loop it
 #: blocks carries the other replicas' packets. A step that computes and is

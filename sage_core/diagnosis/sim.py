@@ -14,7 +14,10 @@ get at most that many CPUs. Outputs (``selectivity`` per item) are cut into
 packets of ``buffer_size`` and routed: round-robin per packet, key-hash by the
 measured per-replica shares, load-aware to the shortest queue. A replica whose
 downstream queue is full blocks, holding its outputs, until room frees (blocking
-after service). Sources pull ``packet`` items at ``pull_s`` seconds each.
+after service); on Dask each upstream replica has a share of that queue of its own
+(``quota``: the capacity over the senders, as the runtime's credits are), on the
+local runtime they share it. Sources pull ``packet`` items at ``pull_s`` seconds
+each.
 
 A task whose operator calls an external ``engine`` (``Contract.engine``) does not use
 its worker's CPU: its replicas' batches run on that engine, which batches them
@@ -33,7 +36,8 @@ and charging both to the sender made a worker that only sends look busier than
 it was.
 
 A Dask worker whose replicas all run their steps on its event loop (the runtime
-moves only long or waiting steps to a thread: ``TaskModel.loop``) runs them one at
+moves only long or waiting steps to a thread: ``TaskModel.loop``, and the model
+moves them by the runtime's rule, ``LoopSteps``, fed the modelled steps) runs them one at
 a time, each to its end, in the order they became ready, a replica going behind
 the others after each step (its loop awaits ``asyncio.sleep(0)``); there is no
 switch interval. Under that strict alternation a queue keeps the level it had when
@@ -61,7 +65,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from sage_core.compiler.settings import LoopSteps, paced_take
+from sage_core.compiler.settings import LoopSteps, paced_take, quota
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
 from sage_core.diagnosis.servers import Server
 
@@ -89,7 +93,12 @@ class _Replica:
     capacity: int
     run_on: str = ""
     #: packets (the emission times of their items) with when each was enqueued
-    queue: deque[tuple[float, list[float]]] = field(default_factory=deque)
+    #: and the replica that sent it
+    queue: deque[tuple[float, list[float], str]] = field(default_factory=deque)
+    #: Dask: credits of each sender (``quota``; 0: its senders share ``capacity``)
+    #: and the packets each sent that still hold one
+    quota: int = 0
+    owed: dict[str, int] = field(default_factory=dict)
     busy: bool = False
     blocked_on: str | None = None
     out: deque[tuple[str, list[float]]] = field(default_factory=deque)
@@ -104,9 +113,9 @@ class _Replica:
     step_start: float = 0.0
     #: CPU its worker owes for packets received from other workers
     received_s: float = 0.0
-    #: packets its running step took that still hold their senders' credit: on an
-    #: event loop the credit goes back once the step ends (``Simulator`` doc)
-    credit_held: int = 0
+    #: the senders of the packets its running step took that still hold their
+    #: credit: on an event loop it goes back once the step ends (``Simulator`` doc)
+    held_from: list[str] = field(default_factory=list)
     #: where its steps run on a Dask worker: the runtime's rule, fed the modelled
     #: steps' service (``LoopSteps``); ``cpu`` is the running step's
     steps: LoopSteps = field(default_factory=LoopSteps)
@@ -169,6 +178,14 @@ class Simulator:
                 )
                 if t.engine:
                     self.workers.setdefault(on, Server(1, engine=True))
+        if model.runtime == "dask":  # each sender has its own credits
+            for t in model.tasks:
+                senders = sum(
+                    len(model.task(u).replicas) for u in model.upstream(t.name)
+                )
+                for rid in t.replicas:
+                    r = self.reps[rid]
+                    r.quota = quota(r.capacity, senders) if r.capacity else 0
         self.routes: dict[str, list[tuple[ChannelModel, list[str]]]] = {}
         for t in model.tasks:
             outs = [(c, self.m.task(c.dst_task).replicas) for c in model.channels]
@@ -329,9 +346,10 @@ class Simulator:
 
     def _done(self, r: _Replica, batch: list[float]) -> None:
         r.busy = False
-        if r.credit_held:  # senders elsewhere get it back once this step is done
-            r.credit_held = 0
-            self.at(self.now, functools.partial(self._wake_writers, r))
+        if r.held_from:  # senders elsewhere get it back once this step is done
+            for sender in r.held_from:
+                self._credited(r, sender)
+            r.held_from = []
         t = r.task
         if not t.is_source:
             self._pace(r, r.popped, self.now - r.step_start)
@@ -396,8 +414,7 @@ class Simulator:
         while r.out:
             d, packet = r.out[0]
             dst = self.reps[d]
-            held = dst.credit_held if dst.worker != r.worker else 0
-            if dst.capacity and len(dst.queue) + held >= dst.capacity:
+            if self._full(dst, r):
                 if r.blocked_on is None:
                     r.blocked_since = self.now
                 r.blocked_on = d
@@ -406,7 +423,8 @@ class Simulator:
                     self._release(r.worker)
                 return
             r.out.popleft()
-            dst.queue.append((self.now, packet))
+            dst.queue.append((self.now, packet, r.rid))
+            dst.owed[r.rid] = dst.owed.get(r.rid, 0) + 1
             if dst.worker != r.worker:
                 dst.received_s += (1.0 - SEND_SHARE) * (self.m.transport_s or 0.0)
             self._try_start(dst)
@@ -421,6 +439,17 @@ class Simulator:
         else:
             self._try_start(r)
 
+    def _full(self, dst: _Replica, sender: _Replica) -> bool:
+        """Whether ``sender`` has no credit left for ``dst``: its own quota is
+        used up (Dask), or the queue its senders share is full, counting the
+        packets whose credit ``dst``'s running step holds from other workers."""
+        if dst.quota:
+            return dst.owed.get(sender.rid, 0) >= dst.quota
+        if not dst.capacity:
+            return False
+        held = len(dst.held_from) if dst.worker != sender.worker else 0
+        return len(dst.queue) + held >= dst.capacity
+
     def _release(self, worker: str) -> None:
         """The replicas held on ``worker`` start: its source blocked or ended."""
         for rid in [x for x in self.held if self.reps[x].worker == worker]:
@@ -431,10 +460,12 @@ class Simulator:
         if r.busy or r.blocked_on is not None or r.out or r.rid in self.held:
             return
         got = 0
+        held: list[str] = []
         if r.queue:
             while r.queue and got < r.take:
-                queued_at, packet = r.queue.popleft()
+                queued_at, packet, sender = r.queue.popleft()
                 got += 1
+                held.append(sender)
                 r.items_in += len(packet)
                 r.queue_wait_s += (self.now - queued_at) * len(packet)
                 if not r.pending:
@@ -449,13 +480,29 @@ class Simulator:
                 if not r.timer:
                     r.timer = True
                     self.at(due, lambda: self._fill_due(r))
+                self._credit(r, held, on_loop=False)
                 self._pace(r, got, 0.0)  # popped into the batch being filled
             else:
                 r.popped, r.step_start = got, self.now
-                if self.workers[r.worker].loop and not r.task.engine:
-                    r.credit_held = got
+                self._credit(r, held, on_loop=self.workers[r.worker].loop)
                 self._want_slot(r)
         self._wake_writers(r)
+
+    def _credit(self, r: _Replica, senders: list[str], *, on_loop: bool) -> None:
+        """Packets ``r`` took from ``senders``: their credit goes back now, or,
+        from senders on other workers to a step on an event loop, once the step
+        ends (``held_from``)."""
+        for sender in senders:
+            if on_loop and not r.task.engine and self.reps[sender].worker != r.worker:
+                r.held_from.append(sender)
+            else:
+                self._credited(r, sender)
+
+    def _credited(self, r: _Replica, sender: str) -> None:
+        """One credit of ``sender``'s to ``r`` goes back."""
+        r.owed[sender] -= 1
+        if self.reps[sender].blocked_on == r.rid:
+            self.at(self.now, functools.partial(self._wake_writers, r))
 
     def _fill_due(self, r: _Replica) -> None:
         r.timer = False

@@ -35,6 +35,7 @@ from typing import Any
 
 from sage_core.channels import BoundedQueue
 from sage_core.common.errors import SageError
+from sage_core.compiler.settings import quota
 from sage_core.observe.traces import mark_left
 
 
@@ -70,12 +71,6 @@ def encode(packets: list[Any]) -> bytes:
 
 def decode(blob: bytes) -> list[Any]:
     return pickle.loads(blob)
-
-
-def quota(capacity: int, senders: int) -> int:
-    """Credits (queue slots) of each sender of a replica with ``senders`` upstream
-    replicas and input queue ``capacity``."""
-    return max(1, capacity // max(1, senders))
 
 
 class Inbox:

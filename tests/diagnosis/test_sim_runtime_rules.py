@@ -293,3 +293,38 @@ def test_a_loop_turn_is_a_step_and_its_send_then_the_next_replica() -> None:
     assert loop.holder == "src"
     loop.joined("src", 1.5)  # its next step
     assert loop.holder == "sink" and list(loop.waiting) == ["src"]
+
+
+def test_each_sender_of_a_dask_replica_has_credits_of_its_own(
+    chain: Any, svc: Any
+) -> None:
+    """A Dask replica splits its queue into one quota per upstream replica
+    (``quota``, as ``transport.Inbox`` does): two operator replicas sending to a
+    sink of 4 packets have 2 each, and neither ever has more in it. The local
+    runtime's senders share the queue."""
+    from sage_core.diagnosis.sim import Simulator
+
+    model = chain(
+        arrivals=svc("det", 1e-6),
+        stages=[("op", svc("det", 0.001), 2), ("sink", svc("det", 0.004), 1)],
+        items=200,
+        capacity=4,
+        slots=1,
+        worker_of={"op/0": "a", "op/1": "b", "sink/0": "c"},
+    )
+    model.runtime = "dask"
+    sim = Simulator(model)
+    sink = sim.reps["sink/0"]
+    most: dict[str, int] = {}
+    push = sim._push_out
+
+    def watched(r: Any) -> None:
+        push(r)
+        for sender, n in sink.owed.items():
+            most[sender] = max(most.get(sender, 0), n)
+
+    sim._push_out = watched  # type: ignore[method-assign]
+    assert sim.run().items == 200
+    assert sink.quota == 2 and most == {"op/0": 2, "op/1": 2}
+    model.runtime = "local"
+    assert Simulator(model).reps["sink/0"].quota == 0
