@@ -6,7 +6,11 @@ builds the op (the count travels with the op to the workers). Shared with anothe
 thread or process, it takes longer, as real compute does. ``dask_peers.busy``
 instead spins until ``cost_s`` of wall time has passed, however little CPU it got:
 right for measuring a runtime's overhead around a known op, wrong for a pipeline
-whose model must see the contention in its service times.
+whose model must see the contention in its service times. ``cpu_time(cost_s)``
+computes until its thread has had ``cost_s`` of CPU: contention shows as with
+``work`` (a thread that waits for the GIL or the CPU does not advance its clock),
+but the box's own speed does not (this shared VM ran the same loop iterations at
+per-item CPU times 20-50% apart from one run to the next).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import time
 from typing import Any
 
 _perf = time.perf_counter
+_thread_cpu = time.thread_time
+#: loop iterations between two reads of the thread's CPU clock (a system call)
+_CHUNK = 64
 
 
 def _spin(n: int) -> int:
@@ -50,6 +57,22 @@ def work(cost_s: float) -> Any:
 
     def op(item: Any) -> Any:
         _spin(n)
+        return item
+
+    return op
+
+
+def cpu_time(cost_s: float) -> Any:
+    """An op computing ``cost_s`` of its thread's CPU time per item (module
+    docstring): as ``work``, it takes longer in wall time when it shares a CPU or
+    the GIL; unlike ``work``, not when the machine itself runs slower."""
+    if cost_s == 0:
+        return lambda item: item
+
+    def op(item: Any) -> Any:
+        end = _thread_cpu() + cost_s
+        while _thread_cpu() < end:
+            _spin(_CHUNK)
         return item
 
     return op

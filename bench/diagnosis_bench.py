@@ -71,8 +71,10 @@ from diagnosis_compare import (
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
-# fixed CPU work per item: a wall-clock spin would hide contention from the record
-work = cpu_work.work
+#: per-item CPU work of the operators (``--work``): a wall-clock spin would hide
+#: contention from the record; ``cpu_time`` keeps the box's speed out as well
+WORK = {"cpu-time": cpu_work.cpu_time, "loops": cpu_work.work}
+work = WORK["cpu-time"]
 _perf = time.perf_counter
 
 
@@ -310,9 +312,18 @@ def main() -> None:
         default=6000,
         help="items per what-if run (more: more traces behind each p99, longer runs)",
     )
+    p.add_argument(
+        "--work",
+        choices=sorted(WORK),
+        default="cpu-time",
+        help="operators compute a fixed CPU time per item (cpu-time: what the box's "
+        "speed between runs does not change) or fixed loop iterations (loops)",
+    )
     add_keep_flag(p)
     add_smoke_flag(p)
     args = p.parse_args()
+    global work
+    work = WORK[args.work]
     out = smoke_path(args.out) if args.smoke else args.out
     k = 1 if args.smoke else args.repeats
     # job records of the runs go to a scratch SAGE_HOME, not the user's
@@ -346,6 +357,7 @@ def main() -> None:
         "smoke": args.smoke,
         "repeats": k,
         "items_per_run": 1000 if args.smoke else args.items,
+        "work": args.work,
         "whatif": rows,
         "attribution": attribution,
         "replay": replays,
