@@ -76,3 +76,19 @@ def cpu_time(cost_s: float) -> Any:
         return item
 
     return op
+
+
+#: the per-item work of benchmark operators, by ``--work`` name
+WORK = {"cpu-time": cpu_time, "loops": work}
+
+
+def add_work_flag(parser: Any) -> None:
+    """Add ``--work`` (a ``WORK`` name; ``cpu-time`` by default) to an argparse
+    parser."""
+    parser.add_argument(
+        "--work",
+        choices=sorted(WORK),
+        default="cpu-time",
+        help="CPU stages compute a fixed CPU time per item (cpu-time: the box's "
+        "speed between runs does not change it) or fixed loop iterations (loops)",
+    )

@@ -1,9 +1,12 @@
 """How far the diagnosis tools are from reality: what-if predictions against actually
 run counterfactuals, and attribution on injected bottlenecks.
 
-What-if: a COMPUTE pipeline (source -> op -> sink; the op does a fixed amount of CPU
-work per item, ``cpu_work.work``) runs once as a baseline on a LocalCluster of 2
-single-thread worker processes (and once on the LocalRuntime);
+What-if: a COMPUTE pipeline (source -> op -> sink; the op computes a fixed CPU
+time per item, ``cpu_work.cpu_time``: fixed loop iterations, ``--work loops``,
+took 20-50% more or less CPU time per item from one run to the next on this shared
+VM, which no model fed the baseline's service times can predict) runs once as a
+baseline on a LocalCluster of 2 single-thread worker processes (and once on the
+LocalRuntime);
 ``sage_core.diagnosis.whatif.predict`` predicts each counterfactual (parallelism,
 packet size, queue capacity, placement policy, 1/2/4 workers) from the baseline's
 record (workers capped at this machine's cores), then run --repeats times, each
@@ -71,10 +74,9 @@ from diagnosis_compare import (
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
-#: per-item CPU work of the operators (``--work``): a wall-clock spin would hide
-#: contention from the record; ``cpu_time`` keeps the box's speed out as well
-WORK = {"cpu-time": cpu_work.cpu_time, "loops": cpu_work.work}
-work = WORK["cpu-time"]
+# per-item CPU work of the operators (``--work``): a wall-clock spin would hide
+# contention from the record; ``cpu_time`` keeps the box's speed out as well
+work = cpu_work.WORK["cpu-time"]
 _perf = time.perf_counter
 
 
@@ -312,18 +314,12 @@ def main() -> None:
         default=6000,
         help="items per what-if run (more: more traces behind each p99, longer runs)",
     )
-    p.add_argument(
-        "--work",
-        choices=sorted(WORK),
-        default="cpu-time",
-        help="operators compute a fixed CPU time per item (cpu-time: what the box's "
-        "speed between runs does not change) or fixed loop iterations (loops)",
-    )
+    cpu_work.add_work_flag(p)
     add_keep_flag(p)
     add_smoke_flag(p)
     args = p.parse_args()
     global work
-    work = WORK[args.work]
+    work = cpu_work.WORK[args.work]
     out = smoke_path(args.out) if args.smoke else args.out
     k = 1 if args.smoke else args.repeats
     # job records of the runs go to a scratch SAGE_HOME, not the user's

@@ -4,8 +4,9 @@ pipelines on real engines.
 RAG: questions -> embed (all-MiniLM-L6-v2 in the workers) -> retrieve (the demo
 corpus indexed with it) -> prompt -> generate (vLLM CPU serving the tiny local Llama,
 over HTTP) -> sink. MIXED: the same with a CPU-bound ``rerank`` stage (a fixed
-amount of CPU work per item, ``--rerank-ms`` of it on an idle CPU:
-``cpu_work.work``) between retrieve and prompt, so that worker CPU and the engine
+amount of CPU work per item, ``--rerank-ms`` of its thread's CPU time:
+``cpu_work.cpu_time``, or loop iterations taking that on an idle CPU with
+``--work loops``) between retrieve and prompt, so that worker CPU and the engine
 both bound the pipeline. Each runs on a LocalCluster of 2 single-thread
 worker processes (1 for ``workers=1``), with every item traced.
 
@@ -108,8 +109,16 @@ def hold_embedder(dask_worker: Any) -> None:
 class Bench:
     """The engine, the collection and the clusters the runs share."""
 
-    def __init__(self, llm: dict[str, Any], root: str, tokenizer: str, tokens: int):
+    def __init__(
+        self,
+        llm: dict[str, Any],
+        root: str,
+        tokenizer: str,
+        tokens: int,
+        work: Any = cpu_work.cpu_time,
+    ):
         self.llm, self.root, self.tokenizer, self.tokens = llm, root, tokenizer, tokens
+        self.work = work  # the CPU stage's per-item work (``cpu_work.WORK``)
         self.clusters: dict[int, Any] = {}
 
     def client(self, n: int) -> Any:
@@ -135,7 +144,7 @@ class Bench:
         s = s.map("retrieve", collection="bench", root=self.root, top_k=4)
         if c.kind == "mixed":
             s = s.map(
-                cpu_work.work(c.rerank_s),
+                self.work(c.rerank_s),
                 name="rerank",
                 parallelism=c.par.get("rerank", 1),
             )
@@ -254,6 +263,7 @@ def main() -> None:
         action="store_false",
         help="engine and pipeline share every CPU (default: the engine gets the last)",
     )
+    cpu_work.add_work_flag(p)
     add_keep_flag(p)
     add_smoke_flag(p)
     args = p.parse_args()
@@ -280,7 +290,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as root, other:
             index(root)
-            bench = Bench(llm, root, str(model), args.max_tokens)
+            bench = Bench(
+                llm, root, str(model), args.max_tokens, cpu_work.WORK[args.work]
+            )
             try:
                 for kind in ("rag", "mixed"):
                     todo = cases(kind, args.items, args.rerank_ms / 1e3, args.smoke)
@@ -306,6 +318,7 @@ def main() -> None:
         "smoke": args.smoke,
         "repeats": args.repeats,
         "items_per_run": args.items,
+        "work": args.work,
         "max_tokens": args.max_tokens,
         "rerank_ms": args.rerank_ms,
         "calibration": [f"generate batch_size={b}" for b in CALIBRATION_BATCHES],
