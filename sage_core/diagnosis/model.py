@@ -193,6 +193,11 @@ class JobModel:
     deflation: dict[str, float] = field(default_factory=dict)
     #: CPU seconds a packet to another worker costs its sender (None: calibrate)
     transport_s: float | None = None
+    #: per task: CPU seconds a packet crossing workers costs the worker of this
+    #: task's replica at its end (sending or receiving), calibrated with
+    #: ``transport_s`` from each worker's loop overhead; empty: ``transport_s``
+    #: split between the ends
+    end_s: dict[str, float] = field(default_factory=dict)
     #: per worker: its event loop's CPU seconds beyond the steps it ran (Dask)
     overhead_s: dict[str, float] = field(default_factory=dict)
     #: the service a step aims within (``settings.step_budget_s``): a replica's

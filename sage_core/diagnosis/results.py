@@ -29,6 +29,8 @@ class SimResult:
     items: int
     operators: dict[str, dict[str, Any]]
     cross_packets: dict[str, int] = field(default_factory=dict)
+    #: per worker: the packets that crossed workers at it (sent or received)
+    cross_ends: dict[str, int] = field(default_factory=dict)
     #: latency (ms) at each of ``QUANTILES``
     quantiles_ms: dict[float, float] = field(default_factory=dict)
 
@@ -68,6 +70,7 @@ def merged(results: Sequence[SimResult]) -> SimResult:
         for q in first.quantiles_ms
     }
     keys = {k for r in results for k in r.cross_packets}
+    ends = {k for r in results for k in r.cross_ends}
     return SimResult(
         throughput=first.throughput * first.makespan_s / span if span else 0.0,
         p50_ms=qs.get(0.5, statistics.fmean(r.p50_ms for r in results)),
@@ -78,6 +81,10 @@ def merged(results: Sequence[SimResult]) -> SimResult:
         cross_packets={
             k: round(statistics.fmean(r.cross_packets.get(k, 0) for r in results))
             for k in keys
+        },
+        cross_ends={
+            k: round(statistics.fmean(r.cross_ends.get(k, 0) for r in results))
+            for k in ends
         },
         quantiles_ms=qs,
     )

@@ -202,6 +202,7 @@ class Simulator:
         self.rr: dict[tuple[str, str], int] = {}
         self.latencies: list[float] = []
         self.cross: dict[str, int] = {}
+        self.ends: dict[str, int] = {}
         self.last_sink = 0.0
         #: engine tasks: the most items their engine had in calls at once
         self.engine_load: dict[str, int] = {}
@@ -366,12 +367,20 @@ class Simulator:
             cross = sum(1 for d, _ in r.out if self.reps[d].worker != r.worker)
             if cross:
                 self.cross[r.worker] = self.cross.get(r.worker, 0) + cross
+                self.ends[r.worker] = self.ends.get(r.worker, 0) + cross
                 if self.m.transport_s:
-                    cost = cross * self.m.transport_s * SEND_SHARE
+                    cost = cross * self._end_s(t, SEND_SHARE)
                     send = functools.partial(self._push_out, r)
                     self._work(r, cost, send, follows=True)
                     return
         self._push_out(r)
+
+    def _end_s(self, t: TaskModel, share: float) -> float:
+        """CPU a packet crossing workers costs the worker of ``t``'s replica at
+        its end: the task's own (``JobModel.end_s``), else ``share`` of
+        ``transport_s``."""
+        got = self.m.end_s.get(t.name)
+        return (self.m.transport_s or 0.0) * share if got is None else got
 
     def _select(self, r: _Replica, batch: list[float]) -> list[float]:
         s = r.task.selectivity
@@ -426,7 +435,8 @@ class Simulator:
             dst.queue.append((self.now, packet, r.rid))
             dst.owed[r.rid] = dst.owed.get(r.rid, 0) + 1
             if dst.worker != r.worker:
-                dst.received_s += (1.0 - SEND_SHARE) * (self.m.transport_s or 0.0)
+                dst.received_s += self._end_s(dst.task, 1.0 - SEND_SHARE)
+                self.ends[dst.worker] = self.ends.get(dst.worker, 0) + 1
             self._try_start(dst)
         if r.blocked_on is not None:
             r.blocked_s += self.now - r.blocked_since
@@ -549,6 +559,7 @@ class Simulator:
             items=len(lat),
             operators=ops,
             cross_packets=dict(self.cross),
+            cross_ends=dict(self.ends),
         )
 
 

@@ -1,4 +1,5 @@
-"""Calibration runs: service samples at batch sizes the baseline never ran."""
+"""Calibration: service samples at batch sizes the baseline never ran (calibration
+runs), and the CPU a packet crossing workers costs each end (loop overhead)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,27 @@ def test_runs_with_other_replica_counts_do_not_calibrate(engine_model: Any) -> N
     with pytest.raises(DiagnosisError, match="shares no operator"):
         extend_service(base, [other])
     assert extend_service(base, []) is base
+
+
+def test_each_end_of_a_crossing_packet_costs_its_own_workers_loop(
+    chain: Any, svc: Any
+) -> None:
+    """A worker's loop CPU beyond its steps (``overhead_s``) is spread over the
+    packets that crossed workers there: the source-and-sink worker (2 ms) and the
+    operator's (1 ms) each saw 400 packet ends (200 one-item packets in and out),
+    so an end costs 5 us on the first and 2.5 us on the second; the job-wide
+    figure is 3 ms over 400 crossing packets."""
+    from sage_core.diagnosis.whatif import calibrate_transport
+
+    model = chain(
+        arrivals=svc("det", 1e-4),
+        stages=[("op", svc("det", 1e-3), 1), ("sink", svc("det", 1e-5), 1)],
+        items=200,
+        capacity=4,
+        slots=1,
+        worker_of={"src/0": "a", "op/0": "b", "sink/0": "a"},
+    )
+    model.runtime = "dask"
+    model.overhead_s = {"a": 0.002, "b": 0.001}
+    assert calibrate_transport(model) == pytest.approx(0.003 / 400)
+    assert model.end_s == pytest.approx({"src": 5e-6, "op": 2.5e-6, "sink": 5e-6})
