@@ -27,13 +27,14 @@ service time per batch size: with a fixed cost per call (f(k) = a + b k, a > 0) 
 concurrent batches finish sooner than one after the other; proportional costs
 (a = 0) share the engine like a CPU.
 
-A packet sent to another worker costs ``transport_s`` of CPU (calibrated by
-``whatif`` from the workers' event-loop CPU in the baseline run), half of it on the
-sender's worker (serialising, sending) and half on the receiver's (receiving,
-decoding), charged with the step that takes the packet in: which end pays what
-cannot be told apart in a run whose workers send as many packets as they receive,
-and charging both to the sender made a worker that only sends look busier than
-it was.
+A packet sent to another worker costs CPU at both ends, charged to the worker of
+the replica at that end: on the sender's with the send, on the receiver's with the
+step that takes the packet in. Each task's cost per end (``JobModel.end_s``) is
+what its worker's event loop spent beyond its steps in the baseline run over the
+packets that crossed workers there (``whatif.calibrate_transport``): a worker that
+only computes paid half of what the worker of the source and the sink did (0.15
+against 0.3 ms a packet in the benchmark), which a job-wide average spread evenly.
+Without it, ``transport_s`` is split between the ends (``SEND_SHARE``).
 
 A Dask worker whose replicas all run their steps on its event loop (the runtime
 moves only long or waiting steps to a thread: ``TaskModel.loop``, and the model
