@@ -61,18 +61,13 @@ from __future__ import annotations
 import functools
 import heapq
 import random
-from collections import deque
-from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from sage_core.compiler.settings import LoopSteps, paced_take, quota
+from sage_core.compiler.settings import paced_take, quota
+from sage_core.diagnosis.flow import SEND_SHARE, PacketFlow, Replica
 from sage_core.diagnosis.results import QUANTILES, SimResult, percentile
 from sage_core.diagnosis.servers import Server
-
-#: the share of a cross-worker packet's CPU its sender pays; its receiver pays the
-#: rest, with the step that takes it in
-SEND_SHARE = 0.5
 
 __all__ = ["QUANTILES", "SimResult", "Simulator", "percentile", "simulate"]
 
@@ -86,54 +81,7 @@ if TYPE_CHECKING:
     )
 
 
-@dataclass(slots=True)
-class _Replica:
-    rid: str
-    task: TaskModel
-    worker: str
-    capacity: int
-    run_on: str = ""
-    #: packets (the emission times of their items) with when each was enqueued
-    #: and the replica that sent it
-    queue: deque[tuple[float, list[float], str]] = field(default_factory=deque)
-    #: Dask: credits of each sender (``quota``; 0: its senders share ``capacity``)
-    #: and the packets each sent that still hold one
-    quota: int = 0
-    owed: dict[str, int] = field(default_factory=dict)
-    busy: bool = False
-    blocked_on: str | None = None
-    out: deque[tuple[str, list[float]]] = field(default_factory=deque)
-    pending: list[float] = field(default_factory=list)
-    pending_since: float = -1.0
-    timer: bool = False
-    left: int = 0
-    carry: float = 0.0
-    #: packets the next step may take, and what the running step popped and when
-    take: int = 1
-    popped: int = 0
-    step_start: float = 0.0
-    #: CPU its worker owes for packets received from other workers
-    received_s: float = 0.0
-    #: the senders of the packets its running step took that still hold their
-    #: credit: on an event loop it goes back once the step ends (``Simulator`` doc)
-    held_from: list[str] = field(default_factory=list)
-    #: where its steps run on a Dask worker: the runtime's rule, fed the modelled
-    #: steps' service (``LoopSteps``); ``cpu`` is the running step's
-    steps: LoopSteps = field(default_factory=LoopSteps)
-    cpu: float = 0.0
-    #: this replica's own random stream (common random numbers: see ``Simulator``)
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-    # accounting
-    busy_s: float = 0.0
-    blocked_s: float = 0.0
-    blocked_since: float = 0.0
-    queue_wait_s: float = 0.0
-    items_in: int = 0
-    batches: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)
-
-
-class Simulator:
+class Simulator(PacketFlow):
     """One run of the model (see the module docstring).
 
     Every replica draws its service times, pulls and key routing from a random
@@ -163,12 +111,12 @@ class Simulator:
             )
             for w in names
         }
-        self.reps: dict[str, _Replica] = {}
+        self.reps: dict[str, Replica] = {}
         for t in model.tasks:
             for rid in t.replicas:
                 home = model.worker_of.get(rid, "?")
                 on = f"engine:{t.engine}" if t.engine else home
-                self.reps[rid] = _Replica(
+                self.reps[rid] = Replica(
                     rid,
                     t,
                     home,
@@ -191,7 +139,7 @@ class Simulator:
         for t in model.tasks:
             outs = [(c, self.m.task(c.dst_task).replicas) for c in model.channels]
             self.routes[t.name] = [(c, d) for c, d in outs if c.src_task == t.name]
-        self.waiters: dict[str, list[_Replica]] = {rid: [] for rid in self.reps}
+        self.waiters: dict[str, list[Replica]] = {rid: [] for rid in self.reps}
         #: replicas that share an event loop with a source: they start once it
         #: first blocks (module docstring)
         sourced = {r.worker for r in self.reps.values() if r.task.is_source}
@@ -213,7 +161,7 @@ class Simulator:
         most = self.m.max_packets
         return min(most, max(1, t.fill_size)) if self.m.step_budget_s else most
 
-    def _pace(self, r: _Replica, popped: int, took: float) -> None:
+    def _pace(self, r: Replica, popped: int, took: float) -> None:
         if self.m.step_budget_s:
             take = paced_take(
                 popped,
@@ -241,7 +189,7 @@ class Simulator:
 
     # -- workers (processor sharing) ---------------------------------------------
 
-    def _want_slot(self, r: _Replica) -> None:
+    def _want_slot(self, r: Replica) -> None:
         """``r`` has work: pull (sources) or process its pending batch."""
         r.busy = True
         t = r.task
@@ -265,7 +213,7 @@ class Simulator:
 
     def _work(
         self,
-        r: _Replica,
+        r: Replica,
         seconds: float,
         then: Callable[[], None],
         on: str = "",
@@ -346,7 +294,7 @@ class Simulator:
                 w.switch(self.now)
         self._reschedule()
 
-    def _done(self, r: _Replica, batch: list[float]) -> None:
+    def _done(self, r: Replica, batch: list[float]) -> None:
         r.busy = False
         if r.held_from:  # senders elsewhere get it back once this step is done
             for sender in r.held_from:
@@ -375,155 +323,6 @@ class Simulator:
                     self._work(r, cost, send, follows=True)
                     return
         self._push_out(r)
-
-    def _end_s(self, t: TaskModel, share: float) -> float:
-        """CPU a packet crossing workers costs the worker of ``t``'s replica at
-        its end: the task's own (``JobModel.end_s``), else ``share`` of
-        ``transport_s``."""
-        got = self.m.end_s.get(t.name)
-        return (self.m.transport_s or 0.0) * share if got is None else got
-
-    def _select(self, r: _Replica, batch: list[float]) -> list[float]:
-        s = r.task.selectivity
-        if s == 1.0:
-            return batch
-        want = len(batch) * s + r.carry
-        n = int(want)
-        r.carry = want - n
-        return [batch[i % len(batch)] for i in range(n)] if batch else []
-
-    def _route(self, r: _Replica, items: list[float]) -> None:
-        size = self.m.buffer_size
-        for ch, dsts in self.routes[r.task.name]:
-            parts: dict[str, list[float]] = {}
-            if len(dsts) == 1:
-                parts[dsts[0]] = items
-            elif ch.keyed:
-                weights = [ch.shares.get(d, 1.0 / len(dsts)) for d in dsts]
-                for e, d in zip(
-                    items, r.rng.choices(dsts, weights, k=len(items)), strict=True
-                ):
-                    parts.setdefault(d, []).append(e)
-            for i in range(0, len(items), size):
-                chunk = items[i : i + size]
-                if len(dsts) == 1 or ch.keyed:
-                    break
-                if ch.router == "round-robin":
-                    k = (r.rid, ch.dst_task)
-                    j = self.rr.get(k, 0) % len(dsts)
-                    self.rr[k] = j + 1
-                    d = dsts[j]
-                else:
-                    d = min(dsts, key=lambda x: len(self.reps[x].queue))
-                parts.setdefault(d, []).extend(chunk)
-            for d, part in parts.items():
-                for i in range(0, len(part), size):
-                    r.out.append((d, part[i : i + size]))
-
-    def _push_out(self, r: _Replica) -> None:
-        while r.out:
-            d, packet = r.out[0]
-            dst = self.reps[d]
-            if self._full(dst, r):
-                if r.blocked_on is None:
-                    r.blocked_since = self.now
-                r.blocked_on = d
-                self.waiters[d].append(r)
-                if self.held and r.task.is_source:
-                    self._release(r.worker)
-                return
-            r.out.popleft()
-            dst.queue.append((self.now, packet, r.rid))
-            dst.owed[r.rid] = dst.owed.get(r.rid, 0) + 1
-            if dst.worker != r.worker:
-                dst.received_s += self._end_s(dst.task, 1.0 - SEND_SHARE)
-                self.ends[dst.worker] = self.ends.get(dst.worker, 0) + 1
-            self._try_start(dst)
-        if r.blocked_on is not None:
-            r.blocked_s += self.now - r.blocked_since
-            r.blocked_on = None
-        if r.task.is_source:
-            if r.left > 0:
-                self._want_slot(r)
-            elif self.held:
-                self._release(r.worker)
-        else:
-            self._try_start(r)
-
-    def _full(self, dst: _Replica, sender: _Replica) -> bool:
-        """Whether ``sender`` has no credit left for ``dst``: its own quota is
-        used up (Dask), or the queue its senders share is full, counting the
-        packets whose credit ``dst``'s running step holds from other workers."""
-        if dst.quota:
-            return dst.owed.get(sender.rid, 0) >= dst.quota
-        if not dst.capacity:
-            return False
-        held = len(dst.held_from) if dst.worker != sender.worker else 0
-        return len(dst.queue) + held >= dst.capacity
-
-    def _release(self, worker: str) -> None:
-        """The replicas held on ``worker`` start: its source blocked or ended."""
-        for rid in [x for x in self.held if self.reps[x].worker == worker]:
-            self.held.discard(rid)
-            self._try_start(self.reps[rid])
-
-    def _try_start(self, r: _Replica) -> None:
-        if r.busy or r.blocked_on is not None or r.out or r.rid in self.held:
-            return
-        got = 0
-        held: list[str] = []
-        if r.queue:
-            while r.queue and got < r.take:
-                queued_at, packet, sender = r.queue.popleft()
-                got += 1
-                held.append(sender)
-                r.items_in += len(packet)
-                r.queue_wait_s += (self.now - queued_at) * len(packet)
-                if not r.pending:
-                    r.pending_since = self.now
-                r.pending.extend(packet)
-        # start before waking blocked writers: their packets must not join this step
-        # beyond its take (they would through the re-entrant _try_start)
-        if r.pending:
-            t = r.task
-            due = r.pending_since + t.fill_wait_s
-            if t.fill_wait_s and len(r.pending) < t.fill_size and self.now < due:
-                if not r.timer:
-                    r.timer = True
-                    self.at(due, lambda: self._fill_due(r))
-                self._credit(r, held, on_loop=False)
-                self._pace(r, got, 0.0)  # popped into the batch being filled
-            else:
-                r.popped, r.step_start = got, self.now
-                self._credit(r, held, on_loop=self.workers[r.worker].loop)
-                self._want_slot(r)
-        self._wake_writers(r)
-
-    def _credit(self, r: _Replica, senders: list[str], *, on_loop: bool) -> None:
-        """Packets ``r`` took from ``senders``: their credit goes back now, or,
-        from senders on other workers to a step on an event loop, once the step
-        ends (``held_from``)."""
-        for sender in senders:
-            if on_loop and not r.task.engine and self.reps[sender].worker != r.worker:
-                r.held_from.append(sender)
-            else:
-                self._credited(r, sender)
-
-    def _credited(self, r: _Replica, sender: str) -> None:
-        """One credit of ``sender``'s to ``r`` goes back."""
-        r.owed[sender] -= 1
-        if self.reps[sender].blocked_on == r.rid:
-            self.at(self.now, functools.partial(self._wake_writers, r))
-
-    def _fill_due(self, r: _Replica) -> None:
-        r.timer = False
-        self._try_start(r)
-
-    def _wake_writers(self, r: _Replica) -> None:
-        writers, self.waiters[r.rid] = self.waiters[r.rid], []
-        for w in writers:
-            if w.blocked_on == r.rid:
-                self._push_out(w)
 
     # -- result -----------------------------------------------------------------
 
