@@ -19,7 +19,8 @@ what turns add is the wait of a replica woken beside a busy one: a sink beside a
 compute-bound operator waits up to a switch interval for each packet. A
 Dask worker whose steps all run on its event loop (``loop``) takes turns
 without a switch interval: a step runs to its end, and the replica goes behind
-the others that are ready. An
+the others that are ready; it counts the passes its loop makes (``passes``) and
+holds messages from other workers until the pass they are read in (``mail``). An
 external engine (a task's ``Contract.engine``) batches the calls active on it as a
 continuous-batching server does: calls of k_1..k_n items progress at
 f(k_i) / f(k_1 + ... + k_n) each, f being the task's measured service time per
@@ -29,6 +30,7 @@ call size.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +63,12 @@ class Server:
     #: a Dask worker whose steps all run on its event loop: one step at a time, to
     #: its end, the others in the order they became ready (no switch interval)
     loop: bool = False
+    #: a loop: the passes it completed (a pass ends once every batch waiting
+    #: when it began had its turn) and the batches this one still owes a turn
+    passes: int = 0
+    to_pass: set[str] = field(default_factory=set)
+    #: a loop: messages from other workers, each with the pass it is read in
+    mail: deque[tuple[int, Callable[[], None]]] = field(default_factory=deque)
     #: whether batches take turns (GIL) rather than share the CPU (set once: it
     #: is read on every event)
     turns: bool = field(init=False)
@@ -90,12 +98,15 @@ class Server:
         if not self.turns:
             return
         if rid == self.holder:
-            if self.loop and self.waiting and not follows:
-                self.holder, self.held_since = self._next(), now
-                self.waiting[rid] = now
+            if self.loop and not follows:  # its next turn
+                if self.waiting:
+                    self.holder, self.held_since = self._next(), now
+                    self.waiting[rid] = now
+                self._turned(rid)
             return
         if self.holder is None:
             self.holder, self.held_since = rid, now
+            self._turned(None)
         else:
             self.waiting.setdefault(rid, now)
 
@@ -103,10 +114,41 @@ class Server:
         """After a step's end and what followed it: a holder with nothing active
         (its thread blocked) hands the GIL to a waiter."""
         if self.turns and self.holder is not None and self.holder not in self.active:
-            self.holder = None
+            old, self.holder = self.holder, None
             if self.waiting:
                 self.holder = self._next()
                 self.held_since = now
+            self._turned(old)
+
+    def _turned(self, old: str | None) -> None:
+        """On a loop: the turn of ``old`` is over; a pass ends once every batch
+        that was ready when it began has had its turn."""
+        if not self.loop:
+            return
+        self.to_pass.discard(old or "")
+        if not self.to_pass:
+            self.passes += 1
+            self.to_pass = set(self.waiting)
+            if self.holder is not None:
+                self.to_pass.add(self.holder)
+
+    def post(self, fn: Callable[[], None], passes: int) -> bool:
+        """A message from another worker for this loop: False when it is read at
+        once (the loop is idle, or this is no loop), else it is read ``passes``
+        passes from now (``read``)."""
+        if not self.loop or not self.active:
+            return False
+        self.mail.append((self.passes + passes, fn))
+        return True
+
+    def read(self) -> list[Callable[[], None]]:
+        """The messages due: their pass came, or the loop has nothing to run."""
+        due = []
+        while self.mail and (
+            self.mail[0][0] <= self.passes or not self.active or not self.loop
+        ):
+            due.append(self.mail.popleft()[1])
+        return due
 
     def switch_due(self) -> float | None:
         """When the holder must drop the GIL (None: nobody waits)."""

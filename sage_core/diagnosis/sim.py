@@ -38,22 +38,23 @@ Without it, ``transport_s`` is split between the ends (``SEND_SHARE``).
 
 A Dask worker whose replicas all run their steps on its event loop (the runtime
 moves only long or waiting steps to a thread: ``TaskModel.loop``, and the model
-moves them by the runtime's rule, ``LoopSteps``, fed the modelled steps) runs them one at
-a time, each to its end, in the order they became ready, a replica going behind
-the others after each step (its loop awaits ``asyncio.sleep(0)``); there is no
-switch interval. Under that strict alternation a queue keeps the level it had when
-the alternation began, and the traces show the queue of a replica that shares a
-loop with its source full from the start (7-8 of 8 packets of wait, in every run
-of both benchmark sets): the source runs alone until it first blocks. The model
-starts such replicas then. A sender on another worker gets its credit back
-through the receiver's loop, in the reply to a later push or to its wait for
-credit, so not before the step that took the packets ends: those packets hold
-their room until then (the traces' transit plus queue wait on such an edge come to
-6-7 packets of an 8-packet window). Not modelled: network latency, the rounds of a
-loop a packet from another worker waits before it is read (the traces'
-``transit_s``: it moves time between transit and queue, not the total), pauses of
-the processes (the runs' p99 is 1.3-1.6x their median on Dask, the model's
-1.05x), operators whose cost depends on state.
+moves them by the runtime's rule, ``LoopSteps``, fed the modelled steps) runs them
+one at a time, each to its end, in the order they became ready, a replica going
+behind the others after each step (its loop awaits ``asyncio.sleep(0)``); there
+is no switch interval. What a replica does in a turn happens when the turn comes:
+it pops its packets as its step starts, and a sender woken by that pop pushes in
+its own turn, after the step (``flow.PacketFlow``). Under that strict alternation
+a queue keeps the level it had when the alternation began, and the traces show
+the queue of a replica that shares a loop with its source full from the start
+(7 of 8 packets of wait): the source runs alone until it first blocks, and the
+model starts such replicas then. A message from another worker (a packet, a
+credit reply) is read by a busy loop ``LOOP_PASSES`` passes after it arrives (a
+pass ends once every replica ready when it began had its turn), at once by an
+idle one: the traces' transit into a worker running 4.8 ms steps is 14.6-15.1 ms.
+A sender on another worker gets its credit back through the receiver's loop, so
+not before the step that took the packets ends. Not modelled: network latency,
+pauses of the processes (the runs' p99 is 1.3-1.6x their median on Dask, the
+model's 1.05x), operators whose cost depends on state.
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ class Simulator(PacketFlow):
 
     # -- workers (processor sharing) ---------------------------------------------
 
-    def _want_slot(self, r: Replica) -> None:
-        """``r`` has work: pull (sources) or process its pending batch."""
+    def _want_slot(self, r: Replica, follows: bool = False) -> None:
+        """``r`` has work: pull (sources) or process its pending batch;
+        ``follows``: in the turn on its loop it took the batch in."""
         r.busy = True
         t = r.task
         if t.is_source:
@@ -209,7 +211,8 @@ class Simulator(PacketFlow):
             r.sizes[n] = r.sizes.get(n, 0) + 1
         r.batches += 1
         r.busy_s += took
-        self._work(r, took, functools.partial(self._done, r, batch), r.run_on, n)
+        then = functools.partial(self._done, r, batch)
+        self._work(r, took, then, r.run_on, n, follows)
 
     def _work(
         self,
@@ -281,18 +284,29 @@ class Simulator(PacketFlow):
         self._advance()
         finished = []
         for w in self.workers.values():
-            for rid in [rid for rid, left in w.active.items() if left <= 1e-12]:
+            done = [rid for rid, left in w.active.items() if left <= 1e-12]
+            if w.loop:  # a turn (even one of no work) ends only once it came
+                done = [rid for rid in done if rid == w.holder]
+            for rid in done:
                 del w.active[rid]
                 w.size.pop(rid, None)
                 finished.append(w.then.pop(rid))
         for then in finished:
             then()
+        self._settle()
+        mail = [fn for w in self.workers.values() if w.mail for fn in w.read()]
+        for fn in mail:
+            fn()
+        if mail:
+            self._settle()
+        self._reschedule()
+
+    def _settle(self) -> None:
         for w in self.workers.values():
             w.settle(self.now)
             due = w.switch_due()
             if due is not None and due <= self.now + 1e-12:
                 w.switch(self.now)
-        self._reschedule()
 
     def _done(self, r: Replica, batch: list[float]) -> None:
         r.busy = False
