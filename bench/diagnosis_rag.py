@@ -70,7 +70,12 @@ from diagnosis_compare import (
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(cpu_work)  # work() ships to the workers
 _perf = time.perf_counter
-#: items per generate call in the calibration runs (the baseline calls with 8)
+#: items per generate call in the calibration runs (the baseline calls with 8).
+#: With one item a packet and queues of 8 packets, the run at 16 calls with 8: it
+#: measures 8 again. Giving it room to call with 16 (and adding 32) measured one
+#: replica's call of 16 at 138 ms, where two replicas' concurrent calls of 8 took
+#: 91-106 ms each; the engine model, one curve for both, then predicted generate
+#: parallelism 2 at x1.06 against x1.26 measured (ARCHITECTURE, section 7)
 CALIBRATION_BATCHES = (2, 16)
 
 
