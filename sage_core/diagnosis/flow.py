@@ -66,9 +66,7 @@ class Replica:
     #: steps' service (``LoopSteps``); ``cpu`` is the running step's
     steps: LoopSteps = field(default_factory=LoopSteps)
     cpu: float = 0.0
-    #: on an event loop: its turn came (it takes its packets now), and a turn it
-    #: asked for to push what a full queue held back
-    turn: bool = False
+    #: on an event loop: it asked for a turn to push what a full queue held back
     waking: bool = False
     #: this replica's own random stream (common random numbers: see ``Simulator``)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -219,16 +217,17 @@ class PacketFlow:
     def _on_loop(self, r: Replica) -> bool:
         return self.workers[r.worker].loop and not r.task.engine
 
-    def _try_start(self, r: Replica) -> None:
+    def _try_start(self, r: Replica, turn: bool = False) -> None:
+        """``r`` takes packets and starts a step if it can; ``turn``: its turn on
+        its worker's event loop came."""
         if r.busy or r.blocked_on is not None or r.out or r.rid in self.held:
             return
-        if not r.turn and (r.queue or r.pending) and self._on_loop(r):
+        if not turn and (r.queue or r.pending) and self._on_loop(r):
             # on an event loop a replica takes its packets when its turn comes,
             # not while another replica's step holds the loop
             r.busy = True
             self._work(r, 0.0, functools.partial(self._turn, r))
             return
-        turn, r.turn = r.turn, False
         got = 0
         held: list[str] = []
         if r.queue:
@@ -260,9 +259,8 @@ class PacketFlow:
 
     def _turn(self, r: Replica) -> None:
         """``r``'s turn on its worker's event loop came: it takes its packets."""
-        r.busy, r.turn = False, True
-        self._try_start(r)
-        r.turn = False
+        r.busy = False
+        self._try_start(r, turn=True)
 
     def _credit(self, r: Replica, senders: list[str], *, on_loop: bool) -> None:
         """Packets ``r`` took from ``senders``: their credit goes back now, or,

@@ -69,8 +69,6 @@ def merged(results: Sequence[SimResult]) -> SimResult:
         q: statistics.fmean(r.quantiles_ms.get(q, 0.0) for r in results)
         for q in first.quantiles_ms
     }
-    keys = {k for r in results for k in r.cross_packets}
-    ends = {k for r in results for k in r.cross_ends}
     return SimResult(
         throughput=first.throughput * first.makespan_s / span if span else 0.0,
         p50_ms=qs.get(0.5, statistics.fmean(r.p50_ms for r in results)),
@@ -78,16 +76,16 @@ def merged(results: Sequence[SimResult]) -> SimResult:
         makespan_s=span,
         items=round(statistics.fmean(r.items for r in results)),
         operators=ops,
-        cross_packets={
-            k: round(statistics.fmean(r.cross_packets.get(k, 0) for r in results))
-            for k in keys
-        },
-        cross_ends={
-            k: round(statistics.fmean(r.cross_ends.get(k, 0) for r in results))
-            for k in ends
-        },
+        cross_packets=_mean_counts([r.cross_packets for r in results]),
+        cross_ends=_mean_counts([r.cross_ends for r in results]),
         quantiles_ms=qs,
     )
+
+
+def _mean_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    """Per key, the mean count over ``counts`` (0 where one lacks the key)."""
+    keys = {k for c in counts for k in c}
+    return {k: round(statistics.fmean(c.get(k, 0) for c in counts)) for k in keys}
 
 
 def _merged_figure(key: str, values: list[Any]) -> Any:

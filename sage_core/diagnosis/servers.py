@@ -74,6 +74,9 @@ class Server:
     turns: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        self._set_turns()
+
+    def _set_turns(self) -> None:
         single = self.slots == 1 and not self.engine
         self.turns = single and (bool(self.switch_s) or self.loop)
 
@@ -81,7 +84,13 @@ class Server:
         """A replica's steps moved to a thread: the worker's batches take GIL
         turns (or share its CPU) from now on."""
         self.loop = False
-        self.turns = self.slots == 1 and not self.engine and bool(self.switch_s)
+        self._set_turns()
+
+    def finished(self) -> list[str]:
+        """The active batches whose work is done and that end now: on a loop only
+        the holder's (a turn, even one of no work, ends only once it came)."""
+        done = [rid for rid, left in self.active.items() if left <= 1e-12]
+        return [rid for rid in done if rid == self.holder] if self.loop else done
 
     def running(self) -> int:
         """Batches progressing now (for the host's CPU cap)."""

@@ -284,10 +284,7 @@ class Simulator(PacketFlow):
         self._advance()
         finished = []
         for w in self.workers.values():
-            done = [rid for rid, left in w.active.items() if left <= 1e-12]
-            if w.loop:  # a turn (even one of no work) ends only once it came
-                done = [rid for rid in done if rid == w.holder]
-            for rid in done:
+            for rid in w.finished():
                 del w.active[rid]
                 w.size.pop(rid, None)
                 finished.append(w.then.pop(rid))
