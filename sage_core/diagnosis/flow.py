@@ -210,7 +210,10 @@ class PacketFlow:
 
     def _release(self, worker: str) -> None:
         """The replicas held on ``worker`` start: its source blocked or ended."""
-        for rid in [x for x in self.held if self.reps[x].worker == worker]:
+        # in plan order: a set's order follows the process's string hash seed
+        for rid in [
+            x for x in self.reps if x in self.held and self.reps[x].worker == worker
+        ]:
             self.held.discard(rid)
             self._try_start(self.reps[rid])
 

@@ -110,7 +110,7 @@ class Simulator(PacketFlow):
                 rng=random.Random(f"{seed}:gil:{w}"),
                 loop=w in loops,
             )
-            for w in names
+            for w in sorted(names)  # in one order whatever the hash seed
         }
         self.reps: dict[str, Replica] = {}
         for t in model.tasks:
